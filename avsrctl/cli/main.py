@@ -1,0 +1,106 @@
+"""The `avsrctl` command: registers the subcommands and holds the one error boundary.
+
+Nothing here (or in the command modules at import time) imports torch or transformers, so
+`avsrctl --help` is instant; each command imports what it needs inside its body.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+from typer.exceptions import TyperException
+
+from avsrctl import __version__
+from avsrctl.cli import console
+from avsrctl.cli.decode import decode
+from avsrctl.cli.demo_data import demo_data
+from avsrctl.cli.eval import eval_
+from avsrctl.cli.inspect import inspect_params
+from avsrctl.cli.prepare import prepare
+from avsrctl.cli.train import train
+from avsrctl.cli.transcribe import transcribe
+from avsrctl.errors import AvsrError
+
+app = typer.Typer(
+    name="avsrctl",
+    help="Audio-visual speech recognition with an LLM decoder: prepare data, train, decode, evaluate, transcribe.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": bool(os.environ.get("AVSRCTL_DEBUG"))}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"avsrctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Audio-visual speech recognition with an LLM decoder."""
+    _state["debug"] = _state["debug"] or debug
+
+
+app.command("train")(train)
+app.command("decode")(decode)
+app.command("eval")(eval_)
+app.command("inspect-params")(inspect_params)
+app.command("transcribe")(transcribe)
+app.command("prepare")(prepare)
+app.command("demo-data")(demo_data)
+
+
+def _fail(message: str, hint: str | None, code: int) -> int:
+    console.error(message, hint)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (the error boundary; used by `main` and tests)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        _state["debug"] = True
+    try:
+        result = app(args=argv, prog_name="avsrctl", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        return _fail("aborted", None, 130)
+    except TyperException as e:  # usage errors from option parsing (Typer's click exceptions)
+        if _state["debug"]:
+            raise
+        e.show(file=sys.stderr)
+        return e.exit_code
+    except AvsrError as e:
+        if _state["debug"]:
+            raise
+        return _fail(str(e), e.hint, e.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", None, 130)
+    except Exception as e:  # an unexpected failure: one line, traceback behind --debug
+        if _state["debug"]:
+            raise
+        return _fail(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback", 1)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

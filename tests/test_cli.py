@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from avsrctl.cli.main import run
+
+COMMANDS = ["train", "decode", "eval", "inspect-params", "transcribe", "prepare", "demo-data"]
+
+
+def test_importing_cli_keeps_torch_out():
+    code = (
+        "import sys; import avsrctl.cli.main, avsrctl.config; "
+        "heavy = [m for m in ('torch', 'transformers', 'faster_whisper', 'open_clip', 'cv2') if m in sys.modules]; "
+        "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, f"heavy modules imported by the CLI: {proc.stdout}"
+
+
+def test_help_lists_every_command(capsys):
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in COMMANDS:
+        assert cmd in out
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_subcommand_help(cmd, capsys):
+    assert run([cmd, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage" in out and "--help" in out
+
+
+def test_version(capsys):
+    from avsrctl import __version__
+
+    assert run(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_unknown_option_is_usage_error(capsys):
+    assert run(["train", "--no-such-flag"]) == 2
