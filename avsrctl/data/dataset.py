@@ -1,0 +1,276 @@
+"""From a manifest to padded batches: decoding, alignment, noise, length-bucketed sampling.
+
+`AVDataset[i]` decodes one utterance into a `Sample` (video as mouth crops (T, 3, H, W)
+uint8, audio cut/padded to 640 * T samples), or returns None when the media cannot be
+decoded: the reason is kept in `dataset.skipped[id]` and the id travels with the next batch
+in `batch.meta["skipped"]` (also from DataLoader workers, whose `skipped` dict the main
+process never sees). No other utterance is substituted: a skipped utterance is missing,
+not duplicated.
+
+`FrameBucketSampler` yields lists of indices whose padded size (count x longest) stays
+within a frame budget, so a batch of long utterances holds fewer of them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avsrctl.data.align import align_audio, frames_for_samples
+from avsrctl.data.batch import Batch
+from avsrctl.data.manifest import SAMPLES_PER_FRAME, Manifest
+from avsrctl.data.media import load_audio, load_video, probe
+from avsrctl.data.noise import ManifestNoiser, NoiseSpec
+from avsrctl.data.roi import apply_roi, check_mode
+from avsrctl.errors import DataError, MediaError, UsageError
+
+STREAMS = {"audio": (True, False), "video": (False, True), "both": (True, True)}  # modality -> (audio, video)
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    text: str
+    n_frames: int  # T, frames at 25 Hz
+    audio: torch.Tensor | None  # (640*T,) float32 16 kHz mono
+    video: torch.Tensor | None  # (T, 3, H, W) uint8 RGB mouth crops
+
+
+def _streams(modality: str) -> tuple[bool, bool]:
+    if modality not in STREAMS:
+        raise UsageError(f"unknown modality {modality!r}; choose audio, video or both")
+    return STREAMS[modality]
+
+
+def decode_sample(
+    uid: str,
+    text: str,
+    video_path: Path | None,
+    audio_path: Path | None,
+    *,
+    roi: str = "auto",
+    roi_size: int = 96,
+    transform_audio=None,
+) -> Sample:
+    """Decode the given streams into a Sample. T comes from the video when there is one, else ceil(S / 640).
+
+    `transform_audio(audio) -> audio` runs on the raw 16 kHz audio before alignment (noise).
+    """
+    video = None
+    n_frames = None
+    if video_path is not None:
+        frames = apply_roi(load_video(video_path), roi, roi_size, path=video_path)  # (T, roi, roi, 3)
+        n_frames = frames.shape[0]
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
+    audio = None
+    if audio_path is not None:
+        samples = load_audio(audio_path)
+        if transform_audio is not None:
+            samples = transform_audio(samples)
+        if n_frames is None:
+            n_frames = frames_for_samples(samples.shape[0])
+        audio = torch.from_numpy(align_audio(samples, n_frames))  # (640*T,)
+    assert n_frames is not None, "decode_sample needs at least one stream"
+    return Sample(uid, text, int(n_frames), audio, video)
+
+
+class AVDataset(torch.utils.data.Dataset):
+    """Utterances of a manifest, decoded on access. Use `dataset.collate` as the DataLoader's collate_fn."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        modality: str,
+        *,
+        roi: str = "auto",
+        roi_size: int = 96,
+        noise: NoiseSpec | None = None,
+        seed: int = 0,
+    ):
+        self.read_audio, self.read_video = _streams(modality)
+        manifest.require(modality)
+        check_mode(roi)
+        if roi_size <= 0:
+            raise UsageError(f"roi_size must be positive, got {roi_size}")
+        self.manifest, self.modality, self.roi, self.roi_size = manifest, modality, roi, roi_size
+        self.noise, self.seed, self.epoch = noise, seed, 0
+        use_noise = noise is not None and noise.prob > 0 and self.read_audio
+        self.noiser = ManifestNoiser(manifest, noise, seed) if use_noise else None
+        self.skipped: dict[str, str] = {}
+        self._pending: list[tuple[str, str]] = []  # skipped since the last collate
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Manifest lengths in 25 Hz frames (for FrameBucketSampler; decoding may differ by a frame)."""
+        return [max(1, u.n_frames) for u in self.manifest]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Noise is drawn per (seed, epoch, index): call once per epoch, as for the sampler."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> Sample | None:
+        utt = self.manifest[index]
+        transform = None
+        if self.noiser is not None:
+            def transform(audio, _i=index):
+                return self.noiser(_i, audio, self.epoch)
+        try:
+            return decode_sample(
+                utt.id, utt.text,
+                utt.video if self.read_video else None,
+                utt.audio if self.read_audio else None,
+                roi=self.roi, roi_size=self.roi_size, transform_audio=transform,
+            )
+        except MediaError as e:
+            self.skipped[utt.id] = str(e)
+            self._pending.append((utt.id, str(e)))
+            return None
+
+    def collate(self, samples: Sequence[Sample | None]) -> Batch:
+        """`collate` plus the ids this dataset skipped since the previous call (works inside workers)."""
+        pending, self._pending = self._pending, []
+        return collate(samples, skipped=dict(pending))
+
+
+def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence[str] | None = None) -> Batch:
+    """Pad samples into a Batch; None entries are dropped. `batch.meta['skipped']` lists skipped ids
+    (`meta['skip_reasons']` maps them to the error), and a batch may be empty when all were skipped.
+    """
+    kept = [s for s in samples if s is not None]
+    reasons = dict(skipped) if isinstance(skipped, dict) else {k: "" for k in (skipped or [])}
+    meta = {"skipped": list(reasons), "skip_reasons": reasons}
+    lengths = torch.tensor([s.n_frames for s in kept], dtype=torch.long)  # (B,)
+    batch = Batch(ids=[s.id for s in kept], texts=[s.text for s in kept], lengths=lengths, meta=meta)
+    if not kept:
+        return batch
+    t_max = int(lengths.max())
+    has_audio = {s.audio is not None for s in kept}
+    has_video = {s.video is not None for s in kept}
+    if len(has_audio) > 1 or len(has_video) > 1:
+        raise DataError(f"cannot batch samples with different streams: {[s.id for s in kept]}")
+    if has_audio == {True}:
+        audio = torch.zeros(len(kept), t_max * SAMPLES_PER_FRAME, dtype=torch.float32)  # (B, 640*T)
+        for i, s in enumerate(kept):
+            audio[i, : s.audio.shape[0]] = s.audio
+        batch.audio = audio
+    if has_video == {True}:
+        shapes = {tuple(s.video.shape[1:]) for s in kept}
+        if len(shapes) > 1:
+            raise DataError(f"cannot batch videos of different frame sizes {sorted(shapes)} ({[s.id for s in kept]}); "
+                            "use one roi_size")
+        video = torch.zeros(len(kept), t_max, *shapes.pop(), dtype=torch.uint8)  # (B, T, 3, H, W)
+        for i, s in enumerate(kept):
+            video[i, : s.n_frames] = s.video
+        batch.video = video
+    return batch
+
+
+class FrameBucketSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of similar-length utterances with count x longest <= max_frames (a batch sampler).
+
+    Utterances are sorted by length (ties broken at random) and packed greedily; one longer
+    than `max_frames` forms a batch alone. The batch order is shuffled per epoch, seeded by
+    (seed, epoch). With several replicas (DistributedDataParallel) each rank takes every
+    `num_replicas`-th batch; the batch list is first padded by repeating batches from its
+    start (or, with drop_last, trimmed) so every rank runs the same number of steps.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_frames: int, max_batch: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+        if max_frames <= 0 or max_batch <= 0:
+            raise UsageError(f"max_frames ({max_frames}) and max_batch ({max_batch}) must be positive")
+        if num_replicas <= 0 or not 0 <= rank < num_replicas:
+            raise UsageError(f"rank ({rank}) must be in [0, num_replicas={num_replicas})")
+        self.lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
+        self.max_frames, self.max_batch = int(max_frames), int(max_batch)
+        self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def all_batches(self) -> list[list[int]]:
+        """Every batch of this epoch, before sharding across replicas."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        ties = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        order = np.lexsort((ties, self.lengths))  # by length, then by the random tie-breaker
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order.tolist():
+            longest = int(self.lengths[i])  # ascending order: the newcomer is the longest
+            if current and ((len(current) + 1) * longest > self.max_frames or len(current) + 1 > self.max_batch):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[k] for k in rng.permutation(len(batches))]
+        return batches
+
+    def _mine(self) -> list[list[int]]:
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        batches = self.all_batches()
+        r = self.num_replicas
+        if len(batches) % r:
+            if self.drop_last:
+                batches = batches[: len(batches) // r * r]
+            else:
+                need = r - len(batches) % r
+                batches = batches + [batches[k % len(batches)] for k in range(need)]
+        mine = batches[self.rank:: r]
+        self._cache = (self.epoch, mine)
+        return mine
+
+    def __iter__(self):
+        return iter([list(b) for b in self._mine()])
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def load_clip(path: str | os.PathLike, modality: str | None = None, roi: str = "auto", roi_size: int = 96) -> Batch:
+    """One media file as a Batch of one (transcribe, decode --single-file).
+
+    modality None (or 'auto') reads the streams the file has; 'audio', 'video' or 'both'
+    raise MediaError when the file lacks a stream the modality needs.
+    """
+    path = Path(path)
+    check_mode(roi)
+    info = probe(path)
+    if modality in (None, "auto"):
+        want_audio, want_video = info.has_audio, info.has_video
+        if not (want_audio or want_video):
+            raise MediaError(f"{path}: no audio or video stream")
+    else:
+        want_audio, want_video = _streams(modality)
+        for wanted, present, stream in ((want_audio, info.has_audio, "audio"), (want_video, info.has_video, "video")):
+            if wanted and not present:
+                other = "video" if stream == "audio" else "audio"
+                raise MediaError(f"{path}: --modality {modality} needs {stream}, but the file has no {stream} stream",
+                                 hint=f"use --modality {other}" if (info.has_audio or info.has_video) else None)
+    sample = decode_sample(path.stem, "", path if want_video else None, path if want_audio else None,
+                           roi=roi, roi_size=roi_size)
+    batch = collate([sample])
+    batch.meta["path"] = str(path)
+    return batch
+
+
+def bucket_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Padding efficiency of a batching: real frames / padded frames, and batch count."""
+    real = sum(int(lengths[i]) for b in batches for i in b)
+    padded = sum(len(b) * max(int(lengths[i]) for i in b) for b in batches)
+    return {"batches": len(batches), "real_frames": real, "padded_frames": padded,
+            "efficiency": real / padded if padded else math.nan}

@@ -1,0 +1,288 @@
+"""Media decoding and encoding through ffmpeg (ffmpeg-python argument lists, never shell strings).
+
+Everything leaves here in avsrctl's two formats: audio as float32 16 kHz mono, video as
+uint8 RGB frames at 25 fps. Any container ffmpeg reads works (mp4, mpg, mkv, webm, avi,
+wav, flac, ...). ffprobe is not needed: the only binary is `ffmpeg`, the system one or, when
+the system has none, the one shipped by imageio-ffmpeg.
+
+Decoding is strict: ffmpeg runs with `-xerror` and error-level logging, and any error it
+reports (truncated file, corrupt packet, missing stream) or an empty stream becomes a
+`MediaError` naming the file and quoting ffmpeg's reason. A training run then skips the
+utterance (see `dataset.AVDataset`) instead of learning from half a clip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from avsrctl.data.manifest import SAMPLE_RATE, VIDEO_FPS
+from avsrctl.errors import MediaError
+
+_QUIET = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-xerror")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".wma")
+VIDEO_EXTENSIONS = (".mp4", ".mpg", ".mpeg", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".ts")
+MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: $AVSRCTL_FFMPEG, else the system `ffmpeg`, else imageio-ffmpeg's."""
+    override = os.environ.get("AVSRCTL_FFMPEG")
+    if override:
+        return override
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise MediaError("no ffmpeg binary found", hint="install ffmpeg (apt-get install ffmpeg) or `pip install imageio-ffmpeg`") from None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        raise MediaError(f"no ffmpeg binary found ({e})", hint="install ffmpeg (apt-get install ffmpeg)") from None
+
+
+def _url(path: Path) -> str:
+    # The `file:` protocol stops ffmpeg from reading 'name:with:colons.mp4' as another protocol
+    # and a name starting with '-' as an option.
+    return "file:" + str(Path(path).absolute())
+
+
+def _reason(stderr: bytes, path: Path) -> str:
+    """The most telling line of ffmpeg's stderr, shortened (ffmpeg repeats the full path)."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("To ignore this", "Conversion failed"))]
+    if not lines:
+        return "ffmpeg failed without a message"
+    line = lines[-1]
+    line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)  # '[mov,mp4 @ 0x55d4...] ' prefixes
+    full = str(Path(path).absolute())
+    for prefix in ("file:" + full, full):
+        line = line.replace(prefix + ": ", "").replace(prefix, Path(path).name)
+    return line[:200]
+
+
+def _ffmpeg(args: list[str], input_bytes: bytes | None = None) -> tuple[int, bytes, bytes]:
+    try:
+        proc = subprocess.run(args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    except FileNotFoundError:
+        raise MediaError(f"ffmpeg binary not found: {args[0]}") from None
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: zero-length file")
+
+
+def _decode(stream, path: Path, what: str) -> bytes:
+    """Run an ffmpeg-python graph to a pipe; any error ffmpeg reports becomes a MediaError."""
+    _check_file(path)
+    rc, out, err = _ffmpeg(stream.global_args(*_QUIET).compile(cmd=ffmpeg_exe()))
+    # With -loglevel error a clean decode prints nothing: a truncated mp4 can exit 0 yet
+    # report 'partial file', so stderr counts as failure even when the exit code is 0.
+    if b"matches no streams" in err:
+        raise MediaError(f"{path}: no {what} stream")
+    if rc != 0 or err.strip():
+        raise MediaError(f"{path}: cannot decode {what}: {_reason(err, path)}")
+    return out
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ffmpeg says about a file before decoding it (from `ffmpeg -i`, no ffprobe)."""
+
+    path: Path
+    container: str
+    duration: float | None  # seconds, None when ffmpeg cannot tell
+    has_audio: bool
+    has_video: bool  # a real video stream (cover art in audio files does not count)
+    width: int = 0
+    height: int = 0
+    fps: float | None = None
+    sample_rate: int = 0
+    channels: str = ""
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"Stream #\d+:\d+.*?: (Video|Audio): (.*)")
+_SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
+_FPS = re.compile(r"([\d.]+)(k?) fps")
+_RATE = re.compile(r"(\d+) Hz, ([^,]+)")
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Streams, size, rate and duration of a media file, by running `ffmpeg -i` (no ffprobe needed)."""
+    path = Path(path)
+    _check_file(path)
+    # With no output file ffmpeg prints the input's description and exits 1 ("At least one
+    # output file must be specified"); only a missing "Input #0" header means it failed.
+    _, _, err = _ffmpeg([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(path)])
+    text = err.decode("utf-8", "replace")
+    head = re.search(r"Input #0, (.+?), from", text)
+    if head is None:
+        raise MediaError(f"{path}: not a media file ffmpeg can read: {_reason(err, path)}")
+    duration = None
+    m = _DURATION.search(text)
+    if m:
+        duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    info: dict = {"has_audio": False, "has_video": False}
+    for kind, rest in _STREAM.findall(text):
+        if kind == "Video" and "attached pic" not in rest and not info["has_video"]:
+            info["has_video"] = True
+            size = _SIZE.search(rest)
+            if size:
+                info["width"], info["height"] = int(size.group(1)), int(size.group(2))
+            fps = _FPS.search(rest)
+            if fps:
+                info["fps"] = float(fps.group(1)) * (1000 if fps.group(2) else 1)
+        elif kind == "Audio" and not info["has_audio"]:
+            info["has_audio"] = True
+            rate = _RATE.search(rest)
+            if rate:
+                info["sample_rate"], info["channels"] = int(rate.group(1)), rate.group(2).strip()
+    return MediaInfo(path=path, container=head.group(1), duration=duration, **info)
+
+
+# ---------------------------------------------------------------------------- decode
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Decode the first audio stream to float32 16 kHz mono, shape (S,); any rate or channel count in."""
+    path = Path(path)
+    stream = ffmpeg.input(_url(path))["a:0"].output(
+        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE
+    )
+    out = _decode(stream, path, "audio")
+    audio = np.frombuffer(out, dtype="<f4").astype(np.float32)  # (S,)
+    if audio.size == 0:
+        raise MediaError(f"{path}: zero-length audio stream")
+    return audio
+
+
+def _video_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else size
+    if h <= 0 or w <= 0:
+        raise MediaError(f"video size must be positive, got {size!r}")
+    return int(h), int(w)
+
+
+def _split_ppm(data: bytes, path: Path) -> np.ndarray:
+    """Frames from a stream of binary PPM images (each carries its own size; no probing needed)."""
+    frames, pos, shape = [], 0, None
+    header = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+(\d+)\s")
+    while pos < len(data):
+        m = header.match(data, pos)
+        if m is None:
+            raise MediaError(f"{path}: unexpected bytes in ffmpeg's frame stream at offset {pos}")
+        w, h, maxval = (int(g) for g in m.groups())
+        assert maxval == 255, maxval  # rgb24 output is always 8 bit
+        start, end = m.end(), m.end() + w * h * 3
+        if end > len(data):
+            raise MediaError(f"{path}: truncated frame {len(frames)} in ffmpeg's output")
+        if shape is not None and shape != (h, w):
+            raise MediaError(f"{path}: frame size changes mid-stream ({shape} -> {(h, w)}); pass size= to resize")
+        shape = (h, w)
+        frames.append(np.frombuffer(data, np.uint8, w * h * 3, start).reshape(h, w, 3))
+        pos = end
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)  # (T, H, W, 3)
+
+
+def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Decode the first video stream to uint8 RGB at 25 fps, shape (T, H, W, 3).
+
+    `size` resizes every frame: an int for a square side, or (height, width).
+    """
+    path = Path(path)
+    hw = _video_size(size)
+    # 'V' skips cover-art pictures; the fps filter duplicates/drops frames to a constant 25 fps.
+    video = ffmpeg.input(_url(path))["V:0"].filter("fps", fps=VIDEO_FPS)
+    if hw is not None:
+        video = video.filter("scale", hw[1], hw[0], flags="area")
+    stream = video.output("pipe:", format="image2pipe", vcodec="ppm", pix_fmt="rgb24")
+    frames = _split_ppm(_decode(stream, path, "video"), path)
+    if frames.shape[0] == 0:
+        raise MediaError(f"{path}: zero-length video stream (no frames decoded)")
+    return frames
+
+
+# ---------------------------------------------------------------------------- encode
+
+
+# ---------------------------------------------------------------------------- encode
+
+
+def _encode(path: Path, build, what: str, input_bytes: bytes | None = None) -> None:
+    """Run `build(output_url)` into a temporary name beside `path`, then rename (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    args = build(_url(tmp)).global_args(*_QUIET[:-1], "-y").compile(cmd=ffmpeg_exe())
+    try:
+        rc, _, err = _ffmpeg(args, input_bytes)
+        if rc != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            raise MediaError(f"{path}: cannot write {what}: {_reason(err, tmp)}")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def extract_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Write the first audio stream of `src` as 16 kHz mono 16-bit wav (temp name, then rename)."""
+    src = Path(src)
+    _check_file(src)
+    source = ffmpeg.input(_url(src))["a:0"]
+    _encode(Path(dst), lambda url: source.output(url, format="wav", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE),
+            f"audio of {src}")
+
+
+def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float audio (S,) in [-1, 1] as 16-bit mono wav, atomically."""
+    audio = np.ascontiguousarray(audio, dtype="<f4").reshape(-1)  # (S,)
+    source = ffmpeg.input("pipe:", format="f32le", ar=sample_rate, ac=1)
+    _encode(Path(path), lambda url: source.output(url, format="wav", acodec="pcm_s16le"), "audio", audio.tobytes())
+
+
+def save_video(path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS, audio: np.ndarray | None = None,
+               crf: int = 18) -> None:
+    """Write uint8 RGB frames (T, H, W, 3) as H.264 mp4 (yuv420p), optionally muxed with 16 kHz mono audio."""
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise MediaError(f"{path}: frames must be (T, H, W, 3) uint8 with T > 0, got {frames.shape}")
+    _, h, w, _ = frames.shape
+    video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
+    if h % 2 or w % 2:  # yuv420p needs even sides: pad one black row/column
+        video = video.filter("pad", w + w % 2, h + h % 2)
+    wav = None
+    try:
+        streams, extra = [video], {}
+        if audio is not None:
+            fd, name = tempfile.mkstemp(suffix=".wav")
+            os.close(fd)
+            wav = Path(name)
+            save_audio(wav, audio)
+            streams.append(ffmpeg.input(_url(wav)).audio)
+            extra = {"acodec": "aac"}
+        _encode(Path(path), lambda url: ffmpeg.output(*streams, url, format="mp4", vcodec="libx264", pix_fmt="yuv420p",
+                                                      crf=crf, r=fps, movflags="+faststart", **extra),
+                "video", frames.tobytes())
+    finally:
+        if wav is not None:
+            wav.unlink(missing_ok=True)
