@@ -1,0 +1,306 @@
+"""Word and character error rates through jiwer, after a named text normaliser.
+
+WER here is corpus level, as speech papers report it: total edits over all utterances divided
+by the total number of reference words (not the mean of per-utterance rates). Text is
+normalised first, because "Two." and "2" should not count as an error when comparing
+systems: `basic` (lower case, punctuation dropped except apostrophes), `whisper` (Whisper's
+English normaliser from transformers: numbers to digits, spellings standardised) or `none`.
+
+This module imports jiwer at module level but never torch; transformers is imported only
+when the `whisper` normaliser is first used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jiwer
+from rich.markup import escape
+
+from avsrctl.errors import DataError, UsageError
+
+NORMALIZERS: tuple[str, ...] = ("basic", "whisper", "none")
+
+# --------------------------------------------------------------------------- normalisers
+
+_APOSTROPHES = re.compile(r"[\u2018\u2019\u02bc`\u00b4]")  # typographic apostrophes -> "'"
+_DASHES = re.compile(r"[-\u2010-\u2015\u2212]")  # hyphens and dashes separate words
+_NOT_WORD = re.compile(r"[^\w\s']|_")  # punctuation and symbols; \w keeps letters and digits
+_QUOTED = re.compile(r"(?<![\w'])'([\w']*\w)'(?![\w'])")  # 'word' in single quotes -> word
+
+
+def basic_normalize(text: str) -> str:
+    """Lower case, hyphens to spaces, punctuation removed except apostrophes, spaces collapsed.
+
+    This is the LRS3/AV-HuBERT convention. Single quotes around a word are removed, other
+    apostrophes stay ("don't", "dogs'"); tokens left as bare apostrophes vanish.
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = _APOSTROPHES.sub("'", text)
+    text = _DASHES.sub(" ", text)
+    text = _NOT_WORD.sub("", text)
+    text = _QUOTED.sub(r"\1", text)
+    return " ".join(w for w in text.split() if w.strip("'"))
+
+
+def _spelling_mapping_file() -> Path | None:
+    """Whisper's British->American spelling table, where an installed package ships it.
+
+    transformers reads it from a model repository's `normalizer.json`; offline we look in the
+    packages known to carry a copy (openai-whisper, whisper-normalizer) without importing them.
+    """
+    for package, name in (("whisper", "normalizers/english.json"), ("whisper_normalizer", "english.json")):
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            candidate = Path(folder) / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@lru_cache(maxsize=1)
+def spelling_mapping() -> tuple[dict[str, str], str]:
+    """(mapping, where it came from); an empty mapping when no installed package ships one."""
+    path = _spelling_mapping_file()
+    if path is None:
+        return {}, "none installed (spelling standardisation disabled)"
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read Whisper's spelling mapping ({e})") from None
+    return mapping, str(path)
+
+
+@lru_cache(maxsize=1)
+def _whisper_normalizer() -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer(spelling_mapping()[0])
+
+
+def whisper_normalize(text: str) -> str:
+    """Whisper's English normaliser: numbers to digits, contractions expanded, spellings standardised."""
+    return " ".join(_whisper_normalizer()(text).split())
+
+
+def no_normalize(text: str) -> str:
+    """Raw text with whitespace collapsed (jiwer splits on whitespace anyway)."""
+    return " ".join(text.split())
+
+
+_NORMALIZER_FUNCS: dict[str, Callable[[str], str]] = {
+    "basic": basic_normalize,
+    "whisper": whisper_normalize,
+    "none": no_normalize,
+}
+
+
+def get_normalizer(name: str) -> Callable[[str], str]:
+    try:
+        return _NORMALIZER_FUNCS[name]
+    except KeyError:
+        raise UsageError(f"unknown normaliser {name!r}; choose one of {', '.join(NORMALIZERS)}") from None
+
+
+def normalize(texts: Sequence[str], name: str) -> list[str]:
+    fn = get_normalizer(name)
+    return [fn(t) for t in texts]
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+@dataclass(frozen=True)
+class UtteranceErrors:
+    """Errors of one utterance, on normalised text."""
+
+    id: str
+    reference: str  # normalised
+    hypothesis: str  # normalised
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    alignment: tuple = field(default=(), repr=False, compare=False)  # jiwer AlignmentChunks
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def ref_words(self) -> int:
+        return self.substitutions + self.deletions + self.hits
+
+    @property
+    def wer(self) -> float | None:
+        """This utterance's WER; None for an empty reference (any output is then pure insertion)."""
+        return self.errors / self.ref_words if self.ref_words else None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "ref_norm": self.reference, "hyp_norm": self.hypothesis, "wer": self.wer,
+            "errors": self.errors, "ref_words": self.ref_words, "substitutions": self.substitutions,
+            "deletions": self.deletions, "insertions": self.insertions, "hits": self.hits,
+        }
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """Corpus-level error rates after one normaliser (edits summed over every utterance)."""
+
+    normalizer: str
+    wer: float  # (S + D + I) / reference words
+    cer: float  # character edits / reference characters (spaces count as characters)
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    ref_words: int
+    hyp_words: int
+    char_errors: int
+    ref_chars: int
+    n_utterances: int
+    utterances: tuple[UtteranceErrors, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    def to_dict(self) -> dict:
+        """Summary numbers (no per-utterance detail), JSON-ready."""
+        d = asdict(self)
+        d.pop("utterances")
+        d["errors"] = self.errors
+        return d
+
+
+def _check_lengths(refs: Sequence[str], hyps: Sequence[str], ref_name: str, hyp_name: str) -> None:
+    if len(refs) != len(hyps):
+        raise DataError(
+            f"{hyp_name} has {len(hyps)} hypotheses but {ref_name} has {len(refs)} references",
+            hint="hypotheses need exactly one line per reference, in the same order (empty lines for empty output)",
+        )
+
+
+def score(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    normalizer: str = "basic",
+    *,
+    ids: Sequence[str] | None = None,
+    ref_name: str = "references",
+    hyp_name: str = "hypotheses",
+) -> ErrorReport:
+    """Normalise both sides and compute corpus-level WER/CER plus per-utterance errors.
+
+    `ref_name`/`hyp_name` (usually the file names) appear in the error raised when the two
+    lists differ in length: nothing is ever truncated to make them match.
+    """
+    _check_lengths(references, hypotheses, ref_name, hyp_name)
+    if ids is not None and len(ids) != len(references):
+        raise DataError(f"{len(ids)} ids for {len(references)} references in {ref_name}")
+    if not references:
+        raise DataError(f"{ref_name}: no references to score")
+    fn = get_normalizer(normalizer)
+    refs = [fn(t) for t in references]
+    hyps = [fn(t) for t in hypotheses]
+    if not any(refs):
+        raise DataError(f"{ref_name}: all {len(refs)} references are empty after '{normalizer}' normalisation, "
+                        "so WER is undefined", hint="check that the reference file holds transcripts")
+    words = jiwer.process_words(refs, hyps)
+    chars = jiwer.process_characters(refs, hyps)
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(refs))]
+    utts = []
+    for uid, ref, hyp, chunks in zip(ids, refs, hyps, words.alignments):
+        counts = {"substitute": 0, "delete": 0, "insert": 0, "equal": 0}
+        for c in chunks:  # a chunk spans equal-length runs for 'substitute' and 'equal'
+            counts[c.type] += max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+        utts.append(UtteranceErrors(uid, ref, hyp, counts["substitute"], counts["delete"], counts["insert"],
+                                    counts["equal"], tuple(chunks)))
+    ref_words = words.hits + words.substitutions + words.deletions
+    ref_chars = chars.hits + chars.substitutions + chars.deletions
+    char_errors = chars.substitutions + chars.deletions + chars.insertions
+    report = ErrorReport(
+        normalizer=normalizer,
+        wer=(words.substitutions + words.deletions + words.insertions) / ref_words,
+        cer=char_errors / ref_chars,
+        substitutions=words.substitutions, deletions=words.deletions, insertions=words.insertions,
+        hits=words.hits, ref_words=ref_words, hyp_words=sum(len(h.split()) for h in hyps),
+        char_errors=char_errors, ref_chars=ref_chars, n_utterances=len(refs), utterances=tuple(utts),
+    )
+    assert sum(u.errors for u in utts) == report.errors, "per-utterance errors must add up to the corpus total"
+    return report
+
+
+# ------------------------------------------------------------------------ presentation
+
+
+def render_diff(utt: UtteranceErrors) -> str:
+    """Rich markup of one alignment: substitutions `ref→hyp` in yellow, deletions `-ref` in red,
+    insertions `+hyp` in green, matching words plain (the marks survive output without colour)."""
+    ref, hyp = utt.reference.split(), utt.hypothesis.split()
+    parts: list[str] = []
+    for c in utt.alignment:
+        r, h = ref[c.ref_start_idx:c.ref_end_idx], hyp[c.hyp_start_idx:c.hyp_end_idx]
+        if c.type == "equal":
+            parts.extend(escape(w) for w in r)
+        elif c.type == "substitute":
+            parts.extend(f"[yellow]{escape(a)}→{escape(b)}[/]" for a, b in zip(r, h))
+        elif c.type == "delete":
+            parts.extend(f"[red]-{escape(w)}[/]" for w in r)
+        else:  # insert
+            parts.extend(f"[green]+{escape(w)}[/]" for w in h)
+    return " ".join(parts)
+
+
+def read_hypotheses(path: str | Path) -> list[str]:
+    """One hypothesis per line (an empty line is an empty hypothesis), UTF-8."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    return [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_results(
+    output_dir: str | Path,
+    report: ErrorReport,
+    raw_references: Sequence[str],
+    raw_hypotheses: Sequence[str],
+    *,
+    summary: dict | None = None,
+) -> dict[str, Path]:
+    """Write `wer.json` (summary), `hyp.wrd` (raw hypotheses, one per line) and `results.jsonl`
+    (one object per utterance: raw and normalised text and its errors), each atomically."""
+    out = Path(output_dir)
+    paths = {"wer": out / "wer.json", "hyp": out / "hyp.wrd", "results": out / "results.jsonl"}
+    _atomic_write(paths["wer"], json.dumps(summary if summary is not None else report.to_dict(), indent=2) + "\n")
+    _atomic_write(paths["hyp"], "".join(" ".join(h.split()) + "\n" for h in raw_hypotheses))
+    rows = []
+    for utt, ref, hyp in zip(report.utterances, raw_references, raw_hypotheses):
+        rows.append(json.dumps({"id": utt.id, "reference": ref, "hypothesis": hyp, **utt.to_dict()},
+                               ensure_ascii=False))
+    _atomic_write(paths["results"], "".join(r + "\n" for r in rows))
+    return paths
