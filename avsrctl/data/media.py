@@ -214,10 +214,11 @@ def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     path = Path(path)
     hw = _video_size(size)
     # 'V' skips cover-art pictures; the fps filter duplicates/drops frames to a constant 25 fps.
-    video = ffmpeg.input(_url(path))["V:0"].filter("fps", fps=VIDEO_FPS)
-    if hw is not None:
-        video = video.filter("scale", hw[1], hw[0], flags="area")
-    stream = video.output("pipe:", format="image2pipe", vcodec="ppm", pix_fmt="rgb24")
+    # Frames are anchored at the container start: a video stream starting 30 ms after the
+    # audio (x264 in mkv/webm) gets its first frame repeated, so frame k stays at k / 25 s.
+    chain = f"fps={VIDEO_FPS}" + (f",scale={hw[1]}:{hw[0]}:flags=area" if hw is not None else "")
+    stream = ffmpeg.input(_url(path))["V:0"].output("pipe:", vf=chain, format="image2pipe", vcodec="ppm",
+                                                     pix_fmt="rgb24")
     frames = _split_ppm(_decode(stream, path, "video"), path)
     if frames.shape[0] == 0:
         raise MediaError(f"{path}: zero-length video stream (no frames decoded)")
@@ -234,10 +235,11 @@ def _encode(path: Path, build, what: str, input_bytes: bytes | None = None) -> N
     """Run `build(output_url)` into a temporary name beside `path`, then rename (never half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    args = build(_url(tmp)).global_args(*_QUIET[:-1], "-y").compile(cmd=ffmpeg_exe())
+    args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=ffmpeg_exe())
     try:
         rc, _, err = _ffmpeg(args, input_bytes)
-        if rc != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+        # As for decoding, any error-level message counts: a truncated source must not become a short wav.
+        if rc != 0 or err.strip() or not tmp.is_file() or tmp.stat().st_size == 0:
             raise MediaError(f"{path}: cannot write {what}: {_reason(err, tmp)}")
         tmp.replace(path)
     finally:
