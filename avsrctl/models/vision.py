@@ -1,0 +1,237 @@
+"""Vision encoder: one feature per video frame from a CLIP-style image tower.
+
+    video (B, T, 3, H, W) uint8 --real frames only--> (N, 3, S, S) normalised --tower--> (N, D) --scatter--> (B, T, D)
+
+Only frames that exist (t < lengths[b]) go through the tower, `frame_batch` at a time, so
+padding costs nothing; padding rows of the output are zeros. Frames are resized to the
+tower's input side (bicubic, antialiased) and normalised with the tower's mean/std (CLIP's
+unless the checkpoint says otherwise).
+
+Per-frame feature (`feature`):
+- 'cls': the class token after the final layer norm, before any projection head (HF CLIP's
+  `pooler_output`; open_clip's pooled output with the projection removed). Towers without a
+  class token (SigLIP) give their own pooled output.
+- 'mean': the mean of the patch tokens after the final layer norm (CLIP family); other HF
+  towers average all of `last_hidden_state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avsrctl.config import VideoEncoderConfig
+from avsrctl.errors import ModelError
+from avsrctl.models.weights import hub_error
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's training statistics
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class VisionEncoder(nn.Module):
+    """Per-frame features from an image tower ('hf' transformers vision model or 'open_clip' visual).
+
+    forward(video (B, T, 3, H, W) uint8 RGB, lengths (B,)) -> (B, T, D_v); rows past a length are zeros.
+    """
+
+    def __init__(
+        self,
+        tower: nn.Module,
+        *,
+        kind: str,
+        feature: str,
+        image_size: int,
+        mean: tuple[float, ...] = CLIP_MEAN,
+        std: tuple[float, ...] = CLIP_STD,
+        frame_batch: int = 256,
+        identity: str,
+        frozen: bool = True,
+    ):
+        super().__init__()
+        if kind not in ("hf", "open_clip"):
+            raise ModelError(f"unknown vision tower kind '{kind}' (expected 'hf' or 'open_clip')")
+        if feature not in ("cls", "mean"):
+            raise ModelError(f"unknown per-frame feature '{feature}' (expected 'cls' or 'mean')")
+        if kind == "open_clip" and feature == "mean" and not hasattr(tower, "output_tokens"):
+            raise ModelError(f"feature 'mean' needs patch tokens, which the open_clip tower "
+                             f"{type(tower).__name__} does not give", hint="use model.video_encoder.feature=cls")
+        self.tower = tower
+        self.kind = kind
+        self.feature = feature
+        self.image_size = image_size
+        self.frame_batch = frame_batch
+        self.identity = identity
+        self.frozen = frozen
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)  # (1, 3, 1, 1)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)  # (1, 3, 1, 1)
+        if frozen:
+            self.tower.requires_grad_(False)
+        self.train(False)
+        with torch.no_grad():  # the width is whatever the tower gives for one black frame
+            probe = torch.zeros(1, 3, image_size, image_size, device=self.mean.device)
+            self.output_dim: int = int(self._features(self.normalise(probe.to(torch.uint8))).shape[-1])
+
+    def train(self, mode: bool = True) -> "VisionEncoder":
+        # A frozen tower stays in eval mode whatever the parent module asks; a trainable one follows.
+        return super().train(mode and not self.frozen)
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float (N, 3, S, S): scaled to [0, 1], resized, normalised."""
+        x = frames.to(self.mean.device, torch.float32) / 255.0  # (N, 3, H, W)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
+                              align_corners=False, antialias=True)  # (N, 3, S, S)
+            x = x.clamp(0.0, 1.0)  # bicubic overshoots at edges
+        return (x - self.mean) / self.std
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) normalised -> (N, D)."""
+        pixels = pixels.to(next(self.tower.parameters()).dtype)
+        if self.kind == "open_clip":
+            if not hasattr(self.tower, "output_tokens"):
+                return self.tower(pixels).float()  # (N, D) pooled output of a non-ViT tower
+            pooled, tokens = self.tower(pixels)  # (N, D), (N, P, D)
+            return (pooled if self.feature == "cls" else tokens.mean(dim=1)).float()
+        out = self.tower(pixel_values=pixels)
+        hidden = out.last_hidden_state  # (N, P(+1), D)
+        if hidden.dim() == 4:  # convolutional towers give a feature map
+            hidden = hidden.flatten(2).transpose(1, 2)  # (N, C, h, w) -> (N, h*w, C)
+        post_ln = _clip_post_layernorm(self.tower)
+        if self.feature == "cls":
+            pooled = getattr(out, "pooler_output", None)
+            return (pooled.flatten(1) if pooled is not None else hidden[:, 0]).float()  # (N, D)
+        if post_ln is not None:  # CLIP: last_hidden_state is before the final norm and starts with CLS
+            return post_ln(hidden[:, 1:]).mean(dim=1).float()
+        return hidden.mean(dim=1).float()
+
+    def forward(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            with torch.no_grad():
+                return self._encode(video, lengths)
+        return self._encode(video, lengths)
+
+    def _encode(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if video.dim() != 5 or video.shape[2] != 3 or lengths.shape != video.shape[:1]:
+            raise ModelError(f"vision encoder expects video (B, T, 3, H, W) and lengths (B,), got "
+                             f"{tuple(video.shape)} and {tuple(lengths.shape)}")
+        if video.dtype != torch.uint8:
+            raise ModelError(f"vision encoder expects uint8 RGB frames, got {video.dtype}")
+        B, T = video.shape[:2]
+        device = self.mean.device
+        valid = torch.arange(T, device=video.device)[None, :] < lengths.to(video.device)[:, None]  # (B, T)
+        frames = video[valid]  # (N, 3, H, W), the real frames in row-major order
+        feats = [self._features(self.normalise(frames[i : i + self.frame_batch]))
+                 for i in range(0, frames.shape[0], self.frame_batch)]  # each (<=frame_batch, D)
+        out = torch.zeros(B, T, self.output_dim, device=device)  # (B, T, D), padding stays zero
+        if feats:
+            out = out.index_put((valid.to(device),), torch.cat(feats))  # (B, T, D); keeps the graph when trainable
+        return out
+
+
+def _clip_post_layernorm(tower: nn.Module) -> nn.Module | None:
+    """The final layer norm of a transformers CLIP vision tower (None for other towers)."""
+    inner = getattr(tower, "vision_model", tower)
+    emb = getattr(inner, "embeddings", None)
+    if emb is not None and hasattr(emb, "class_embedding") and hasattr(inner, "post_layernorm"):
+        return inner.post_layernorm
+    return None
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def _params_fingerprint(module: nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _random_tower(cfg: VideoEncoderConfig):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.width,
+        intermediate_size=4 * cfg.width,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        hidden_act="quick_gelu",
+    )
+    tower = CLIPVisionModel(config)  # initialised from torch's global RNG: seed it for reproducible weights
+    sizes = f"s{cfg.image_size}-p{cfg.patch_size}-w{cfg.width}-l{cfg.layers}-h{cfg.heads}"
+    return tower, f"random:clip:{sizes}:{_params_fingerprint(tower)}:{cfg.feature}"
+
+
+def _hf_tower(name: str):
+    from transformers import AutoImageProcessor, AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise hub_error("vision model", name, e) from None
+    # Two-tower models (CLIPModel, SiglipModel) carry the image tower as `vision_model`.
+    tower = model.vision_model if hasattr(model, "vision_model") and hasattr(model, "text_model") else model
+    size = getattr(getattr(tower, "config", None), "image_size", None)
+    mean, std = CLIP_MEAN, CLIP_STD
+    try:  # the checkpoint's own statistics when its processor config is available locally
+        proc = AutoImageProcessor.from_pretrained(name)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except Exception:  # no processor config: keep CLIP's statistics (documented default)
+        pass
+    commit = getattr(model.config, "_commit_hash", None)
+    identity = f"hf:{Path(name).resolve()}" if Path(name).is_dir() else f"hf:{name}" + (f"@{commit}" if commit else "")
+    return tower, size, mean, std, identity
+
+
+def _open_clip_tower(name: str):
+    import open_clip
+
+    if name.startswith(("local-dir:", "hf-hub:")):
+        arch, pretrained = name, None  # open_clip's own schemas carry config and weights
+    else:
+        arch, _, tag = name.partition("/")
+        pretrained = tag or None
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained, device="cpu",
+                                       require_pretrained=pretrained is not None)
+    except Exception as e:  # open_clip raises RuntimeError/FileNotFoundError/hub errors alike
+        raise hub_error("open_clip model", name, e) from None
+    tower = model.visual
+    if hasattr(tower, "output_tokens"):
+        tower.output_tokens = True  # (pooled, patch tokens)
+        if getattr(tower, "proj", None) is not None:
+            tower.proj = None  # features before the image-text projection, like HF's pooler_output
+    pre = open_clip.get_model_preprocess_cfg(model)
+    size = pre.get("size", getattr(tower, "image_size", None))
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    mean, std = tuple(pre.get("mean", CLIP_MEAN)), tuple(pre.get("std", CLIP_STD))
+    return tower, size, mean, std, f"open_clip:{name}"
+
+
+def build_video_encoder(cfg: VideoEncoderConfig) -> VisionEncoder:
+    """The vision encoder a config names: 'open_clip' ('ViT-B-32/openai', 'ARCH/<checkpoint file>',
+    'local-dir:<folder>'), 'hf' (hub id or folder of a transformers vision model), or 'random'
+    (a CLIP vision tower from the config sizes, weights from torch's global seed)."""
+    if cfg.source == "random":
+        tower, identity = _random_tower(cfg)
+        return VisionEncoder(tower, kind="hf", feature=cfg.feature, image_size=cfg.image_size,
+                             frame_batch=cfg.frame_batch, identity=identity, frozen=cfg.frozen)
+    if cfg.source == "hf":
+        kind, (tower, size, mean, std, identity) = "hf", _hf_tower(str(cfg.name))
+    elif cfg.source == "open_clip":
+        kind, (tower, size, mean, std, identity) = "open_clip", _open_clip_tower(str(cfg.name))
+    else:  # the config's Literal makes this unreachable
+        raise ModelError(f"unknown video encoder source '{cfg.source}'")
+    if size is not None and int(size) != cfg.image_size:
+        raise ModelError(f"vision model '{cfg.name}' expects {size}x{size} frames but "
+                         f"model.video_encoder.image_size is {cfg.image_size}",
+                         hint=f"set model.video_encoder.image_size={size}")
+    return VisionEncoder(tower, kind=kind, feature=cfg.feature, image_size=cfg.image_size, mean=mean, std=std,
+                         frame_batch=cfg.frame_batch, identity=f"{identity}:{cfg.feature}", frozen=cfg.frozen)

