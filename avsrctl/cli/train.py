@@ -1,10 +1,84 @@
-"""`avsrctl train`: Train the model on a train/valid manifest pair."""
+"""`avsrctl train`: train the connectors, fusion and LoRA adapters on a train/valid manifest pair.
+
+Also the multi-GPU entry point: `torchrun --nproc-per-node N -m avsrctl train ...`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from avsrctl.cli import console
+from avsrctl.cli.options import ConfigOpt, DataOpt, ModalityOpt, SetOpt
 from avsrctl.errors import UsageError
 
+MODALITIES = ("audio", "video", "both")
 
-def train() -> None:
-    """Train the model on a train/valid manifest pair."""
-    raise UsageError("this command is not available yet")
+
+def _check_modality(modality: str | None) -> None:
+    if modality is not None and modality not in MODALITIES:
+        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+
+
+def train(
+    config: ConfigOpt = None,
+    modality: ModalityOpt = None,
+    data: DataOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder (sets train.output).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", help="Passes over the data.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N optimiser steps.")] = None,
+    save_every: Annotated[
+        Optional[int], typer.Option("--save-every", help="Checkpoint every N epochs (0: only best and final).")
+    ] = None,
+    save_steps: Annotated[Optional[int], typer.Option("--save-steps", help="Also checkpoint every N steps.")] = None,
+    keep_last: Annotated[
+        Optional[int], typer.Option("--keep-last", help="Keep only the N newest periodic checkpoints.")
+    ] = None,
+    eval_steps: Annotated[Optional[int], typer.Option("--eval-steps", help="Also validate every N steps.")] = None,
+    log_param_updates: Annotated[
+        Optional[int],
+        typer.Option("--log-param-updates", help="Every N steps, print grad/param norms and update ratios per component."),
+    ] = None,
+    resume: Annotated[
+        Optional[str],
+        typer.Option("--resume", help="Checkpoint folder to continue from, or 'auto' for the newest in --output."),
+    ] = None,
+    cache_features: Annotated[
+        Optional[Path],
+        typer.Option("--cache-features", help="Folder caching frozen encoder outputs across epochs and runs."),
+    ] = None,
+    overrides: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (sets train.seed).")] = None,
+) -> None:
+    """Train the model on a train/valid manifest pair.
+
+    Checkpoints (epoch-NNNN, step-NNNNNN, best, final), metrics.jsonl, loss.png and the resolved
+    config.yaml go to --output. Ctrl-C saves a checkpoint and exits with code 130; continue with
+    --resume auto.
+    """
+    _check_modality(modality)
+    from avsrctl.config import load_config
+
+    flags = {
+        "model.modality": modality,
+        "data.root": str(data) if data is not None else None,
+        "train.output": str(output) if output is not None else None,
+        "train.max_epochs": max_epochs,
+        "train.max_steps": max_steps,
+        "train.save_every": save_every,
+        "train.save_steps": save_steps,
+        "train.keep_last": keep_last,
+        "train.eval_steps": eval_steps,
+        "train.log_param_updates": log_param_updates,
+        "train.cache_features": str(cache_features) if cache_features is not None else None,
+        "train.seed": seed,
+    }
+    cfg = load_config(config, overrides, flags)
+
+    from avsrctl.training.run import run_training  # torch: only once the arguments are valid
+
+    result = run_training(cfg, modality=cfg.model.modality, resume=resume, console=console.stderr())
+    if result.final_checkpoint is not None:
+        console.stdout().print(str(result.final_checkpoint))

@@ -1,0 +1,455 @@
+"""Checkpoints: self-describing folders that load without unpickling anything.
+
+```
+OUTPUT/
+  latest                  name of the newest complete checkpoint (written atomically)
+  epoch-0001/ step-000500/ best/ final/
+    config.yaml           resolved config: rebuilds the model
+    model.safetensors     trainable weights only (connectors, fusion, LoRA; never frozen encoders/LLM)
+    meta.json             format version, avsrctl version, modality, step, epoch, valid loss/WER, tokenizer additions
+    optimizer.safetensors optimizer state tensors, keyed 'state/<param name>/<field>'
+    trainer_state.json    step, epoch, batch position, scheduler, RNG states, best valid loss, param groups
+```
+
+A checkpoint is written to `OUTPUT/.tmp-<name>`, every file fsync'd, then renamed into place,
+so a crash leaves either the previous checkpoint or the new one, never half of one. Reading
+uses safetensors and JSON only: a pickle planted where weights belong is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from avsrctl import __version__
+from avsrctl.config import Config, config_from_dict
+from avsrctl.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, META = "config.yaml", "model.safetensors", "meta.json"
+OPTIMIZER, STATE = "optimizer.safetensors", "trainer_state.json"
+LATEST = "latest"
+REQUIRED = (CONFIG, WEIGHTS, META)  # enough to decode
+RESUMABLE = REQUIRED + (OPTIMIZER, STATE)  # enough to continue training
+PERIODIC = re.compile(r"^(epoch-\d{4,}|step-\d{6,})$")
+PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt", "model.pkl")
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+# ----------------------------------------------------------------------- writing
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _cpu_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage (tied weights, views)
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
+
+
+def flatten_optimizer(opt_state: dict, param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split `optimizer.state_dict()` into safetensors-ready tensors and a JSON part.
+
+    Parameters are referred to by name instead of position, so a resume can check that the
+    optimiser state belongs to the same parameters.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, fields in opt_state["state"].items():
+        name = param_names[int(idx)]
+        for key, value in fields.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state/{name}/{key}"] = value
+            else:
+                scalars[f"{name}/{key}"] = value
+    groups = []
+    for g in opt_state["param_groups"]:
+        g = dict(g)
+        g["params"] = [param_names[int(i)] for i in g["params"]]
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
+    return _cpu_tensors(tensors), {"param_groups": groups, "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], json_part: dict, param_names: list[str]) -> dict:
+    """Inverse of `flatten_optimizer` for the current parameter order; names must match."""
+    index = {n: i for i, n in enumerate(param_names)}
+    saved = [n for g in json_part["param_groups"] for n in g["params"]]
+    missing, extra = sorted(set(param_names) - set(saved)), sorted(set(saved) - set(param_names))
+    if missing or extra:
+        raise CheckpointError(
+            f"optimizer state is for other parameters: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:3]})",
+            hint="resume with the same config and --modality as the run that wrote the checkpoint",
+        )
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        name, field = key[len("state/"):].rsplit("/", 1)
+        state.setdefault(index[name], {})[field] = value
+    for key, value in json_part.get("scalars", {}).items():
+        name, field = key.rsplit("/", 1)
+        state.setdefault(index[name], {})[field] = value
+    groups = []
+    for g in json_part["param_groups"]:
+        g = dict(g)
+        g["params"] = [index[n] for n in g["params"]]
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def model_modalities(model: Any) -> list[str]:
+    """The streams a model holds, as a sorted list (e.g. ['audio', 'video'])."""
+    mods = getattr(model, "modalities", None) or ()
+    if isinstance(mods, str):
+        mods = ("audio", "video") if mods == "both" else (mods,)
+    return sorted(str(m) for m in mods)
+
+
+def tokenizer_additions(model: Any) -> dict[str, int] | None:
+    """Tokens the model added to its tokenizer (markers, pad), to check a rebuilt tokenizer against."""
+    tok = getattr(model, "tokenizer", None)
+    get = getattr(tok, "get_added_vocab", None)
+    if get is None:
+        return None
+    try:
+        return {str(k): int(v) for k, v in get().items()}
+    except Exception:  # a custom tokenizer without a usable added vocabulary: nothing to check
+        return None
+
+
+def write_latest(output: Path, name: str) -> None:
+    output = Path(output)
+    tmp = output / f".{LATEST}.tmp"
+    tmp.write_text(name + "\n", encoding="utf-8")
+    _fsync_file(tmp)
+    os.replace(tmp, output / LATEST)
+    _fsync_dir(output)
+
+
+def save_checkpoint(
+    output: str | os.PathLike,
+    name: str,
+    *,
+    model: Any,
+    cfg: Config,
+    meta: dict[str, Any],
+    optimizer_tensors: dict[str, torch.Tensor] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    update_latest: bool = True,
+) -> Path:
+    """Write checkpoint `name` under `output` atomically and return its path.
+
+    `model` is the bare model (not the DDP wrapper). `optimizer_tensors` and `trainer_state`
+    come from `flatten_optimizer` and the trainer; without them the checkpoint can decode but
+    not resume. An existing checkpoint of the same name (e.g. `best`) is replaced.
+    """
+    output = Path(output)
+    final, tmp = output / name, output / f".tmp-{name}"
+    if tmp.exists():  # left by a crash during an earlier save
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    written = [tmp / CONFIG, tmp / WEIGHTS, tmp / META]
+    cfg.save(tmp / CONFIG)
+    save_file(_cpu_tensors(model.trainable_state_dict()), str(tmp / WEIGHTS), metadata={"format": "pt"})
+    full_meta = {
+        "format_version": FORMAT_VERSION,
+        "avsrctl_version": __version__,
+        "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "modalities": model_modalities(model),
+        "tokenizer_added": tokenizer_additions(model),
+        **meta,
+    }
+    _write_json(tmp / META, full_meta)
+    if optimizer_tensors is not None:
+        save_file(optimizer_tensors, str(tmp / OPTIMIZER))
+        written.append(tmp / OPTIMIZER)
+    if trainer_state is not None:
+        _write_json(tmp / STATE, {"format_version": FORMAT_VERSION, **trainer_state})
+        written.append(tmp / STATE)
+    for path in written:
+        _fsync_file(path)
+    _fsync_dir(tmp)
+    if final.exists():
+        # os.replace cannot replace a non-empty folder: move the old one aside first
+        old = output / f".old-{name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(output)
+    if update_latest:
+        write_latest(output, name)
+    return final
+
+
+def prune_checkpoints(output: str | os.PathLike, keep_last: int | None) -> list[Path]:
+    """Delete all but the `keep_last` newest periodic checkpoints (epoch-*/step-*); never best,
+    final, or the one `latest` names. Returns the deleted folders."""
+    if not keep_last:
+        return []
+    output = Path(output)
+    periodic = [p for p in list_checkpoints(output) if PERIODIC.match(p.name)]
+    protected = {read_latest_name(output)}
+    doomed = periodic[:-keep_last] if len(periodic) > keep_last else []
+    deleted = []
+    for p in doomed:
+        if p.name in protected:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        deleted.append(p)
+    return deleted
+
+
+# ----------------------------------------------------------------------- finding
+
+
+def is_complete(path: Path, *, resumable: bool = False) -> bool:
+    names = RESUMABLE if resumable else REQUIRED
+    return path.is_dir() and all((path / n).is_file() for n in names)
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(json.loads((path / META).read_text(encoding="utf-8")).get("step", -1))
+    except (OSError, ValueError, AttributeError):
+        return -1
+
+
+def list_checkpoints(output: str | os.PathLike, *, resumable: bool = False) -> list[Path]:
+    """Complete checkpoint folders under `output`, oldest first (by step, then modification time)."""
+    output = Path(output)
+    if not output.is_dir():
+        return []
+    found = [p for p in output.iterdir() if not p.name.startswith(".") and is_complete(p, resumable=resumable)]
+    return sorted(found, key=lambda p: (_step_of(p), (p / META).stat().st_mtime))
+
+
+def read_latest_name(output: Path) -> str | None:
+    try:
+        return (Path(output) / LATEST).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def find_latest(output: str | os.PathLike) -> Path | None:
+    """The newest complete, resumable checkpoint: the one `latest` names, else a scan."""
+    output = Path(output)
+    name = read_latest_name(output)
+    if name and "/" not in name and is_complete(output / name, resumable=True):
+        return output / name
+    found = list_checkpoints(output, resumable=True)
+    return found[-1] if found else None
+
+
+# ----------------------------------------------------------------------- reading
+
+
+def _looks_pickled(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head[:1] == b"\x80" or head == b"PK"  # pickle protocol byte, or torch.save's zip archive
+
+
+def _check_folder(path: Path, needed: tuple[str, ...]) -> None:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: a checkpoint is a folder (config.yaml, model.safetensors, meta.json)")
+    if not (path / WEIGHTS).is_file():
+        planted = [n for n in PICKLE_NAMES if (path / n).is_file()]
+        if planted:
+            raise CheckpointError(
+                f"{path / planted[0]}: pickled weights are never loaded (they can run arbitrary code); "
+                f"avsrctl reads only {WEIGHTS}",
+                hint="convert trusted weights to safetensors, or use a checkpoint written by `avsrctl train`",
+            )
+    missing = [n for n in needed if not (path / n).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+
+
+def read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a safetensors file; anything else (a pickle in disguise) is refused, never unpickled."""
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        what = "a pickle file" if _looks_pickled(path) else "not a safetensors file"
+        raise CheckpointError(
+            f"{path}: {what}; refusing to load it ({type(e).__name__}: {e})",
+            hint="only safetensors weights are read; use a checkpoint written by `avsrctl train`",
+        ) from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> Config:
+    path = Path(path)
+    _check_folder(path, (CONFIG,))
+    try:
+        data = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path / CONFIG}: unreadable ({e})") from None
+    return config_from_dict(data or {}, origin=str(path / CONFIG))
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    meta = read_json(path / META)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path / META}: checkpoint format version {version!r}; this avsrctl {__version__} reads "
+            f"up to {FORMAT_VERSION}", hint="upgrade avsrctl to read this checkpoint")
+    return meta
+
+
+def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Check `model.safetensors` against the model's trainable weights (names and shapes) and load it.
+
+    Returns the checkpoint's meta. Differences are named in the error: a checkpoint from another
+    config or modality set cannot load silently half-way.
+    """
+    path = Path(path)
+    _check_folder(path, REQUIRED)
+    meta = read_meta(path)
+    state = read_tensors(path / WEIGHTS, device)
+    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    shapes = [f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in sorted(set(got) & set(expected))
+              if got[k] != expected[k]]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+        have = ",".join(meta.get("modalities") or []) or "?"
+        now = ",".join(model_modalities(model)) or "?"
+        raise CheckpointError(
+            f"{path}: weights do not fit this model: {'; '.join(parts)} "
+            f"(checkpoint modalities: {have}; model modalities: {now})",
+            hint="use the config and --modality the checkpoint was trained with (its config.yaml)",
+        )
+    added = meta.get("tokenizer_added")
+    current = tokenizer_additions(model)
+    if added is not None and current is not None and added != current:
+        diff = sorted(set(added.items()) ^ set(current.items()))[:3]
+        raise CheckpointError(f"{path}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
+                              hint="the LLM/tokenizer named in config.yaml changed since training")
+    model.load_trainable_state_dict(state)
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Config, dict]:
+    """Rebuild the model from `config.yaml`, load its trainable weights and return (model, cfg, meta).
+
+    The model is on `device` in eval mode. This is what decode, eval and transcribe call.
+    """
+    from avsrctl.models.builder import build_model  # heavy; only when a checkpoint is really loaded
+
+    path = Path(path)
+    if path.is_file() and path.name == WEIGHTS:
+        path = path.parent
+    _check_folder(path, REQUIRED)
+    cfg = read_checkpoint_config(path)
+    meta = read_meta(path)
+    modalities = meta.get("modalities") or None
+    model = build_model(cfg, modalities=modalities)
+    load_weights_into(model, path, device="cpu")
+    model.to(device)
+    model.eval()
+    return model, cfg, meta
+
+
+# ------------------------------------------------------------------- RNG states
+
+
+def capture_rng() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and python RNG states as JSON (base64 bytes and lists)."""
+    import base64
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    state = {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import base64
+    import random
+
+    import numpy as np
+
+    def as_tensor(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
+
+    torch.set_rng_state(as_tensor(state["torch"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        saved = [as_tensor(s) for s in state["cuda"]]
+        if len(saved) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved)

@@ -1,0 +1,217 @@
+"""Everything `avsrctl train` does before the first step: check the data and the output folder,
+pick the checkpoint to resume from, seed, build the model, datasets and feature cache, then
+hand them to the Trainer. Library callers use `run_training(cfg, modality=...)`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avsrctl.config import Config
+from avsrctl.errors import TrainingError, UsageError
+from avsrctl.training import checkpoint as ckpt
+from avsrctl.training import distributed as D
+from avsrctl.training.progress import Reporter
+from avsrctl.training.trainer import Trainer, TrainResult
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
+    """(train, valid) manifests; valid is None when the corpus has no valid split."""
+    from avsrctl.data.manifest import read_manifest, split_paths
+
+    root = cfg.data.root
+    if root is None:
+        raise UsageError(
+            "no training data: the config has no data.root",
+            hint="point at a corpus with `--data DIR` (or `--set data.root=DIR`), or make a small synthetic one "
+                 "with `avsrctl demo-data DIR`",
+        )
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"data folder not found: {root}",
+                         hint="pass a folder holding train.tsv/train.wrd, or make one with `avsrctl demo-data DIR`")
+    tsv, wrd = split_paths(root, cfg.data.train_split)
+    if not tsv.is_file():
+        raise UsageError(f"{tsv}: no '{cfg.data.train_split}' manifest in {root}",
+                         hint="a corpus needs {split}.tsv + {split}.wrd; `avsrctl prepare` builds them")
+    train = read_manifest(tsv, wrd)
+    train.require(modality)
+    if cfg.data.max_seconds is not None:
+        kept = [u for u in train.utterances if u.seconds <= cfg.data.max_seconds]
+        if not kept:
+            raise UsageError(f"data.max_seconds={cfg.data.max_seconds} drops every utterance of {tsv}")
+        train.utterances = kept
+    vtsv, vwrd = split_paths(root, cfg.data.valid_split)
+    valid = None
+    if vtsv.is_file():
+        valid = read_manifest(vtsv, vwrd)
+        valid.require(modality)
+    return train, valid
+
+
+def check_output(output: Path, resume: str | None) -> Path | None:
+    """Make sure OUTPUT is writable and decide what to resume from (None: a fresh run).
+
+    A folder that already holds checkpoints is never trained over silently.
+    """
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{os.getpid()}"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"output folder {output} is not writable ({e.strerror})",
+                         hint="choose another folder with --output") from None
+    existing = ckpt.list_checkpoints(output)
+    if resume is None:
+        if existing:
+            raise UsageError(
+                f"{output} already holds checkpoints ({', '.join(p.name for p in existing[-3:])}); "
+                "refusing to train over them",
+                hint="continue that run with --resume auto, or start a new one with another --output")
+        return None
+    if resume == "auto":
+        return ckpt.find_latest(output)
+    path = Path(resume).expanduser()
+    if not ckpt.is_complete(path, resumable=True):
+        missing = [n for n in ckpt.RESUMABLE if not (path / n).is_file()]
+        raise UsageError(f"--resume {path}: not a resumable checkpoint (missing {', '.join(missing)})",
+                         hint="pass a checkpoint folder from `avsrctl train` or --resume auto")
+    return path
+
+
+def _check_same_model(cfg: Config, path: Path) -> None:
+    old = ckpt.read_checkpoint_config(path)
+    if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
+        a, b = old.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
+        diff = _first_difference(a, b, "model")
+        raise UsageError(f"--resume {path}: the model config differs from the checkpoint's ({diff})",
+                         hint=f"resume with the checkpoint's config: --config {path / ckpt.CONFIG}")
+
+
+def _first_difference(a: Any, b: Any, key: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{key}.{k}")
+    return f"{key}: checkpoint {a!r}, now {b!r}"
+
+
+def media_map(*manifests: Any) -> dict[str, dict[str, Path | None]]:
+    out: dict[str, dict[str, Path | None]] = {}
+    for m in manifests:
+        if m is not None:
+            for u in m.utterances:
+                out[u.id] = {"audio": u.audio, "video": u.video}
+    return out
+
+
+def run_training(cfg: Config, *, modality: str | None = None, resume: str | None = None, console: Any = None,
+                 model: Any = None, device: str | None = None, live: bool | None = None,
+                 trainer_hook: Any = None) -> TrainResult:
+    """Train as `avsrctl train` does. `model` replaces the one built from the config (tests);
+    `trainer_hook(trainer)` runs before training starts (tests and tools)."""
+    from avsrctl.data.dataset import AVDataset
+    from avsrctl.data.noise import NoiseSpec
+
+    modality = modality or cfg.model.modality
+    if modality != cfg.model.modality:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modality": modality})})
+    ctx = D.init_distributed(device)
+    try:
+        output = Path(cfg.train.output).expanduser()
+        train_m, valid_m = load_manifests(cfg, modality)
+        resume_path = None
+        if ctx.is_main:
+            resume_path = check_output(output, resume)
+        resume_path = D.broadcast_object(ctx, str(resume_path) if resume_path else None)
+        resume_path = Path(resume_path) if resume_path else None
+        if resume_path is not None:
+            _check_same_model(cfg, resume_path)
+        reporter = Reporter(output, console, enabled=ctx.is_main, live=live, log_every=cfg.train.log_every)
+        if resume is not None and resume_path is None:
+            reporter.log(f"--resume {resume}: no checkpoint in {output} yet, starting a new run")
+        if resume_path is None:
+            reporter.reset()
+        if ctx.is_main:
+            cfg.save(output / ckpt.CONFIG)
+        D.barrier(ctx)
+
+        seed_everything(cfg.train.seed)  # same initial weights on every rank
+        if model is None:
+            from avsrctl.models.builder import build_model
+
+            model = build_model(cfg)
+        model.to(ctx.device)
+        seed_everything(cfg.train.seed + ctx.rank)  # distinct dropout/modality-dropout streams per rank
+
+        noise = NoiseSpec.from_config(cfg.data)
+        train_set = AVDataset(train_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise,
+                              seed=cfg.train.seed)
+        valid_set = None
+        if valid_m is not None:
+            valid_set = AVDataset(valid_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size)
+        else:
+            reporter.log(f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
+                         "validation (no 'best' checkpoint)[/]")
+        cache = _feature_cache(cfg, model, modality, noise, reporter, train_m, valid_m)
+        n_train = len(train_m)
+        reporter.log(f"training {modality} on {n_train} utterances ({sum(u.seconds for u in train_m) / 3600:.2f} h)"
+                     f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
+                     f"{f', {ctx.world_size} processes' if ctx.enabled else ''}; output {output}")
+        trainer = Trainer(cfg, model, modality, train_set, valid_set, ctx=ctx, reporter=reporter, cache=cache)
+        if trainer_hook is not None:
+            trainer_hook(trainer)
+        result = trainer.fit(resume_path)
+        _report(reporter, result)
+        return result
+    finally:
+        D.shutdown(ctx)
+
+
+def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter,
+                   *manifests: Any) -> Any:
+    if cfg.train.cache_features is None:
+        return None
+    from avsrctl.training.cache import FeatureCache, check_cacheable
+
+    identities = check_cacheable(model, modality)
+    if noise is not None and modality in ("audio", "both"):
+        reporter.log("[yellow]training noise is on: audio features change every epoch, so they are neither "
+                     "cached nor reused for training (video features and clean validation audio still are)[/]")
+    if not any(identities.values()):
+        raise TrainingError("--cache-features: the encoders report no identity to key the cache by")
+    return FeatureCache(cfg.train.cache_features, media=media_map(*manifests), identities=identities,
+                        preprocessing={"roi": cfg.data.roi, "roi_size": cfg.data.roi_size})
+
+
+def _report(reporter: Reporter, r: TrainResult) -> None:
+    best = f"{r.best_valid_loss:.4f}" if r.best_valid_loss is not None else "n/a"
+    wer = r.last_valid.get("wer") if r.last_valid else None
+    reporter.log(f"done: {r.steps} steps, {r.epochs} epoch(s); last train loss {r.last_loss:.4f}; "
+                 f"best valid loss {best}; last valid WER {f'{wer:.2%}' if wer is not None else 'n/a'}")
+    notes = []
+    if r.skipped_media:
+        notes.append(f"{r.skipped_media} utterance(s) skipped because their media failed (ids in metrics.jsonl)")
+    if r.nonfinite_steps:
+        notes.append(f"{r.nonfinite_steps} step(s) skipped for a non-finite loss or gradient")
+    if r.oom_splits:
+        notes.append(f"{r.oom_splits} micro-batch(es) split after running out of memory")
+    if r.cache:
+        notes.append(f"feature cache: {r.cache['hits']} hits, {r.cache['misses']} computed")
+    for n in notes:
+        reporter.log(f"[yellow]{n}[/]")
+    if r.final_checkpoint is not None:
+        reporter.log(f"final checkpoint: {r.final_checkpoint}")

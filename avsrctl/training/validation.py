@@ -1,0 +1,105 @@
+"""Validation during training: loss over the valid manifest, WER of greedy decoding on its
+first `train.valid_max_utts` utterances (corpus-level, on normalised text)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+
+from avsrctl.config import Config
+
+
+@dataclass(frozen=True)
+class ValidResult:
+    step: int
+    epoch: int
+    loss: float  # token-weighted mean over every valid utterance
+    wer: float | None  # None when nothing could be decoded
+    n_utts: int
+    n_wer_utts: int
+    examples: tuple[tuple[str, str], ...] = ()  # (reference, hypothesis) of the first few
+
+    def to_record(self) -> dict:
+        rec = asdict(self)
+        rec["examples"] = [list(e) for e in self.examples]
+        return {"type": "valid", **rec}
+
+
+def word_error_rate(refs: list[str], hyps: list[str], normalizer: str) -> float | None:
+    """Corpus WER through avsrctl.metrics (jiwer underneath); None without reference words."""
+    try:
+        from avsrctl.metrics import score
+    except ImportError:  # metrics not installed in this tree: jiwer on basic-normalised text
+        score = None
+    if score is not None:
+        try:
+            return score(refs, hyps, normalizer).wer
+        except Exception:  # e.g. all references empty after normalisation
+            return None
+    import re
+
+    import jiwer
+
+    def norm(t: str) -> str:
+        return " ".join(re.sub(r"[^\w\s']", " ", t.lower()).split())
+
+    pairs = [(norm(r), norm(h)) for r, h in zip(refs, hyps) if norm(r)]
+    if not pairs:
+        return None
+    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])
+
+
+def _loader(dataset: Any, indices: list[int], batches: list[list[int]]):
+    subset = torch.utils.data.Subset(dataset, indices) if len(indices) != len(dataset) else dataset
+    return torch.utils.data.DataLoader(subset, batch_sampler=batches, collate_fn=dataset.collate, num_workers=0)
+
+
+@torch.no_grad()
+def validate(model: Any, dataset: Any, modality: str, cfg: Config, *, step: int, epoch: int,
+             prepare: Callable[[Any], Any], autocast: Callable[[], Any], sampler_cls: Any) -> ValidResult:
+    """Evaluate `model` (the bare module, put in eval mode here) on `dataset`."""
+    model.eval()
+    lengths = list(dataset.lengths)
+    sampler = sampler_cls(lengths, cfg.data.max_frames_per_batch, cfg.data.max_batch_size, shuffle=False,
+                          seed=cfg.train.seed)
+    loss_sum, tokens, n_utts = 0.0, 0, 0
+    for mb in _loader(dataset, list(range(len(dataset))), list(sampler)):
+        if not len(mb):
+            continue
+        batch = prepare(mb)
+        with autocast():
+            out = model(batch, modality)
+        n = getattr(out, "n_tokens", None)
+        n = len(mb) if n is None else int(n)
+        value = float(out.loss)
+        if math.isfinite(value):
+            loss_sum += value * n
+            tokens += n
+            n_utts += len(mb)
+    loss = loss_sum / tokens if tokens else math.nan
+
+    cap = min(cfg.train.valid_max_utts, len(dataset))
+    refs, hyps = [], []
+    try:
+        from avsrctl.decoding import DecodingOptions
+    except ImportError:
+        DecodingOptions = None
+    if DecodingOptions is not None and hasattr(model, "generate"):
+        options = DecodingOptions(beam_size=1, max_new_tokens=cfg.decode.max_new_tokens)
+        first = list(range(cap))
+        wer_sampler = sampler_cls(lengths[:cap], cfg.data.max_frames_per_batch, cfg.decode.batch_size,
+                                  shuffle=False, seed=cfg.train.seed)
+        for mb in _loader(dataset, first, list(wer_sampler)):
+            if not len(mb):
+                continue
+            batch = prepare(mb)
+            with autocast():
+                results = model.generate(batch, modality, options)
+            by_id = {r.id: r.text for r in results}
+            refs.extend(mb.texts)
+            hyps.extend(by_id.get(uid, "") for uid in mb.ids)
+    wer = word_error_rate(refs, hyps, cfg.decode.normalizer) if refs else None
+    return ValidResult(step, epoch, loss, wer, n_utts, len(refs), tuple(zip(refs[:3], hyps[:3])))
