@@ -156,16 +156,27 @@ def recognize_manifest(
     manifest,
     recognizer: FasterWhisperRecognizer,
     progress: Callable[[int], None] | None = None,
-) -> list[str]:
+) -> tuple[list[str], dict[str, str]]:
     """Transcribe every utterance of a manifest (audio file, else the video's audio stream).
 
-    Clips are decoded one at a time so memory stays flat on long corpora; a clip that cannot
-    be decoded stops the run with a MediaError naming it, because scoring the rest would
-    report a WER for a different test set.
+    Returns (hypotheses in manifest order, {id: reason} for clips that could not be decoded).
+    Like `avsrctl decode`, an undecodable clip gets an empty hypothesis, so it still counts
+    (as deletions) instead of silently flattering the WER; if no clip decodes at all, that is
+    an error. Clips are decoded one at a time so memory stays flat on long corpora.
     """
-    out = []
+    hyps: list[str] = []
+    failed: dict[str, str] = {}
     for i, utt in enumerate(manifest):
-        out.append(recognizer.transcribe_text(load_audio(utterance_audio_path(utt))))
+        try:
+            audio = load_audio(utterance_audio_path(utt))
+        except MediaError as e:
+            failed[utt.id] = str(e)
+            hyps.append("")
+        else:
+            hyps.append(recognizer.transcribe_text(audio))
         if progress is not None:
             progress(i)
-    return out
+    if failed and len(failed) == len(hyps):
+        first = next(iter(failed.values()))
+        raise MediaError(f"no clip could be decoded ({len(hyps)} tried); the first: {first}")
+    return hyps, failed

@@ -144,8 +144,23 @@ def test_baseline_on_audio_recordings(media_dir, tmp_path, capsys):
 
 
 @requires_whisper_weights
-def test_baseline_reports_an_undecodable_clip(tmp_path, capsys):
+def test_baseline_scores_an_undecodable_clip_as_empty(media_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"not audio at all")
+    tsv = write_corpus(tmp_path / "mixed", ["ten of clubs", "hello there"],
+                       [str(media_dir / "audio" / "cards_001.wav"), str(bad)])
+    assert run(["eval", "--tsv", str(tsv), "-f", "json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert list(result["failed"]) == ["broken"] and "broken.wav" in result["failed"]["broken"]
+    assert result["deletions"] >= 2  # the failed clip's two words count against the system
+    assert "broken: scored as an empty hypothesis" in " ".join(captured.err.split())
+
+
+@requires_whisper_weights
+def test_baseline_fails_when_no_clip_decodes(tmp_path, capsys):
     tsv = write_corpus(tmp_path / "bad", ["hello"])
     (tmp_path / "bad" / "clip0.wav").write_bytes(b"not audio at all")
     assert run(["eval", "--tsv", str(tsv)]) == 1
-    assert "clip0.wav" in _err(capsys)
+    err = _err(capsys)
+    assert "no clip could be decoded (1 tried)" in err and "clip0.wav" in err

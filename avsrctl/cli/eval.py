@@ -78,10 +78,11 @@ def eval_(
 
     manifest = read_manifest(tsv, wrd, check_files=hyp is None)
     refs = [u.text for u in manifest]
+    failed: dict[str, str] = {}
     if hyp is not None:
         hyps, system, hyp_name = read_hypotheses(hyp), f"hypotheses from {hyp}", str(hyp)
     else:
-        hyps, system = _baseline_hypotheses(manifest, baseline_model, beam_size)
+        hyps, failed, system = _baseline_hypotheses(manifest, baseline_model, beam_size)
         hyp_name = system
 
     names = list(NORMALIZERS) if normalizer == "all" else [normalizer]
@@ -89,6 +90,8 @@ def eval_(
     reports = [score(refs, hyps, n, ids=ids, ref_name=str(manifest.wrd), hyp_name=hyp_name) for n in names]
     primary = reports[0]
     summary = {**primary.to_dict(), "system": system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
+    if hyp is None:
+        summary["failed"] = failed
     if len(reports) > 1:
         summary["by_normalizer"] = {r.normalizer: r.to_dict() for r in reports}
     if "whisper" in names:
@@ -107,7 +110,8 @@ def eval_(
         console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
 
 
-def _baseline_hypotheses(manifest, model: str | None, beam_size: int) -> tuple[list[str], str]:
+def _baseline_hypotheses(manifest, model: str | None, beam_size: int) -> tuple[list[str], dict[str, str], str]:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions, describe_model, recognize_manifest
@@ -118,8 +122,10 @@ def _baseline_hypotheses(manifest, model: str | None, beam_size: int) -> tuple[l
     columns = (TextColumn("transcribing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console.stderr(), transient=True) as bar:
         task = bar.add_task("baseline", total=len(manifest))
-        hyps = recognize_manifest(manifest, recognizer, progress=lambda i: bar.advance(task))
-    return hyps, f"baseline {recognizer.name}"
+        hyps, failed = recognize_manifest(manifest, recognizer, progress=lambda i: bar.advance(task))
+    for uid, reason in failed.items():
+        console.log(f"[yellow]warning:[/] {escape(uid)}: scored as an empty hypothesis: {escape(reason)}")
+    return hyps, failed, f"baseline {recognizer.name}"
 
 
 def _summary_table(reports, system: str):
