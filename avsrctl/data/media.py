@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import wave
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -256,10 +257,22 @@ def extract_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write float audio (S,) in [-1, 1] as 16-bit mono wav, atomically."""
-    audio = np.ascontiguousarray(audio, dtype="<f4").reshape(-1)  # (S,)
-    source = ffmpeg.input("pipe:", format="f32le", ar=sample_rate, ac=1)
-    _encode(Path(path), lambda url: source.output(url, format="wav", acodec="pcm_s16le"), "audio", audio.tobytes())
+    """Write float audio (S,) in [-1, 1] as 16-bit mono wav, atomically (Python's wave module: no ffmpeg start-up)."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        raise MediaError(f"{path}: save_audio writes .wav files only")
+    pcm = (np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767).round().astype("<i2")  # (S,)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            w.writeframes(pcm.tobytes())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_video(path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS, audio: np.ndarray | None = None,
