@@ -217,3 +217,8 @@ def test_save_video_and_audio_round_trip(tmp_path):
     save_audio(tmp_path / "n.wav", noise)
     assert np.abs(load_audio(tmp_path / "n.wav") - noise).max() < 1e-3  # 16-bit quantisation only
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_max_short_side_shrinks_keeping_aspect(generated):
+    assert load_video(generated["mp4"], max_short_side=24).shape == (15, 24, 32, 3)  # 64x48 -> 32x24
+    assert load_video(generated["mp4"], max_short_side=480).shape == (15, 48, 64, 3)  # never enlarged

@@ -14,8 +14,8 @@ from avsrctl.errors import UsageError
 
 
 def prepare(
-    src: Annotated[Path, typer.Argument(help="Folder of clips (any container ffmpeg reads), searched recursively.")],
-    out: Annotated[Path, typer.Argument(help="Output corpus folder: {train,valid,test}.tsv/.wrd, audio/, video/.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Folder of clips (any container ffmpeg reads), searched recursively.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Output corpus folder: {train,valid,test}.tsv/.wrd, audio/, video/.")],
     transcripts: Annotated[
         Optional[Path],
         typer.Option("--transcripts", help="One file of '<clip-stem> <text>' lines (or TSV) instead of a .txt per clip."),

@@ -27,7 +27,7 @@ from avsrctl.data.batch import Batch
 from avsrctl.data.manifest import SAMPLES_PER_FRAME, Manifest
 from avsrctl.data.media import load_audio, load_video, probe
 from avsrctl.data.noise import ManifestNoiser, NoiseSpec
-from avsrctl.data.roi import apply_roi, check_mode
+from avsrctl.data.roi import apply_roi, check_mode, source_side
 from avsrctl.errors import DataError, MediaError, UsageError
 
 STREAMS = {"audio": (True, False), "video": (False, True), "both": (True, True)}  # modality -> (audio, video)
@@ -65,7 +65,8 @@ def decode_sample(
     video = None
     n_frames = None
     if video_path is not None:
-        frames = apply_roi(load_video(video_path), roi, roi_size, path=video_path)  # (T, roi, roi, 3)
+        frames = load_video(video_path, max_short_side=source_side(roi_size))  # (T, H, W, 3)
+        frames = apply_roi(frames, roi, roi_size, path=video_path)  # (T, roi, roi, 3)
         n_frames = frames.shape[0]
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
     audio = None

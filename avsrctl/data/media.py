@@ -207,26 +207,32 @@ def _split_ppm(data: bytes, path: Path) -> np.ndarray:
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)  # (T, H, W, 3)
 
 
-def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> np.ndarray:
+def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = None, *,
+               max_short_side: int | None = None) -> np.ndarray:
     """Decode the first video stream to uint8 RGB at 25 fps, shape (T, H, W, 3).
 
     `size` resizes every frame: an int for a square side, or (height, width).
+    `max_short_side` instead shrinks (never enlarges) frames whose shorter side is longer,
+    keeping the aspect ratio: a 1080p clip decoded for a 96x96 mouth crop needs ~10x less memory.
     """
     path = Path(path)
     hw = _video_size(size)
     # 'V' skips cover-art pictures; the fps filter duplicates/drops frames to a constant 25 fps.
     # Frames are anchored at the container start: a video stream starting 30 ms after the
     # audio (x264 in mkv/webm) gets its first frame repeated, so frame k stays at k / 25 s.
-    chain = f"fps={VIDEO_FPS}" + (f",scale={hw[1]}:{hw[0]}:flags=area" if hw is not None else "")
+    chain = f"fps={VIDEO_FPS}"
+    if hw is not None:
+        chain += f",scale={hw[1]}:{hw[0]}:flags=area"
+    elif max_short_side is not None:
+        m = int(max_short_side)
+        # portrait: cap the width; landscape: cap the height; -2 keeps the aspect (even size)
+        chain += (f",scale='if(lt(iw,ih),min(iw,{m}),-2)':'if(lt(iw,ih),-2,min(ih,{m}))':flags=area")
     stream = ffmpeg.input(_url(path))["V:0"].output("pipe:", vf=chain, format="image2pipe", vcodec="ppm",
                                                      pix_fmt="rgb24")
     frames = _split_ppm(_decode(stream, path, "video"), path)
     if frames.shape[0] == 0:
         raise MediaError(f"{path}: zero-length video stream (no frames decoded)")
     return frames
-
-
-# ---------------------------------------------------------------------------- encode
 
 
 # ---------------------------------------------------------------------------- encode

@@ -27,7 +27,7 @@ import numpy as np
 
 from avsrctl.data.manifest import Utterance, write_manifest
 from avsrctl.data.media import MEDIA_EXTENSIONS, extract_audio, load_video, probe, save_video
-from avsrctl.data.roi import apply_roi, check_mode
+from avsrctl.data.roi import apply_roi, check_mode, source_side
 from avsrctl.errors import DataError, MediaError, UsageError
 
 SPLITS = ("train", "valid", "test")
@@ -246,7 +246,8 @@ def prepare_clip(clip: Clip, out: Path, roi: str, roi_size: int) -> tuple[Uttera
             if _done(video):
                 n_frames = load_video(video).shape[0]
             else:
-                crops = apply_roi(load_video(clip.path), roi, roi_size, path=clip.path)  # (T, roi, roi, 3)
+                frames = load_video(clip.path, max_short_side=source_side(roi_size))  # (T, H, W, 3)
+                crops = apply_roi(frames, roi, roi_size, path=clip.path)  # (T, roi, roi, 3)
                 save_video(video, crops)
                 written.append(video)
                 n_frames = crops.shape[0]

@@ -27,6 +27,16 @@ FACE_CASCADE = "haarcascade_frontalface_default.xml"
 MOUTH_Y = 0.78  # mouth centre, as a fraction of the face box height from its top
 MOUTH_SIDE = 0.6  # crop side as a fraction of the face box width (mouth, lips, chin)
 DETECT_SIDE = 360  # detection runs on frames scaled so their short side is at most this
+SOURCE_SIDE = 480  # frames are decoded at most this large (short side) before cropping
+
+
+def source_side(roi_size: int = 96) -> int:
+    """Short side to decode video at before the ROI step (`load_video(max_short_side=...)`).
+
+    A 96x96 mouth crop needs no 1080p source; capping at 480 (or 4 x roi_size) keeps memory
+    ~10x lower for HD clips and leaves the 'auto' decision (> 2 x roi_size) unchanged.
+    """
+    return max(SOURCE_SIDE, 4 * roi_size)
 
 
 @lru_cache(maxsize=1)
