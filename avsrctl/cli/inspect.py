@@ -1,10 +1,109 @@
-"""`avsrctl inspect`: Show every model component, its dimensions and its (trainable) parameters."""
+"""`avsrctl inspect-params`: every model component, its widths and its (trainable) parameters."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
+from avsrctl.cli import console
+from avsrctl.cli.options import CheckpointOpt, ConfigOpt, FormatOpt, ModalityOpt, SetOpt
 from avsrctl.errors import UsageError
 
+FORMATS = ("table", "json")
+MODALITIES = ("audio", "video", "both")
 
-def inspect_params() -> None:
-    """Show every model component, its dimensions and its (trainable) parameters."""
-    raise UsageError("this command is not available yet")
+
+def _check_args(config, checkpoint, overrides, modality, fmt) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose table or json")
+    if modality is not None and modality not in MODALITIES:
+        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+    if config is not None and checkpoint is not None:
+        raise UsageError("give --config or --checkpoint, not both", hint="a checkpoint carries its own config.yaml")
+    if checkpoint is not None and overrides:
+        raise UsageError("--set applies to --config only; a checkpoint's model is fixed by its config.yaml")
+
+
+def _from_checkpoint(path: Path):
+    """(model, cfg, what) from a checkpoint folder; only its config when weights cannot be loaded."""
+    from avsrctl.training import checkpoint as ckpt
+
+    load = getattr(ckpt, "load_checkpoint", None)
+    if load is not None:
+        model, cfg, meta = load(path, device="cpu")
+        return model, cfg, f"checkpoint {path} (step {meta.get('step', '?')})"
+    from avsrctl.models.builder import build_model
+
+    cfg = ckpt.read_checkpoint_config(path)
+    return build_model(cfg, {"audio", "video", "both"}), cfg, f"config of checkpoint {path} (weights not loaded)"
+
+
+def _print_table(report, what: str) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"{what}, modality {report.modality}", title_justify="left", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False)
+    for col, justify in (("component", "left"), ("active", "center"), ("in", "right"), ("out", "right"),
+                         ("params", "right"), ("trainable", "right"), ("dtype", "left"), ("status", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for r in report.rows:
+        table.add_row(
+            r.name, "yes" if r.active else "no", "-" if r.input_dim is None else str(r.input_dim),
+            "-" if r.output_dim is None else str(r.output_dim), f"{r.total:,}", f"{r.trainable:,}",
+            r.dtype, r.status, style=None if r.active else "dim",
+        )
+    table.add_section()
+    table.add_row(f"total ({report.modality})", "", "", "", f"{report.active_total:,}",
+                  f"{report.active_trainable:,}", "", "", style="bold")
+    table.add_row("total (built)", "", "", "", f"{report.built_total:,}", f"{report.built_trainable:,}", "", "")
+    out = console.stdout()
+    out.print(table)
+    for r in report.rows:  # the details do not fit a terminal-wide table
+        if r.detail:
+            out.print(f"  {r.name}: {r.detail}", style=None if r.active else "dim")
+    for note in report.notes:
+        out.print(f"note: {note}")
+
+
+def inspect_params(
+    config: ConfigOpt = None,
+    checkpoint: CheckpointOpt = None,
+    modality: ModalityOpt = None,
+    fmt: FormatOpt = "table",
+    overrides: SetOpt = None,
+) -> None:
+    """Show every model component, its dimensions and its (trainable) parameters.
+
+    With --config the model is built with all three modalities and the components the chosen
+    --modality uses are marked active; with --checkpoint the trained model is loaded.
+    --format json prints the same data as JSON on stdout.
+    """
+    _check_args(config, checkpoint, overrides, modality, fmt)
+    from avsrctl.config import load_config
+    from avsrctl.models.llm import resolve_dtype
+
+    if checkpoint is not None:
+        model, cfg, what = _from_checkpoint(checkpoint)
+    else:
+        from avsrctl.models.builder import build_model
+
+        cfg = load_config(config, overrides)
+        model = build_model(cfg, {"audio", "video", "both"})
+        what = f"config {config or 'default'}"
+    modality = modality or cfg.model.modality
+    if modality not in model.modalities:
+        raise UsageError(
+            f"--modality {modality}: this model serves {', '.join(model.modalities)}",
+            hint="the checkpoint was trained for other streams; pick one of those",
+        )
+    from avsrctl.models.inspect import param_report
+
+    _, note = resolve_dtype(cfg.model.llm.dtype, "cpu")
+    report = param_report(model, modality, notes=(note,) if note else ())
+    if fmt == "json":
+        data = {"source": what, **report.to_dict()}
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+    else:
+        _print_table(report, what)

@@ -1,0 +1,349 @@
+"""AVSRModel: encoders -> connectors -> (fusion) -> token compression -> causal LLM.
+
+Every part is passed in (the builder in builder.py reads the config). The model serves the
+modalities its parts allow: 'audio' (audio encoder + connector), 'video' (video encoder +
+connector) and 'both' (the two plus fusion).
+
+LLM input, one row per utterance (B frames of 25 Hz input, K = the modality's compression):
+
+    audio: [BOS] <audio> a_1..a_n </audio> prompt transcript EOS        n = ceil(T / K_audio)
+    video: [BOS] <video> v_1..v_n </video> prompt transcript EOS        n = ceil(T / K_video)
+    both:  [BOS] <audio> <video> f_1..f_n </video> </audio> prompt ...  n = ceil(T / K_fusion)
+
+For 'both' the fused stream is one sequence of tokens, so it is wrapped in both pairs of
+markers, nested, which tells the LLM that each token carries both streams. Labels are -100
+everywhere except the transcript and EOS, so the model learns to stop. Training rows are
+right padded; generation rows are left padded so every row's next token sits at the end.
+
+The marker embeddings the LLM reads are a trainable float32 copy (`marker_embeddings`, 4 x D) of the
+rows added to the vocabulary: LoRA freezes the embedding matrix, and markers that cannot
+learn would stay random-ish mean vectors. Connectors and fusion compute in float32; their
+tokens are cast to the LLM dtype at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avsrctl.data.batch import Batch
+from avsrctl.decoding import DecodingOptions, DecodingResult
+from avsrctl.errors import CheckpointError, ModelError, UsageError
+from avsrctl.models.connector import compress_tokens
+from avsrctl.models.llm import AUDIO_END, AUDIO_START, MARKERS, VIDEO_END, VIDEO_START, marker_ids
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (Hugging Face convention)
+_OPEN = {"audio": (AUDIO_START,), "video": (VIDEO_START,), "both": (AUDIO_START, VIDEO_START)}
+_CLOSE = {"audio": (AUDIO_END,), "video": (VIDEO_END,), "both": (VIDEO_END, AUDIO_END)}
+_SCORE_CHUNK = 1 << 26  # logits elements scored at once after generation (~256 MB in float32)
+
+
+@dataclass(frozen=True)
+class AVSROutput:
+    loss: torch.Tensor | None  # mean cross-entropy over transcript + EOS tokens (None without texts)
+    logits: torch.Tensor  # (B, L, V)
+    n_tokens: int  # supervised tokens in the batch (weights the loss across micro-batches)
+
+
+def _frozen(module: nn.Module) -> bool:
+    return not any(p.requires_grad for p in module.parameters())
+
+
+class AVSRModel(nn.Module):
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        connectors: dict[str, nn.Module],
+        fusion: nn.Module | None,
+        llm: nn.Module,
+        tokenizer,
+        prompt: str,
+    ):
+        super().__init__()
+        if set(encoders) - {"audio", "video"} or set(encoders) != set(connectors):
+            raise ModelError(
+                f"encoders {sorted(encoders)} and connectors {sorted(connectors)} must name the same "
+                "streams, 'audio' and/or 'video'"
+            )
+        d_llm = llm.get_input_embeddings().embedding_dim
+        for name, enc in encoders.items():
+            conn = connectors[name]
+            if enc.output_dim != conn.input_dim:
+                raise ModelError(f"{name} encoder gives width {enc.output_dim}, its connector expects {conn.input_dim}")
+            if conn.output_dim != d_llm:
+                raise ModelError(f"{name} connector gives width {conn.output_dim}, the LLM expects {d_llm}")
+        if fusion is not None and fusion.input_dim != d_llm:
+            raise ModelError(f"fusion was built for width {fusion.input_dim}, the LLM width is {d_llm}")
+        # Flat attributes give flat, stable parameter names: audio_encoder.*, audio_connector.*, ...
+        self.audio_encoder = encoders.get("audio")
+        self.video_encoder = encoders.get("video")
+        self.audio_connector = connectors.get("audio")
+        self.video_connector = connectors.get("video")
+        self.fusion = fusion
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.marker_index = {m: i for i, m in enumerate(MARKERS)}
+        self.marker_vocab_ids = [marker_ids(tokenizer)[m] for m in MARKERS]
+        vocab_rows = llm.get_input_embeddings().weight[self.marker_vocab_ids]
+        self.marker_embeddings = nn.Parameter(vocab_rows.detach().float().clone())  # (4, D)
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        out = [m for m in ("audio", "video") if self.encoder(m) is not None]
+        if len(out) == 2 and self.fusion is not None:
+            out.append("both")
+        return tuple(out)
+
+    @property
+    def device(self) -> torch.device:
+        return self.marker_embeddings.device
+
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def train(self, mode: bool = True) -> "AVSRModel":
+        super().train(mode)
+        for enc in (self.audio_encoder, self.video_encoder):  # frozen encoders keep eval-mode dropout/norms
+            if enc is not None and _frozen(enc):
+                enc.eval()
+        return self
+
+    def encoder(self, stream: str) -> nn.Module | None:
+        return self.audio_encoder if stream == "audio" else self.video_encoder
+
+    def connector(self, stream: str) -> nn.Module | None:
+        return self.audio_connector if stream == "audio" else self.video_connector
+
+    # ------------------------------------------------------------------ encoders
+
+    def _run_encoder(self, name: str, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder(name)
+        if _frozen(enc):
+            with torch.no_grad():
+                return enc(x, lengths)
+        return enc(x, lengths)
+
+    def encode_audio(self, batch: Batch) -> torch.Tensor:
+        """(B, 2T, D_a) Whisper features of the batch audio (what the feature cache stores)."""
+        if self.audio_encoder is None:
+            raise UsageError(f"this model has no audio encoder (modalities: {', '.join(self.modalities)})")
+        if batch.audio is None:
+            raise ModelError(f"batch {batch.ids[:3]} has no audio")
+        return self._run_encoder("audio", batch.audio, batch.lengths)
+
+    def encode_video(self, batch: Batch) -> torch.Tensor:
+        """(B, T, D_v) per-frame vision features of the batch video."""
+        if self.video_encoder is None:
+            raise UsageError(f"this model has no video encoder (modalities: {', '.join(self.modalities)})")
+        if batch.video is None:
+            raise ModelError(f"batch {batch.ids[:3]} has no video")
+        return self._run_encoder("video", batch.video, batch.lengths)
+
+    def _stream(self, batch: Batch, name: str) -> torch.Tensor:
+        """(B, T, D) float32 connector output at 25 Hz, from cached features when the batch has them."""
+        cached = batch.audio_features if name == "audio" else batch.video_features
+        if cached is None:
+            cached = self.encode_audio(batch) if name == "audio" else self.encode_video(batch)
+        return self.connector(name).project(cached, batch.lengths)
+
+    def modality_tokens(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality."""
+        self._check_modality(modality)
+        lengths = batch.lengths.to(self.device)
+        if modality == "both":
+            fused = self.fusion(self._stream(batch, "audio"), self._stream(batch, "video"))  # (B, T, D)
+            return compress_tokens(fused, lengths, self.fusion.compression)
+        k = self.connector(modality).compression
+        return compress_tokens(self._stream(batch, modality), lengths, k)
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise UsageError(
+                f"modality '{modality}' is not available in this model (it serves: {', '.join(self.modalities)})",
+                hint="build or train the model with that modality (model.modality / --modality)",
+            )
+
+    # ------------------------------------------------------------------ LLM inputs
+
+    def target_ids(self, text: str) -> list[int]:
+        """Transcript -> token ids + EOS. Light normalisation: strip; case is kept as in the .wrd."""
+        ids = self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"] if text.strip() else []
+        return ids + [self.eos_id]
+
+    def _embed_ids(self, ids: list[int]) -> torch.Tensor:
+        t = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self.llm.get_input_embeddings()(t)  # (L, D)
+
+    def _rows(self, tokens, mask, modality, targets: list[list[int]] | None):
+        """Per-row embeddings (L_b, D) and labels (L_b,) for [BOS] markers tokens markers prompt [target]."""
+        dtype = self.llm_dtype
+        head = self._embed_ids([self.bos_id]) if self.bos_id is not None else self.marker_embeddings[:0].to(dtype)
+        opens = self.marker_embeddings[[self.marker_index[m] for m in _OPEN[modality]]].to(dtype)
+        closes = self.marker_embeddings[[self.marker_index[m] for m in _CLOSE[modality]]].to(dtype)
+        prompt = self._embed_ids(self.prompt_ids) if self.prompt_ids else self.marker_embeddings[:0].to(dtype)
+        counts = mask.sum(1).tolist()
+        rows, labels = [], []
+        for b, n in enumerate(counts):
+            parts = [head, opens, tokens[b, :n].to(dtype), closes, prompt]
+            n_context = sum(p.shape[0] for p in parts)
+            lab = [IGNORE_INDEX] * n_context
+            if targets is not None:
+                parts.append(self._embed_ids(targets[b]))
+                lab += targets[b]
+            rows.append(torch.cat(parts, 0))  # (L_b, D)
+            labels.append(torch.tensor(lab, dtype=torch.long, device=self.device))
+        return rows, labels
+
+    @staticmethod
+    def _pad(rows: list[torch.Tensor], labels: list[torch.Tensor], left: bool):
+        """Stack rows to (B, L, D) with an attention mask (B, L) and labels (B, L)."""
+        L = max(r.shape[0] for r in rows)
+        embeds, masks, labs = [], [], []
+        for r, lab in zip(rows, labels):
+            pad = L - r.shape[0]
+            where = (0, 0, pad, 0) if left else (0, 0, 0, pad)
+            embeds.append(F.pad(r, where))
+            one = torch.ones(r.shape[0], dtype=torch.long, device=r.device)
+            masks.append(F.pad(one, (pad, 0) if left else (0, pad)))
+            labs.append(F.pad(lab, (pad, 0) if left else (0, pad), value=IGNORE_INDEX))
+        return torch.stack(embeds), torch.stack(masks), torch.stack(labs)  # (B, L, D), (B, L), (B, L)
+
+    def build_inputs(self, batch: Batch, modality: str, with_targets: bool = True):
+        """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM."""
+        tokens, mask = self.modality_tokens(batch, modality)
+        targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
+        rows, labels = self._rows(tokens, mask, modality, targets)
+        return self._pad(rows, labels, left=not with_targets)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, batch: Batch, modality: str) -> AVSROutput:
+        embeds, attn, labels = self.build_inputs(batch, modality, with_targets=True)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attn, labels=labels, use_cache=False)
+        n_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())  # the LLM shifts labels by one
+        return AVSROutput(loss=out.loss, logits=out.logits, n_tokens=n_tokens)
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, modality: str, options: DecodingOptions | None = None) -> list[DecodingResult]:
+        """Batched greedy (beam_size 1) or beam search with KV cache; stops at EOS."""
+        from transformers import GenerationConfig
+
+        options = options or DecodingOptions()
+        if len(batch) == 0:
+            return []
+        was_training = self.training
+        self.eval()
+        try:
+            embeds, attn, _ = self.build_inputs(batch, modality, with_targets=False)
+            gen_cfg = GenerationConfig(
+                max_new_tokens=options.max_new_tokens,
+                num_beams=options.beam_size,
+                do_sample=False,
+                length_penalty=options.length_penalty,
+                early_stopping=True if options.beam_size > 1 else False,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+                bos_token_id=self.bos_id,
+                suppress_tokens=self._never_generated(),
+                use_cache=True,
+            )
+            new = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg)  # (B, L_new)
+            scores = self._score(embeds, attn, new)
+        finally:
+            self.train(was_training)
+        n_inputs = attn.sum(1).tolist()
+        results = []
+        for b in range(len(batch)):
+            ids = new[b].tolist()
+            stopped = self.eos_id in ids
+            ids = ids[: ids.index(self.eos_id)] if stopped else ids
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            results.append(
+                DecodingResult(
+                    id=batch.ids[b],
+                    text=text,
+                    token_ids=tuple(ids),
+                    score=scores[b],
+                    modality=modality,
+                    n_input_tokens=int(n_inputs[b]),
+                    stopped_at_eos=stopped,
+                )
+            )
+        return results
+
+    def _never_generated(self) -> list[int]:
+        """Pad, BOS and the markers only ever appear in the input; EOS must stay reachable."""
+        ids = {self.pad_id, self.bos_id, *self.marker_vocab_ids} - {self.eos_id, None}
+        return sorted(ids)
+
+    def _score(self, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> list[float]:
+        """Mean log-probability per generated token (EOS included) by one teacher-forced pass.
+
+        The same measure for greedy and beam search, without keeping per-step vocabulary
+        scores in memory during generation.
+        """
+        B, n_new = new.shape
+        if n_new == 0:
+            return [0.0] * B
+        is_eos = (new == self.eos_id).long()
+        # Keep tokens up to and including the first EOS; later positions are padding.
+        keep = (torch.cumsum(is_eos, 1) - is_eos) == 0  # (B, n_new)
+        full = torch.cat([embeds, self.llm.get_input_embeddings()(new)], 1)  # (B, L + n_new, D)
+        mask = torch.cat([attn, keep.long()], 1)  # (B, L + n_new)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
+        vocab = self.llm.get_output_embeddings().weight.shape[0]
+        step = max(1, _SCORE_CHUNK // max(1, (n_new + 1) * vocab))
+        out = []
+        for s in range(0, B, step):
+            sl = slice(s, s + step)
+            logits = self.llm(
+                inputs_embeds=full[sl], attention_mask=mask[sl], position_ids=positions[sl],
+                use_cache=False, logits_to_keep=n_new + 1,
+            ).logits[:, :-1].float()  # (b, n_new, V): the prediction of each generated token
+            logp = torch.log_softmax(logits, -1).gather(-1, new[sl, :, None])[..., 0]  # (b, n_new)
+            k = keep[sl].float()
+            out += ((logp * k).sum(1) / k.sum(1).clamp(min=1)).tolist()
+        return out
+
+    # ------------------------------------------------------------------ trainable weights
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only parameters that train (connectors, fusion, markers, LoRA, unfrozen encoders)."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load weights saved by `trainable_state_dict`; strict checks the keys match exactly."""
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        missing = [k for k in params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in params]
+        mismatched = [
+            f"{k} {tuple(state_dict[k].shape)} vs model {tuple(p.shape)}"
+            for k, p in params.items()
+            if k in state_dict and tuple(state_dict[k].shape) != tuple(p.shape)
+        ]
+        problems = []
+        if strict and missing:
+            problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if strict and unexpected:
+            problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if mismatched:
+            problems.append(f"{len(mismatched)} with another shape (e.g. {'; '.join(mismatched[:3])})")
+        if problems:
+            raise CheckpointError("trainable weights do not fit this model: " + "; ".join(problems))
+        with torch.no_grad():
+            for k, p in params.items():
+                if k in state_dict:
+                    p.copy_(state_dict[k].to(device=p.device, dtype=p.dtype))
