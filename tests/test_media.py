@@ -198,6 +198,8 @@ def test_falls_back_to_imageio_ffmpeg(monkeypatch, generated):
         assert media.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
         assert len(load_audio(generated["wav8k"])) == int(0.6 * 16000)
         assert load_video(generated["mp4"]).shape == (15, 48, 64, 3)
+        info = probe(generated["mp4"])  # probing needs no ffprobe, which imageio-ffmpeg lacks
+        assert info.has_audio and info.has_video and (info.width, info.height) == (64, 48)
     finally:
         media.ffmpeg_exe.cache_clear()
 

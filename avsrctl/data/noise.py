@@ -127,7 +127,7 @@ class ManifestNoiser:
     them. Babble talkers are other utterances of the manifest (decoded once and cached).
     """
 
-    def __init__(self, manifest, spec: NoiseSpec, seed: int = 0, *, cache_size: int = 64, loader=None):
+    def __init__(self, manifest, spec: NoiseSpec, seed: int = 0, *, cache_size: int = 256, loader=None):
         if spec.kind == "babble":
             if not manifest.has_audio:
                 raise UsageError(f"{manifest.tsv}: babble noise needs audio for every utterance of the manifest")

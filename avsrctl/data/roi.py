@@ -26,7 +26,7 @@ ROI_MODES = ("none", "haar", "auto")
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 MOUTH_Y = 0.78  # mouth centre, as a fraction of the face box height from its top
 MOUTH_SIDE = 0.6  # crop side as a fraction of the face box width (mouth, lips, chin)
-DETECT_SIDE = 360  # detection runs on frames scaled so their short side is at most this
+DETECT_SIDE = 240  # detection runs on frames scaled so their short side is at most this (faces stay > 40 px)
 SOURCE_SIDE = 480  # frames are decoded at most this large (short side) before cropping
 
 
@@ -58,7 +58,7 @@ def detect_face(frame: np.ndarray) -> np.ndarray | None:
         gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     gray = cv2.equalizeHist(gray)
     side = max(24, min(gray.shape) // 5)  # faces smaller than a fifth of the frame are background
-    faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    faces = _cascade().detectMultiScale(gray, scaleFactor=1.15, minNeighbors=5, minSize=(side, side))
     if len(faces) == 0:
         return None
     x, y, fw, fh = max(faces.tolist(), key=lambda b: b[2] * b[3])
@@ -82,7 +82,7 @@ def _median_filter(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def track_mouth(frames: np.ndarray, *, every: int = 5, window: int = 5, path: str | Path | None = None) -> MouthTrack:
+def track_mouth(frames: np.ndarray, *, every: int = 8, window: int = 5, path: str | Path | None = None) -> MouthTrack:
     """Detect the face on every `every`-th frame, smooth, and place a mouth square on each frame.
 
     Raises MediaError (naming `path`) when no frame has a face.
