@@ -143,6 +143,13 @@ class ManifestNoiser:
     def rng(self, index: int, epoch: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(epoch), int(index), 0x5EED])
 
+    def remember(self, index: int, audio: np.ndarray | None) -> None:
+        """Keep an utterance's clean audio for later babble draws (saves decoding it again)."""
+        self._cache[index] = audio
+        self._cache.move_to_end(index)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
     def _audio(self, index: int) -> np.ndarray | None:
         if index in self._cache:
             self._cache.move_to_end(index)
@@ -151,9 +158,7 @@ class ManifestNoiser:
             audio = self._load(self.manifest[index].audio)
         except MediaError:
             audio = None  # an undecodable talker simply drops out of the babble
-        self._cache[index] = audio
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self.remember(index, audio)
         return audio
 
     def babble_pool(self, index: int, rng: np.random.Generator, talkers: int) -> list[np.ndarray]:
@@ -163,6 +168,8 @@ class ManifestNoiser:
         return [a for i in chosen if (a := self._audio(int(i))) is not None]
 
     def __call__(self, index: int, audio: np.ndarray, epoch: int = 0) -> np.ndarray:
+        if self.spec.kind == "babble":
+            self.remember(index, np.asarray(audio, dtype=np.float32))
         rng = self.rng(index, epoch)
         if rng.random() >= self.spec.prob:
             return np.asarray(audio, dtype=np.float32)
