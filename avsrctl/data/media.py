@@ -9,6 +9,12 @@ Decoding is strict: ffmpeg runs with `-xerror` and error-level logging, and any 
 reports (truncated file, corrupt packet, missing stream) or an empty stream becomes a
 `MediaError` naming the file and quoting ffmpeg's reason. A training run then skips the
 utterance (see `dataset.AVDataset`) instead of learning from half a clip.
+
+This module needs only ffmpeg-python and numpy (no torch, no OpenCV), so torch-free tools
+such as the faster-whisper baseline can read audio through it.
+
+Each call starts one ffmpeg process. Debian's dynamically linked ffmpeg takes ~0.2 s to
+start, imageio-ffmpeg's static binary ~0.03 s; set AVSRCTL_FFMPEG to choose the binary.
 """
 
 from __future__ import annotations
