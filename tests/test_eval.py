@@ -85,12 +85,13 @@ def test_hyp_line_count_mismatch_is_an_error(corpus, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--checkpoint", "ckpt"], "checkpoint evaluation arrives with `avsrctl decode`"),
         (["--hyp", "h.txt", "--checkpoint", "ckpt"], "pass one"),
         (["--normalizer", "fancy"], "--normalizer must be one of"),
         (["--format", "csv"], "--format must be table or json"),
         (["--modality", "video"], "the baseline is audio only"),
         (["--hyp", "h.txt", "--baseline-model", "small.en"], "--baseline-model applies only"),
+        (["--hyp", "h.txt", "--beam-size", "3"], "apply to decoding"),
+        (["--checkpoint", "ckpt", "--modality", "lips"], "--modality must be one of"),
     ],
 )
 def test_usage_errors(corpus, capsys, extra, message):
@@ -164,3 +165,33 @@ def test_baseline_fails_when_no_clip_decodes(tmp_path, capsys):
     assert run(["eval", "--tsv", str(tsv)]) == 1
     err = _err(capsys)
     assert "no clip could be decoded (1 tried)" in err and "clip0.wav" in err
+
+
+@pytest.mark.slow  # builds, saves and reloads a tiny random model, then decodes three modalities (~15 s)
+def test_checkpoint_mode_scores_every_modality(media_dir, tmp_path, capsys):
+    pytest.importorskip("avsrctl.evaluate")
+    import torch
+
+    from avsrctl.config import load_config
+    from avsrctl.models.builder import build_model
+    from avsrctl.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny", [], {"decode.max_new_tokens": 4})
+    ckpt = save_checkpoint(tmp_path / "run", "best", model=build_model(cfg), cfg=cfg, meta={"modality": "both"})
+    clip = "video/grid_lbax4n.mpg"  # the audio is the .mpg's own audio stream
+    tsv = tmp_path / "grid.tsv"
+    tsv.write_text(f"{media_dir}\ngrid_lbax4n\t{clip}\t{clip}\t75\t48000\n")
+    (tmp_path / "grid.wrd").write_text("lay blue at x four now\n")
+    out_dir = tmp_path / "scores"
+    assert run(["eval", "--tsv", str(tsv), "--checkpoint", str(ckpt), "-m", "all", "-f", "json",
+                "-o", str(out_dir), "--device", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["modality"] for r in results] == ["audio", "video", "both"]
+    for r in results:  # a random model: any WER, but every number must be there and consistent
+        assert r["n_utterances"] == 1 and r["ref_words"] == 6 and r["failed"] == {}
+        assert r["wer"] == pytest.approx(r["errors"] / 6)
+        assert r["settings"]["checkpoint"] == str(ckpt)
+        saved = json.loads((out_dir / r["modality"] / "wer.json").read_text())
+        assert saved == r
+        assert len((out_dir / r["modality"] / "hyp.wrd").read_text().splitlines()) == 1

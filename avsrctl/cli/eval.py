@@ -2,7 +2,7 @@
 
 Three sources of hypotheses, one scorer:
   --hyp FILE       an existing hypothesis file, one line per manifest row, same order;
-  --checkpoint DIR a trained AVSR model (arrives with `avsrctl decode`);
+  --checkpoint DIR a trained AVSR model, decoded per modality (`--modality all`: each it serves);
   neither          the baseline: faster-whisper with the offline Whisper tiny.en, audio only.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +21,18 @@ from avsrctl.cli.options import CheckpointOpt, TsvOpt, WrdOpt
 from avsrctl.errors import UsageError
 
 NORMALIZER_CHOICES = ("basic", "whisper", "none", "all")
+MODALITY_CHOICES = ("audio", "video", "both", "all")
+
+
+@dataclass
+class Run:
+    """One set of hypotheses to score: from a file, the baseline, or a checkpoint in one modality."""
+
+    system: str
+    hypotheses: list[str]
+    modality: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # id -> why its media could not be decoded
+    settings: dict = field(default_factory=dict)
 
 
 def eval_(
@@ -31,7 +44,9 @@ def eval_(
     ] = None,
     checkpoint: CheckpointOpt = None,
     modality: Annotated[
-        Optional[str], typer.Option("--modality", "-m", help="With --checkpoint: audio, video, both or all.")
+        Optional[str],
+        typer.Option("--modality", "-m", help="With --checkpoint: audio, video, both, or all (each modality the "
+                     "checkpoint serves; JSON output is then a list). Default: the checkpoint's modality."),
     ] = None,
     normalizer: Annotated[
         str,
@@ -41,14 +56,21 @@ def eval_(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
     output_dir: Annotated[
         Optional[Path],
-        typer.Option("--output-dir", "-o", help="Also write wer.json, hyp.wrd and results.jsonl here."),
+        typer.Option("--output-dir", "-o", help="Also write wer.json, hyp.wrd and results.jsonl here "
+                     "(one subfolder per modality with --modality all)."),
     ] = None,
     baseline_model: Annotated[
         Optional[str],
         typer.Option("--baseline-model", help="faster-whisper model for the baseline: a CTranslate2 folder or a "
                      "name like small.en (needs a model hub). Default: the offline tiny.en."),
     ] = None,
-    beam_size: Annotated[int, typer.Option("--beam-size", min=1, help="Beam width of the baseline.")] = 5,
+    beam_size: Annotated[
+        Optional[int],
+        typer.Option("--beam-size", min=1, help="Beam width (default: 5 for the baseline, the checkpoint's "
+                     "decode.beam_size for a checkpoint)."),
+    ] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when "
+                                                  "there is one).")] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show each utterance's alignment (substitutions, deletions, insertions).")
     ] = False,
@@ -64,88 +86,152 @@ def eval_(
         raise UsageError("--hyp and --checkpoint both supply hypotheses: pass one")
     if baseline_model is not None and (hyp is not None or checkpoint is not None):
         raise UsageError("--baseline-model applies only when scoring the baseline (no --hyp, no --checkpoint)")
-    if modality is not None and checkpoint is None and modality != "audio":
+    if modality is not None and modality not in MODALITY_CHOICES:
+        raise UsageError(f"--modality must be one of {', '.join(MODALITY_CHOICES)}, got {modality!r}")
+    if modality not in (None, "audio") and checkpoint is None:
         raise UsageError(f"--modality {modality} needs --checkpoint: "
                          + ("--hyp files are scored as they are" if hyp is not None else "the baseline is audio only"))
-    if modality is not None and modality not in ("audio", "video", "both", "all"):
-        raise UsageError(f"--modality must be audio, video, both or all, got {modality!r}")
-    if checkpoint is not None:
-        raise UsageError("checkpoint evaluation arrives with `avsrctl decode`",
-                         hint="score its output with --hyp, or leave out --checkpoint to score the baseline")
+    if hyp is not None and (beam_size is not None or device is not None):
+        raise UsageError("--beam-size and --device apply to decoding, not to a --hyp file")
 
     from avsrctl.data.manifest import read_manifest
-    from avsrctl.metrics import NORMALIZERS, read_hypotheses, score, write_results
 
     manifest = read_manifest(tsv, wrd, check_files=hyp is None)
-    refs = [u.text for u in manifest]
-    failed: dict[str, str] = {}
     if hyp is not None:
-        hyps, system, hyp_name = read_hypotheses(hyp), f"hypotheses from {hyp}", str(hyp)
-    else:
-        hyps, failed, system = _baseline_hypotheses(manifest, baseline_model, beam_size)
-        hyp_name = system
+        from avsrctl.metrics import read_hypotheses
 
-    names = list(NORMALIZERS) if normalizer == "all" else [normalizer]
-    ids = [u.id for u in manifest]
-    reports = [score(refs, hyps, n, ids=ids, ref_name=str(manifest.wrd), hyp_name=hyp_name) for n in names]
-    primary = reports[0]
-    summary = {**primary.to_dict(), "system": system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
-    if hyp is None:
-        summary["failed"] = failed
+        runs = [Run(f"hypotheses from {hyp}", read_hypotheses(hyp), settings={"hyp": str(hyp)})]
+    elif checkpoint is not None:
+        runs = _checkpoint_runs(checkpoint, manifest, modality, beam_size, device)
+    else:
+        runs = [_baseline_run(manifest, baseline_model, beam_size or 5, device)]
+
+    names = ["basic", "whisper", "none"] if normalizer == "all" else [normalizer]
+    results = [_score_run(run, manifest, names, hyp_name=str(hyp) if hyp is not None else run.system) for run in runs]
+
+    if verbose:
+        for run, (reports, _) in zip(runs, results):
+            _show_alignments(reports[0], title=run.system if len(runs) > 1 else None, to_stderr=fmt == "json")
+    summaries = [summary for _, summary in results]
+    if fmt == "json":
+        payload = summaries[0] if len(summaries) == 1 else summaries
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        title = runs[0].system if len(runs) == 1 else f"{checkpoint} on {manifest.tsv.name}"
+        console.stdout().print(_summary_table(runs, [r for r, _ in results], title))
+    if output_dir is not None:
+        from avsrctl.metrics import write_results
+
+        refs = [u.text for u in manifest]
+        for run, (reports, summary) in zip(runs, results):
+            folder = output_dir / run.modality if len(runs) > 1 else output_dir
+            paths = write_results(folder, reports[0], refs, run.hypotheses, summary=summary)
+            console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
+
+
+def _score_run(run: Run, manifest, names: list[str], hyp_name: str):
+    """Reports for every normaliser (the first is primary) and the JSON summary of the run."""
+    from avsrctl.metrics import score, spelling_mapping
+
+    refs, ids = [u.text for u in manifest], [u.id for u in manifest]
+    reports = [score(refs, run.hypotheses, n, ids=ids, ref_name=str(manifest.wrd), hyp_name=hyp_name) for n in names]
+    summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
+    if run.modality is not None:
+        summary["modality"] = run.modality
+    if run.settings:
+        summary["settings"] = run.settings
+    if run.failed or run.modality is not None or "baseline" in run.system:
+        summary["failed"] = run.failed
     if len(reports) > 1:
         summary["by_normalizer"] = {r.normalizer: r.to_dict() for r in reports}
     if "whisper" in names:
-        from avsrctl.metrics import spelling_mapping
-
         summary["whisper_spelling_mapping"] = spelling_mapping()[1]
-
-    if verbose:
-        _show_alignments(primary, to_stderr=fmt == "json")
-    if fmt == "json":
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    else:
-        console.stdout().print(_summary_table(reports, system))
-    if output_dir is not None:
-        paths = write_results(output_dir, primary, refs, hyps, summary=summary)
-        console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
+    return reports, summary
 
 
-def _baseline_hypotheses(manifest, model: str | None, beam_size: int) -> tuple[list[str], dict[str, str], str]:
-    from rich.markup import escape
+def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console.stderr(), transient=True)
+
+
+def _warn_failed(failed: dict[str, str]) -> None:
+    from rich.markup import escape
+
+    for uid, reason in failed.items():
+        console.log(f"[yellow]warning:[/] {escape(uid)}: scored as an empty hypothesis: {escape(reason)}")
+
+
+def _baseline_run(manifest, model: str | None, beam_size: int, device: str | None) -> Run:
     from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions, describe_model, recognize_manifest
 
     console.log(f"[dim]no --hyp or --checkpoint: scoring the baseline, faster-whisper {describe_model(model)} "
                 "(audio only)[/]")
-    recognizer = FasterWhisperRecognizer(WhisperOptions(model=model, beam_size=beam_size))
-    columns = (TextColumn("transcribing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console.stderr(), transient=True) as bar:
-        task = bar.add_task("baseline", total=len(manifest))
+    recognizer = FasterWhisperRecognizer(WhisperOptions(model=model, beam_size=beam_size, device=device or "auto"))
+    with _progress() as bar:
+        task = bar.add_task("transcribing", total=len(manifest))
         hyps, failed = recognize_manifest(manifest, recognizer, progress=lambda i: bar.advance(task))
-    for uid, reason in failed.items():
-        console.log(f"[yellow]warning:[/] {escape(uid)}: scored as an empty hypothesis: {escape(reason)}")
-    return hyps, failed, f"baseline {recognizer.name}"
+    _warn_failed(failed)
+    settings = {"beam_size": beam_size, "device": recognizer.device, "compute_type": recognizer.compute_type}
+    return Run(f"baseline {recognizer.name}", hyps, failed=failed, settings=settings)
 
 
-def _summary_table(reports, system: str):
+def _checkpoint_runs(checkpoint: Path, manifest, modality: str | None, beam_size: int | None,
+                     device: str | None) -> list[Run]:
+    import torch
+
+    from avsrctl.decoding import DecodingOptions
+    from avsrctl.evaluate import decode_manifest
+    from avsrctl.training.checkpoint import load_checkpoint
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with console.stderr().status(f"loading {checkpoint}"):
+        model, cfg, meta = load_checkpoint(checkpoint, device=dev)
+    if modality == "all":
+        modalities = [m for m in ("audio", "video", "both") if m in model.modalities]
+    else:
+        modalities = [modality or meta.get("modality") or cfg.model.modality]
+    options = DecodingOptions(beam_size=beam_size or cfg.decode.beam_size, max_new_tokens=cfg.decode.max_new_tokens,
+                              length_penalty=float(cfg.decode.length_penalty))
+    runs = []
+    with _progress() as bar:
+        for mod in modalities:
+            task = bar.add_task(f"decoding ({mod})", total=len(manifest))
+            out = decode_manifest(model, manifest, mod, options, cfg, device=dev,
+                                  on_batch=lambda n, t=task: bar.advance(t, n))
+            settings = {"checkpoint": str(checkpoint), "beam_size": options.beam_size,
+                        "max_new_tokens": options.max_new_tokens, "device": dev}
+            runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings))
+    for run in runs:
+        _warn_failed(run.failed)
+    return runs
+
+
+def _summary_table(runs: list[Run], reports_per_run, title: str):
     from rich.table import Table
 
-    table = Table(title=f"{system}", title_justify="left")
-    for col in ("normaliser", "WER", "CER", "sub", "del", "ins", "ref words", "utterances"):
-        table.add_column(col, justify="left" if col == "normaliser" else "right")
-    for r in reports:
-        table.add_row(r.normalizer, f"{100 * r.wer:.2f}%", f"{100 * r.cer:.2f}%", str(r.substitutions),
-                      str(r.deletions), str(r.insertions), str(r.ref_words), str(r.n_utterances))
+    table = Table(title=title, title_justify="left")
+    several = len(runs) > 1
+    columns = (["modality"] if several else []) + ["normaliser", "WER", "CER", "sub", "del", "ins", "words", "utts"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("modality", "normaliser") else "right", no_wrap=True)
+    for run, reports in zip(runs, reports_per_run):
+        for r in reports:
+            row = [f"{100 * r.wer:.2f}%", f"{100 * r.cer:.2f}%", str(r.substitutions), str(r.deletions),
+                   str(r.insertions), str(r.ref_words), str(r.n_utterances)]
+            table.add_row(*([run.modality] if several else []), r.normalizer, *row)
     return table
 
 
-def _show_alignments(report, *, to_stderr: bool) -> None:
+def _show_alignments(report, *, title: str | None, to_stderr: bool) -> None:
     from rich.markup import escape
 
     from avsrctl.metrics import render_diff
 
     out = console.stderr() if to_stderr else console.stdout()
+    if title:
+        out.print(f"[bold underline]{escape(title)}[/]")
     for u in report.utterances:
         rate = "n/a" if u.wer is None else f"{100 * u.wer:.1f}%"
         out.print(f"[bold]{escape(u.id)}[/] [dim]({rate})[/] {render_diff(u)}")
