@@ -156,6 +156,8 @@ def test_missing_and_foreign_models_are_model_errors(tmp_path):
         ct2.read_ct2_model(tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.weights
 @requires_whisper_weights
 def test_tiny_en_matches_ctranslate2_encode(media_dir):
     """Real tiny.en (fp16 storage): our torch encoder vs CTranslate2's encoder on real speech."""

@@ -18,6 +18,7 @@ Per-frame feature (`feature`):
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 from avsrctl.config import VideoEncoderConfig
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import hub_error
+from avsrctl.models.weights import hub_error, path_fingerprint
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's training statistics
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -185,8 +186,11 @@ def _hf_tower(name: str):
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except Exception:  # no processor config: keep CLIP's statistics (documented default)
         pass
-    commit = getattr(model.config, "_commit_hash", None)
-    identity = f"hf:{Path(name).resolve()}" if Path(name).is_dir() else f"hf:{name}" + (f"@{commit}" if commit else "")
+    if Path(name).expanduser().is_dir():
+        identity = f"hf:{Path(name).expanduser().resolve()}:{path_fingerprint(name)}"
+    else:
+        commit = getattr(model.config, "_commit_hash", None)
+        identity = f"hf:{name}" + (f"@{commit}" if commit else "")
     return tower, size, mean, std, identity
 
 
@@ -195,14 +199,20 @@ def _open_clip_tower(name: str):
 
     if name.startswith(("local-dir:", "hf-hub:")):
         arch, pretrained = name, None  # open_clip's own schemas carry config and weights
+        local = name[len("local-dir:") :] if name.startswith("local-dir:") else None
     else:
         arch, _, tag = name.partition("/")
         pretrained = tag or None
+        local = tag if tag and Path(tag).expanduser().is_file() else None  # 'ARCH//path/to/ckpt.pt'
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)  # open_clip logs failures itself; ours go into the ModelError
     try:
         model = open_clip.create_model(arch, pretrained=pretrained, device="cpu",
                                        require_pretrained=pretrained is not None)
     except Exception as e:  # open_clip raises RuntimeError/FileNotFoundError/hub errors alike
         raise hub_error("open_clip model", name, e) from None
+    finally:
+        logging.disable(previous)
     tower = model.visual
     if hasattr(tower, "output_tokens"):
         tower.output_tokens = True  # (pooled, patch tokens)
@@ -212,7 +222,8 @@ def _open_clip_tower(name: str):
     size = pre.get("size", getattr(tower, "image_size", None))
     size = size[0] if isinstance(size, (tuple, list)) else size
     mean, std = tuple(pre.get("mean", CLIP_MEAN)), tuple(pre.get("std", CLIP_STD))
-    return tower, size, mean, std, f"open_clip:{name}"
+    key = path_fingerprint(local) if local else None
+    return tower, size, mean, std, f"open_clip:{name}" + (f":{key}" if key else "")
 
 
 def build_video_encoder(cfg: VideoEncoderConfig) -> VisionEncoder:

@@ -90,6 +90,19 @@ def file_fingerprint(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def path_fingerprint(path: str | Path) -> str | None:
+    """`file_fingerprint` of a weights file, or of the first weights file in a folder (None if none)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return file_fingerprint(path)
+    if path.is_dir():
+        for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth"):
+            files = sorted(path.glob(pattern))
+            if files:
+                return file_fingerprint(files[0])
+    return None
+
+
 def write_atomic(path: Path, write) -> None:
     """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written cache file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from torch import nn
 
 from avsrctl.config import AudioEncoderConfig
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import hub_error, is_offline_name, offline_path
+from avsrctl.models.weights import hub_error, is_offline_name, offline_path, path_fingerprint
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
@@ -209,8 +209,6 @@ def _ct2_encoder(name: str):
 def _hf_encoder(name: str):
     from transformers import WhisperModel
 
-    from avsrctl.models.weights import file_fingerprint
-
     try:
         model = WhisperModel.from_pretrained(name, dtype=torch.float32, attn_implementation="sdpa")
     except (OSError, ValueError, KeyError) as e:
@@ -218,8 +216,7 @@ def _hf_encoder(name: str):
     encoder = model.get_encoder()
     folder = Path(name).expanduser()
     if folder.is_dir():
-        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-        key = file_fingerprint(files[0]) if files else _params_fingerprint(encoder)
+        key = path_fingerprint(folder) or _params_fingerprint(encoder)
         return encoder, f"hf:{folder.resolve()}:{key}"
     commit = getattr(model.config, "_commit_hash", None)
     return encoder, f"hf:{name}" + (f"@{commit}" if commit else "")
