@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avsrctl.errors import ModelError
+from avsrctl.models.fusion import WeightedFusion
+
+
+def _streams(B=3, T=12, D=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, D, generator=g), torch.randn(B, T, D, generator=g)
+
+
+def test_fixed_weight_is_a_weighted_average():
+    a, v = _streams()
+    fused = WeightedFusion(6, weight=0.3).eval()(a, v)
+    torch.testing.assert_close(fused, 0.3 * a + 0.7 * v)
+
+
+def test_fusion_is_frame_aligned():
+    a, v = _streams()
+    fusion = WeightedFusion(6, weight=0.5, learned=True).eval()
+    before = fusion(a, v)
+    a2 = a.clone()
+    a2[1, 5] += 10.0  # change one audio frame of one utterance
+    after = fusion(a2, v)
+    changed = (after - before).abs().sum(-1) > 0  # (B, T)
+    expected = torch.zeros_like(changed)
+    expected[1, 5] = True
+    assert torch.equal(changed, expected)
+
+
+def test_mismatched_lengths_are_refused_never_padded():
+    a, _ = _streams(T=12)
+    _, v = _streams(T=10)
+    with pytest.raises(ModelError, match="frame-aligned"):
+        WeightedFusion(6)(a, v)
+
+
+def test_learned_weight_starts_at_the_config_value_stays_in_0_1_and_trains():
+    fusion = WeightedFusion(6, weight=0.8, learned=True)
+    torch.testing.assert_close(fusion.audio_weight(), torch.full((6,), 0.8))
+    a, v = _streams()
+    fusion(a, v).sum().backward()
+    assert fusion.logit.grad is not None and fusion.logit.grad.abs().sum() > 0
+    with torch.no_grad():
+        fusion.logit.fill_(50.0)
+    w = fusion.audio_weight()
+    assert bool(((w > 0) & (w <= 1)).all())
+    assert WeightedFusion(6, weight=1.0, learned=True).audio_weight().max() < 1.0  # finite logit at the edge
+
+
+def test_fixed_weight_has_no_parameters():
+    assert list(WeightedFusion(6, weight=0.5, learned=False).parameters()) == []
+
+
+def test_dropping_a_stream_uses_the_other_alone():
+    a, v = _streams()
+    fusion = WeightedFusion(6, weight=0.3).eval()
+    drop_audio = torch.tensor([True, False, False])
+    drop_video = torch.tensor([False, True, False])
+    fused = fusion(a, v, drop_audio=drop_audio, drop_video=drop_video)
+    torch.testing.assert_close(fused[0], v[0])  # renormalised: video weight 1, not 0.7
+    torch.testing.assert_close(fused[1], a[1])
+    torch.testing.assert_close(fused[2], 0.3 * a[2] + 0.7 * v[2])
+    with pytest.raises(ModelError, match="both streams"):
+        fusion(a, v, drop_audio=torch.tensor([True, False, False]), drop_video=torch.tensor([True, False, False]))
+
+
+def test_modality_dropout_only_in_training_and_per_utterance():
+    torch.manual_seed(0)
+    B = 4000
+    a = torch.zeros(B, 2, 1)
+    v = torch.ones(B, 2, 1)
+    fusion = WeightedFusion(1, weight=0.5, modality_dropout=0.4)
+    fused = fusion.train()(a, v)[:, :, 0]  # (B, T): 0.5 kept both, 0 audio only, 1 video only
+    assert torch.equal(fused[:, 0], fused[:, 1])  # one decision per utterance, not per frame
+    only_audio = (fused[:, 0] == 0).float().mean().item()
+    only_video = (fused[:, 0] == 1).float().mean().item()
+    assert abs(only_audio - 0.2) < 0.03 and abs(only_video - 0.2) < 0.03
+    assert torch.equal(fusion.eval()(a, v), torch.full((B, 2, 1), 0.5))
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ModelError, match="weight"):
+        WeightedFusion(4, weight=1.5)
+    with pytest.raises(ModelError, match="modality_dropout"):
+        WeightedFusion(4, modality_dropout=1.0)
