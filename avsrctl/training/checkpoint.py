@@ -138,7 +138,7 @@ def model_modalities(model: Any) -> list[str]:
     """The streams a model holds, as a sorted list (e.g. ['audio', 'video'])."""
     mods = getattr(model, "modalities", None) or ()
     if isinstance(mods, str):
-        mods = ("audio", "video") if mods == "both" else (mods,)
+        mods = (mods,)
     return sorted(str(m) for m in mods)
 
 

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from avsrctl.config import load_config
+from avsrctl.errors import CheckpointError
+from avsrctl.training import checkpoint as ckpt
+from avsrctl.training.schedule import build_optimizer, optimizer_param_order
+from training_support import FakeAVSR, fake_batch
+
+
+@pytest.fixture
+def cfg():
+    return load_config("tiny")
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return FakeAVSR(**kw)
+
+
+def _save(out, name, model, cfg, step=1, **kw):
+    return ckpt.save_checkpoint(out, name, model=model, cfg=cfg, meta={"modality": "both", "step": step}, **kw)
+
+
+def test_save_writes_a_complete_folder_and_latest(tmp_path, cfg):
+    model = _model()
+    path = _save(tmp_path, "epoch-0001", model, cfg, trainer_state={"step": 1}, optimizer_tensors={})
+    assert sorted(p.name for p in path.iterdir()) == sorted(ckpt.RESUMABLE)
+    assert ckpt.read_latest_name(tmp_path) == "epoch-0001"
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["format_version"] == ckpt.FORMAT_VERSION and meta["modalities"] == ["audio", "video"]
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_only_trainable_weights_are_stored_and_reload_exactly(tmp_path, cfg):
+    model = _model(0)
+    path = _save(tmp_path, "final", model, cfg)
+    stored = ckpt.read_tensors(path / ckpt.WEIGHTS)
+    assert set(stored) == set(model.trainable_state_dict())
+    assert not any(k.startswith(("audio_encoder.", "video_encoder.", "llm.head", "llm.pos")) for k in stored)
+    other = _model(1)
+    assert not torch.equal(other.llm.lora_A.weight, model.llm.lora_A.weight)
+    meta = ckpt.load_weights_into(other, path)
+    assert meta["step"] == 1
+    for k, v in model.trainable_state_dict().items():
+        assert torch.equal(other.trainable_state_dict()[k], v)
+
+
+def test_mismatched_model_is_refused_naming_the_difference(tmp_path, cfg):
+    path = _save(tmp_path, "final", _model(width=32), cfg)
+    with pytest.raises(CheckpointError, match=r"shape mismatches .*audio_connector\.0\.weight"):
+        ckpt.load_weights_into(_model(width=16), path)
+
+
+def test_missing_file_is_named(tmp_path, cfg):
+    path = _save(tmp_path, "final", _model(), cfg)
+    (path / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match="missing meta.json"):
+        ckpt.load_weights_into(_model(), path)
+    with pytest.raises(CheckpointError, match="not found"):
+        ckpt.load_weights_into(_model(), tmp_path / "nope")
+
+
+def test_planted_pickle_is_refused_and_never_unpickled(tmp_path, cfg, monkeypatch):
+    model = _model()
+    path = _save(tmp_path, "final", model, cfg)
+    torch.save(model.trainable_state_dict(), path / ckpt.WEIGHTS)  # a pickle under the safetensors name
+    called = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: called.append(1))
+    with pytest.raises(CheckpointError, match="pickle"):
+        ckpt.load_weights_into(_model(), path)
+    (path / ckpt.WEIGHTS).unlink()
+    torch.save(model.trainable_state_dict(), path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickled weights are never loaded"):
+        ckpt.load_weights_into(_model(), path)
+    assert not called
+
+
+def test_newer_format_is_refused(tmp_path, cfg):
+    path = _save(tmp_path, "final", _model(), cfg)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["format_version"] = ckpt.FORMAT_VERSION + 1
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format version"):
+        ckpt.read_meta(path)
+
+
+def test_crash_during_save_leaves_no_half_checkpoint(tmp_path, cfg, monkeypatch):
+    model = _model()
+    _save(tmp_path, "step-000001", model, cfg, trainer_state={"step": 1}, optimizer_tensors={})
+    real_save = ckpt.save_file
+    calls = []
+
+    def crash_on_second(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # the optimizer file, after the weights were written
+            raise OSError("disk full (simulated)")
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(ckpt, "save_file", crash_on_second)
+    with pytest.raises(OSError, match="simulated"):
+        _save(tmp_path, "step-000002", model, cfg, step=2, trainer_state={"step": 2},
+              optimizer_tensors={"x": torch.zeros(1)})
+    assert not (tmp_path / "step-000002").exists()
+    assert ckpt.read_latest_name(tmp_path) == "step-000001"
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000001"]
+    assert ckpt.find_latest(tmp_path).name == "step-000001"
+    monkeypatch.setattr(ckpt, "save_file", real_save)  # the next save cleans the leftover and succeeds
+    _save(tmp_path, "step-000002", model, cfg, step=2, trainer_state={"step": 2}, optimizer_tensors={})
+    assert ckpt.find_latest(tmp_path).name == "step-000002"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_overwriting_best_replaces_it(tmp_path, cfg):
+    _save(tmp_path, "best", _model(0), cfg, step=1)
+    _save(tmp_path, "best", _model(1), cfg, step=5)
+    assert json.loads((tmp_path / "best" / "meta.json").read_text())["step"] == 5
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_find_latest_falls_back_to_a_scan(tmp_path, cfg):
+    m = _model()
+    for step in (2, 4):
+        _save(tmp_path, ckpt.step_name(step), m, cfg, step=step, trainer_state={}, optimizer_tensors={})
+    (tmp_path / "latest").write_text("step-000009\n")  # names a folder that is gone
+    assert ckpt.find_latest(tmp_path).name == "step-000004"
+    assert ckpt.find_latest(tmp_path / "empty") is None
+
+
+def test_keep_last_prunes_periodic_only(tmp_path, cfg):
+    m = _model()
+    for i, name in enumerate(["epoch-0001", "step-000004", "best", "epoch-0002", "step-000008", "final"]):
+        _save(tmp_path, name, m, cfg, step=i)
+    deleted = ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in deleted) == ["epoch-0001", "step-000004"]
+    assert sorted(p.name for p in ckpt.list_checkpoints(tmp_path)) == ["best", "epoch-0002", "final", "step-000008"]
+
+
+def test_optimizer_state_round_trips_by_parameter_name(tmp_path):
+    model = _model()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = build_optimizer(named, lr=1e-2, weight_decay=0.01)
+    model(fake_batch(), "both").loss.backward()
+    opt.step()
+    names = optimizer_param_order(named)
+    tensors, js = ckpt.flatten_optimizer(opt.state_dict(), names)
+    from safetensors.torch import load_file, save_file
+
+    save_file(tensors, str(tmp_path / "opt.safetensors"))
+    js = json.loads(json.dumps(js))
+    restored = ckpt.unflatten_optimizer(load_file(str(tmp_path / "opt.safetensors")), js, names)
+    opt2 = build_optimizer(named, lr=1e-2, weight_decay=0.01)
+    opt2.load_state_dict(restored)
+    before, after = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert sorted(before) == sorted(after) and len(before) == len(names)
+    for i in before:
+        assert set(before[i]) == set(after[i])
+        assert all(torch.equal(before[i][k], after[i][k]) for k in before[i])
+    with pytest.raises(CheckpointError, match="other parameters"):
+        ckpt.unflatten_optimizer(tensors, js, names[:-1])
+
+
+def test_rng_states_round_trip_through_json():
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    state = json.loads(json.dumps(ckpt.capture_rng()))
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    ckpt.restore_rng(state)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+

@@ -1,0 +1,280 @@
+"""Training end to end: the tiny model on a small synthetic corpus (video is the quickest stream)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import shutil
+import signal
+
+import pytest
+import torch
+from rich.console import Console
+
+from avsrctl.cli.main import run
+from avsrctl.errors import TrainingError
+from avsrctl.training import checkpoint as ckpt
+from avsrctl.training.progress import Reporter
+from avsrctl.training.run import run_training
+from avsrctl.training.trainer import FAULT_OOM_ENV, Trainer
+from training_support import make_corpus, memoize_decoding, read_metrics, tiny_config, train_losses
+
+# LoRA dropout draws from the RNG every step, so resume must restore RNG states to match.
+COMMON = ["model.llm.lora.dropout=0.1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), n=16)
+
+
+@pytest.fixture(scope="module")
+def baseline(corpus, tmp_path_factory):
+    """An uninterrupted video run: 2 epochs of 3 steps, checkpoint every epoch and every 2 steps."""
+    out = tmp_path_factory.mktemp("baseline") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        memoize_decoding(mp)
+        result = run_training(tiny_config(corpus, out, *COMMON, train__max_epochs=2, train__save_steps=2),
+                              modality="video")
+    return out, result
+
+
+def _cli(corpus, out, *extra):
+    return ["train", "--config", "tiny", "--modality", "video", "--data", str(corpus), "--output", str(out),
+            "--max-epochs", "2", "--set", COMMON[0], "--set", "decode.max_new_tokens=6",
+            "--set", "data.max_frames_per_batch=300", *extra]
+
+
+@pytest.mark.slow
+def test_video_run_learns_and_writes_everything(baseline, corpus):
+    out, result = baseline
+    losses = train_losses(out)
+    steps = sorted(losses)
+    assert steps == list(range(1, result.steps + 1)) and result.steps == 2 * _steps_per_epoch(corpus)
+    assert losses[steps[-1]] < losses[steps[0]] - 0.05
+    names = ["epoch-0001", "epoch-0002", "best", "final"] + [ckpt.step_name(s) for s in steps if s % 2 == 0]
+    assert sorted(p.name for p in ckpt.list_checkpoints(out)) == sorted(names)
+    for name in names:
+        assert ckpt.is_complete(out / name, resumable=True), name
+    assert ckpt.read_latest_name(out) == "final"
+    assert (out / "config.yaml").is_file() and (out / "loss.png").stat().st_size > 1000
+    valid = read_metrics(out, "valid")
+    assert len(valid) == 2 and all(math.isfinite(v["loss"]) and v["wer"] is not None for v in valid)
+    best = json.loads((out / "best" / "meta.json").read_text())
+    assert best["valid_loss"] == pytest.approx(min(v["loss"] for v in valid))
+    train = read_metrics(out, "train")[0]
+    assert {"step", "epoch", "loss", "lr", "grad_norm", "utt_per_s"} <= set(train)
+
+
+@pytest.mark.slow
+def test_final_checkpoint_loads_the_trained_weights(baseline):
+    out, _ = baseline
+    model, cfg, meta = ckpt.load_checkpoint(out / "final")
+    assert meta["modality"] == "video" and cfg.model.modality == "video"
+    saved = ckpt.read_tensors(out / "final" / "model.safetensors")
+    assert saved and all(torch.equal(model.trainable_state_dict()[k], v) for k, v in saved.items())
+    assert not any(k.startswith(("video_encoder.", "audio_encoder.")) for k in saved)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_with_identical_losses(baseline, corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    log_step = Trainer._log_step
+
+    def interrupt_at_4(self, *args):
+        log_step(self, *args)
+        if self.step == 4:  # mid-epoch 2: resume must skip the micro-batches already used
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_log_step", interrupt_at_4)
+    assert run(_cli(corpus, out)) == 130
+    assert ckpt.read_latest_name(out) == "step-000004" and not (out / "final").exists()
+    assert json.loads((out / "step-000004" / "trainer_state.json").read_text())["batch_in_epoch"] > 0
+    first = train_losses(out)
+    assert sorted(first) == [1, 2, 3, 4]  # same seed, same losses as the baseline so far:
+    assert [first[s] for s in first] == [train_losses(baseline[0])[s] for s in first]
+
+    assert run(_cli(corpus, out)) == 2  # checkpoints present and no --resume: refused
+    monkeypatch.setattr(Trainer, "_log_step", log_step)
+    assert run(_cli(corpus, out, "--resume", "auto")) == 0
+    expected, got = train_losses(baseline[0]), train_losses(out)
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    valid_a = [v["loss"] for v in read_metrics(baseline[0], "valid")]
+    valid_b = [v["loss"] for v in read_metrics(out, "valid")]
+    assert valid_b == pytest.approx(valid_a, rel=1e-6)
+
+
+def test_param_update_table_moves_only_trainable_parts(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    buf = io.StringIO()
+    cfg = tiny_config(corpus, out, train__max_steps=2, train__log_param_updates=1, train__save_every=0)
+    run_training(cfg, modality="video", console=Console(file=buf, width=140), live=False)
+    records = read_metrics(out, "params")
+    assert {r["step"] for r in records} == {1, 2}
+    by_comp = {r["component"]: r for r in records if r["step"] == 2}
+    assert by_comp["video encoder"]["trainable"] is False and by_comp["video encoder"]["update_ratio"] == 0
+    assert by_comp["LLM"]["update_ratio"] == 0 and by_comp["LLM"]["grad_norm"] == 0
+    for comp in ("video connector", "LoRA adapters"):
+        assert by_comp[comp]["trainable"] and by_comp[comp]["update_ratio"] > 0 and by_comp[comp]["grad_norm"] > 0
+    text = buf.getvalue()
+    assert "parameter updates at step 2" in text and "frozen" in text
+    assert "step 1/2 loss" in text  # not a terminal: plain log lines instead of a live bar
+
+
+def _steps_per_epoch(corpus) -> int:
+    from avsrctl.data.dataset import FrameBucketSampler
+    from avsrctl.data.manifest import read_manifest
+
+    cfg = tiny_config(corpus, corpus / "unused")
+    lengths = [u.n_frames for u in read_manifest(corpus / "train.tsv")]
+    return len(FrameBucketSampler(lengths, cfg.data.max_frames_per_batch, cfg.data.max_batch_size))
+
+
+def _nan_forward(monkeypatch, bad_calls):
+    from avsrctl.models.avsr import AVSRModel
+
+    forward = AVSRModel.forward
+    calls = {"n": 0}
+
+    def patched(self, batch, modality):
+        out = forward(self, batch, modality)
+        if self.training:
+            calls["n"] += 1
+            if bad_calls is None or calls["n"] in bad_calls:
+                return dataclasses.replace(out, loss=out.loss * float("nan"))
+        return out
+
+    monkeypatch.setattr(AVSRModel, "forward", patched)
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_skips_the_step_and_names_the_batch(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    _nan_forward(monkeypatch, bad_calls={2})
+    out = tmp_path / "run"
+    result = run_training(tiny_config(corpus, out, train__max_steps=3, train__save_every=0), modality="video")
+    events = [r for r in read_metrics(out, "event") if r["event"] == "nonfinite"]
+    assert len(events) == 1 and events[0]["ids"] and events[0]["step"] == 1
+    assert result.nonfinite_steps == 1 and result.steps == 3
+    assert sorted(train_losses(out)) == [1, 2, 3]  # the skipped step did not count
+    assert all(math.isfinite(r["loss"]) for r in read_metrics(out, "train"))
+    summary = read_metrics(out, "summary")[0]
+    assert summary["nonfinite_steps"] == 1
+    weights = ckpt.read_tensors(out / "final" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_repeated_nonfinite_steps_stop_training_without_a_checkpoint(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    _nan_forward(monkeypatch, bad_calls=None)
+    out = tmp_path / "run"
+    cfg = tiny_config(corpus, out, train__max_steps=3, train__max_bad_steps=2)
+    with pytest.raises(TrainingError, match="2 optimiser steps in a row") as err:
+        run_training(cfg, modality="video")
+    assert "lower train.lr" in err.value.hint and "fp32" in err.value.hint
+    assert ckpt.list_checkpoints(out) == []
+
+
+@pytest.mark.slow
+def test_out_of_memory_splits_the_micro_batch(baseline, corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    monkeypatch.setenv(FAULT_OOM_ENV, "1")
+    out = tmp_path / "run"
+    result = run_training(tiny_config(corpus, out, *COMMON, train__max_steps=2, train__save_every=0),
+                          modality="video")
+    assert result.oom_splits == 1
+    event = [r for r in read_metrics(out, "event") if r["event"] == "oom_split"][0]
+    assert event["step"] == 0 and event["batch_size"] >= 2
+    # the two halves give the token-weighted loss of the whole micro-batch
+    assert train_losses(out)[1] == pytest.approx(train_losses(baseline[0])[1], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_skipped_media_are_counted_and_reported(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    tsv = (data / "train.tsv").read_text().splitlines()
+    tsv[0] = str(data)
+    (data / "train.tsv").write_text("\n".join(tsv) + "\n")
+    broken_id, video = tsv[1].split("\t")[:2]
+    (data / video).write_bytes(b"not a video at all")
+    out = tmp_path / "run"
+    result = run_training(tiny_config(data, out, train__max_epochs=1, train__save_every=0), modality="video")
+    assert result.skipped_media == 1
+    skipped = [r for r in read_metrics(out, "event") if r["event"] == "skipped_media"]
+    assert broken_id in skipped[0]["ids"] and skipped[0]["reasons"][0]
+    assert read_metrics(out, "summary")[0]["skipped_media"] == result.skipped_media
+
+
+def _err(capsys) -> str:
+    return " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+
+
+def test_missing_data_is_a_usage_error_with_a_way_out(tmp_path, capsys):
+    assert run(["train", "--config", "tiny", "--output", str(tmp_path / "run")]) == 2
+    err = _err(capsys)
+    assert "--data DIR" in err and "data.root" in err and "avsrctl demo-data" in err
+
+
+def test_manifest_without_the_stream_is_refused(corpus, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    rows = (data / "train.tsv").read_text().splitlines()
+    rows = [str(data)] + ["\t".join([f[0], "-", *f[2:]]) for f in (r.split("\t") for r in rows[1:])]
+    (data / "train.tsv").write_text("\n".join(rows) + "\n")
+    assert run(_cli(data, tmp_path / "run")) == 2
+    assert "needs video" in _err(capsys)
+
+
+def test_unwritable_output_is_refused_before_training(corpus, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert run(_cli(corpus, blocker / "run")) == 2
+    assert "not writable" in _err(capsys)
+
+
+@pytest.mark.slow
+def test_resume_with_another_model_config_is_refused(baseline, corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(baseline[0] / "epoch-0001", out / "epoch-0001")
+    assert run(_cli(corpus, out, "--resume", "auto", "--set", "model.video_connector.hidden=64")) == 2
+    assert "model.video_connector.hidden" in _err(capsys)
+
+
+def test_reporter_writes_log_lines_without_a_terminal(tmp_path):
+    buf = io.StringIO()
+    rep = Reporter(tmp_path, Console(file=buf, width=120), log_every=1)
+    assert not rep.live
+    rep.start(total_steps=4, start_step=0)
+    rep.update(step=1, epoch=0, loss=2.5, lr=1e-3, utt_per_s=3.0, log_line=True)
+    rep.record({"type": "train", "step": 1, "loss": 2.5})
+    rep.record({"type": "train", "step": 2, "loss": 2.0})
+    rep.truncate_after(1)
+    rep.stop()
+    assert "epoch 1 step 1/4 loss 2.5000" in buf.getvalue()
+    assert [r["step"] for r in read_metrics(tmp_path, "train")] == [1]
+    silent = Reporter(tmp_path / "other", Console(file=io.StringIO()), enabled=False)
+    silent.record({"type": "train", "step": 1})
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["audio", "both"])
+def test_audio_and_fused_runs_learn_and_checkpoint(modality, corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    cfg = tiny_config(corpus, out, train__max_epochs=2, train__save_every=2, train__save_steps=4)
+    result = run_training(cfg, modality=modality)
+    losses = train_losses(out)
+    assert losses[result.steps] < losses[1]
+    expected = {"epoch-0002", "step-000004", "best", "final"}
+    assert {p.name for p in ckpt.list_checkpoints(out)} == expected
+    model, _, meta = ckpt.load_checkpoint(out / "final")
+    assert meta["modality"] == modality and modality in model.modalities
