@@ -1,10 +1,169 @@
-"""`avsrctl decode`: Decode a manifest with a trained checkpoint and score it."""
+"""`avsrctl decode`: batched generation over a manifest with a trained checkpoint, then scoring."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from avsrctl.cli import console
+from avsrctl.cli.options import CheckpointOpt, FormatOpt, ModalityOpt, SeedOpt, TsvOpt, WrdOpt
 from avsrctl.errors import UsageError
 
+NORMALIZERS = ("basic", "whisper", "none")
+NOISE_KINDS = ("white", "babble")
 
-def decode() -> None:
-    """Decode a manifest with a trained checkpoint and score it."""
-    raise UsageError("this command is not available yet")
+
+def pick_device(name: str | None) -> str:
+    import torch
+
+    if name:
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def results_table(rows: list[tuple[str, object, object]], title: str):
+    """A rich table of (condition, DecodeOutput, ErrorReport) rows."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("condition", "WER %", "CER %", "sub", "del", "ins", "words", "utts", "failed", "utt/s"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for label, out, rep in rows:
+        table.add_row(
+            label, f"{100 * rep.wer:.2f}", f"{100 * rep.cer:.2f}", str(rep.substitutions), str(rep.deletions),
+            str(rep.insertions), str(rep.ref_words), str(rep.n_utterances), str(len(out.failed)),
+            f"{out.utterances_per_second:.2f}" if out.seconds > 0 else "-",
+        )
+    return table
+
+
+def print_verbose(manifest, report) -> None:
+    from avsrctl.metrics import render_diff
+
+    con = console.stdout()
+    for utt, u in zip(report.utterances, manifest):
+        mark = "[green]ok[/]" if utt.errors == 0 else f"[red]{utt.errors} err[/]"
+        con.print(f"[bold]{u.id}[/] {mark}")
+        con.print(f"  REF: {utt.reference}", markup=False)
+        con.print(f"  HYP: {utt.hypothesis}", markup=False)
+        if utt.errors:
+            con.print(f"  DIF: {render_diff(utt)}")
+
+
+def decode(
+    checkpoint: CheckpointOpt = None,
+    tsv: TsvOpt = None,
+    wrd: WrdOpt = None,
+    modality: ModalityOpt = None,
+    output_dir: Annotated[
+        Optional[Path], typer.Option("--output-dir", "-o", help="Where hyp.wrd, results.jsonl, wer.json go. "
+                                     "Default: CHECKPOINT/decode/<manifest>-<modality>.")
+    ] = None,
+    beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="1 = greedy (default: the checkpoint's decode.beam_size).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Cap on generated tokens per utterance.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Utterances generated together.")] = None,
+    snr: Annotated[
+        Optional[list[float]], typer.Option("--snr", help="Also decode with noise at this SNR in dB (repeatable).")
+    ] = None,
+    noise: Annotated[str, typer.Option("--noise", help="Noise for --snr: babble (other utterances) or white.")] = "babble",
+    single_file: Annotated[
+        Optional[Path], typer.Option("--single-file", help="Decode one clip instead of a manifest; prints the text.")
+    ] = None,
+    normalizer: Annotated[str, typer.Option("--normalizer", help="basic, whisper or none.")] = "basic",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every reference/hypothesis pair with differences marked.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")] = None,
+    seed: SeedOpt = 0,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Decode a manifest with a trained checkpoint and score it (WER/CER, optionally per noise level)."""
+    if checkpoint is None:
+        raise UsageError("--checkpoint is required", hint="point it at a folder written by `avsrctl train`, e.g. runs/tiny/best")
+    if normalizer not in NORMALIZERS:
+        raise UsageError(f"--normalizer {normalizer!r}: choose one of {', '.join(NORMALIZERS)}")
+    if noise not in NOISE_KINDS:
+        raise UsageError(f"--noise {noise!r}: choose one of {', '.join(NOISE_KINDS)}")
+    if fmt not in ("table", "json"):
+        raise UsageError(f"--format {fmt!r}: choose table or json")
+    for name, value in (("--beam-size", beam_size), ("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    if single_file is not None and (tsv is not None or snr):
+        raise UsageError("--single-file cannot be combined with --tsv or --snr")
+
+    from avsrctl.decoding import DecodingOptions
+    from avsrctl.training.checkpoint import load_checkpoint
+
+    dev = pick_device(device)
+    with console.stderr().status(f"loading {checkpoint}"):
+        model, cfg, meta = load_checkpoint(checkpoint, device=dev)
+    modality = modality or meta.get("modality") or cfg.model.modality
+    options = DecodingOptions(
+        beam_size=beam_size or cfg.decode.beam_size,
+        max_new_tokens=max_new_tokens or cfg.decode.max_new_tokens,
+        length_penalty=float(cfg.decode.length_penalty),
+    )
+    if single_file is not None:
+        _decode_single(model, cfg, single_file, modality, options, dev, fmt)
+        return
+    _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output_dir, snr or [], noise,
+                     normalizer, batch_size, verbose, dev, seed, fmt)
+
+
+def _decode_single(model, cfg, path: Path, modality: str, options, device: str, fmt: str) -> None:
+    import torch
+
+    from avsrctl.data.dataset import load_clip
+
+    batch = load_clip(path, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size)
+    with torch.no_grad():
+        (result,) = model.generate(batch.to(device), modality, options)
+    if fmt == "json":
+        print(json.dumps({"file": str(path), **result.to_dict()}, ensure_ascii=False))
+    else:
+        print(result.text)
+
+
+def _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output_dir, snrs, noise, normalizer,
+                     batch_size, verbose, device, seed, fmt) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from avsrctl.data.manifest import read_manifest, split_paths
+    from avsrctl.evaluate import run_decode
+
+    if tsv is None:
+        if cfg.data.root is None:
+            raise UsageError("no --tsv given and the checkpoint's config has no data.root",
+                             hint="pass --tsv test.tsv --wrd test.wrd")
+        tsv, default_wrd = split_paths(cfg.data.root, cfg.data.test_split)
+        wrd = wrd or default_wrd
+    manifest = read_manifest(tsv, wrd)
+    manifest.require(modality)
+    out_dir = output_dir or Path(checkpoint) / "decode" / f"{Path(tsv).stem}-{modality}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if batch_size is not None:
+        cfg.decode.batch_size = batch_size
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console.stderr(), transient=True) as progress:
+        results = run_decode(
+            model, cfg, manifest, modality, out_dir, options, snrs=snrs, noise_kind=noise,
+            normalizer=normalizer, seed=seed, device=device, progress=progress,
+            extra_settings={"checkpoint": str(checkpoint), "batch_size": cfg.decode.batch_size},
+        )
+    clean_out, clean_report = results[0]
+    if verbose:
+        print_verbose(manifest, clean_report)
+    if clean_out.failed:
+        first = next(iter(clean_out.failed.items()))
+        console.log(f"[yellow]{len(clean_out.failed)} utterance(s) could not be decoded and count as empty "
+                    f"hypotheses[/] (first: {first[0]}: {first[1]})")
+    rows = [("clean" if out.snr_db is None else f"{noise} {out.snr_db:g} dB", out, rep) for out, rep in results]
+    if fmt == "json":
+        print(json.dumps([{"condition": label, "failed": len(out.failed), **rep.to_dict()}
+                          for label, out, rep in rows], indent=2))
+    else:
+        console.stdout().print(results_table(rows, f"{manifest.tsv.name} · {modality} · {normalizer} normaliser"))
+    console.log(f"wrote {out_dir}/hyp.wrd, results.jsonl, wer.json")

@@ -1,0 +1,193 @@
+"""Decode a manifest with a trained model and score it: the library behind `decode` and `eval`.
+
+`decode_manifest` runs batched generation over length-bucketed batches and returns one
+hypothesis per manifest row, in manifest order. An utterance whose media cannot be decoded
+gets an empty hypothesis and is listed as failed (it still counts in the WER, as deletions:
+dropping it silently would flatter the score). `run_decode` adds noise levels (`--snr`),
+writes `hyp.wrd`, `results.jsonl`, `wer.json` into the output folder, and returns the
+reports for the terminal table.
+
+Output files are only written once the whole decode of a condition has finished, each
+atomically, so an interrupted decode leaves the previous files intact and a rerun writes
+the same files (generation is deterministic).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avsrctl.config import Config
+from avsrctl.data.manifest import Manifest
+from avsrctl.decoding import DecodingOptions
+from avsrctl.errors import UsageError
+from avsrctl.metrics import ErrorReport, score, write_results
+
+
+@dataclass
+class DecodeOutput:
+    """Hypotheses for one manifest under one condition (clean or one SNR)."""
+
+    modality: str
+    hypotheses: list[str]  # one per manifest row, manifest order ('' for failed rows)
+    failed: dict[str, str] = field(default_factory=dict)  # id -> reason the media could not be decoded
+    seconds: float = 0.0
+    snr_db: float | None = None
+
+    @property
+    def utterances_per_second(self) -> float:
+        return len(self.hypotheses) / self.seconds if self.seconds > 0 else math.inf
+
+
+def decode_manifest(
+    model,
+    manifest: Manifest,
+    modality: str,
+    options: DecodingOptions,
+    cfg: Config,
+    *,
+    batch_size: int | None = None,
+    noise=None,
+    seed: int = 0,
+    device: str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+) -> DecodeOutput:
+    """Generate a hypothesis for every utterance of `manifest` (in manifest order).
+
+    `noise` is a `NoiseSpec` added to the audio (deterministic by `seed`); `on_batch(n)` is
+    called after each batch with the number of utterances it covered (progress bars).
+    """
+    import torch
+
+    from avsrctl.data.dataset import AVDataset, FrameBucketSampler
+
+    if modality not in model.modalities:
+        raise UsageError(
+            f"this checkpoint serves {', '.join(model.modalities)}, not --modality {modality}",
+            hint="train a model for that modality, or pick one it has",
+        )
+    dataset = AVDataset(manifest, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise, seed=seed)
+    # Sorting by length (no shuffle) keeps padding low; results are put back in manifest order.
+    sampler = FrameBucketSampler(
+        dataset.lengths,
+        max_frames=cfg.data.max_frames_per_batch,
+        max_batch=batch_size or cfg.decode.batch_size,
+        shuffle=False,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=cfg.data.num_workers
+    )
+    by_id: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    start = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            failed.update(batch.meta.get("skip_reasons", {}))
+            if len(batch):
+                for result in model.generate(batch.to(device), modality, options):
+                    by_id[result.id] = result.text
+            if on_batch is not None:
+                on_batch(len(batch) + len(batch.meta.get("skipped", [])))
+    hypotheses = [by_id.get(u.id, "") for u in manifest]
+    missing = [u.id for u in manifest if u.id not in by_id and u.id not in failed]
+    assert not missing, f"utterances neither decoded nor reported as failed: {missing[:3]}"
+    return DecodeOutput(modality, hypotheses, failed, time.perf_counter() - start,
+                        noise.snr_db if noise is not None else None)
+
+
+def score_output(manifest: Manifest, out: DecodeOutput, normalizer: str, hyp_name: str = "hypotheses") -> ErrorReport:
+    return score(
+        [u.text for u in manifest], out.hypotheses, normalizer,
+        ids=[u.id for u in manifest], ref_name=str(manifest.wrd or manifest.tsv), hyp_name=hyp_name,
+    )
+
+
+def write_condition(
+    output_dir: Path,
+    manifest: Manifest,
+    out: DecodeOutput,
+    report: ErrorReport,
+    settings: dict,
+) -> dict[str, Path]:
+    """Write hyp.wrd, results.jsonl and wer.json for one condition."""
+    summary = {
+        **report.to_dict(),
+        "modality": out.modality,
+        "snr_db": out.snr_db,
+        "failed": out.failed,
+        "n_failed": len(out.failed),
+        "seconds": round(out.seconds, 3),
+        "utterances_per_second": round(out.utterances_per_second, 3) if out.seconds > 0 else None,
+        "manifest": str(manifest.tsv),
+        "references": str(manifest.wrd) if manifest.wrd else None,
+        "settings": settings,
+    }
+    return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary)
+
+
+def snr_dirname(snr_db: float) -> str:
+    """Folder name for one noise level: snr_-5, snr_0, snr_2.5."""
+    return f"snr_{snr_db:g}"
+
+
+def run_decode(
+    model,
+    cfg: Config,
+    manifest: Manifest,
+    modality: str,
+    output_dir: Path,
+    options: DecodingOptions,
+    *,
+    snrs: Sequence[float] = (),
+    noise_kind: str = "babble",
+    normalizer: str = "basic",
+    seed: int = 0,
+    device: str = "cpu",
+    extra_settings: dict | None = None,
+    progress=None,
+) -> list[tuple[DecodeOutput, ErrorReport]]:
+    """Decode clean (or only the given SNR levels when `snrs` is set) and write each condition.
+
+    With `snrs`, the clean condition is written to `output_dir` and each level to
+    `output_dir/snr_<db>/`, plus `output_dir/wer_by_snr.json`.
+    """
+    from avsrctl.data.noise import NoiseSpec
+
+    settings = {
+        "beam_size": options.beam_size,
+        "max_new_tokens": options.max_new_tokens,
+        "length_penalty": options.length_penalty,
+        "normalizer": normalizer,
+        "modality": modality,
+        "seed": seed,
+        **(extra_settings or {}),
+    }
+    conditions: list[NoiseSpec | None] = [None] + [NoiseSpec(noise_kind, float(s), 1.0) for s in snrs]
+    results = []
+    for noise in conditions:
+        label = "clean" if noise is None else f"{noise.kind} {noise.snr_db:g} dB"
+        task = progress.add_task(f"decode {modality} ({label})", total=len(manifest)) if progress else None
+        out = decode_manifest(
+            model, manifest, modality, options, cfg, noise=noise, seed=seed, device=device,
+            on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None,
+        )
+        report = score_output(manifest, out, normalizer)
+        folder = output_dir if noise is None else output_dir / snr_dirname(noise.snr_db)
+        cond_settings = {**settings, "noise": None if noise is None else {"kind": noise.kind, "snr_db": noise.snr_db}}
+        write_condition(folder, manifest, out, report, cond_settings)
+        results.append((out, report))
+    if snrs:
+        import json
+
+        rows = [
+            {"snr_db": out.snr_db, "noise": None if out.snr_db is None else noise_kind, **rep.to_dict()}
+            for out, rep in results
+        ]
+        tmp = output_dir / ".wer_by_snr.json.tmp"
+        tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(output_dir / "wer_by_snr.json")
+    return results

@@ -1,0 +1,108 @@
+"""`avsrctl decode` on a tiny trained checkpoint: files in manifest order, SNR rows, single file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avsrctl.cli.main import run
+from avsrctl.data.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 12-utterance corpus and a tiny 'both' checkpoint trained for a few steps."""
+    from avsrctl.config import load_config
+    from avsrctl.data.synth import generate_corpus
+    from avsrctl.training.run import run_training
+
+    root = tmp_path_factory.mktemp("decode")
+    corpus = root / "corpus"
+    generate_corpus(corpus, n_utterances=12, n_speakers=2, n_test_speakers=1, size=32, seed=3, jobs=1,
+                    valid_fraction=0.2)
+    cfg = load_config("tiny", None, {"data.root": str(corpus), "train.output": str(root / "run"),
+                                    "train.max_steps": 3, "decode.max_new_tokens": 8})
+    run_training(cfg, modality="both")
+    return corpus, root / "run" / "final"
+
+
+def test_decode_writes_every_file_in_manifest_order(trained, tmp_path, capsys):
+    corpus, ckpt = trained
+    out = tmp_path / "out"
+    code = run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "both",
+                "--output-dir", str(out), "--batch-size", "2", "--format", "json"])
+    assert code == 0
+    manifest = read_manifest(corpus / "test.tsv")
+    hyps = (out / "hyp.wrd").read_text().splitlines()
+    assert len(hyps) == len(manifest)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [u.id for u in manifest]
+    assert [r["reference"] for r in rows] == [u.text for u in manifest]
+    assert [r["hypothesis"] for r in rows] == hyps
+    wer = json.loads((out / "wer.json").read_text())
+    assert wer["n_utterances"] == len(manifest)
+    assert wer["ref_words"] == sum(len(u.text.split()) for u in manifest)
+    assert wer["errors"] == sum(r["errors"] for r in rows)
+    assert wer["settings"]["beam_size"] == 1 and wer["settings"]["modality"] == "both"
+    printed = json.loads(capsys.readouterr().out)
+    assert printed[0]["condition"] == "clean" and printed[0]["wer"] == wer["wer"]
+
+
+def test_decode_rerun_writes_identical_files(trained, tmp_path):
+    corpus, ckpt = trained
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "both",
+                    "--output-dir", str(out)]) == 0
+        outputs.append((out / "hyp.wrd").read_text() + (out / "results.jsonl").read_text())
+    assert outputs[0] == outputs[1]
+
+
+def test_snr_gives_one_row_per_level(trained, tmp_path, capsys):
+    corpus, ckpt = trained
+    out = tmp_path / "snr"
+    code = run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "audio",
+                "--output-dir", str(out), "--snr", "-5", "--snr", "10", "--noise", "white", "--format", "json"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["condition"] for r in rows] == ["clean", "white -5 dB", "white 10 dB"]
+    by_snr = json.loads((out / "wer_by_snr.json").read_text())
+    assert [r["snr_db"] for r in by_snr] == [None, -5.0, 10.0]
+    for level in ("snr_-5", "snr_10"):
+        wer = json.loads((out / level / "wer.json").read_text())
+        assert wer["settings"]["noise"]["kind"] == "white"
+        assert len((out / level / "hyp.wrd").read_text().splitlines()) == wer["n_utterances"]
+
+
+def test_single_file_prints_one_hypothesis(trained, capsys):
+    corpus, ckpt = trained
+    manifest = read_manifest(corpus / "test.tsv")
+    clip = manifest[0].video
+    assert run(["decode", "--checkpoint", str(ckpt), "--single-file", str(clip), "--modality", "video",
+                "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["file"] == str(clip) and result["modality"] == "video"
+    assert isinstance(result["text"], str)
+
+
+def test_modality_the_manifest_lacks_is_refused(trained, tmp_path, capsys):
+    corpus, ckpt = trained
+    manifest = read_manifest(corpus / "test.tsv")
+    audio_only = tmp_path / "audio.tsv"
+    lines = [str(corpus)] + [f"{u.id}\t-\t{u.audio}\t0\t{u.n_audio_samples}" for u in manifest]
+    audio_only.write_text("\n".join(lines) + "\n")
+    (tmp_path / "audio.wrd").write_text("".join(u.text + "\n" for u in manifest))
+    code = run(["decode", "--checkpoint", str(ckpt), "--tsv", str(audio_only), "--modality", "video",
+                "--output-dir", str(tmp_path / "o")])
+    assert code == 2
+    assert "needs video" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_a_usage_error(capsys):
+    assert run(["decode", "--tsv", "x.tsv"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
