@@ -53,7 +53,7 @@ class WhisperOptions:
     """How to run faster-whisper. Defaults favour CPU speed at unchanged accuracy on our clips."""
 
     model: str | None = None  # None: the offline tiny.en; else a CTranslate2 folder or a model name
-    device: str = "auto"  # "cpu", "cuda" or "auto" (CUDA when CTranslate2 sees a GPU)
+    device: str = "auto"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when CTranslate2 sees a GPU)
     compute_type: str = "auto"  # "auto": int8 on CPU (the fp16 weights would be widened to fp32), fp16 on CUDA
     beam_size: int = 5  # faster-whisper's own default
     language: str | None = "en"  # None lets Whisper detect it (multilingual models only)
@@ -65,12 +65,16 @@ class WhisperOptions:
             raise ModelError(f"beam size must be at least 1, got {self.beam_size}")
 
 
-def _ctranslate2_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import ctranslate2
+def _ctranslate2_device(device: str) -> tuple[str, int]:
+    """CTranslate2 takes the device kind and its index apart: 'cuda:1' -> ('cuda', 1)."""
+    if device == "auto":
+        import ctranslate2
 
-    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        return ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"), 0
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
+        raise ModelError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return kind, int(index or 0)
 
 
 class FasterWhisperRecognizer:
@@ -87,15 +91,15 @@ class FasterWhisperRecognizer:
 
         self.options = options
         model = options.model if options.model is not None else str(default_model_path())
-        device = _ctranslate2_device(options.device)
+        device, index = _ctranslate2_device(options.device)
         compute = options.compute_type
         if compute == "auto":
             compute = "int8" if device == "cpu" else "float16"
         self.name = f"faster-whisper {describe_model(options.model)}"
         is_folder = Path(model).is_dir()
         try:
-            self.model = WhisperModel(model, device=device, compute_type=compute, cpu_threads=options.cpu_threads,
-                                      local_files_only=is_folder or _hub_offline())
+            self.model = WhisperModel(model, device=device, device_index=index, compute_type=compute,
+                                      cpu_threads=options.cpu_threads, local_files_only=is_folder or _hub_offline())
         except Exception as e:  # CTranslate2/huggingface_hub raise many kinds; name the model either way
             raise ModelError(
                 f"cannot load faster-whisper model {model!r} on {device} ({compute}): {type(e).__name__}: {e}",

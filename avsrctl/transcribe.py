@@ -103,15 +103,97 @@ def join_segments(segments: list[Segment]) -> str:
     return " ".join(s.text for s in segments if s.text.strip())
 
 
-def checkpoint_recognizer(checkpoint: str | os.PathLike, modality: str | None, **options) -> ClipRecognizer:
-    """A recogniser around a trained AVSR checkpoint (the seam `avsrctl transcribe --checkpoint` uses).
+def fixed_windows(duration_s: float, max_segment_s: float) -> list[tuple[float, float]]:
+    """Equal windows of at most `max_segment_s` covering [0, duration_s] (when there is no VAD)."""
+    if duration_s <= 0:
+        return []
+    parts = max(1, math.ceil(duration_s / max_segment_s))
+    bounds = np.linspace(0.0, duration_s, parts + 1)
+    return [(float(a), float(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    It will load the model with `avsrctl.training.checkpoint.load_checkpoint`, cut the clip with
-    `speech_segments`, and decode the pieces in batches.
+
+class CheckpointRecognizer:
+    """A trained AVSR model behind the `ClipRecognizer` interface.
+
+    A clip no longer than `max_segment_s` is decoded whole, as in training. A longer one is cut
+    into speech pieces by `speech_segments` (fixed windows when the clip has no audio or
+    `vad=False`) and the pieces are decoded `batch_size` at a time, so memory stays bounded.
     """
-    from avsrctl.errors import UsageError
 
-    raise UsageError(
-        f"transcription with a checkpoint ({checkpoint}) arrives with the AVSR model and `avsrctl decode`",
-        hint="leave out --checkpoint to use the embedded faster-whisper default (audio only)",
-    )
+    def __init__(self, model, cfg, modality: str, options, *, device: str = "cpu", name: str = "",
+                 max_segment_s: float = 20.0, batch_size: int = 8, vad: bool | None = None):
+        if modality not in model.modalities:
+            from avsrctl.errors import UsageError
+
+            raise UsageError(f"this checkpoint serves {', '.join(model.modalities)}, not --modality {modality}")
+        if max_segment_s <= 0 or batch_size < 1:
+            raise ValueError(f"max_segment_s ({max_segment_s}) and batch_size ({batch_size}) must be positive")
+        self.model, self.cfg, self.options, self.device = model, cfg, options, device
+        self.modality, self.modalities = modality, (modality,)
+        self.max_segment_s, self.batch_size, self.vad = max_segment_s, batch_size, vad
+        self.name = name or f"AVSR checkpoint ({modality})"
+
+    def pieces(self, audio: np.ndarray | None, duration_s: float) -> list[tuple[float, float]]:
+        if duration_s <= self.max_segment_s:
+            return [(0.0, duration_s)]
+        if audio is None or self.vad is False:
+            return fixed_windows(duration_s, self.max_segment_s)
+        return speech_segments(audio, max_segment_s=self.max_segment_s)
+
+    def transcribe_file(self, path: Path) -> Transcript:
+        import torch
+
+        from avsrctl.data.dataset import Sample, collate, load_clip
+        from avsrctl.data.manifest import SAMPLES_PER_FRAME, VIDEO_FPS
+
+        clip = load_clip(path, self.modality, roi=self.cfg.data.roi, roi_size=self.cfg.data.roi_size)
+        n_frames = int(clip.lengths[0])
+        duration = n_frames / VIDEO_FPS
+        audio = clip.audio[0].numpy() if clip.audio is not None else None  # (640*T,)
+        spans = []
+        for start, end in self.pieces(audio, duration):
+            f0, f1 = int(math.floor(start * VIDEO_FPS)), min(n_frames, int(math.ceil(end * VIDEO_FPS)))
+            if f1 > f0:
+                spans.append((f0, f1))
+        samples = [
+            Sample(
+                id=f"{i}", text="", n_frames=f1 - f0,
+                audio=clip.audio[0, f0 * SAMPLES_PER_FRAME: f1 * SAMPLES_PER_FRAME] if clip.audio is not None else None,
+                video=clip.video[0, f0:f1] if clip.video is not None else None,  # (T, 3, H, W)
+            )
+            for i, (f0, f1) in enumerate(spans)
+        ]
+        texts: dict[str, str] = {}
+        with torch.no_grad():
+            for k in range(0, len(samples), self.batch_size):
+                batch = collate(samples[k:k + self.batch_size]).to(self.device)
+                for result in self.model.generate(batch, self.modality, self.options):
+                    texts[result.id] = result.text.strip()
+        segments = tuple(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, texts.get(f"{i}", ""))
+                         for i, (f0, f1) in enumerate(spans))
+        return Transcript(text=join_segments(list(segments)), segments=segments, source=self.name, path=str(path),
+                          duration=round(duration, 3), meta={"modality": self.modality, "pieces": len(spans)})
+
+
+def checkpoint_recognizer(
+    checkpoint: str | os.PathLike,
+    modality: str | None = None,
+    *,
+    beam_size: int | None = None,
+    device: str | None = None,
+    max_segment_s: float = 20.0,
+    vad: bool | None = None,
+) -> CheckpointRecognizer:
+    """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`."""
+    import torch
+
+    from avsrctl.decoding import DecodingOptions
+    from avsrctl.training.checkpoint import load_checkpoint
+
+    dev = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg, meta = load_checkpoint(checkpoint, device=dev)
+    modality = modality or meta.get("modality") or cfg.model.modality
+    options = DecodingOptions(beam_size=beam_size or cfg.decode.beam_size, max_new_tokens=cfg.decode.max_new_tokens,
+                              length_penalty=float(cfg.decode.length_penalty))
+    return CheckpointRecognizer(model, cfg, modality, options, device=dev, name=f"{Path(checkpoint).name} ({modality})",
+                                max_segment_s=max_segment_s, batch_size=cfg.decode.batch_size, vad=vad)

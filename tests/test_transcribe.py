@@ -110,11 +110,19 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------- CLI checks
 
 
-def test_checkpoint_is_a_clear_seam(tmp_path, capsys):
+def test_checkpoint_and_model_conflict(tmp_path, capsys):
     clip = tmp_path / "a.wav"
     clip.write_bytes(b"RIFF")
-    assert run(["transcribe", str(clip), "--checkpoint", str(tmp_path)]) == 2
-    assert "arrives with the AVSR model" in _err(capsys)
+    assert run(["transcribe", str(clip), "--checkpoint", str(tmp_path), "--model", "base.en"]) == 2
+    assert "cannot be combined with --checkpoint" in _err(capsys)
+
+
+def test_missing_checkpoint_is_reported(tmp_path, capsys):
+    pytest.importorskip("avsrctl.training.checkpoint")
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(b"RIFF")
+    assert run(["transcribe", str(clip), "--checkpoint", str(tmp_path / "none")]) == 1
+    assert "checkpoint not found" in _err(capsys)
 
 
 @pytest.mark.parametrize(
@@ -213,3 +221,63 @@ def test_speech_segments_on_a_real_clip(media_dir):
     assert covered > 0.6 * duration  # JFK speaks for most of the clip
     whole = speech_segments(audio, max_segment_s=30.0)
     assert all(e - s <= 30.0 for s, e in whole) and len(whole) <= len(pieces)
+
+
+# ------------------------------------------------------------------ checkpoint path
+
+
+class _Served:
+    modalities = ("audio", "video", "both")
+
+
+def test_fixed_windows_cover_the_clip_evenly():
+    from avsrctl.transcribe import fixed_windows
+
+    assert fixed_windows(0.0, 5.0) == []
+    assert fixed_windows(4.0, 5.0) == [(0.0, 4.0)]
+    windows = fixed_windows(12.0, 5.0)
+    assert windows == [(0.0, 4.0), (4.0, 8.0), (8.0, 12.0)]
+
+
+def test_checkpoint_recognizer_pieces():
+    from avsrctl.transcribe import CheckpointRecognizer
+
+    rec = CheckpointRecognizer(_Served(), None, "video", None, max_segment_s=5.0)
+    assert rec.pieces(None, 3.0) == [(0.0, 3.0)]  # short clips are decoded whole, as in training
+    assert rec.pieces(None, 10.0) == [(0.0, 5.0), (5.0, 10.0)]  # no audio: fixed windows
+    assert rec.pieces(np.zeros(16_000 * 10, np.float32), 10.0) == []  # silence: nothing to decode
+    with pytest.raises(Exception, match="serves audio"):
+        CheckpointRecognizer(type("M", (), {"modalities": ("audio",)})(), None, "video", None)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    pytest.importorskip("avsrctl.training.checkpoint")
+    import torch
+
+    from avsrctl.config import load_config
+    from avsrctl.models.builder import build_model
+    from avsrctl.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny", [], {"decode.max_new_tokens": 4})
+    return save_checkpoint(tmp_path_factory.mktemp("run"), "best", model=build_model(cfg), cfg=cfg,
+                           meta={"modality": "both"})
+
+
+@pytest.mark.slow  # builds a tiny random model and decodes two clips (~15 s)
+def test_checkpoint_transcription_cuts_long_clips(media_dir, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "jfk.srt"
+    args = ["transcribe", str(media_dir / "audio" / "jfk.flac"), "--checkpoint", str(tiny_checkpoint),
+            "-m", "audio", "--max-segment", "4", "-o", str(out), "--device", "cpu"]
+    assert run(args) == 0
+    cues = parse_srt(out.read_text())  # a random model's text, but real timing from the VAD
+    assert len(cues) >= 3 and all(c[2] - c[1] <= 4.0 + 0.04 for c in cues)  # +1 frame of rounding
+    assert_increasing([(c[1], c[2]) for c in cues])
+    assert cues[-1][2] <= 11.0
+
+    assert run(["transcribe", str(media_dir / "video" / "grid_lbax4n.mpg"), "--checkpoint", str(tiny_checkpoint),
+                "-f", "json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["meta"] == {"modality": "both", "pieces": 1}
+    assert result["segments"][0]["start"] == 0.0 and result["segments"][0]["end"] == pytest.approx(3.0)

@@ -1,7 +1,8 @@
 """`avsrctl transcribe`: Transcribe one audio or video file.
 
 Without --checkpoint it runs the embedded default (faster-whisper with the offline Whisper
-tiny.en weights, audio only) and never imports torch.
+tiny.en weights, audio only) and never imports torch. With --checkpoint it runs a trained
+AVSR model on the clip's audio, video (mouth crops) or both.
 """
 
 from __future__ import annotations
@@ -37,12 +38,22 @@ def transcribe(
         typer.Option("--model", help="faster-whisper model for the default path: a CTranslate2 folder or a name "
                      "like base.en (needs a model hub). Default: the offline tiny.en."),
     ] = None,
-    beam_size: Annotated[int, typer.Option("--beam-size", min=1, help="Beam width (1 is greedy).")] = 5,
+    beam_size: Annotated[
+        Optional[int],
+        typer.Option("--beam-size", min=1, help="Beam width, 1 is greedy (default: 5 for faster-whisper, the "
+                     "checkpoint's decode.beam_size for a checkpoint)."),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     vad: Annotated[
         Optional[bool],
-        typer.Option("--vad/--no-vad", help="Skip silence with the Silero VAD. Default: on for clips over 30 s."),
+        typer.Option("--vad/--no-vad", help="Cut long clips at pauses with the Silero VAD (--no-vad: faster-whisper "
+                     "keeps silence, a checkpoint uses fixed windows). Default: on for long clips."),
     ] = None,
+    max_segment: Annotated[
+        float,
+        typer.Option("--max-segment", min=1.0, help="With --checkpoint: longest piece decoded at once, in seconds "
+                     "(longer clips are cut at pauses; lower it if memory runs out)."),
+    ] = 20.0,
 ) -> None:
     """Transcribe one audio or video file."""
     from avsrctl.subtitles import FORMATS as KNOWN, format_from_suffix
@@ -51,8 +62,8 @@ def transcribe(
         fmt = (format_from_suffix(output) if output is not None else None) or "txt"
     if fmt not in KNOWN:
         raise UsageError(f"--format must be one of {', '.join(KNOWN)}, got {fmt!r}")
-    if device not in ("cpu", "cuda", "auto"):
-        raise UsageError(f"--device must be cpu, cuda or auto, got {device!r}")
+    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
+        raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
     if not clip.is_file():
         raise UsageError(f"{clip}: no such file", hint="pass an audio or video file")
     started = time.perf_counter()
@@ -61,8 +72,10 @@ def transcribe(
             raise UsageError("--model picks the faster-whisper default; it cannot be combined with --checkpoint")
         from avsrctl.transcribe import checkpoint_recognizer
 
-        recognizer = checkpoint_recognizer(checkpoint, modality, language=language, beam_size=beam_size,
-                                           device=device)
+        with console.stderr().status(f"loading {checkpoint}"):
+            recognizer = checkpoint_recognizer(checkpoint, modality, beam_size=beam_size, device=device,
+                                               max_segment_s=max_segment, vad=vad)
+        console.log(f"[dim]transcribing with {recognizer.name}[/]")
     else:
         if modality not in (None, "audio"):
             raise UsageError(f"--modality {modality} needs --checkpoint: the embedded default is audio only")
@@ -71,7 +84,8 @@ def transcribe(
 
         what = "the embedded default" if model is None else "faster-whisper"
         console.log(f"[dim]no --checkpoint: using {what}, faster-whisper {describe_model(model)} (audio only)[/]")
-        recognizer = embedded_default(model, language=language, beam_size=beam_size, device=device, vad_filter=vad)
+        recognizer = embedded_default(model, language=language, beam_size=beam_size or 5, device=device,
+                                      vad_filter=vad)
 
     from avsrctl.subtitles import render, write_atomic
     from avsrctl.transcribe import transcribe as run_transcribe
