@@ -197,6 +197,8 @@ def test_bad_inputs_are_model_errors():
         enc(torch.zeros(1, 640 * 751), torch.tensor([751]))
     with pytest.raises(ModelError, match="samples but lengths need"):
         enc(torch.zeros(1, 640 * 9), torch.tensor([10]))
+    with pytest.raises(ModelError, match="no frames"):
+        enc(torch.zeros(2, 640), torch.tensor([0, 0]))
     with pytest.raises(ModelError, match=r"\(B, S\)"):
         enc(torch.zeros(640 * 9), torch.tensor([9]))
 
