@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+
+from avsrctl.cli.main import run
+from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, read_manifest
+from avsrctl.data.synth import (
+    TEST_VARIANTS, TRAIN_VARIANTS, UtterancePlan, generate_corpus, is_grammatical, make_speakers,
+    render_utterance, settings_of,
+)
+from avsrctl.data.synth_mouth import OPEN, PRESS
+from avsrctl.data.synth_speech import build_word_bank, ffmpeg_exe, parse_phonemes
+from avsrctl.errors import UsageError
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+SMALL = dict(n_utterances=12, n_speakers=4, n_test_speakers=1, seed=0, size=32, valid_fraction=0.1)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    summary = generate_corpus(out, **SMALL, jobs=1)
+    return out, summary
+
+
+def _manifests(root):
+    return {s: read_manifest(root / f"{s}.tsv") for s in ("train", "valid", "test")}
+
+
+def _decode(path, size):
+    """Frames of an mp4 as (T, size, size, 3) uint8 through an ffmpeg pipe."""
+    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                           "pipe:1"], capture_output=True, check=True)
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
+
+
+def test_layout_splits_and_speakers(corpus):
+    root, summary = corpus
+    for name in ("train.tsv", "train.wrd", "valid.tsv", "valid.wrd", "test.tsv", "test.wrd", "demo_data.json"):
+        assert (root / name).is_file(), name
+    m = _manifests(root)
+    assert sum(len(x) for x in m.values()) == 12
+    assert {s.name: s.n_utterances for s in summary.splits} == {k: len(v) for k, v in m.items()}
+    train_spk = {u.id.split("_")[0] for u in m["train"]}
+    assert train_spk == {"s01", "s02", "s03"}
+    assert {u.id.split("_")[0] for u in m["valid"]} <= train_spk and len(m["valid"]) == 1
+    assert {u.id.split("_")[0] for u in m["test"]} == {"t01"}  # held-out speaker only
+    assert summary.generated == 12 and summary.reused == 0
+    assert settings_of(root)["seed"] == 0
+
+
+def test_audio_is_16k_mono_and_640_samples_per_frame(corpus):
+    root, _ = corpus
+    for u in (u for m in _manifests(root).values() for u in m):
+        with wave.open(str(u.audio)) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SAMPLE_RATE, 1, 2)
+            assert w.getnframes() == u.n_audio_samples == SAMPLES_PER_FRAME * u.n_video_frames
+            x = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        assert np.abs(x).max() > 3000  # speech, not silence
+        assert 1.5 < u.seconds < 6.0
+
+
+def test_video_decodes_with_manifest_frame_count(corpus):
+    root, _ = corpus
+    for u in _manifests(root)["test"]:
+        frames = _decode(u.video, 32)
+        assert frames.shape == (u.n_video_frames, 32, 32, 3)
+        assert frames.std() > 5  # not a blank clip
+
+
+def test_transcripts_follow_grid_grammar(corpus):
+    root, _ = corpus
+    texts = [u.text for m in _manifests(root).values() for u in m]
+    assert all(is_grammatical(t) for t in texts), texts
+    assert not is_grammatical("bin blue at w two now")  # GRID has no letter w
+    assert len(set(texts)) > 6
+
+
+def test_same_seed_same_corpus_whatever_the_jobs(corpus, tmp_path):
+    root, _ = corpus
+    generate_corpus(tmp_path, **SMALL, jobs=2)
+    assert (root / "train.wrd").read_text() == (tmp_path / "train.wrd").read_text()
+    assert (root / "test.tsv").read_text().splitlines()[1:] == (tmp_path / "test.tsv").read_text().splitlines()[1:]
+    for u in _manifests(root)["train"]:
+        assert (tmp_path / "audio" / u.audio.name).read_bytes() == u.audio.read_bytes()
+        assert np.array_equal(_decode(tmp_path / "video" / u.video.name, 32), _decode(u.video, 32))
+
+
+def test_other_seed_differs(corpus, tmp_path):
+    root, _ = corpus
+    generate_corpus(tmp_path, **{**SMALL, "seed": 1}, jobs=1)
+    assert (root / "train.wrd").read_text() != (tmp_path / "train.wrd").read_text()
+    a = (root / "audio" / "s01_0000.wav").read_bytes()
+    assert a != (tmp_path / "audio" / "s01_0000.wav").read_bytes()
+
+
+def test_rerun_reuses_and_other_settings_are_refused(corpus, tmp_path):
+    root, _ = corpus
+    again = generate_corpus(root, **SMALL, jobs=1)
+    assert (again.generated, again.reused) == (0, 12)
+    with pytest.raises(UsageError, match="other settings: seed 0 \\(now 5\\)"):
+        generate_corpus(root, **{**SMALL, "seed": 5}, jobs=1)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not a demo-data corpus"):
+        generate_corpus(tmp_path, **SMALL, jobs=1)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_test_only_uses_held_out_voices(tmp_path):
+    summary = generate_corpus(tmp_path, 3, 4, 1, seed=7, size=16, jobs=1, test_only=True)
+    assert [s.name for s in summary.splits] == ["test"]
+    assert not (tmp_path / "train.tsv").exists()
+    assert len(read_manifest(tmp_path / "test.tsv")) == 3
+    train = {s.voice.variant for s in make_speakers(12, False, 7)}
+    test = {s.voice.variant for s in make_speakers(5, True, 7)}
+    assert train <= set(TRAIN_VARIANTS) and test <= set(TEST_VARIANTS) and not train & test
+
+
+def test_bad_options_are_usage_errors(tmp_path):
+    for kwargs, msg in [({"size": 33}, "--size"), ({"n_test_speakers": 4}, "--test-speakers"),
+                        ({"valid_fraction": 1.0}, "--valid-fraction"), ({"n_utterances": 2}, "--utterances")]:
+        with pytest.raises(UsageError, match=msg):
+            generate_corpus(tmp_path / "x", **{**SMALL, **kwargs}, jobs=1)
+
+
+def test_phoneme_strings_map_to_visemes():
+    assert parse_phonemes("b_'I_n") == (("bilabial", 0.6), ("I", 0.8), ("alveolar", 0.6))
+    names = [v for v, _ in parse_phonemes("w_'aI2_t")]  # variant digits dropped, diphthong split
+    assert names == ["round", "a", "I", "alveolar"]
+    assert [v for v, _ in parse_phonemes("w_'0_n")][1] == "O"  # "0" is a vowel, not a digit mark
+
+
+def test_mouth_closes_for_b_and_opens_for_vowels():
+    speaker = make_speakers(1, False, 3)[0]
+    words = ("bin", "blue", "at", "b", "five", "please")
+    bank = build_word_bank(speaker.voice, sorted(set(words)))
+    spoken, track, frames = render_utterance(UtterancePlan("x", "train", 0, words, (3, 0, 0)), speaker, bank, 64)
+    assert frames.shape == (spoken.n_frames, 64, 64, 3) and len(track) == spoken.n_frames
+    t = (np.arange(spoken.n_frames) + 0.5) / 25
+    during = lambda names: np.array([any(v in names and a <= x < b for v, a, b in spoken.visemes) for x in t])  # noqa: E731
+    closed, wide = during({"bilabial"}), during({"a"})
+    assert closed.any() and wide.any()
+    assert track[closed, OPEN].max() < 0.1 and track[closed, PRESS].mean() > 0.7
+    assert track[wide, OPEN].mean() > 0.5
+    # pixels: the dark mouth cavity grows with the opening parameter
+    luma = frames[:, 22:56, 10:54].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # (T, h, w)
+    # share of pixels below the nostrils much darker than the skin: the open cavity, not the lip seam
+    dark = (luma < 0.3 * np.median(luma, axis=(1, 2), keepdims=True)).mean(axis=(1, 2))  # (T,)
+    assert dark[wide].mean() > 0.03 and dark[closed].mean() < 0.01
+    assert np.corrcoef(track[:, OPEN], dark)[0, 1] > 0.8
+
+
+def test_cli_writes_corpus_and_json_summary(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert run(["demo-data", str(out), "-n", "6", "--speakers", "3", "--test-speakers", "1", "--size", "16",
+                "-j", "1", "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sum(s["utterances"] for s in summary["splits"].values()) == 6
+    assert run(["demo-data", str(out), "-n", "9", "--size", "16"]) == 2
+    assert "other settings" in capsys.readouterr().err
