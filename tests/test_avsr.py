@@ -1,0 +1,325 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from avsrctl.config import load_config
+from avsrctl.data.batch import Batch
+from avsrctl.decoding import DecodingOptions
+from avsrctl.errors import CheckpointError, ModelError, UsageError
+from avsrctl.models.avsr import IGNORE_INDEX, AVSRModel
+from avsrctl.models.builder import build_model
+from avsrctl.models.connector import AudioConnector, VideoConnector
+from avsrctl.models.llm import build_llm
+
+ALL = {"audio", "video", "both"}
+K = {"audio": 3, "video": 2, "both": 2}  # tiny.yaml: audio_connector, video_connector, fusion compression
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def model(cfg):
+    return build_model(cfg, ALL).eval()
+
+
+def media_batch(lengths=(75, 40), texts=("hello world", "bye"), seed=0) -> Batch:
+    """Raw audio (aligned to 640 samples per frame) and 32x32 uint8 video, zero padded."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    audio = torch.randn(len(lengths), 640 * T, generator=g) * 0.1
+    video = torch.randint(0, 256, (len(lengths), T, 3, 32, 32), dtype=torch.uint8, generator=g)
+    for b, n in enumerate(lengths):
+        audio[b, 640 * n :] = 0
+        video[b, n:] = 0
+    return Batch(ids=[f"u{i}" for i in range(len(lengths))], texts=list(texts), lengths=torch.tensor(lengths),
+                 audio=audio, video=video)
+
+
+def feature_batch(lengths=(50, 30), texts=("hello world", "bye now"), seed=0) -> Batch:
+    """Cached-encoder-style features (what the training feature cache fills): fast, no encoders."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    return Batch(ids=[f"f{i}" for i in range(len(lengths))], texts=list(texts), lengths=torch.tensor(lengths),
+                 audio_features=torch.randn(len(lengths), 2 * T, 64, generator=g),
+                 video_features=torch.randn(len(lengths), T, 64, generator=g))
+
+
+# --------------------------------------------------------------------------- shapes and layout
+
+
+@pytest.mark.parametrize("modality", ["audio", "video", "both"])
+def test_forward_from_raw_media_in_every_modality(model, modality):
+    batch = media_batch()
+    out = model(batch, modality)
+    tokens, mask = model.modality_tokens(batch, modality)
+    n = [math.ceil(75 / K[modality]), math.ceil(40 / K[modality])]
+    assert tokens.shape == (2, n[0], 64) and tokens.dtype == torch.float32
+    assert mask.sum(1).tolist() == n  # 75 frames: audio 25 tokens, video 38, both 38
+    assert out.logits.shape[:2] == (2, out.logits.shape[1]) and out.logits.shape[2] == len(model.tokenizer)
+    assert torch.isfinite(out.loss)
+    assert out.n_tokens == len(" hello world") + 1 + len(" bye") + 1  # transcript characters + EOS each
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 74, 75, 76])
+def test_token_counts_follow_the_alignment_rules(model, T):
+    batch = feature_batch(lengths=(T,), texts=("a",))
+    for modality in ("audio", "video", "both"):
+        _, mask = model.modality_tokens(batch, modality)
+        assert int(mask.sum()) == math.ceil(T / K[modality])
+
+
+def test_labels_cover_only_transcript_and_eos(model):
+    batch = feature_batch(texts=("Hello World", "bye"))
+    tok = model.tokenizer
+    for modality in ("audio", "video", "both"):
+        embeds, attn, labels = model.build_inputs(batch, modality)
+        assert embeds.shape[:2] == labels.shape == attn.shape
+        for b, text in enumerate(batch.texts):
+            target = tok(" " + text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            supervised = labels[b][labels[b] != IGNORE_INDEX].tolist()
+            assert supervised == target  # case kept as given; EOS supervised so the model learns to stop
+            n = int(attn[b].sum())
+            assert attn[b, :n].all() and not attn[b, n:].any()  # right padding for training
+            assert labels[b, n - len(target) : n].tolist() == target  # the transcript ends the row
+
+
+def test_sequence_layout_per_modality(model):
+    batch = feature_batch(lengths=(10,), texts=("hi",))
+    emb = model.llm.get_input_embeddings()
+    m = model.marker_embeddings.detach()
+    prompt = len(model.prompt_ids)
+    for modality, opens, closes in (("audio", [0], [1]), ("video", [2], [3]), ("both", [0, 2], [3, 1])):
+        n = math.ceil(10 / K[modality])
+        embeds, _, labels = model.build_inputs(batch, modality)
+        row = embeds[0]
+        assert torch.equal(row[0], emb.weight[model.tokenizer.bos_token_id])  # [BOS]
+        assert torch.equal(row[1 : 1 + len(opens)], m[opens])  # <audio> / <video> / <audio><video>
+        tokens_end = 1 + len(opens) + n
+        assert torch.equal(row[tokens_end : tokens_end + len(closes)], m[closes])  # nested closing markers
+        assert row.shape[0] == tokens_end + len(closes) + prompt + len(" hi") + 1
+
+
+def test_padded_rows_do_not_change_a_rows_inputs(model):
+    both = feature_batch(lengths=(50, 30))
+    alone = both.select([1])
+    for modality in ("audio", "video", "both"):
+        e2, a2, _ = model.build_inputs(both, modality)
+        e1, _, _ = model.build_inputs(alone, modality)
+        n = int(a2[1].sum())
+        torch.testing.assert_close(e2[1, :n], e1[0])
+
+
+# --------------------------------------------------------------------------- what trains
+
+
+def test_only_connectors_fusion_markers_and_lora_train(model):
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    allowed = ("audio_connector.", "video_connector.", "fusion.", "marker_embeddings")
+    assert all(n.startswith(allowed) or (n.startswith("llm.") and "lora_" in n) for n in trainable)
+    for group in allowed + ("lora_",):
+        assert any(group in n for n in trainable), group
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("audio_encoder.") for n in frozen) and any(n.startswith("video_encoder.") for n in frozen)
+    assert not any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n)
+
+
+def test_frozen_encoders_stay_in_eval_mode_while_training(cfg):
+    m = build_model(cfg, ALL)
+    m.train()
+    assert m.training and m.audio_connector.training and m.fusion.training
+    assert not m.audio_encoder.training and not m.video_encoder.training
+
+
+def test_cached_features_give_the_same_loss_as_raw_media(model):
+    batch = media_batch(lengths=(20, 13))
+    cached = Batch(**{**batch.__dict__, "audio": None, "video": None,
+                      "audio_features": model.encode_audio(batch), "video_features": model.encode_video(batch)})
+    with torch.no_grad():
+        for modality in ("audio", "video", "both"):
+            torch.testing.assert_close(model(batch, modality).loss, model(cached, modality).loss)
+
+
+@pytest.mark.parametrize("modality", ["audio", "video", "both"])
+def test_a_few_adamw_steps_drive_the_loss_down(cfg, modality):
+    m = build_model(cfg, ALL).train()
+    batch = feature_batch()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    losses = []
+    for _ in range(10):
+        loss = m(batch, modality).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@pytest.fixture(scope="module")
+def overfit(cfg):
+    """The tiny model trained on two short sentences (60 AdamW steps: loss ~0.1 per token)."""
+    m = build_model(cfg, ALL).train()
+    batch = feature_batch()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(60):
+        loss = m(batch, "both").loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval(), batch
+
+
+@pytest.mark.slow
+def test_greedy_and_beam_search_reproduce_the_overfitted_sentences(overfit):
+    m, batch = overfit
+    greedy = m.generate(batch, "both", DecodingOptions(beam_size=1, max_new_tokens=24))
+    assert [r.text for r in greedy] == batch.texts
+    for r, text in zip(greedy, batch.texts):
+        assert r.stopped_at_eos and m.tokenizer.eos_token_id not in r.token_ids
+        assert m.tokenizer.decode(list(r.token_ids)).strip() == text
+        assert r.modality == "both" and r.score <= 0.0
+    beam = m.generate(batch, "both", DecodingOptions(beam_size=3, max_new_tokens=24))
+    assert [r.text for r in beam] == batch.texts
+    assert [r.id for r in beam] == batch.ids
+
+
+@pytest.mark.slow
+def test_batched_generation_equals_one_at_a_time_after_training(overfit):
+    m, batch = overfit
+    _check_batched_equals_single(m, batch, "both")
+
+
+def _check_batched_equals_single(m, batch, modality, n=12):
+    for options in (DecodingOptions(beam_size=1, max_new_tokens=n), DecodingOptions(beam_size=3, max_new_tokens=n)):
+        together = m.generate(batch, modality, options)
+        alone = [m.generate(batch.select([i]), modality, options)[0] for i in range(len(batch))]
+        assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+        for a, b in zip(together, alone):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            assert a.n_input_tokens == b.n_input_tokens
+
+
+@pytest.mark.parametrize("modality", ["audio", "both"])
+def test_batched_generation_equals_one_at_a_time(model, modality):
+    # rows of different lengths: left padding must not change any row's tokens or score
+    _check_batched_equals_single(model, feature_batch(lengths=(50, 23)), modality, n=6)
+
+
+def test_max_new_tokens_bounds_the_output(model):
+    res = model.generate(feature_batch(), "audio", DecodingOptions(max_new_tokens=3))
+    assert all(len(r.token_ids) <= 3 for r in res)
+    assert all(r.stopped_at_eos or len(r.token_ids) == 3 for r in res)
+    assert model.generate(feature_batch().select([]), "audio") == []
+
+
+def test_generate_keeps_the_training_mode(cfg):
+    m = build_model(cfg, {"audio"}).train()
+    m.generate(feature_batch(), "audio", DecodingOptions(max_new_tokens=2))
+    assert m.training and m.audio_connector.training
+
+
+def test_decoding_options_are_checked():
+    with pytest.raises(UsageError, match="beam_size"):
+        DecodingOptions(beam_size=0)
+    with pytest.raises(UsageError, match="max_new_tokens"):
+        DecodingOptions(max_new_tokens="8")
+    with pytest.raises(UsageError, match="length_penalty"):
+        DecodingOptions(length_penalty=float("nan"))
+    with pytest.raises(Exception):
+        DecodingOptions().beam_size = 2  # frozen
+
+
+# --------------------------------------------------------------------------- weights and building
+
+
+def test_trainable_state_dict_round_trip(cfg):
+    a = build_model(cfg, ALL).eval()
+    with torch.no_grad():
+        for p in a.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    sd = a.trainable_state_dict()
+    assert set(sd) == {n for n, p in a.named_parameters() if p.requires_grad}
+    assert not any(k.startswith(("audio_encoder.", "video_encoder.")) for k in sd)
+    b = build_model(cfg, ALL).eval()
+    batch = feature_batch()
+    with torch.no_grad():
+        assert not torch.equal(a(batch, "both").loss, b(batch, "both").loss)
+        b.load_trainable_state_dict(sd)
+        for modality in ("audio", "video", "both"):
+            assert torch.equal(a(batch, modality).logits, b(batch, modality).logits)
+
+
+def test_load_trainable_state_dict_names_the_problem(cfg, model):
+    sd = dict(model.trainable_state_dict())
+    missing = dict(sd)
+    del missing["fusion.logit"]
+    with pytest.raises(CheckpointError, match="missing .*fusion.logit"):
+        model.load_trainable_state_dict(missing)
+    with pytest.raises(CheckpointError, match="unexpected .*llm.lm_head.weight"):
+        model.load_trainable_state_dict({**sd, "llm.lm_head.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="another shape .*marker_embeddings"):
+        model.load_trainable_state_dict({**sd, "marker_embeddings": torch.zeros(4, 3)})
+    model.load_trainable_state_dict(missing, strict=False)  # partial loads only when asked
+
+
+def test_two_builds_are_identical_and_frozen_weights_do_not_depend_on_modalities(cfg, model):
+    again = build_model(cfg, ALL)
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    audio_only = build_model(cfg, {"audio"})
+    assert audio_only.modalities == ("audio",) and audio_only.video_encoder is None and audio_only.fusion is None
+    full = model.state_dict()
+    for name, p in audio_only.state_dict().items():  # frozen random weights are rebuilt, not saved
+        assert torch.equal(p, full[name]), name
+
+
+def test_builder_defaults_to_the_config_modality(cfg):
+    m = build_model(cfg.model_copy(update={"model": cfg.model.model_copy(update={"modality": "video"})}))
+    assert m.modalities == ("video",)
+    assert build_model(cfg).modalities == ("audio", "video", "both")  # tiny.yaml says both
+    with pytest.raises(UsageError, match="unknown modalities"):
+        build_model(cfg, {"lips"})
+
+
+def test_a_modality_the_model_cannot_serve_is_a_usage_error(cfg):
+    m = build_model(cfg, {"audio"})
+    with pytest.raises(UsageError, match="serves: audio"):
+        m.generate(feature_batch(), "video")
+    with pytest.raises(UsageError, match="no video encoder"):
+        m.encode_video(media_batch())
+
+
+class StandInAudio(nn.Module):
+    """Same contract as WhisperAudioEncoder: (B, S), (B,) -> (B, 2T, D_a)."""
+
+    output_dim = 8
+    identity = "stand-in"
+
+    def forward(self, audio, lengths):
+        frames = audio.view(audio.shape[0], -1, 320)  # (B, 2T, 320)
+        return frames[..., : self.output_dim]
+
+
+def test_parts_are_checked_when_assembled():
+    torch.manual_seed(0)
+    llm, tok = build_llm(load_config("tiny").model.llm)
+    ok = AVSRModel({"audio": StandInAudio()}, {"audio": AudioConnector(8, 16, 64, 3)}, None, llm, tok, prompt="x")
+    assert ok.modalities == ("audio",)
+    out = ok(media_batch(), "audio")  # the stand-in encoder runs on raw audio
+    assert torch.isfinite(out.loss)
+    with pytest.raises(ModelError, match="connector expects 9"):
+        AVSRModel({"audio": StandInAudio()}, {"audio": AudioConnector(9, 16, 64, 3)}, None, llm, tok, prompt="x")
+    with pytest.raises(ModelError, match="LLM expects 64"):
+        AVSRModel({"audio": StandInAudio()}, {"audio": AudioConnector(8, 16, 32, 3)}, None, llm, tok, prompt="x")
+    with pytest.raises(ModelError, match="must name the same"):
+        AVSRModel({"audio": StandInAudio()}, {"video": VideoConnector(8, 16, 64, 2)}, None, llm, tok, prompt="x")
