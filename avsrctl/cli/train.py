@@ -54,9 +54,10 @@ def train(
 ) -> None:
     """Train the model on a train/valid manifest pair.
 
-    Checkpoints (epoch-NNNN, step-NNNNNN, best, final), metrics.jsonl, loss.png and the resolved
-    config.yaml go to --output. Ctrl-C saves a checkpoint and exits with code 130; continue with
-    --resume auto.
+    Writes checkpoints (epoch-NNNN, step-NNNNNN, best, final), metrics.jsonl, loss.png and config.yaml to --output.
+
+    Ctrl-C saves a checkpoint and exits with code 130; continue with --resume auto.
+    Several GPUs: torchrun --nproc-per-node N -m avsrctl train ...
     """
     _check_modality(modality)
     from avsrctl.config import load_config

@@ -134,7 +134,7 @@ class Trainer:
 
     def _has_unused_streams(self) -> bool:
         mods = set(ckpt.model_modalities(self.model))
-        need = {"audio": {"audio"}, "video": {"video"}, "both": {"audio", "video"}}[self.modality]
+        need = {"audio": {"audio"}, "video": {"video"}, "both": {"audio", "video", "both"}}[self.modality]
         return bool(mods - need)
 
     def _max_steps_reached(self) -> bool:
