@@ -56,7 +56,7 @@ def _spelling_mapping_file() -> Path | None:
     transformers reads it from a model repository's `normalizer.json`; offline we look in the
     packages known to carry a copy (openai-whisper, whisper-normalizer) without importing them.
     """
-    for package, name in (("whisper", "normalizers/english.json"), ("whisper_normalizer", "english.json")):
+    for package, name in (("whisper", "normalizers/english.json"), ("whisper_normalizer", "normalizers/english.json")):
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):

@@ -151,3 +151,10 @@ def test_write_results(tmp_path):
     assert [row["id"] for row in rows] == ["a", "b"]
     assert rows[1]["reference"] == "hello world" and rows[1]["insertions"] == 1
     assert not list((tmp_path / "out").glob(".*tmp"))
+
+
+def test_whisper_spelling_table_ships_with_the_install():
+    """whisper-normalizer is a dependency, so the table is always there and spellings are unified."""
+    mapping, origin = spelling_mapping()
+    assert mapping.get("colour") == "color", origin
+    assert score(["the colour grey"], ["the color gray"], "whisper").wer == 0.0
