@@ -199,9 +199,9 @@ def render_utterance(plan: UtterancePlan, speaker: Speaker, bank: WordBank, size
 def _make_one(task: tuple[UtterancePlan, Speaker, int, str]) -> tuple[str, int, bool]:
     plan, speaker, size, root = task
     video, audio = _paths(Path(root), plan.id)
-    rng = np.random.default_rng(plan.seed)
     if video.is_file() and audio.is_file():  # complete from an earlier run (files are renamed into place)
-        spoken = speak(_BANKS[speaker.id], list(plan.words), speaker.voice, rng)
+        # the frame count is the spoken length, which the plan's seed fixes; no need to render again
+        spoken = speak(_BANKS[speaker.id], list(plan.words), speaker.voice, np.random.default_rng(plan.seed))
         return plan.id, spoken.n_frames, True
     spoken, _, frames = render_utterance(plan, speaker, _BANKS[speaker.id], size)
     assert frames.shape[0] == spoken.n_frames and spoken.audio.size == SAMPLES_PER_FRAME * spoken.n_frames

@@ -136,6 +136,8 @@ class MouthRenderer:
     def __init__(self, look: MouthLook, size: int):
         import cv2  # drawing only; keeps cv2 out of modules that merely import this one
 
+        cv2.setNumThreads(1)  # small images: parallelism comes from worker processes, not cv2 threads
+
         self.cv2, self.look, self.size = cv2, look, size
         self.R = size * SUPERSAMPLE
         self.cx, self.cy = look.center[0] * self.R, look.center[1] * self.R
