@@ -66,6 +66,9 @@ def test_connectors_compute_in_float32_whatever_the_input_dtype():
     tokens, _ = conn(torch.randn(1, 4, 8, dtype=torch.bfloat16), torch.tensor([4]))
     assert tokens.dtype == torch.float32
     assert conn.mlp[0].weight.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's mixed precision does not reach them
+        tokens, _ = conn(torch.randn(1, 4, 8), torch.tensor([4]))
+    assert tokens.dtype == torch.float32
 
 
 def test_audio_features_shorter_than_the_frames_are_an_error():

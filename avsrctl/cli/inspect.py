@@ -39,6 +39,15 @@ def _from_checkpoint(path: Path):
     return build_model(cfg, {"audio", "video", "both"}), cfg, f"config of checkpoint {path} (weights not loaded)"
 
 
+def _count(n: int) -> str:
+    """Short parameter counts for the table (JSON keeps exact numbers): 8.21M, 984.6K, 576."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1e3:.1f}K" if n >= 10_000 else str(n)
+
+
 def _print_table(report, what: str) -> None:
     from rich import box
     from rich.table import Table
@@ -51,18 +60,20 @@ def _print_table(report, what: str) -> None:
     for r in report.rows:
         table.add_row(
             r.name, "yes" if r.active else "no", "-" if r.input_dim is None else str(r.input_dim),
-            "-" if r.output_dim is None else str(r.output_dim), f"{r.total:,}", f"{r.trainable:,}",
+            "-" if r.output_dim is None else str(r.output_dim), _count(r.total), _count(r.trainable),
             r.dtype, r.status, style=None if r.active else "dim",
         )
     table.add_section()
-    table.add_row(f"total ({report.modality})", "", "", "", f"{report.active_total:,}",
-                  f"{report.active_trainable:,}", "", "", style="bold")
-    table.add_row("total (built)", "", "", "", f"{report.built_total:,}", f"{report.built_trainable:,}", "", "")
+    table.add_row(f"total ({report.modality})", "", "", "", _count(report.active_total),
+                  _count(report.active_trainable), "", "", style="bold")
+    table.add_row("total (built)", "", "", "", _count(report.built_total), _count(report.built_trainable), "", "")
     out = console.stdout()
     out.print(table)
     for r in report.rows:  # the details do not fit a terminal-wide table
         if r.detail:
             out.print(f"  {r.name}: {r.detail}", style=None if r.active else "dim")
+    out.print(f"exact counts: {report.active_trainable:,} of {report.active_total:,} parameters train "
+              f"for {report.modality} ({report.built_trainable:,} of {report.built_total:,} built)")
     for note in report.notes:
         out.print(f"note: {note}")
 

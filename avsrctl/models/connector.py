@@ -86,8 +86,10 @@ class _MLPConnector(nn.Module):
             raise ModelError(
                 f"{type(self).__name__} expects features (B, time, {self.input_dim}), got {tuple(features.shape)}"
             )
-        x = self._to_25hz(features.float(), lengths)  # (B, T, D_enc)
-        x = self.mlp(x)  # (B, T, D)
+        # float32 even inside the trainer's bf16/fp16 autocast: the design keeps connectors exact.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            x = self._to_25hz(features.float(), lengths)  # (B, T, D_enc)
+            x = self.mlp(x)  # (B, T, D)
         return x * frame_mask(lengths, x.shape[1])[..., None].to(x.dtype)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

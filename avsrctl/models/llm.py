@@ -92,7 +92,14 @@ def add_marker_tokens(model, tokenizer) -> dict[str, int]:
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)  # never split; dropped by skip_special_tokens
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # resizing announces its (documented) init method every time
+        try:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        finally:
+            hf_logging.set_verbosity(level)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -268,6 +275,7 @@ def build_llm(cfg, device: str | torch.device = "cpu"):
         model, tokenizer = _load_hf(cfg.name, cfg.trust_remote_code, dtype)
     elif cfg.source == "gguf":
         model, tokenizer = _load_gguf(cfg.name, dtype)
+        model.config._name_or_path = cfg.name  # the name users gave, not the cache folder
     else:  # the config validates the source; this is an internal invariant
         raise AssertionError(f"unhandled LLM source {cfg.source}")
     if tokenizer.eos_token_id is None:
