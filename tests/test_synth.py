@@ -35,10 +35,14 @@ def _manifests(root):
 
 
 def _decode(path, size):
-    """Frames of an mp4 as (T, size, size, 3) uint8 through an ffmpeg pipe."""
-    proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
-                           "pipe:1"], capture_output=True, check=True)
-    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
+    """Frames of an mp4 as (T, size, size, 3) uint8: the project's loader, or an ffmpeg pipe without it."""
+    try:
+        from avsrctl.data.media import load_video
+    except ImportError:
+        proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                               "pipe:1"], capture_output=True, check=True)
+        return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
+    return load_video(path)
 
 
 def test_layout_splits_and_speakers(corpus):
