@@ -268,6 +268,11 @@ def build_llm(cfg, device: str | torch.device = "cpu"):
     Call under a fixed torch seed: random init, resized embedding rows and LoRA A matrices
     draw from the global generator, and frozen random weights are not saved in checkpoints.
     """
+    from transformers.utils import logging as hf_logging
+
+    # Models never print: transformers' per-load progress bars ("Loading weights", GGUF
+    # conversion) would otherwise interleave with our own rich progress on stderr.
+    hf_logging.disable_progress_bar()
     dtype, _ = resolve_dtype(cfg.dtype, device)
     if cfg.source == "random":
         model, tokenizer = _random_llm(cfg)
