@@ -224,3 +224,19 @@ def test_save_video_and_audio_round_trip(tmp_path):
 def test_max_short_side_shrinks_keeping_aspect(generated):
     assert load_video(generated["mp4"], max_short_side=24).shape == (15, 24, 32, 3)  # 64x48 -> 32x24
     assert load_video(generated["mp4"], max_short_side=480).shape == (15, 48, 64, 3)  # never enlarged
+
+
+def test_plain_wav_fast_path_matches_ffmpeg(tmp_path, monkeypatch):
+    """16 kHz mono PCM16 WAV is read without starting ffmpeg, with the same samples."""
+    from avsrctl.data import media
+
+    rng = np.random.default_rng(0)
+    audio = (rng.uniform(-0.5, 0.5, 8000)).astype(np.float32)
+    path = tmp_path / "plain.wav"
+    media.save_audio(path, audio)
+    fast = media.load_audio(path)
+    monkeypatch.setattr(media, "_read_plain_wav", lambda p: None)
+    slow = media.load_audio(path)
+    assert fast.shape == slow.shape == (8000,)
+    np.testing.assert_allclose(fast, slow, atol=1e-6)
+

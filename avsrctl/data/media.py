@@ -170,9 +170,36 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 # ---------------------------------------------------------------------------- decode
 
 
+def _read_plain_wav(path: Path) -> np.ndarray | None:
+    """16 kHz mono 16-bit PCM WAV read directly (what `prepare` and `demo-data` write).
+
+    Starting ffmpeg costs 0.03-0.2 s per call, more than decoding a short utterance, and a
+    training epoch reads every file. Any other WAV flavour returns None and goes through ffmpeg.
+    """
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            if (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getcomptype()) != (SAMPLE_RATE, 1, 2, "NONE"):
+                return None
+            declared = w.getnframes()
+            data = w.readframes(declared)
+    except (wave.Error, EOFError):
+        return None  # not a plain PCM WAV (or damaged header): let ffmpeg decide and explain
+    if len(data) < 2 * declared:
+        raise MediaError(f"{path}: cannot decode audio: truncated WAV ({len(data) // 2} of {declared} samples present)")
+    if not data:
+        raise MediaError(f"{path}: zero-length audio stream")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0  # (S,)
+
+
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Decode the first audio stream to float32 16 kHz mono, shape (S,); any rate or channel count in."""
     path = Path(path)
+    if path.suffix.lower() == ".wav" and path.is_file():
+        audio = _read_plain_wav(path)
+        if audio is not None:
+            return audio
     stream = ffmpeg.input(_url(path))["a:0"].output(
         "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE
     )
