@@ -273,13 +273,28 @@ def read_latest_name(output: Path) -> str | None:
 
 
 def find_latest(output: str | os.PathLike) -> Path | None:
-    """The newest complete, resumable checkpoint: the one `latest` names, else a scan."""
+    """The newest complete, resumable checkpoint: the one `latest` names, unless a complete one
+    was written after it, else a scan.
+
+    `latest` is updated just after a checkpoint's rename, so a crash between the two leaves it
+    naming the previous checkpoint while a newer complete one exists: that one wins. Written
+    order (not step number) decides, so checkpoints left from an abandoned branch of the run
+    (a resume from an older step) never win over the ones written since.
+    """
     output = Path(output)
-    name = read_latest_name(output)
-    if name and "/" not in name and is_complete(output / name, resumable=True):
-        return output / name
     found = list_checkpoints(output, resumable=True)
-    return found[-1] if found else None
+    if not found:
+        return None
+
+    def written(p: Path) -> int:
+        return (p / META).stat().st_mtime_ns
+
+    newest = max(found, key=written)
+    name = read_latest_name(output)
+    named = output / name if name and "/" not in name else None
+    if named is not None and named in found and written(named) >= written(newest):
+        return named
+    return newest
 
 
 # ----------------------------------------------------------------------- reading
