@@ -163,25 +163,19 @@ def write_latest(output: Path, name: str) -> None:
     _fsync_dir(output)
 
 
-def save_checkpoint(
-    output: str | os.PathLike,
-    name: str,
-    *,
-    model: Any,
-    cfg: Config,
-    meta: dict[str, Any],
-    optimizer_tensors: dict[str, torch.Tensor] | None = None,
-    trainer_state: dict[str, Any] | None = None,
-    update_latest: bool = True,
-) -> Path:
-    """Write checkpoint `name` under `output` atomically and return its path.
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, permissions): also an OSError, as the cause is one."""
 
-    `model` is the bare model (not the DDP wrapper). `optimizer_tensors` and `trainer_state`
-    come from `flatten_optimizer` and the trainer; without them the checkpoint can decode but
-    not resume. An existing checkpoint of the same name (e.g. `best`) is replaced.
-    """
-    output = Path(output)
-    final, tmp = output / name, output / f".tmp-{name}"
+
+def _write_reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f" ({e.filename})" if e.filename else "")
+    return str(e)
+
+
+def _write_folder(tmp: Path, final: Path, output: Path, *, model: Any, cfg: Config, name: str, meta: dict[str, Any],
+                  optimizer_tensors: dict[str, torch.Tensor] | None, trainer_state: dict[str, Any] | None) -> None:
+    """Write every file into `tmp`, fsync them, then rename `tmp` to `final`."""
     if tmp.exists():  # left by a crash during an earlier save
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -217,9 +211,46 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(output)
-    if update_latest:
-        write_latest(output, name)
+
+
+def save_checkpoint(
+    output: str | os.PathLike,
+    name: str,
+    *,
+    model: Any,
+    cfg: Config,
+    meta: dict[str, Any],
+    optimizer_tensors: dict[str, torch.Tensor] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+    update_latest: bool = True,
+) -> Path:
+    """Write checkpoint `name` under `output` atomically and return its path.
+
+    `model` is the bare model (not the DDP wrapper). `optimizer_tensors` and `trainer_state`
+    come from `flatten_optimizer` and the trainer; without them the checkpoint can decode but
+    not resume. An existing checkpoint of the same name (e.g. `best`) is replaced.
+    """
+    output = Path(output)
+    final, tmp = output / name, output / f".tmp-{name}"
+    try:
+        _write_folder(tmp, final, output, model=model, cfg=cfg, name=name, meta=meta,
+                      optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
+        _fsync_dir(output)
+        if update_latest:  # a failure here leaves a complete folder that find_latest still finds
+            write_latest(output, name)
+    except BaseException as e:
+        # Never leave a partial folder behind: on a full disk it would hold the space the
+        # next attempt needs. The final name and `latest` still point at complete checkpoints.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            previous = read_latest_name(output)
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {final}: {_write_reason(e)}",
+                hint=("free disk space or choose another --output; "
+                      + (f"the last complete checkpoint is {output / previous}, continue from it with --resume auto"
+                         if previous else "no checkpoint of this run was written yet")),
+            ) from e
+        raise
     return final
 
 
