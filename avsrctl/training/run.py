@@ -92,6 +92,28 @@ def check_output(output: Path, resume: str | None) -> Path | None:
     return path
 
 
+STATE_BYTES = 64 * 1024  # trainer_state.json (RNG states), meta.json and config.yaml, rounded up
+
+
+def checkpoint_bytes(model: Any) -> int:
+    """About what one checkpoint of `model` takes: trainable weights plus AdamW's two moments."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return 3 * weights + STATE_BYTES
+
+
+def check_free_space(output: Path, model: Any) -> None:
+    """Refuse to start when not even one checkpoint fits in OUTPUT (a full disk found after
+    hours of training would lose them)."""
+    import shutil
+
+    need, free = checkpoint_bytes(model), shutil.disk_usage(output).free
+    if free < need:
+        raise TrainingError(
+            f"output folder {output} has {free / 2**20:.2f} MiB free, but one checkpoint of this model "
+            f"needs about {need / 2**20:.2f} MiB",
+            hint="free disk space or choose another folder with --output")
+
+
 def _check_same_model(cfg: Config, path: Path) -> None:
     old = ckpt.read_checkpoint_config(path)
     if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
@@ -155,6 +177,8 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
 
             model = build_model(cfg)
         model.to(ctx.device)
+        if ctx.is_main:
+            check_free_space(output, model)
         seed_everything(cfg.train.seed + ctx.rank)  # distinct dropout/modality-dropout streams per rank
 
         noise = NoiseSpec.from_config(cfg.data)
