@@ -6,6 +6,7 @@ Nothing here (or in the command modules at import time) imports torch or transfo
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated, Optional
@@ -69,6 +70,34 @@ def _fail(message: str, hint: str | None, code: int) -> int:
     return code
 
 
+_COMMANDS = ("train", "decode", "eval", "inspect-params", "transcribe", "prepare", "demo-data")
+
+
+def _command(argv: list[str]) -> str:
+    """'avsrctl train' for the command in `argv` (plain 'avsrctl' when there is none)."""
+    words = [a for a in argv if not a.startswith("-")]
+    return f"avsrctl {words[0]}" if words and words[0] in _COMMANDS else "avsrctl"
+
+
+# Hints for operating-system errors that reach the boundary without a library error around them.
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space or write to another folder",
+    errno.EDQUOT: "the disk quota is exhausted: free space or write to another folder",
+    errno.EACCES: "permission denied: check the file's permissions or write to another folder",
+    errno.EPERM: "operation not permitted: check the file's permissions or write to another folder",
+    errno.EROFS: "the filesystem is read-only: write to another folder",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+def _os_error(e: OSError) -> tuple[str, str]:
+    where = e.filename if e.filename is not None else None
+    what = e.strerror or str(e)
+    message = f"{where}: {what}" if where is not None else what
+    return message, _OS_HINTS.get(e.errno, "rerun with --debug for the traceback")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (the error boundary; used by `main` and tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -84,14 +113,24 @@ def run(argv: list[str] | None = None) -> int:
     except TyperException as e:  # usage errors from option parsing (Typer's click exceptions)
         if _state["debug"]:
             raise
-        e.show(file=sys.stderr)
-        return e.exit_code
+        message = e.format_message().strip()
+        if not message or "\n" in message:  # a help screen (run without arguments): show it as it is
+            e.show(file=sys.stderr)
+            return e.exit_code
+        return _fail(message, f"run `{_command(argv)} --help` for the options", e.exit_code)
     except AvsrError as e:
         if _state["debug"]:
             raise
-        return _fail(str(e), e.hint, e.exit_code)
+        hint = e.hint.replace("avsrctl <command>", _command(argv)) if e.hint else None
+        if hint is None:
+            hint = f"run `{_command(argv)} --help`" if e.exit_code == 2 else "rerun with --debug for the traceback"
+        return _fail(str(e), hint, e.exit_code)
     except KeyboardInterrupt:
-        return _fail("interrupted", None, 130)
+        return _fail("interrupted", "outputs are written only once complete: rerun the same command", 130)
+    except OSError as e:  # disk full, permissions, ... outside a library error
+        if _state["debug"]:
+            raise
+        return _fail(*_os_error(e), 1)
     except Exception as e:  # an unexpected failure: one line, traceback behind --debug
         if _state["debug"]:
             raise
