@@ -9,10 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, FormatOpt, ModalityOpt, SeedOpt, TsvOpt, WrdOpt
+from avsrctl.cli.options import (
+    CheckpointOpt, FormatOpt, ModalityOpt, SeedOpt, TsvOpt, WrdOpt, require_writable_folder,
+)
 from avsrctl.errors import UsageError
 
 NORMALIZERS = ("basic", "whisper", "none")
+MODALITIES = ("audio", "video", "both")
 NOISE_KINDS = ("white", "babble")
 
 
@@ -92,6 +95,10 @@ def decode(
             raise UsageError(f"{name} must be at least 1, got {value}")
     if single_file is not None and (tsv is not None or snr):
         raise UsageError("--single-file cannot be combined with --tsv or --snr")
+    if modality is not None and modality not in MODALITIES:
+        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+    if output_dir is not None and single_file is None:
+        require_writable_folder(output_dir, "--output-dir")  # before loading the model and decoding
 
     from avsrctl.decoding import DecodingOptions
     from avsrctl.training.checkpoint import load_checkpoint

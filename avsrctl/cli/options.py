@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from avsrctl.errors import UsageError
 
 ConfigOpt = Annotated[
     Optional[str],
@@ -30,3 +33,15 @@ TsvOpt = Annotated[Optional[Path], typer.Option("--tsv", help="Manifest (.tsv) t
 WrdOpt = Annotated[Optional[Path], typer.Option("--wrd", help="Transcripts (.wrd); default: beside the .tsv.")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+
+def require_writable_folder(folder: Path, flag: str) -> None:
+    """Create `folder` if needed and check a file can be written there, before any long work starts."""
+    probe = Path(folder) / f".avsrctl-write-test-{os.getpid()}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{flag} {folder}: cannot write there ({e.strerror or e})",
+                         hint=f"choose another {flag}") from None

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, ModalityOpt
+from avsrctl.cli.options import CheckpointOpt, ModalityOpt, require_writable_folder
 from avsrctl.errors import UsageError
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -66,6 +66,8 @@ def transcribe(
         raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
     if not clip.is_file():
         raise UsageError(f"{clip}: no such file", hint="pass an audio or video file")
+    if output is not None:
+        require_writable_folder(output.parent, "--output folder")  # before a long transcription
     started = time.perf_counter()
     if checkpoint is not None:
         if model is not None:
