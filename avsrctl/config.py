@@ -244,6 +244,16 @@ class TrainConfig(_Section):
         None, description="Folder for cached outputs of frozen encoders (None: encode live every step)."
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.max_steps is not None:
+            for key in ("save_steps", "eval_steps"):
+                value = getattr(self, key)
+                if value is not None and value > self.max_steps:
+                    raise ValueError(f"train.{key} ({value}) is larger than train.max_steps ({self.max_steps}), "
+                                     "so it would never happen")
+        return self
+
 
 # ------------------------------------------------------------------------- decode
 
@@ -364,18 +374,52 @@ def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _format_validation_error(e: ValidationError, origin: str) -> ConfigError:
+def _yaml_line(origin: str, loc: tuple) -> int | None:
+    """1-based line of the key at `loc` in the YAML file `origin` (None when not a file or not found)."""
+    path = Path(origin)
+    if not path.is_file():
+        return None
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
+def _format_validation_error(e: ValidationError, origin: str, sources: dict[str, str] | None = None) -> ConfigError:
+    """One line naming where the bad value came from (file:line, --set or a flag), the key and the problem.
+
+    `sources` maps dotted keys set by `--set` or command-line flags to a label for them.
+    """
     err = e.errors()[0]
     loc = tuple(err.get("loc", ()))
     key = ".".join(str(p) for p in loc) or "(top level)"
+    where = (sources or {}).get(key)
+    if where is None:
+        line = _yaml_line(origin, loc)
+        where = f"{origin}:{line}" if line else origin
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(str(loc[-1]), _field_names(Config, loc), n=1)
         hint = f"did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?" if close else None
-        return ConfigError(f"{origin}: unknown key '{key}'", hint=hint)
+        return ConfigError(f"{where}: unknown key '{key}'", hint=hint)
+    more = f"; {len(e.errors()) - 1} more error(s)" if len(e.errors()) > 1 else ""
+    if err["type"] == "value_error" and err.get("ctx", {}).get("error") is not None:
+        # a check across fields (a model validator) on the section at `key`
+        labels = sorted({v for k, v in (sources or {}).items() if k.startswith(key + ".")})
+        where = " + ".join([where, *labels])
+        text = str(err["ctx"]["error"])
+        return ConfigError(f"{where}: {text if key + '.' in text else f'{key}: {text}'}{more}")
     value = err.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) else ""
-    more = f"; {len(e.errors()) - 1} more error(s)" if len(e.errors()) > 1 else ""
-    return ConfigError(f"{origin}: {key}: {err['msg']}{shown}{more}")
+    return ConfigError(f"{where}: {key}: {err['msg']}{shown}{more}")
 
 
 def load_config(
@@ -385,15 +429,19 @@ def load_config(
 ) -> Config:
     """Defaults < YAML < `--set` overrides < explicit flags (a {dotted key: value} mapping; None values are ignored)."""
     data, origin = read_config_source(name_or_path)
+    sources: dict[str, str] = {}
     if overrides:
-        apply_overrides(data, overrides)
-        origin += " with --set"
+        parsed = [_parse_override(o) for o in overrides]
+        apply_overrides(data, {".".join(keys): value for keys, value in parsed})
+        sources.update({".".join(keys): "--set" for keys, _ in parsed})
     if flags:
-        apply_overrides(data, {k: v for k, v in flags.items() if v is not None})
+        given = {k: v for k, v in flags.items() if v is not None}
+        apply_overrides(data, given)
+        sources.update({k: "command line" for k in given})
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise _format_validation_error(e, origin) from None
+        raise _format_validation_error(e, origin, sources) from None
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
