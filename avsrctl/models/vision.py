@@ -174,7 +174,8 @@ def _hf_tower(name: str):
     from transformers import AutoImageProcessor, AutoModel
 
     try:
-        model = AutoModel.from_pretrained(name, dtype=torch.float32)
+        # Never run model code shipped with a checkpoint (the vision config offers no switch for it).
+        model = AutoModel.from_pretrained(name, dtype=torch.float32, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
         raise hub_error("vision model", name, e) from None
     # Two-tower models (CLIPModel, SiglipModel) carry the image tower as `vision_model`.
@@ -182,7 +183,7 @@ def _hf_tower(name: str):
     size = getattr(getattr(tower, "config", None), "image_size", None)
     mean, std = CLIP_MEAN, CLIP_STD
     try:  # the checkpoint's own statistics when its processor config is available locally
-        proc = AutoImageProcessor.from_pretrained(name)
+        proc = AutoImageProcessor.from_pretrained(name, trust_remote_code=False)
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except Exception:  # no processor config: keep CLIP's statistics (documented default)
         pass
@@ -208,7 +209,8 @@ def _open_clip_tower(name: str):
     logging.disable(logging.CRITICAL)  # open_clip logs failures itself; ours go into the ModelError
     try:
         model = open_clip.create_model(arch, pretrained=pretrained, device="cpu",
-                                       require_pretrained=pretrained is not None)
+                                       require_pretrained=pretrained is not None,
+                                       weights_only=True)  # a .pt checkpoint never unpickles code
     except Exception as e:  # open_clip raises RuntimeError/FileNotFoundError/hub errors alike
         raise hub_error("open_clip model", name, e) from None
     finally:
