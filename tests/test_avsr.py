@@ -62,9 +62,14 @@ def test_forward_from_raw_media_in_every_modality(model, modality):
     n = [math.ceil(75 / K[modality]), math.ceil(40 / K[modality])]
     assert tokens.shape == (2, n[0], 64) and tokens.dtype == torch.float32
     assert mask.sum(1).tolist() == n  # 75 frames: audio 25 tokens, video 38, both 38
-    assert out.logits.shape[:2] == (2, out.logits.shape[1]) and out.logits.shape[2] == len(model.tokenizer)
-    assert torch.isfinite(out.loss)
     assert out.n_tokens == len(" hello world") + 1 + len(" bye") + 1  # transcript characters + EOS each
+    assert out.logits.shape == (out.n_tokens, len(model.tokenizer))  # supervised positions only
+    assert torch.isfinite(out.loss)
+    # Same loss as the LLM's own full-vocabulary-at-every-position forward with labels.
+    embeds, attn, labels = model.build_inputs(batch, modality, with_targets=True)
+    with torch.no_grad():
+        full = model.llm(inputs_embeds=embeds, attention_mask=attn, labels=labels, use_cache=False)
+    torch.testing.assert_close(out.loss.detach(), full.loss, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("T", [1, 2, 3, 4, 74, 75, 76])

@@ -44,7 +44,7 @@ _SCORE_CHUNK = 1 << 26  # logits elements scored at once after generation (~256 
 @dataclass(frozen=True)
 class AVSROutput:
     loss: torch.Tensor | None  # mean cross-entropy over transcript + EOS tokens (None without texts)
-    logits: torch.Tensor  # (B, L, V)
+    logits: torch.Tensor  # (N, V) float32, the predictions at the N supervised positions only
     n_tokens: int  # supervised tokens in the batch (weights the loss across micro-batches)
 
 
@@ -230,9 +230,19 @@ class AVSRModel(nn.Module):
 
     def forward(self, batch: Batch, modality: str) -> AVSROutput:
         embeds, attn, labels = self.build_inputs(batch, modality, with_targets=True)
-        out = self.llm(inputs_embeds=embeds, attention_mask=attn, labels=labels, use_cache=False)
-        n_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())  # the LLM shifts labels by one
-        return AVSROutput(loss=out.loss, logits=out.logits, n_tokens=n_tokens)
+        targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
+        keep = targets != IGNORE_INDEX  # (B, L-1) transcript + EOS only
+        decoder, head = self.llm.get_decoder(), self.llm.get_output_embeddings()
+        if decoder is None or head is None:  # an architecture without the usual split: full forward
+            out = self.llm(inputs_embeds=embeds, attention_mask=attn, use_cache=False)
+            logits = out.logits[:, :-1][keep].float()  # (N, V)
+        else:
+            # Only the ~10 transcript positions of a ~50-token row need the vocabulary projection;
+            # projecting every position onto 49k+ entries costs a fifth of a small LLM's compute.
+            hidden = decoder(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep]).float()  # (N, V)
+        loss = F.cross_entropy(logits, targets[keep]) if logits.shape[0] else None
+        return AVSROutput(loss=loss, logits=logits, n_tokens=int(keep.sum()))
 
     # ------------------------------------------------------------------ generation
 
