@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from avsrctl import __version__
 from avsrctl.config import Config, config_from_dict
-from avsrctl.errors import CheckpointError
+from avsrctl.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, META = "config.yaml", "model.safetensors", "meta.json"
@@ -382,9 +382,18 @@ def read_checkpoint_config(path: str | os.PathLike) -> Config:
     _check_folder(path, (CONFIG,))
     try:
         data = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+    except yaml.YAMLError as e:  # also a python/* tag: safe_load never constructs objects
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path / CONFIG}:{mark.line + 1}" if mark is not None else str(path / CONFIG)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CheckpointError(f"{where}: unreadable ({problem})") from None
+    except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG}: unreadable ({e})") from None
-    return config_from_dict(data or {}, origin=str(path / CONFIG))
+    try:
+        return config_from_dict(data or {}, origin=str(path / CONFIG))
+    except ConfigError as e:
+        raise CheckpointError(str(e), hint="the checkpoint's config.yaml does not validate: edited by hand, or "
+                                           "written by another avsrctl version?") from None
 
 
 def read_meta(path: str | os.PathLike) -> dict:
