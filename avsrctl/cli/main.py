@@ -66,7 +66,11 @@ app.command("demo-data")(demo_data)
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:
-    console.error(message, hint)
+    # One line each, whatever the message carries (a YAML or ffmpeg error can span lines).
+    def one_line(text: str) -> str:
+        return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+    console.error(one_line(message), one_line(hint) if hint else None)
     return code
 
 
