@@ -95,6 +95,12 @@ _OS_HINTS = {
 }
 
 
+def _interrupted_hint(argv: list[str]) -> str:
+    if _command(argv) == "avsrctl train":
+        return "continue from the last checkpoint with `avsrctl train ... --resume auto` (same --output)"
+    return "outputs are written only once complete: rerun the same command"
+
+
 def _os_error(e: OSError) -> tuple[str, str]:
     where = e.filename if e.filename is not None else None
     what = e.strerror or str(e)
@@ -109,6 +115,8 @@ def run(argv: list[str] | None = None) -> int:
         _state["debug"] = True
     try:
         result = app(args=argv, prog_name="avsrctl", standalone_mode=False)
+        if result == 130:  # Typer turns Ctrl-C inside a command into a silent 130 (commands return None)
+            return _fail("interrupted", _interrupted_hint(argv), 130)
         return result if isinstance(result, int) else 0
     except typer.Exit as e:
         return e.exit_code
@@ -130,7 +138,7 @@ def run(argv: list[str] | None = None) -> int:
             hint = f"run `{_command(argv)} --help`" if e.exit_code == 2 else "rerun with --debug for the traceback"
         return _fail(str(e), hint, e.exit_code)
     except KeyboardInterrupt:
-        return _fail("interrupted", "outputs are written only once complete: rerun the same command", 130)
+        return _fail("interrupted", _interrupted_hint(argv), 130)
     except OSError as e:  # disk full, permissions, ... outside a library error
         if _state["debug"]:
             raise
