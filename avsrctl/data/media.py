@@ -82,7 +82,11 @@ def _reason(stderr: bytes, path: Path) -> str:
 
 def _ffmpeg(args: list[str], input_bytes: bytes | None = None) -> tuple[int, bytes, bytes]:
     try:
-        proc = subprocess.run(args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground process group,
+        # and an ffmpeg killed mid-decode would turn into a "broken" clip that training skips.
+        # avsrctl handles the signal itself (training finishes the step and saves a checkpoint).
+        proc = subprocess.run(args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                              start_new_session=True)
     except FileNotFoundError:
         raise MediaError(f"ffmpeg binary not found: {args[0]}") from None
     return proc.returncode, proc.stdout, proc.stderr
