@@ -24,7 +24,7 @@ from avsrctl.config import Config
 from avsrctl.data.manifest import Manifest
 from avsrctl.decoding import DecodingOptions
 from avsrctl.errors import UsageError
-from avsrctl.metrics import ErrorReport, score, write_results
+from avsrctl.metrics import ErrorReport, score, write_files, write_results
 
 
 @dataclass
@@ -187,7 +187,5 @@ def run_decode(
             {"snr_db": out.snr_db, "noise": None if out.snr_db is None else noise_kind, **rep.to_dict()}
             for out, rep in results
         ]
-        tmp = output_dir / ".wer_by_snr.json.tmp"
-        tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(output_dir / "wer_by_snr.json")
+        write_files({output_dir / "wer_by_snr.json": json.dumps(rows, indent=2) + "\n"})
     return results

@@ -277,11 +277,24 @@ def read_hypotheses(path: str | Path) -> list[str]:
     return [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def write_files(files: dict[Path, str]) -> None:
+    """Write every file under a temporary name, then rename them all: a full disk or an interrupt
+    leaves the previous set of files whole, never half a file or a mix of old and new ones."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            staged.append((tmp, path))
+            try:
+                tmp.write_text(text, encoding="utf-8")
+            except OSError as e:  # a failed write() carries no file name: give it the one the user knows
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        for tmp, path in staged:
+            tmp.replace(path)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def write_results(
@@ -293,14 +306,16 @@ def write_results(
     summary: dict | None = None,
 ) -> dict[str, Path]:
     """Write `wer.json` (summary), `hyp.wrd` (raw hypotheses, one per line) and `results.jsonl`
-    (one object per utterance: raw and normalised text and its errors), each atomically."""
+    (one object per utterance: raw and normalised text and its errors), all three or none."""
     out = Path(output_dir)
     paths = {"wer": out / "wer.json", "hyp": out / "hyp.wrd", "results": out / "results.jsonl"}
-    _atomic_write(paths["wer"], json.dumps(summary if summary is not None else report.to_dict(), indent=2) + "\n")
-    _atomic_write(paths["hyp"], "".join(" ".join(h.split()) + "\n" for h in raw_hypotheses))
     rows = []
     for utt, ref, hyp in zip(report.utterances, raw_references, raw_hypotheses):
         rows.append(json.dumps({"id": utt.id, "reference": ref, "hypothesis": hyp, **utt.to_dict()},
                                ensure_ascii=False))
-    _atomic_write(paths["results"], "".join(r + "\n" for r in rows))
+    write_files({
+        paths["hyp"]: "".join(" ".join(h.split()) + "\n" for h in raw_hypotheses),
+        paths["results"]: "".join(r + "\n" for r in rows),
+        paths["wer"]: json.dumps(summary if summary is not None else report.to_dict(), indent=2) + "\n",
+    })
     return paths
