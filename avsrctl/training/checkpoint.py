@@ -352,7 +352,12 @@ def _check_folder(path: Path, needed: tuple[str, ...]) -> None:
             )
     missing = [n for n in needed if not (path / n).is_file()]
     if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+        inside = list_checkpoints(path)  # a run folder given instead of one of its checkpoints
+        hint = None
+        if inside:
+            example = find_latest(path) or inside[-1]
+            hint = f"{path} is a run folder: pass one of its checkpoints, e.g. {example}"
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}", hint=hint)
 
 
 def read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
