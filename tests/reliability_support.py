@@ -3,6 +3,7 @@ contract, generated media, and small checkpoints."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 
@@ -120,3 +121,64 @@ def tiny_checkpoint(folder: Path, modality: str = "both", name: str = "final", *
 
 def files_under(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def fake_corpus(root: Path, streams: str = "av") -> Path:
+    """train.tsv/.wrd with two rows; media files exist (bytes do not matter before decoding)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [str(root)]
+    for uid in ("a", "b"):
+        video, audio = (f"{uid}.mp4" if "v" in streams else "-"), (f"{uid}.wav" if "a" in streams else "-")
+        for name in (video, audio):
+            if name != "-":
+                (root / name).write_bytes(b"x")
+        rows.append(f"{uid}\t{video}\t{audio}\t{50 if video != '-' else '-'}\t{32000 if audio != '-' else '-'}")
+    (root / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "train.wrd").write_text("bin blue at f two now\nset red by g nine soon\n", encoding="utf-8")
+    return root
+
+
+class Bait:
+    """Unpickling this creates `path`: proof that code ran."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def set_yaml(path: Path, dotted: str, value) -> None:
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    node = data
+    *parents, last = dotted.split(".")
+    for k in parents:
+        node = node[k]
+    node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def shell_risks(path: Path) -> list[str]:
+    """Calls that could hand a string to a shell: shell=True, os.system/popen/exec*, and
+    subprocess calls whose command is a string (literal, f-string or concatenation)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        where = f"{path.name}:{node.lineno}: {name}"
+        if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+               for k in node.keywords):
+            found.append(where + " with shell=")
+        if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput") or \
+                name.startswith("os.exec") or name.startswith("os.spawn"):
+            found.append(where)
+        if name.split(".")[-1] in ("run", "Popen", "call", "check_call", "check_output") and node.args:
+            first = node.args[0]
+            if isinstance(first, (ast.JoinedStr, ast.BinOp)) or (isinstance(first, ast.Constant)
+                                                                and isinstance(first.value, str)):
+                found.append(where + " with a string command")
+    return found

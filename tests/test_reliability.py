@@ -9,7 +9,6 @@ test_config.py) are repeated here only as far as the CLI contract needs.
 
 from __future__ import annotations
 
-import ast
 import json
 import pickle
 import shutil
@@ -21,7 +20,8 @@ import pytest
 from avsrctl.cli.main import run as run_cli
 from conftest import requires_whisper_weights
 from reliability_support import (  # noqa: F401  (cli_error is a fixture)
-    av_clip, cli_error, ffmpeg_make, files_under, long_speech, speak, tiny_checkpoint,
+    Bait, av_clip, cli_error, fake_corpus, ffmpeg_make, files_under, long_speech, set_yaml, shell_risks, speak,
+    tiny_checkpoint,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,21 +33,6 @@ GOOD = b"a good output from an earlier run\n"
 
 def run(argv: list) -> int:
     return run_cli([str(a) for a in argv])
-
-
-def fake_corpus(root: Path, streams: str = "av") -> Path:
-    """train.tsv/.wrd with two rows; media files exist (bytes do not matter before decoding)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rows = [str(root)]
-    for uid in ("a", "b"):
-        video, audio = (f"{uid}.mp4" if "v" in streams else "-"), (f"{uid}.wav" if "a" in streams else "-")
-        for name in (video, audio):
-            if name != "-":
-                (root / name).write_bytes(b"x")
-        rows.append(f"{uid}\t{video}\t{audio}\t{50 if video != '-' else '-'}\t{32000 if audio != '-' else '-'}")
-    (root / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    (root / "train.wrd").write_text("bin blue at f two now\nset red by g nine soon\n", encoding="utf-8")
-    return root
 
 
 @pytest.fixture
@@ -332,16 +317,6 @@ def test_two_minute_clip_with_a_checkpoint_is_cut_at_pauses(trained, tmp_path, c
 # ---------------------------------------------------------------------- checkpoints
 
 
-class Bait:
-    """Unpickling this creates `path`: proof that code ran."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def _copy(ckpt: Path, dest: Path) -> Path:
     shutil.copytree(ckpt, dest)
     return dest
@@ -390,22 +365,10 @@ def test_yaml_tags_in_a_checkpoint_config_never_run(cli_error, trained, tmp_path
     assert not sentinel.exists()
 
 
-def _set_yaml(path: Path, dotted: str, value) -> None:
-    import yaml
-
-    data = yaml.safe_load(path.read_text())
-    node = data
-    *parents, last = dotted.split(".")
-    for k in parents:
-        node = node[k]
-    node[last] = value
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 @pytest.mark.parametrize("spoil, code, fragments", [
-    (lambda c: _set_yaml(c / "config.yaml", "model.video_connector.hidden", 32), 1,
+    (lambda c: set_yaml(c / "config.yaml", "model.video_connector.hidden", 32), 1,
      ["weights do not fit this model", "shape mismatches", "video_connector"]),
-    (lambda c: _set_yaml(c / "config.yaml", "model.llm.lora.rank", 8), 1, ["weights do not fit this model", "lora"]),
+    (lambda c: set_yaml(c / "config.yaml", "model.llm.lora.rank", 8), 1, ["weights do not fit this model", "lora"]),
     (lambda c: (c / "model.safetensors").unlink(), 1, ["incomplete checkpoint, missing model.safetensors"]),
     (lambda c: (c / "config.yaml").unlink(), 1, ["incomplete checkpoint, missing config.yaml"]),
     (lambda c: (c / "meta.json").unlink(), 1, ["incomplete checkpoint, missing meta.json"]),
@@ -528,36 +491,12 @@ def test_prepare_refuses_an_output_subfolder_that_leads_outside(cli_error, tmp_p
     assert list(elsewhere.iterdir()) == []
 
 
-def _shell_risks(path: Path) -> list[str]:
-    """Calls that could hand a string to a shell: shell=True, os.system/popen/exec*, and
-    subprocess calls whose command is a string (literal, f-string or concatenation)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    found = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = ast.unparse(node.func)
-        where = f"{path.name}:{node.lineno}: {name}"
-        if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
-               for k in node.keywords):
-            found.append(where + " with shell=")
-        if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput") or \
-                name.startswith("os.exec") or name.startswith("os.spawn"):
-            found.append(where)
-        if name.split(".")[-1] in ("run", "Popen", "call", "check_call", "check_output") and node.args:
-            first = node.args[0]
-            if isinstance(first, (ast.JoinedStr, ast.BinOp)) or (isinstance(first, ast.Constant)
-                                                                and isinstance(first.value, str)):
-                found.append(where + " with a string command")
-    return found
-
-
 def test_no_shell_strings_anywhere_in_the_package(tmp_path):
     files = sorted((REPO / "avsrctl").rglob("*.py"))
     assert len(files) > 20
-    assert [r for f in files for r in _shell_risks(f)] == []
+    assert [r for f in files for r in shell_risks(f)] == []
     probe = tmp_path / "probe.py"  # the checker itself catches each form, and not the safe one
     probe.write_text("import os, subprocess\nsubprocess.run('ls', shell=True)\nos.system('ls')\n"
                      "subprocess.check_output(f'ffmpeg -i {x}')\nsubprocess.run(['ls'], shell=False)\n")
-    assert [r.split(": ", 1)[0] for r in _shell_risks(probe)] == ["probe.py:2", "probe.py:2", "probe.py:3",
+    assert [r.split(": ", 1)[0] for r in shell_risks(probe)] == ["probe.py:2", "probe.py:2", "probe.py:3",
                                                                     "probe.py:4"]
