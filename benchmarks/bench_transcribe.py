@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.2
 
@@ -88,6 +90,9 @@ def main() -> int:
         print(f"{name:<19} median wall {wall:.2f} s, CPU {cpu:.2f} s  (wall {', '.join(f'{w:.2f}' for w, _ in runs)})")
     # CPU time is far less sensitive than wall time to other processes on a shared machine.
     print(f"wall ratio {ratio:.2f} (target <= {TARGET}); CPU ratio {cli_cpu / direct_cpu:.2f}; same text: {same}")
+    common.record("avsrctl transcribe / direct faster-whisper, wall", ratio, f"<= {TARGET}x", ratio <= TARGET and same,
+                  unit="x", detail=f"{cli_s:.2f} s vs {direct_s:.2f} s; CPU ratio {cli_cpu / direct_cpu:.2f}; "
+                                   f"same text: {same}")
     return 0 if ratio <= TARGET and same else 1
 
 
