@@ -169,7 +169,8 @@ def report(out: dict, config: str, modality: str, gate: bool) -> bool:
     name = f"feature cache, {config}{' + tiny.en' if config == 'tiny' else ''} {modality}: warm/live utt/s"
     passed = ratio >= TARGET if gate else None
     target = f">= {TARGET:.0f}x" + ("" if gate else ", not gated: the LLM dominates")
-    common.record(name, ratio, target, passed, unit="x", detail=f"live {n / med['live']:.2f} utt/s, warm {n / med['warm']:.2f} utt/s")
+    common.record(name, ratio, target, passed, unit="x",
+                  detail=f"live {n / med['live']:.2f} utt/s, warm {n / med['warm']:.2f} utt/s")
     common.record(f"feature cache, {config} {modality}: warm without media decoding / live", ideal,
                   "info: if a cache hit skipped media decoding", None, unit="x")
     return passed is not False
