@@ -17,7 +17,6 @@ Per-frame feature (`feature`):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from torch import nn
 
 from avsrctl.config import VideoEncoderConfig
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import hub_error, path_fingerprint
+from avsrctl.models.weights import hub_error, params_fingerprint, path_fingerprint
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's training statistics
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -145,13 +144,6 @@ def _clip_post_layernorm(tower: nn.Module) -> nn.Module | None:
 # ---------------------------------------------------------------------------- builders
 
 
-def _params_fingerprint(module: nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, p in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
 
 def _random_tower(cfg: VideoEncoderConfig):
     from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -167,7 +159,7 @@ def _random_tower(cfg: VideoEncoderConfig):
     )
     tower = CLIPVisionModel(config)  # initialised from torch's global RNG: seed it for reproducible weights
     sizes = f"s{cfg.image_size}-p{cfg.patch_size}-w{cfg.width}-l{cfg.layers}-h{cfg.heads}"
-    return tower, f"random:clip:{sizes}:{_params_fingerprint(tower)}:{cfg.feature}"
+    return tower, f"random:clip:{sizes}:{params_fingerprint(tower)}:{cfg.feature}"
 
 
 def _hf_tower(name: str):

@@ -103,6 +103,15 @@ def path_fingerprint(path: str | Path) -> str | None:
     return None
 
 
+def params_fingerprint(module) -> str:
+    """A short hash of a module's weights: the identity of randomly initialised (or edited) weights."""
+    h = hashlib.sha1()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def write_atomic(path: Path, write) -> None:
     """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written cache file."""
     path.parent.mkdir(parents=True, exist_ok=True)

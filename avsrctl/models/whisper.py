@@ -26,7 +26,6 @@ downstream code masks.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -35,7 +34,7 @@ from torch import nn
 
 from avsrctl.config import AudioEncoderConfig
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import hub_error, is_offline_name, offline_path, path_fingerprint
+from avsrctl.models.weights import hub_error, is_offline_name, offline_path, params_fingerprint, path_fingerprint
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
@@ -175,13 +174,6 @@ class WhisperAudioEncoder(nn.Module):
 # ---------------------------------------------------------------------------- builders
 
 
-def _params_fingerprint(module: nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, p in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
 
 def _random_encoder(cfg: AudioEncoderConfig):
     from transformers import WhisperConfig
@@ -200,7 +192,7 @@ def _random_encoder(cfg: AudioEncoderConfig):
     )
     encoder = WhisperEncoder(config)  # initialised from torch's global RNG: seed it for reproducible weights
     sizes = f"m{cfg.n_mels}-d{cfg.d_model}-l{cfg.layers}-h{cfg.heads}"
-    return encoder, f"random:whisper:{sizes}:{_params_fingerprint(encoder)}"
+    return encoder, f"random:whisper:{sizes}:{params_fingerprint(encoder)}"
 
 
 def _ct2_encoder(name: str):
@@ -229,7 +221,7 @@ def _hf_encoder(name: str):
     encoder = model.get_encoder()
     folder = Path(name).expanduser()
     if folder.is_dir():
-        key = path_fingerprint(folder) or _params_fingerprint(encoder)
+        key = path_fingerprint(folder) or params_fingerprint(encoder)
         return encoder, f"hf:{folder.resolve()}:{key}"
     commit = getattr(model.config, "_commit_hash", None)
     return encoder, f"hf:{name}" + (f"@{commit}" if commit else "")
