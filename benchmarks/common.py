@@ -36,12 +36,17 @@ CORPUS_SETTINGS = {"n_utterances": 64, "n_speakers": 4, "n_test_speakers": 1, "s
 
 def bench_corpus(log: Callable[[str], None] = print) -> Path:
     """The benchmark corpus (made once with `avsrctl demo-data`'s generator, ~10 s; reused after)."""
-    from avsrctl.data.synth import generate_corpus
+    from avsrctl.data.synth import generate_corpus, settings_of
 
     out = BENCH_DIR / "corpus"
-    if not (out / "train.tsv").is_file() or not (out / "test.tsv").is_file():
-        log(f"generating the benchmark corpus in {out} (once)")
-    generate_corpus(out, **CORPUS_SETTINGS)  # reuses finished utterances: a no-op after the first run
+    done = (out / "train.tsv").is_file() and (out / "test.tsv").is_file()
+    stored = settings_of(out) or {}
+    wanted = {"utterances": CORPUS_SETTINGS["n_utterances"], "speakers": CORPUS_SETTINGS["n_speakers"],
+              "seed": CORPUS_SETTINGS["seed"]}
+    if done and all(stored.get(k) == v for k, v in wanted.items()):
+        return out  # made by an earlier run (the generator would only start workers to find that out)
+    log(f"generating the benchmark corpus in {out} (once, ~10 s)")
+    generate_corpus(out, **CORPUS_SETTINGS)  # resumes a partial corpus
     return out
 
 
