@@ -110,3 +110,20 @@ def test_cached_epochs_give_the_uncached_losses(tmp_path, monkeypatch):
     again = run_training(tiny_config(corpus, tmp_path / "again", train__max_steps=1, train__save_every=0,
                                      train__cache_features=str(cache_dir)), modality="both")
     assert again.cache["misses"] == 0  # a new run reuses the features of the earlier one
+
+
+def test_warm_cache_skips_media_decoding(tmp_path, monkeypatch):
+    """Once every stream is cached, a run reads features instead of decoding clips with ffmpeg."""
+    import avsrctl.data.dataset as dataset
+
+    corpus = make_corpus(tmp_path / "corpus", n=12)
+    cache_dir = tmp_path / "features"
+    run_training(tiny_config(corpus, tmp_path / "cold", train__max_epochs=1, train__save_every=0,
+                             train__cache_features=str(cache_dir)), modality="both")
+    decoded = []
+    original = dataset.decode_sample
+    monkeypatch.setattr(dataset, "decode_sample", lambda uid, *a, **k: decoded.append(uid) or original(uid, *a, **k))
+    warm = run_training(tiny_config(corpus, tmp_path / "warm", train__max_epochs=1, train__save_every=0,
+                                    train__cache_features=str(cache_dir)), modality="both")
+    assert warm.cache["misses"] == 0 and warm.cache["hits"] > 0
+    assert decoded == []  # neither training nor validation batches touched the media

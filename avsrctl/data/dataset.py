@@ -40,6 +40,8 @@ class Sample:
     n_frames: int  # T, frames at 25 Hz
     audio: torch.Tensor | None  # (640*T,) float32 16 kHz mono
     video: torch.Tensor | None  # (T, 3, H, W) uint8 RGB mouth crops
+    audio_features: torch.Tensor | None = None  # (2T, D_a) cached encoder output instead of audio
+    video_features: torch.Tensor | None = None  # (T, D_v) cached encoder output instead of video
 
 
 def _streams(modality: str) -> tuple[bool, bool]:
@@ -105,6 +107,17 @@ class AVDataset(torch.utils.data.Dataset):
         self.noiser = ManifestNoiser(manifest, noise, seed) if use_noise else None
         self.skipped: dict[str, str] = {}
         self._pending: list[tuple[str, str]] = []  # skipped since the last collate
+        self.features = None  # optional lookup(uid, n_frames) -> {'audio_features': ..., ...} or None
+        self._index = {u.id: i for i, u in enumerate(manifest)}
+
+    def use_features(self, lookup) -> None:
+        """Read cached encoder outputs instead of decoding media when `lookup(uid, n_frames)` has
+        every stream this dataset reads (`{'audio_features': (2T, D_a), 'video_features': (T, D_v)}`).
+
+        Decoding a clip with ffmpeg costs more than the rest of a step once the encoders are cached,
+        so a warm feature cache skips it; a miss (or a partial hit) decodes as usual.
+        """
+        self.features = lookup
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -119,6 +132,17 @@ class AVDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index: int) -> Sample | None:
+        utt = self.manifest[index]
+        if self.features is not None:
+            found = self.features(utt.id, utt.n_frames)
+            need = [name for name, read in (("audio_features", self.read_audio), ("video_features", self.read_video))
+                    if read]
+            if found is not None and all(found.get(n) is not None for n in need):
+                return Sample(utt.id, utt.text, utt.n_frames, None, None,
+                              **{n: found[n] for n in need})
+        return self._decode(index)
+
+    def _decode(self, index: int) -> Sample | None:
         utt = self.manifest[index]
         transform = None
         if self.noiser is not None:
@@ -137,7 +161,16 @@ class AVDataset(torch.utils.data.Dataset):
             return None
 
     def collate(self, samples: Sequence[Sample | None]) -> Batch:
-        """`collate` plus the ids this dataset skipped since the previous call (works inside workers)."""
+        """`collate` plus the ids this dataset skipped since the previous call (works inside workers).
+
+        A batch mixing cached and decoded samples decodes the cached ones too, so every row of a
+        batch has the same kind of input.
+        """
+        kept = [s for s in samples if s is not None]
+        if any(s.audio is None and s.video is None for s in kept) and any(s.audio is not None or s.video is not None
+                                                                         for s in kept):
+            samples = [s if s is None or s.audio is not None or s.video is not None else self._decode(self._index[s.id])
+                       for s in samples]
         pending, self._pending = self._pending, []
         return collate(samples, skipped=dict(pending))
 
@@ -154,6 +187,13 @@ def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence
     if not kept:
         return batch
     t_max = int(lengths.max())
+    for name, per_frame in (("audio_features", 2), ("video_features", 1)):  # cached encoder outputs
+        rows = [getattr(s, name) for s in kept]
+        if all(r is not None for r in rows):
+            feats = rows[0].new_zeros(len(kept), per_frame * t_max, rows[0].shape[-1])  # (B, 2T | T, D)
+            for i, r in enumerate(rows):
+                feats[i, : r.shape[0]] = r
+            setattr(batch, name, feats)
     has_audio = {s.audio is not None for s in kept}
     has_video = {s.video is not None for s in kept}
     if len(has_audio) > 1 or len(has_video) > 1:

@@ -136,6 +136,20 @@ class FeatureCache:
             device = batch.lengths.device
             setattr(batch, f"{stream}_features", feats.to(device))
 
+    def lookup(self, uid: str, n_frames: int, streams: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        """Every stream's cached features for one utterance of `n_frames` frames, or None on any miss."""
+        found = {}
+        for stream in streams:
+            key = self.key(stream, uid, n_frames)
+            if key is None:
+                return None
+            row = self._read(self._path(stream, key))
+            if row is None or row.shape[0] != (2 if stream == "audio" else 1) * n_frames:
+                return None
+            found[f"{stream}_features"] = row
+        self.hits += len(found)
+        return found
+
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
 

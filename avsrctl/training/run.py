@@ -191,6 +191,15 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
             reporter.log(f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
                          "validation (no 'best' checkpoint)[/]")
         cache = _feature_cache(cfg, model, modality, noise, reporter, train_m, valid_m)
+        if cache is not None:  # a warm cache replaces media decoding, not only the encoders
+            from functools import partial
+
+            from avsrctl.training.cache import cache_streams
+
+            noisy = noise is not None and noise.prob > 0
+            train_set.use_features(partial(cache.lookup, streams=cache_streams(modality, noisy_audio=noisy)))
+            if valid_set is not None:
+                valid_set.use_features(partial(cache.lookup, streams=cache_streams(modality, noisy_audio=False)))
         n_train = len(train_m)
         reporter.log(f"training {modality} on {n_train} utterances ({sum(u.seconds for u in train_m) / 3600:.2f} h)"
                      f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
