@@ -180,3 +180,17 @@ def test_rng_states_round_trip_through_json():
     assert np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
 
+
+
+def test_a_kill_between_the_two_renames_of_a_replaced_checkpoint_is_recovered(tmp_path):
+    """`best` replaced: old moved to `.old-best`, killed before the new one was renamed in."""
+    from avsrctl.training.checkpoint import recover_replaced
+
+    best = tmp_path / "best"
+    old = tmp_path / ".old-best"
+    old.mkdir()
+    (old / "meta.json").write_text("{}")
+    recover_replaced(best)
+    assert (best / "meta.json").read_text() == "{}" and not old.exists()
+    recover_replaced(best)  # nothing to do when the checkpoint is in place
+    assert best.is_dir()

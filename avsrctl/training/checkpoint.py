@@ -173,9 +173,21 @@ def _write_reason(e: BaseException) -> str:
     return str(e)
 
 
+def recover_replaced(final: Path) -> None:
+    """Put back a checkpoint that a crash left moved aside.
+
+    Replacing an existing folder (`best`, `final`) takes two renames: old -> `.old-<name>`, new ->
+    `<name>`. A kill between them leaves only `.old-<name>`, which is complete: rename it back.
+    """
+    old = final.parent / f".old-{final.name}"
+    if not final.exists() and old.is_dir():
+        os.replace(old, final)
+
+
 def _write_folder(tmp: Path, final: Path, output: Path, *, model: Any, cfg: Config, name: str, meta: dict[str, Any],
                   optimizer_tensors: dict[str, torch.Tensor] | None, trainer_state: dict[str, Any] | None) -> None:
     """Write every file into `tmp`, fsync them, then rename `tmp` to `final`."""
+    recover_replaced(final)
     if tmp.exists():  # left by a crash during an earlier save
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -463,6 +475,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     if path.is_file() and path.name == WEIGHTS:
         path = path.parent
+    recover_replaced(path)
     _check_folder(path, REQUIRED)
     cfg = read_checkpoint_config(path)
     meta = read_meta(path)
