@@ -185,13 +185,11 @@ def checkpoint_recognizer(
     vad: bool | None = None,
 ) -> CheckpointRecognizer:
     """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`."""
-    import torch
-
     from avsrctl.decoding import DecodingOptions
     from avsrctl.training.checkpoint import load_checkpoint
 
-    dev = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg, meta = load_checkpoint(checkpoint, device=dev)
+    model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
+    dev = str(model.device)
     modality = modality or meta.get("modality") or cfg.model.modality
     options = DecodingOptions(beam_size=beam_size or cfg.decode.beam_size, max_new_tokens=cfg.decode.max_new_tokens,
                               length_penalty=float(cfg.decode.length_penalty))

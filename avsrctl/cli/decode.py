@@ -19,14 +19,6 @@ MODALITIES = ("audio", "video", "both")
 NOISE_KINDS = ("white", "babble")
 
 
-def pick_device(name: str | None) -> str:
-    import torch
-
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def results_table(rows: list[tuple[str, object, object]], title: str):
     """A rich table of (condition, DecodeOutput, ErrorReport) rows."""
     from rich.table import Table
@@ -103,9 +95,9 @@ def decode(
     from avsrctl.decoding import DecodingOptions
     from avsrctl.training.checkpoint import load_checkpoint
 
-    dev = pick_device(device)
     with console.stderr().status(f"loading {checkpoint}"):
-        model, cfg, meta = load_checkpoint(checkpoint, device=dev)
+        model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
+    dev = str(model.device)
     modality = modality or meta.get("modality") or cfg.model.modality
     options = DecodingOptions(
         beam_size=beam_size or cfg.decode.beam_size,

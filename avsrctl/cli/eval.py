@@ -179,15 +179,13 @@ def _baseline_run(manifest, model: str | None, beam_size: int, device: str | Non
 
 def _checkpoint_runs(checkpoint: Path, manifest, modality: str | None, beam_size: int | None,
                      device: str | None) -> list[Run]:
-    import torch
-
     from avsrctl.decoding import DecodingOptions
     from avsrctl.evaluate import decode_manifest
     from avsrctl.training.checkpoint import load_checkpoint
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with console.stderr().status(f"loading {checkpoint}"):
-        model, cfg, meta = load_checkpoint(checkpoint, device=dev)
+        model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
+    dev = str(model.device)
     if modality == "all":
         modalities = [m for m in ("audio", "video", "both") if m in model.modalities]
     else:

@@ -465,11 +465,14 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, Config, dict]:
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> tuple[Any, Config, dict]:
     """Rebuild the model from `config.yaml`, load its trainable weights and return (model, cfg, meta).
 
-    The model is on `device` in eval mode. This is what decode, eval and transcribe call.
+    The model is on `device` in eval mode (None or 'auto': a GPU when one is visible, else the
+    CPU; `model.device` tells which). This is what decode, eval and transcribe call.
     """
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     from avsrctl.models.builder import build_model  # heavy; only when a checkpoint is really loaded
 
     path = Path(path)
