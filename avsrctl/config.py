@@ -243,6 +243,11 @@ class TrainConfig(_Section):
     cache_features: Path | None = Field(
         None, description="Folder for cached outputs of frozen encoders (None: encode live every step)."
     )
+    init_from: list[Path] = Field(
+        default_factory=list,
+        description="Checkpoints whose matching trainable weights start a new run (later ones win); not used "
+        "when resuming.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

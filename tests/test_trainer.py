@@ -278,3 +278,35 @@ def test_audio_and_fused_runs_learn_and_checkpoint(modality, corpus, tmp_path, m
     assert {p.name for p in ckpt.list_checkpoints(out)} == expected
     model, _, meta = ckpt.load_checkpoint(out / "final")
     assert meta["modality"] == modality and modality in model.modalities
+
+
+@pytest.mark.slow
+def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_path, monkeypatch, capsys):
+    """--init-from: the video run's tower and connector, then an audio run's weights (it wins on LoRA)."""
+    memoize_decoding(monkeypatch)
+    video = ckpt.read_tensors(baseline[0] / "final" / "model.safetensors")
+    audio_out = tmp_path / "audio"
+    run_training(tiny_config(corpus, audio_out, train__max_steps=2, train__seed=7), modality="audio")
+    audio = ckpt.read_tensors(audio_out / "final" / "model.safetensors")
+    out = tmp_path / "both"
+    cfg = tiny_config(corpus, out, train__max_steps=1,
+                      train__init_from=[str(baseline[0] / "final"), str(audio_out / "final")])
+    seen = {}
+    hook = lambda t: seen.update({k: v.clone() for k, v in t.model.trainable_state_dict().items()})  # noqa: E731
+    run_training(cfg, modality="both", trainer_hook=hook)
+    fused = seen  # the weights before the first step
+    lora = [k for k in audio if "lora_" in k]
+    assert lora and all(torch.equal(fused[k], audio[k]) for k in lora)
+    tower = [k for k in video if k.startswith("video_connector.")]
+    assert tower and all(torch.equal(fused[k], video[k]) for k in tower)
+    assert any(k.startswith("fusion.") for k in fused) and not any(k.startswith("fusion.") for k in audio)
+    assert "initialised" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_init_from_a_checkpoint_of_another_shape_is_refused(baseline, corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(_cli(corpus, out, "--init-from", str(baseline[0] / "final"),
+                    "--set", "model.video_connector.hidden=64")) != 0
+    err = _err(capsys)
+    assert "--init-from" in err and "video_connector" in err and "shape" in err

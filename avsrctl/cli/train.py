@@ -49,6 +49,10 @@ def train(
         Optional[Path],
         typer.Option("--cache-features", help="Folder caching frozen encoder outputs across epochs and runs."),
     ] = None,
+    init_from: Annotated[
+        Optional[list[Path]],
+        typer.Option("--init-from", help="Start from the matching weights of a checkpoint (repeatable; later wins)."),
+    ] = None,
     overrides: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (sets train.seed).")] = None,
 ) -> None:
@@ -75,6 +79,7 @@ def train(
         "train.log_param_updates": log_param_updates,
         "train.cache_features": str(cache_features) if cache_features is not None else None,
         "train.seed": seed,
+        "train.init_from": [str(p) for p in init_from] if init_from else None,
     }
     cfg = load_config(config, overrides, flags)
 

@@ -465,6 +465,44 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     return meta
 
 
+def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
+    """Warm-start a new run: copy every trainable weight of `model` that a checkpoint also holds.
+
+    Checkpoints apply in order, so a later one wins where two hold the same weight (e.g. a video
+    model's vision tower, then an audio model's LoRA). A weight with another shape is an error;
+    weights the model does not have are ignored (an audio model's checkpoint into a fused model is
+    the point). Returns, per checkpoint, the names it set.
+    """
+    params = model.trainable_state_dict()
+    merged: dict[str, torch.Tensor] = {}
+    report = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if path.is_file() and path.name == WEIGHTS:
+            path = path.parent
+        recover_replaced(path)
+        _check_folder(path, REQUIRED)
+        state = read_tensors(path / WEIGHTS)
+        for k in sorted(set(state) & set(params)):
+            if tuple(state[k].shape) != tuple(params[k].shape):
+                raise CheckpointError(f"--init-from {path}: {k} has shape {tuple(state[k].shape)}, the model's is "
+                                      f"{tuple(params[k].shape)}",
+                                      hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)")
+        taken = sorted(set(state) & set(params))
+        if not taken:
+            raise CheckpointError(f"--init-from {path}: none of its {len(state)} weights belong to this model",
+                                  hint="pass a checkpoint trained with the same LLM and connectors")
+        added = read_meta(path).get("tokenizer_added")
+        current = tokenizer_additions(model)
+        if added is not None and current is not None and added != current:
+            raise CheckpointError(f"--init-from {path}: its tokenizer additions differ from this model's",
+                                  hint="the LLM/tokenizer named in its config.yaml differs from this run's")
+        merged.update({k: state[k] for k in taken})
+        report.append((path, taken))
+    model.load_trainable_state_dict(merged, strict=False)
+    return report
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> tuple[Any, Config, dict]:
     """Rebuild the model from `config.yaml`, load its trainable weights and return (model, cfg, meta).
 

@@ -176,6 +176,8 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
             from avsrctl.models.builder import build_model
 
             model = build_model(cfg)
+        if resume_path is None and cfg.train.init_from:
+            _init_from(model, cfg.train.init_from, reporter)
         model.to(ctx.device)
         if ctx.is_main:
             check_free_space(output, model)
@@ -212,6 +214,17 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         return result
     finally:
         D.shutdown(ctx)
+
+
+def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
+    from collections import Counter
+
+    from avsrctl.training.param_table import component_of
+
+    total = len(model.trainable_state_dict())
+    for path, names in ckpt.init_weights_from(model, paths):
+        parts = ", ".join(f"{c} {n}" for c, n in Counter(component_of(k) for k in names).items())
+        reporter.log(f"initialised {len(names)} of {total} trainable tensors from {path} ({parts})")
 
 
 def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter,
