@@ -10,7 +10,7 @@ DEV_STAMP     := $(VENV)/.stamp-dev
 WEIGHTS_STAMP := $(VENV)/.stamp-weights
 SYSTEM_TOOLS  := ffmpeg espeak-ng
 
-.PHONY: demo test test-fast bench install dev weights system clean-venv grid-recipe
+.PHONY: demo test test-fast bench install dev weights system voices clean-venv grid-recipe
 
 demo: install weights system
 	$(BIN)/python -m avsrctl.demo
@@ -26,7 +26,7 @@ bench: install weights system
 
 # Train on the synthetic GRID corpus, test on held-out voices and the real GRID clips,
 # write docs/RESULTS.md (about an hour on 2 CPU cores; resumes where it stopped).
-grid-recipe: install weights system
+grid-recipe: install weights system voices
 	HF_HUB_OFFLINE=1 $(BIN)/python recipes/grid.py --work runs/grid
 
 install: $(BASE_STAMP)
@@ -61,6 +61,10 @@ system:
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# MBROLA English voices (recorded speakers) for `demo-data --mbrola`; the GRID recipe uses them.
+voices:
+	sh scripts/install-voices.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -169,3 +169,36 @@ def test_cli_writes_corpus_and_json_summary(tmp_path, capsys):
     assert sum(s["utterances"] for s in summary["splits"].values()) == 6
     assert run(["demo-data", str(out), "-n", "9", "--size", "16"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_mbrola_speakers_alternate_and_keep_train_and_test_voices_apart(monkeypatch):
+    import avsrctl.data.synth as synth
+
+    monkeypatch.setattr(synth, "installed_mbrola", lambda: ["mb-en1", "mb-us1", "mb-us2", "mb-us3"])
+    plain = make_speakers(6, False, 3)
+    train = make_speakers(6, False, 3, mbrola=True)
+    test = make_speakers(4, True, 3, mbrola=True)
+    assert [s.voice.language for s in train[1::2]] == ["mb-en1", "mb-us1", "mb-us2"]
+    assert [s.voice.language for s in test[1::2]] == ["mb-us3", "mb-us3"]
+    assert [s.voice for s in train[0::2]] == [s.voice for s in plain[0::2]]  # espeak speakers unchanged
+    assert [s.look for s in train] == [s.look for s in plain]  # and every mouth looks the same
+    monkeypatch.setattr(synth, "installed_mbrola", lambda: [])
+    with pytest.raises(UsageError, match="--mbrola: none of the MBROLA voices"):
+        make_speakers(4, False, 3, mbrola=True)
+
+
+@pytest.mark.skipif(not __import__("avsrctl.data.synth_speech", fromlist=["x"]).installed_mbrola(),
+                    reason="no MBROLA English voices installed (make voices)")
+def test_mbrola_corpus_speaks_and_records_the_setting(tmp_path):
+    generate_corpus(tmp_path, 10, 5, 2, seed=0, size=16, jobs=1, valid_fraction=0.0, mbrola=True)
+    assert settings_of(tmp_path)["mbrola"] is True
+    rows = [u for split in ("train", "test") for u in read_manifest(tmp_path / f"{split}.tsv")]
+    diphone = [u for u in rows if u.id.startswith(("s02", "t02"))]  # every second speaker: MBROLA
+    assert len(diphone) == 4
+    for u in diphone:
+        with wave.open(str(u.audio)) as w:
+            assert w.getframerate() == SAMPLE_RATE
+            x = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        assert x.size == u.n_audio_samples and np.abs(x).max() > 1000  # speech, not silence
+    with pytest.raises(UsageError, match="mbrola"):
+        generate_corpus(tmp_path, 10, 5, 2, seed=0, size=16, jobs=1, valid_fraction=0.0)  # now without it

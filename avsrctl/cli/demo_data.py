@@ -31,6 +31,9 @@ def demo_data(
     test_only: Annotated[bool, typer.Option(
         "--test-only", help="Write only test.tsv/.wrd from --test-speakers held-out speakers; use another --seed "
         "than the training corpus for a fresh test set.")] = False,
+    mbrola: Annotated[bool, typer.Option(
+        "--mbrola", help="Give every second speaker an MBROLA diphone voice (recorded speakers: more natural than "
+        "espeak-ng's own); en1, us1, us2 train, us3 is held out. Install them with `make voices`.")] = False,
     fmt: FormatOpt = "text",
 ) -> None:
     """Generate a synthetic audio-visual corpus with GRID's grammar.
@@ -57,7 +60,7 @@ def demo_data(
             bar.update(tasks[stage], completed=done, total=total)
 
         summary = generate_corpus(out, utterances, speakers, test_speakers, seed, size, valid_fraction, jobs,
-                                  progress, test_only=test_only)
+                                  progress, test_only=test_only, mbrola=mbrola)
 
     if fmt == "json":
         console.stdout().print(json.dumps(summary.to_dict(), indent=2), markup=False)

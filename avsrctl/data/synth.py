@@ -32,7 +32,7 @@ import numpy as np
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, Utterance, write_manifest
 from avsrctl.data.synth_mouth import MouthLook, MouthRenderer, mouth_track, random_look
 from avsrctl.data.synth_speech import (
-    Voice, WordBank, _run, build_word_bank, ffmpeg_exe, installed_voices, speak, write_wav,
+    Voice, WordBank, _run, build_word_bank, ffmpeg_exe, installed_mbrola, installed_voices, speak, write_wav,
 )
 from avsrctl.errors import UsageError
 
@@ -48,6 +48,9 @@ VOCABULARY: tuple[str, ...] = tuple(w for _, words in GRAMMAR for w in words)  #
 # espeak-ng variants; the two pools are disjoint so test speakers are new voices
 TRAIN_VARIANTS = ("", "m1", "m2", "m3", "m4", "f1", "f2", "f3", "Andy", "Annie", "paul", "linda")
 TEST_VARIANTS = ("m5", "m6", "m7", "f4", "f5", "john", "steph")
+# MBROLA voices (`--mbrola`) are split the same way: us3 only ever speaks in test splits
+TRAIN_MBROLA = ("mb-en1", "mb-us1", "mb-us2")
+TEST_MBROLA = ("mb-us3",)
 FORMAT_VERSION = 1
 SETTINGS_FILE = "demo_data.json"
 SPLITS = ("train", "valid", "test")
@@ -112,17 +115,29 @@ def is_grammatical(text: str) -> bool:
     return len(words) == len(GRAMMAR) and all(w in slot for w, (_, slot) in zip(words, GRAMMAR))
 
 
-def make_speakers(n: int, held_out: bool, seed: int) -> list[Speaker]:
-    """`n` speakers from the training or the held-out voice pool, fixed by `seed`."""
+def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False) -> list[Speaker]:
+    """`n` speakers from the training or the held-out voice pool, fixed by `seed`.
+
+    With `mbrola`, every second speaker uses an MBROLA voice (cycling through the pool, each
+    with its own pitch and rate), so recorded-diphone speech is half the corpus."""
     languages, variants = installed_voices()
     wanted = TEST_VARIANTS if held_out else TRAIN_VARIANTS
     pool_variants = [v for v in wanted if v == "" or v in variants] or [""]
     combos = [(lang, var) for var in pool_variants for lang in languages]
+    diphone: list[str] = []
+    if mbrola:
+        wanted_mb = TEST_MBROLA if held_out else TRAIN_MBROLA
+        diphone = [v for v in installed_mbrola() if v in wanted_mb]
+        if not diphone:
+            raise UsageError(f"--mbrola: none of the MBROLA voices {', '.join(wanted_mb)} is installed",
+                             hint="install them with `make voices` (Debian/Ubuntu packages mbrola-en1, mbrola-us1..3)")
     rng = np.random.default_rng([seed, 1 if held_out else 0, 0x5EED])
     order = rng.permutation(len(combos))
     speakers = []
     for i in range(n):
         lang, var = combos[order[i % len(combos)]]
+        if diphone and i % 2 == 1:
+            lang, var = diphone[(i // 2) % len(diphone)], ""
         voice = Voice(language=lang, variant=var, rate=int(rng.integers(140, 186)), pitch=int(rng.integers(30, 71)),
                       amplitude=int(rng.integers(70, 131)), gap_s=float(rng.uniform(0.02, 0.10)))
         speakers.append(Speaker(f"{'t' if held_out else 's'}{i + 1:02d}", voice, random_look(rng), held_out))
@@ -264,6 +279,7 @@ def generate_corpus(
     progress: Progress | None = None,
     *,
     test_only: bool = False,
+    mbrola: bool = False,
 ) -> CorpusSummary:
     """Write a synthetic GRID-grammar corpus to `out` and return what it holds.
 
@@ -296,14 +312,16 @@ def generate_corpus(
     settings = {"format": FORMAT_VERSION, "utterances": n_utterances, "speakers": n_speakers,
                 "test_speakers": n_test_speakers, "seed": seed, "size": size,
                 "valid_fraction": valid_fraction, "test_only": test_only}
+    if mbrola:  # recorded only when on, so corpora made before the option still resume
+        settings["mbrola"] = True
     _check_out(out, settings)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / "video").mkdir(parents=True, exist_ok=True)
     (out / SETTINGS_FILE).write_text(json.dumps({"generator": "avsrctl demo-data", "settings": settings}, indent=2)
                                      + "\n", encoding="utf-8")
 
-    speakers = ([] if test_only else make_speakers(n_speakers - n_test_speakers, False, seed))
-    speakers += make_speakers(n_test_speakers, True, seed)
+    speakers = ([] if test_only else make_speakers(n_speakers - n_test_speakers, False, seed, mbrola))
+    speakers += make_speakers(n_test_speakers, True, seed, mbrola)
     plans = plan_corpus(n_utterances, speakers, seed, valid_fraction)
     banks = _word_banks(speakers, plans, jobs, progress)
 

@@ -25,6 +25,10 @@ from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME
 from avsrctl.errors import AvsrError, MediaError, UsageError
 
 ESPEAK_RATE = 22_050  # Hz, espeak-ng's native output rate
+# Native English MBROLA diphone voices (recorded human speakers, far more natural than
+# espeak-ng's formant voices); espeak-ng drives them as "mb-<name>" at 16 kHz.
+MBROLA_VOICES = ("en1", "us1", "us2", "us3")
+MBROLA_DIRS = ("/usr/share/mbrola", "/usr/local/share/mbrola")
 WORD_PAD_S = 0.25  # silence between words in the one resampling pass, absorbs filter ringing
 TRIM_DB = -36.0  # a word starts/ends where the level first/last exceeds peak - 36 dB
 TRIM_MARGIN_S = 0.012  # keep a little of the onset/release around the trimmed word
@@ -145,6 +149,14 @@ def installed_voices() -> tuple[list[str], list[str]]:
     return sorted(languages), sorted(set(variants))
 
 
+def installed_mbrola() -> list[str]:
+    """The MBROLA English voices espeak-ng can use here, as espeak-ng voice names ("mb-en1")."""
+    from pathlib import Path
+
+    return [f"mb-{name}" for name in MBROLA_VOICES
+            if any((Path(d) / name / name).is_file() or (Path(d) / name).is_file() for d in MBROLA_DIRS)]
+
+
 def parse_phonemes(text: str) -> tuple[tuple[str, float], ...]:
     """espeak-ng `-x --sep=_` output of one word -> ((viseme, relative length), ...)."""
     out: list[tuple[str, float]] = []
@@ -166,9 +178,9 @@ def parse_phonemes(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-def _espeak(voice: Voice, word: str) -> tuple[np.ndarray, tuple[tuple[str, float], ...]]:
-    """One word: 16-bit samples at 22.05 kHz and its visemes, from a single espeak-ng run
-    (WAV on stdout, the phoneme string it spoke on stderr)."""
+def _espeak(voice: Voice, word: str) -> tuple[np.ndarray, int, tuple[tuple[str, float], ...]]:
+    """One word: 16-bit samples, their rate (22.05 kHz, or 16 kHz for MBROLA) and its visemes,
+    from a single espeak-ng run (WAV on stdout, the phoneme string it spoke on stderr)."""
     args = [espeak_exe(), "--stdout", "-x", "--sep=_", "--phonout=/dev/stderr", "-v", voice.espeak_name,
             "-s", str(voice.rate), "-p", str(voice.pitch), "-a", str(voice.amplitude), word]
     data, err = _run_both(args, f"espeak-ng {voice.espeak_name} {word!r}")
@@ -179,15 +191,18 @@ def _espeak(voice: Voice, word: str) -> tuple[np.ndarray, tuple[tuple[str, float
             rate, width, raw = w.getframerate(), w.getsampwidth(), w.readframes(w.getnframes())
     except (wave.Error, EOFError) as e:
         raise MediaError(f"espeak-ng {voice.espeak_name} {word!r}: unreadable WAV output ({e})") from None
-    if rate != ESPEAK_RATE or width != 2:
-        raise MediaError(f"espeak-ng {voice.espeak_name}: expected 16-bit {ESPEAK_RATE} Hz, got {8 * width}-bit {rate} Hz")
-    return np.frombuffer(raw, dtype="<i2"), segs or (("@", 1.0),)
+    if rate not in (ESPEAK_RATE, SAMPLE_RATE) or width != 2:
+        raise MediaError(f"espeak-ng {voice.espeak_name}: expected 16-bit {ESPEAK_RATE} or {SAMPLE_RATE} Hz, "
+                         f"got {8 * width}-bit {rate} Hz")
+    return np.frombuffer(raw, dtype="<i2"), rate, segs or (("@", 1.0),)
 
 
-def _resample(samples: np.ndarray) -> np.ndarray:
-    """int16 at 22.05 kHz -> float32 at 16 kHz through ffmpeg's resampler (one pipe)."""
+def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """int16 at `rate` -> float32 at 16 kHz through ffmpeg's resampler (one pipe)."""
+    if rate == SAMPLE_RATE:
+        return samples.astype(np.float32) / np.float32(32768.0)
     args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-f", "s16le", "-ar", str(ESPEAK_RATE), "-ac", "1", "-i", "pipe:0",
+            "-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0",
             "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "pipe:1"]
     out = _run(args, "ffmpeg resample", samples.astype("<i2").tobytes())
     return np.frombuffer(out, dtype="<f4").copy()
@@ -207,20 +222,24 @@ def trim_silence(x: np.ndarray) -> np.ndarray:
 
 def build_word_bank(voice: Voice, words: list[str]) -> WordBank:
     """Synthesise every word once for this voice; one ffmpeg call resamples them all."""
-    # every word starts on a multiple of 441 input samples (= 320 output samples), so a word
-    # resamples to the same output whichever words share the pass
-    step = ESPEAK_RATE // np.gcd(ESPEAK_RATE, SAMPLE_RATE)  # 441
-    pad = np.zeros(step * round(WORD_PAD_S * ESPEAK_RATE / step), dtype=np.int16)
+    spoken = {word: _espeak(voice, word) for word in words}
+    rate = spoken[words[0]][1] if words else ESPEAK_RATE
+    if any(r != rate for _, r, _ in spoken.values()):
+        raise MediaError(f"espeak-ng {voice.espeak_name}: words came back at different sample rates")
+    # every word starts on a multiple of 441 input samples (= 320 output samples at 22.05 kHz),
+    # so a word resamples to the same output whichever words share the pass
+    step = rate // np.gcd(rate, SAMPLE_RATE)
+    pad = np.zeros(step * round(WORD_PAD_S * rate / step), dtype=np.int16)
     pieces, starts, pos, visemes = [], [], 0, {}
     for word in words:
-        x, visemes[word] = _espeak(voice, word)
+        x, _, visemes[word] = spoken[word]
         align = np.zeros((-(pos + pad.size + x.size)) % step, dtype=np.int16)
         pieces += [pad, x, align]
         starts.append((pos + pad.size, pos + pad.size + x.size))
         pos += pad.size + x.size + align.size
     pieces.append(pad)
-    y = _resample(np.concatenate(pieces))
-    scale = SAMPLE_RATE / ESPEAK_RATE
+    y = _resample(np.concatenate(pieces), rate)
+    scale = SAMPLE_RATE / rate
     audio = {}
     for word, (a, b) in zip(words, starts):
         # the padding keeps resampler ringing of neighbours out of each word's window
