@@ -62,6 +62,9 @@ class DataConfig(_Section):
         "none", description="Noise added to training audio ('none' trains on clean audio)."
     )
     noise_snr_db: float = Field(0.0, description="Signal-to-noise ratio in dB of the training noise.")
+    noise_snr_spread_db: float = Field(
+        0.0, ge=0.0, description="Draw each noisy utterance's SNR uniformly from noise_snr_db +- this (0: fixed)."
+    )
     noise_prob: float = Field(
         0.0, ge=0.0, le=1.0, description="Probability that a training utterance gets noise (0 disables)."
     )

@@ -146,3 +146,18 @@ def test_noisy_manifest_audio_from_files(tmp_path):
         np.testing.assert_array_equal(a, b)
         clean = speechlike(i, 6000)
         assert snr_db(clean, a) == pytest.approx(10.0, abs=0.1)  # 16-bit wav quantisation is far below 0.1 dB
+
+
+def test_snr_spread_draws_each_utterance_within_the_range():
+    manifest, audio = fake_manifest(3)
+    clean = audio[manifest[0].audio]
+    noiser = ManifestNoiser(manifest, NoiseSpec("white", 0.0, snr_spread=5.0), loader=audio.__getitem__)
+    measured = [snr_db(clean, noiser(0, clean, epoch)) for epoch in range(30)]
+    assert all(-5.1 <= m <= 5.1 for m in measured)
+    assert max(measured) - min(measured) > 5  # really spread, not one fixed SNR
+    with pytest.raises(UsageError, match="spread must be a non-negative"):
+        NoiseSpec("white", 0.0, snr_spread=-1.0)
+    from avsrctl.config import DataConfig
+
+    spec = NoiseSpec.from_config(DataConfig(noise_kind="white", noise_prob=1.0, noise_snr_spread_db=5))
+    assert spec.snr_spread == 5.0

@@ -27,11 +27,13 @@ BABBLE_TALKERS = (3, 6)  # inclusive range of talkers mixed into one babble trac
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """Noise for training or evaluation: kind, SNR in dB, and the probability an utterance gets it."""
+    """Noise for training or evaluation: kind, SNR in dB, and the probability an utterance gets it.
+    With `snr_spread` > 0 each noisy utterance draws its SNR uniformly from snr_db +- snr_spread."""
 
     kind: str = "white"
     snr_db: float = 0.0
     prob: float = 1.0
+    snr_spread: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in NOISE_KINDS:
@@ -40,13 +42,15 @@ class NoiseSpec:
             raise UsageError(f"noise probability must be in [0, 1], got {self.prob}")
         if not np.isfinite(self.snr_db):
             raise UsageError(f"noise SNR must be a finite number of dB, got {self.snr_db}")
+        if not (np.isfinite(self.snr_spread) and self.snr_spread >= 0):
+            raise UsageError(f"noise SNR spread must be a non-negative number of dB, got {self.snr_spread}")
 
     @classmethod
     def from_config(cls, data) -> "NoiseSpec | None":
-        """From `DataConfig` (noise_kind, noise_snr_db, noise_prob); None when noise is off."""
+        """From `DataConfig` (noise_kind, noise_snr_db, noise_prob, noise_snr_spread_db); None when off."""
         if data.noise_kind == "none" or data.noise_prob <= 0:
             return None
-        return cls(data.noise_kind, float(data.noise_snr_db), float(data.noise_prob))
+        return cls(data.noise_kind, float(data.noise_snr_db), float(data.noise_prob), float(data.noise_snr_spread_db))
 
 
 def power(x: np.ndarray) -> float:
@@ -173,10 +177,13 @@ class ManifestNoiser:
         rng = self.rng(index, epoch)
         if rng.random() >= self.spec.prob:
             return np.asarray(audio, dtype=np.float32)
+        snr = self.spec.snr_db
+        if self.spec.snr_spread > 0:  # drawn only then, so a fixed SNR keeps its noise streams
+            snr += float(rng.uniform(-self.spec.snr_spread, self.spec.snr_spread))
         if self.spec.kind == "white":
-            return add_noise(audio, self.spec.snr_db, "white", rng)
+            return add_noise(audio, snr, "white", rng)
         pool = self.babble_pool(index, rng, int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1)))
-        return add_noise(audio, self.spec.snr_db, "babble", rng, pool, talkers=len(pool))
+        return add_noise(audio, snr, "babble", rng, pool, talkers=len(pool))
 
 
 def noisy_manifest_audio(manifest, kind: str, snr_db: float, seed: int = 0):
