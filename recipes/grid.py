@@ -4,14 +4,16 @@
     python recipes/grid.py --work runs/grid --modalities audio --utterances 600
 
 Steps (each skipped when its output already exists, so a rerun resumes):
-  1. `avsrctl demo-data` training corpus (train/valid speakers + held-out test speakers);
+  1. `avsrctl demo-data` training corpus (train/valid speakers + held-out test speakers), with
+     MBROLA voices for every second speaker when they are installed (`make voices`);
   2. a second held-out test set from another seed and other voices (`--test-only`);
   3. a manifest of the real GRID recordings in ../shared/media/video (when present);
   4. `avsrctl train` with configs/offline-small.yaml (Whisper tiny.en, SmolLM2-135M + LoRA,
-     a small CLIP tower trained from scratch) for each modality;
+     a small CLIP tower trained from scratch): audio, then video, then the fused model, which
+     starts from the two unimodal models (`--init-from`) and trains with babble noise;
   5. `avsrctl eval` of every model on both test sets, babble noise at -5 dB for audio vs both,
      and the faster-whisper baseline on the real clips;
-  6. docs/RESULTS.md with the tables, training times and peak memory.
+  6. docs/RESULTS.md with the tables, the targets, training times and peak memory.
 
 Nothing is tuned on the real clips: they are only ever decoded by step 5.
 Every step runs the installed `avsrctl` command, so the recipe is exactly what a user can type.
@@ -34,19 +36,22 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("AVSRCTL_MEDIA", REPO.parent / "shared" / "media"))
 AVSRCTL = [sys.executable, "-m", "avsrctl"]
 
-# Per-modality training settings on top of configs/offline-small.yaml. The fused model trains
-# with babble noise on half its utterances and modality dropout, so it learns to lean on the
-# lips when the audio is noisy; the audio-only model trains on clean audio with cached features.
-# The vision tower trains from scratch (no CLIP weights ship offline), so it is kept small enough
-# for a CPU: 48x48 input, 8x8 patches (36 per frame), width 128, 2 layers.
-SMALL_VISION = ["--set", "model.video_encoder.image_size=48", "--set", "model.video_encoder.patch_size=8",
+# Per-modality training settings on top of configs/offline-small.yaml. The vision tower trains
+# from scratch (no CLIP weights ship offline), so it is kept small enough for a CPU: 48x48 input
+# (the corpus is rendered at 48 px), 8x8 patches (36 per frame), width 128, 2 layers. The audio
+# model trains on clean audio with cached encoder features. The fused model starts from both
+# unimodal models and trains with babble noise on half its utterances plus modality dropout, so
+# it learns to lean on the lips when the audio is noisy.
+SIZE = 48
+SMALL_VISION = ["--set", f"model.video_encoder.image_size={SIZE}", "--set", "model.video_encoder.patch_size=8",
                 "--set", "model.video_encoder.width=128", "--set", "model.video_encoder.layers=2",
-                "--set", "model.video_encoder.heads=4"]
+                "--set", "model.video_encoder.heads=4", "--set", f"data.roi_size={SIZE}"]
 TRAIN_SETTINGS = {
     "audio": ["--set", "train.lr=1e-3"],
     "video": ["--set", "train.lr=1e-3", *SMALL_VISION],
-    "both": ["--set", "train.lr=1e-3", *SMALL_VISION, "--set", "data.noise_kind=babble",
-             "--set", "data.noise_snr_db=0", "--set", "data.noise_prob=0.5",
+    "both": ["--set", "train.lr=5e-4", "--set", "train.warmup_steps=10", *SMALL_VISION,
+             "--set", "data.noise_kind=babble", "--set", "data.noise_snr_db=0", "--set", "data.noise_snr_spread_db=5",
+             "--set", "data.noise_prob=0.5",
              "--set", "model.fusion.modality_dropout=0.3"],
 }
 
@@ -94,55 +99,75 @@ def evaluate(tsv: Path, out: Path, *extra: str) -> dict:
     return json.loads(report.read_text())
 
 
+def mbrola_available() -> bool:
+    from avsrctl.data.synth_speech import MBROLA_VOICES, installed_mbrola
+
+    return len(installed_mbrola()) == len(MBROLA_VOICES)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
     parser.add_argument("--utterances", type=int, default=1200, help="synthetic corpus size")
     parser.add_argument("--heldout-utterances", type=int, default=150, help="second held-out test set size")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=4, help="audio model epochs")
+    parser.add_argument("--video-epochs", type=int, default=6, help="video model epochs (its tower starts from scratch)")
+    parser.add_argument("--both-epochs", type=int, default=2, help="fused model epochs (starts from audio + video)")
     parser.add_argument("--modalities", default="audio,video,both")
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
     args = parser.parse_args()
     work: Path = args.work
     modalities = [m for m in args.modalities.split(",") if m]
+    if "both" in modalities and not {"audio", "video"} <= set(modalities):
+        raise SystemExit("[grid-recipe] the fused model starts from the audio and video models: "
+                         "--modalities must include audio and video with both")
     timings: dict[str, dict] = {}
+    args.mbrola = mbrola_available()
+    if not args.mbrola:
+        log("MBROLA voices not installed (`make voices`): espeak-ng voices only; real-speech WER will be worse")
+    voices = ["--mbrola"] if args.mbrola else []
 
     corpus, heldout = work / "corpus", work / "heldout"
     if not (corpus / "test.tsv").is_file():
         _, s, _ = run(AVSRCTL + ["demo-data", corpus, "--utterances", args.utterances, "--speakers", 16,
-                                 "--test-speakers", 3, "--seed", 0, "--size", 96])
+                                 "--test-speakers", 3, "--seed", 0, "--size", SIZE, *voices])
         timings["corpus"] = {"seconds": s}
     if not (heldout / "test.tsv").is_file():
         run(AVSRCTL + ["demo-data", heldout, "--test-only", "--utterances", args.heldout_utterances,
-                       "--speakers", 16, "--test-speakers", 3, "--seed", 1, "--size", 96])
+                       "--speakers", 16, "--test-speakers", 3, "--seed", 1, "--size", SIZE, *voices])
     grid_tsv = real_grid_manifest(work / "real")
 
+    epochs = {"audio": args.epochs, "video": args.video_epochs, "both": args.both_epochs}
     checkpoints = {}
     for m in modalities:
         out = work / f"train-{m}"
         if not (out / "final").is_dir():
-            cache = ["--cache-features", work / "features"] if m == "audio" else []
+            extra = ["--cache-features", work / "features"] if m == "audio" else []
+            if m == "both":
+                extra = ["--init-from", checkpoints["video"], "--init-from", checkpoints["audio"]]
             _, s, rss = run(AVSRCTL + ["train", "--config", "offline-small", "--data", corpus, "--modality", m,
-                                       "--output", out, "--max-epochs", args.epochs, *cache, *TRAIN_SETTINGS[m],
+                                       "--output", out, "--max-epochs", epochs[m], *extra, *TRAIN_SETTINGS[m],
                                        "--set", "train.valid_max_utts=32"])
-            timings[f"train-{m}"] = {"seconds": s, "peak_rss_mib": rss}
+            timings[f"train-{m}"] = {"seconds": s, "peak_rss_mib": rss, "epochs": epochs[m]}
             (out / "recipe_timing.json").write_text(json.dumps(timings[f"train-{m}"]))
         elif (out / "recipe_timing.json").is_file():
             timings[f"train-{m}"] = json.loads((out / "recipe_timing.json").read_text())
         checkpoints[m] = out / "final"
 
     results: dict[str, dict] = {}
+    tests = {"synthetic-test": corpus / "test.tsv", "heldout": heldout / "test.tsv"}
     for m, ckpt in checkpoints.items():
         common = ["--checkpoint", ckpt, "--modality", m]
-        results[f"synthetic-test/{m}"] = evaluate(corpus / "test.tsv", work / "eval" / f"test-{m}", *common)
-        results[f"heldout/{m}"] = evaluate(heldout / "test.tsv", work / "eval" / f"heldout-{m}", *common)
+        for name, tsv in tests.items():
+            results[f"{name}/{m}"] = evaluate(tsv, work / "eval" / f"{name}-{m}", *common)
         if m in ("audio", "both"):
-            noisy = work / "eval" / f"test-{m}-babble-5"
-            if not (noisy / "wer.json").is_file():
-                run(AVSRCTL + ["decode", *common, "--tsv", corpus / "test.tsv", "--output-dir", noisy,
-                               "--snr", "-5", "--noise", "babble", "--format", "json"], capture=True)
-            results[f"synthetic-test-babble-5/{m}"] = json.loads((noisy / "snr_-5" / "wer.json").read_text())
-        if grid_tsv is not None and m in ("audio", "both"):
+            for name, tsv in tests.items():
+                noisy = work / "eval" / f"{name}-{m}-babble-5"
+                if not (noisy / "snr_-5" / "wer.json").is_file():
+                    run(AVSRCTL + ["decode", *common, "--tsv", tsv, "--output-dir", noisy,
+                                   "--snr", "-5", "--noise", "babble", "--format", "json"], capture=True)
+                results[f"{name}-babble-5/{m}"] = json.loads((noisy / "snr_-5" / "wer.json").read_text())
+        if grid_tsv is not None:
             results[f"real-grid/{m}"] = evaluate(grid_tsv, work / "eval" / f"grid-{m}", *common, "--normalizer", "all")
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
