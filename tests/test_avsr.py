@@ -219,6 +219,35 @@ def test_batched_generation_equals_one_at_a_time(model, modality):
     _check_batched_equals_single(model, feature_batch(lengths=(50, 23)), modality, n=6)
 
 
+def _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, modality, n):
+    # Greedy scores come from the search's own logits; they must be the measure of `_score` (raw
+    # model distribution, tokens up to and including the first EOS) over the same tokens.
+    res = m.generate(batch, modality, DecodingOptions(beam_size=1, max_new_tokens=n))
+    rows = [list(r.token_ids) + ([m.eos_id] if r.stopped_at_eos else []) for r in res]
+    width = max(len(r) for r in rows)
+    new = torch.tensor([r + [m.pad_id] * (width - len(r)) for r in rows])  # (B, n_new) as generate pads
+    embeds, attn, _ = m.build_inputs(batch, modality, with_targets=False)
+    with torch.no_grad():
+        forced = m._score(embeds, attn, new)
+    for r, f in zip(res, forced):
+        assert r.score < 0.0
+        assert abs(r.score - f) < 1e-4
+    return res
+
+
+@pytest.mark.parametrize("modality", ["audio", "both"])
+def test_greedy_scores_equal_a_teacher_forced_pass(model, modality):
+    _check_greedy_scores_equal_a_teacher_forced_pass(model, feature_batch(lengths=(50, 23)), modality, n=6)
+
+
+@pytest.mark.slow
+def test_greedy_scores_equal_a_teacher_forced_pass_when_rows_stop_at_eos(overfit):
+    m, batch = overfit
+    res = _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, "both", n=24)
+    # the case checked: rows that stop at EOS after different lengths, the shorter one padded after it
+    assert all(r.stopped_at_eos for r in res) and len({len(r.token_ids) for r in res}) == 2
+
+
 def test_max_new_tokens_bounds_the_output(model):
     res = model.generate(feature_batch(), "audio", DecodingOptions(max_new_tokens=3))
     assert all(len(r.token_ids) <= 3 for r in res)

@@ -38,7 +38,7 @@ from avsrctl.models.llm import AUDIO_END, AUDIO_START, MARKERS, VIDEO_END, VIDEO
 IGNORE_INDEX = -100  # label of positions that carry no loss (Hugging Face convention)
 _OPEN = {"audio": (AUDIO_START,), "video": (VIDEO_START,), "both": (AUDIO_START, VIDEO_START)}
 _CLOSE = {"audio": (AUDIO_END,), "video": (VIDEO_END,), "both": (VIDEO_END, AUDIO_END)}
-_SCORE_CHUNK = 1 << 26  # logits elements scored at once after generation (~256 MB in float32)
+_SCORE_CHUNK = 1 << 26  # logits elements scored at once after beam search (~256 MB in float32)
 
 
 @dataclass(frozen=True)
@@ -258,6 +258,7 @@ class AVSRModel(nn.Module):
         self.eval()
         try:
             embeds, attn, _ = self.build_inputs(batch, modality, with_targets=False)
+            greedy = options.beam_size == 1
             gen_cfg = GenerationConfig(
                 max_new_tokens=options.max_new_tokens,
                 num_beams=options.beam_size,
@@ -269,9 +270,17 @@ class AVSRModel(nn.Module):
                 bos_token_id=self.bos_id,
                 suppress_tokens=self._never_generated(),
                 use_cache=True,
+                # Greedy search keeps each step's raw logits, so its scores need no second pass.
+                return_dict_in_generate=greedy,
+                output_logits=greedy,
             )
-            new = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg)  # (B, L_new)
-            scores = self._score(embeds, attn, new)
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg)
+            if greedy:
+                new = out.sequences  # (B, L_new)
+                scores = self._score_steps(out.logits, new)
+            else:
+                new = out  # (B, L_new)
+                scores = self._score(embeds, attn, new)
         finally:
             self.train(was_training)
         n_inputs = attn.sum(1).tolist()
@@ -299,18 +308,36 @@ class AVSRModel(nn.Module):
         ids = {self.pad_id, self.bos_id, *self.marker_vocab_ids} - {self.eos_id, None}
         return sorted(ids)
 
+    def _kept(self, new: torch.Tensor) -> torch.Tensor:
+        """(B, n_new) bool: generated tokens up to and including the first EOS; later ones are padding."""
+        is_eos = (new == self.eos_id).long()
+        return (torch.cumsum(is_eos, 1) - is_eos) == 0
+
+    def _score_steps(self, logits: tuple[torch.Tensor, ...], new: torch.Tensor) -> list[float]:
+        """Mean log-probability per generated token (EOS included) from greedy search's raw logits.
+
+        The measure of `_score`: the model's own distribution, before suppress_tokens. One (B, V)
+        step at a time, so no (B, n_new, V) copy is made.
+        """
+        B, n_new = new.shape
+        assert len(logits) == n_new, f"{len(logits)} logit steps for {n_new} generated tokens"
+        keep = self._kept(new)  # (B, n_new)
+        total = torch.zeros(B, device=new.device)
+        for t, step in enumerate(logits):  # step: (B, V)
+            logp = torch.log_softmax(step.float(), -1).gather(-1, new[:, t, None])[:, 0]  # (B,)
+            total += torch.where(keep[:, t], logp, 0.0)
+        return (total / keep.sum(1).clamp(min=1)).tolist()
+
     def _score(self, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> list[float]:
         """Mean log-probability per generated token (EOS included) by one teacher-forced pass.
 
-        The same measure for greedy and beam search, without keeping per-step vocabulary
-        scores in memory during generation.
+        For beam search: the beam scores of `generate` are taken after suppress_tokens and divided
+        by the length penalty, so the raw measure takes this pass. Greedy search uses `_score_steps`.
         """
         B, n_new = new.shape
         if n_new == 0:
             return [0.0] * B
-        is_eos = (new == self.eos_id).long()
-        # Keep tokens up to and including the first EOS; later positions are padding.
-        keep = (torch.cumsum(is_eos, 1) - is_eos) == 0  # (B, n_new)
+        keep = self._kept(new)  # (B, n_new)
         full = torch.cat([embeds, self.llm.get_input_embeddings()(new)], 1)  # (B, L + n_new, D)
         mask = torch.cat([attn, keep.long()], 1)  # (B, L + n_new)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
