@@ -16,7 +16,7 @@ Three ways, all greedy, all through the product's code up to the LLM:
             every new token (`use_cache=False`): the naive way, timed on --naive utterances only
 
 `generate` includes the audio encoder, the LLM input assembly and the score (`DecodingResult.score`),
-which greedy search takes from the raw logits of its own steps (`_score_steps`, no second forward
+which greedy search takes from the raw logits of its own steps (`_StepScorer`, no second forward
 pass; beam search, not timed here, still runs a teacher-forced pass); its share is printed. Target:
 batched >= 4x the utterances per second of single, with identical token ids. Exits 1 otherwise.
 """
@@ -100,15 +100,18 @@ def main() -> int:
           f"greedy, max_new_tokens {options.max_new_tokens}")
 
     score_s = [0.0]
-    score = model._score_steps
+    from avsrctl.models import avsr
 
-    def timed_score(*a, **k):
-        t = time.perf_counter()
-        try:
-            return score(*a, **k)
-        finally:
-            score_s[0] += time.perf_counter() - t
-    model._score_steps = timed_score
+    def timed(fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                score_s[0] += time.perf_counter() - t
+        return wrapper
+    avsr._StepScorer.__call__ = timed(avsr._StepScorer.__call__)  # greedy scoring happens inside the search
+    avsr._StepScorer.scores = timed(avsr._StepScorer.scores)
 
     model.generate(batch.select([0]), "audio", DecodingOptions(max_new_tokens=2))  # warm-up: one-time costs
     # Interleaved: batched, half of the single-utterance pass, batched, the other half ...

@@ -41,6 +41,40 @@ _CLOSE = {"audio": (AUDIO_END,), "video": (VIDEO_END,), "both": (VIDEO_END, AUDI
 _SCORE_CHUNK = 1 << 26  # logits elements scored at once after beam search (~256 MB in float32)
 
 
+class _StepScorer:
+    """A logits processor for greedy search: keeps the log-probability of each chosen token under
+    the model's raw distribution, then masks the tokens that are never generated.
+
+    Step t sees the token chosen at step t-1 as the last input id, so only one step's (B, V)
+    log-probabilities are held at a time; the final token is read in `scores`.
+    """
+
+    def __init__(self, never: list[int]):
+        self.never = torch.tensor(never, dtype=torch.long)
+        self.logp: torch.Tensor | None = None  # (B, V) of the step whose token is not chosen yet
+        self.taken: list[torch.Tensor] = []  # (B,) per generated token
+
+    def _take(self, chosen: torch.Tensor) -> None:
+        self.taken.append(self.logp.gather(-1, chosen[:, None])[:, 0])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.logp is not None:
+            self._take(input_ids[:, -1])
+        self.logp = torch.log_softmax(scores.float(), -1)
+        if self.never.numel():
+            scores = scores.index_fill(-1, self.never.to(scores.device), float("-inf"))
+        return scores
+
+    def scores(self, new: torch.Tensor, keep: torch.Tensor) -> list[float]:
+        """Mean log-probability per kept token (`keep`: up to and including the first EOS)."""
+        if new.shape[1] == 0:
+            return [0.0] * new.shape[0]
+        self._take(new[:, -1])
+        taken = torch.stack(self.taken, 1)  # (B, n_new)
+        assert taken.shape == new.shape, f"{taken.shape[1]} scored steps for {new.shape[1]} generated tokens"
+        return ((taken * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+
+
 @dataclass(frozen=True)
 class AVSROutput:
     loss: torch.Tensor | None  # mean cross-entropy over transcript + EOS tokens (None without texts)
@@ -259,6 +293,9 @@ class AVSRModel(nn.Module):
         try:
             embeds, attn, _ = self.build_inputs(batch, modality, with_targets=False)
             greedy = options.beam_size == 1
+            # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
+            # applies the suppression itself, after reading the model's own distribution.
+            scorer = _StepScorer(self._never_generated()) if greedy else None
             gen_cfg = GenerationConfig(
                 max_new_tokens=options.max_new_tokens,
                 num_beams=options.beam_size,
@@ -268,19 +305,12 @@ class AVSRModel(nn.Module):
                 eos_token_id=self.eos_id,
                 pad_token_id=self.pad_id,
                 bos_token_id=self.bos_id,
-                suppress_tokens=self._never_generated(),
+                suppress_tokens=None if greedy else self._never_generated(),
                 use_cache=True,
-                # Greedy search keeps each step's raw logits, so its scores need no second pass.
-                return_dict_in_generate=greedy,
-                output_logits=greedy,
             )
-            out = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg)
-            if greedy:
-                new = out.sequences  # (B, L_new)
-                scores = self._score_steps(out.logits, new)
-            else:
-                new = out  # (B, L_new)
-                scores = self._score(embeds, attn, new)
+            new = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg,
+                                    logits_processor=[scorer] if greedy else None)  # (B, L_new)
+            scores = scorer.scores(new, self._kept(new)) if greedy else self._score(embeds, attn, new)
         finally:
             self.train(was_training)
         n_inputs = attn.sum(1).tolist()
@@ -313,26 +343,11 @@ class AVSRModel(nn.Module):
         is_eos = (new == self.eos_id).long()
         return (torch.cumsum(is_eos, 1) - is_eos) == 0
 
-    def _score_steps(self, logits: tuple[torch.Tensor, ...], new: torch.Tensor) -> list[float]:
-        """Mean log-probability per generated token (EOS included) from greedy search's raw logits.
-
-        The measure of `_score`: the model's own distribution, before suppress_tokens. One (B, V)
-        step at a time, so no (B, n_new, V) copy is made.
-        """
-        B, n_new = new.shape
-        assert len(logits) == n_new, f"{len(logits)} logit steps for {n_new} generated tokens"
-        keep = self._kept(new)  # (B, n_new)
-        total = torch.zeros(B, device=new.device)
-        for t, step in enumerate(logits):  # step: (B, V)
-            logp = torch.log_softmax(step.float(), -1).gather(-1, new[:, t, None])[:, 0]  # (B,)
-            total += torch.where(keep[:, t], logp, 0.0)
-        return (total / keep.sum(1).clamp(min=1)).tolist()
-
     def _score(self, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> list[float]:
         """Mean log-probability per generated token (EOS included) by one teacher-forced pass.
 
         For beam search: the beam scores of `generate` are taken after suppress_tokens and divided
-        by the length penalty, so the raw measure takes this pass. Greedy search uses `_score_steps`.
+        by the length penalty, so the raw measure takes this pass. Greedy search uses `_StepScorer`.
         """
         B, n_new = new.shape
         if n_new == 0:
