@@ -169,6 +169,16 @@ def main() -> None:
                 results[f"{name}-babble-5/{m}"] = json.loads((noisy / "snr_-5" / "wer.json").read_text())
         if grid_tsv is not None:
             results[f"real-grid/{m}"] = evaluate(grid_tsv, work / "eval" / f"grid-{m}", *common, "--normalizer", "all")
+    if "both" in checkpoints:
+        # Control: the fused model trained with noise, given the audio alone. Its gap to `both`
+        # is what the lips add; its gap to `audio` is what noisy training adds.
+        for name, tsv in tests.items():
+            noisy = work / "eval" / f"{name}-both-audio-only-babble-5"
+            if not (noisy / "snr_-5" / "wer.json").is_file():
+                run(AVSRCTL + ["decode", "--checkpoint", checkpoints["both"], "--modality", "audio", "--tsv", tsv,
+                               "--output-dir", noisy, "--snr", "-5", "--noise", "babble", "--format", "json"],
+                    capture=True)
+            results[f"{name}-babble-5/both-model-audio-only"] = json.loads((noisy / "snr_-5" / "wer.json").read_text())
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
 
@@ -228,7 +238,9 @@ def write_results(path: Path, results: dict, timings: dict, args) -> None:
         "",
         "Test sets: `synthetic-test` is the corpus's held-out-speaker split; `heldout` is a second set from "
         "another seed with other voices (`demo-data --test-only --seed 1`); `real-grid` is the four real GRID "
-        "recordings in ../shared/media (never used for training or tuning).",
+        "recordings in ../shared/media (never used for training or tuning). `-babble-5` adds babble noise "
+        "at -5 dB SNR to the test audio; `both-model-audio-only` is the fused model decoded from the audio "
+        "alone, a control that separates what the lips add from what training with noise adds.",
         *_targets(results),
         "",
         "## All figures",
