@@ -281,7 +281,7 @@ def test_audio_and_fused_runs_learn_and_checkpoint(modality, corpus, tmp_path, m
 
 
 @pytest.mark.slow
-def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_path, monkeypatch, capsys):
+def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_path, monkeypatch):
     """--init-from: the video run's tower and connector, then an audio run's weights (it wins on LoRA)."""
     memoize_decoding(monkeypatch)
     video = ckpt.read_tensors(baseline[0] / "final" / "model.safetensors")
@@ -293,14 +293,15 @@ def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_pa
                       train__init_from=[str(baseline[0] / "final"), str(audio_out / "final")])
     seen = {}
     hook = lambda t: seen.update({k: v.clone() for k, v in t.model.trainable_state_dict().items()})  # noqa: E731
-    run_training(cfg, modality="both", trainer_hook=hook)
+    log = io.StringIO()
+    run_training(cfg, modality="both", trainer_hook=hook, console=Console(file=log, width=200))
     fused = seen  # the weights before the first step
     lora = [k for k in audio if "lora_" in k]
     assert lora and all(torch.equal(fused[k], audio[k]) for k in lora)
     tower = [k for k in video if k.startswith("video_connector.")]
     assert tower and all(torch.equal(fused[k], video[k]) for k in tower)
     assert any(k.startswith("fusion.") for k in fused) and not any(k.startswith("fusion.") for k in audio)
-    assert "initialised" in capsys.readouterr().err
+    assert f"from {audio_out / 'final'} (audio connector" in log.getvalue()
 
 
 @pytest.mark.slow
