@@ -25,7 +25,7 @@ bench: install weights system
 	$(BIN)/python benchmarks/run_all.py
 
 # Train on the synthetic GRID corpus, test on held-out voices and the real GRID clips,
-# write docs/RESULTS.md (about an hour on 2 CPU cores; resumes where it stopped).
+# write docs/RESULTS.md (about two hours on 2 CPU cores; resumes where it stopped).
 grid-recipe: install weights system voices
 	HF_HUB_OFFLINE=1 $(BIN)/python recipes/grid.py --work runs/grid
 

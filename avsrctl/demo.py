@@ -152,7 +152,7 @@ def evaluate(ctx: DemoContext) -> None:
     for modality in ("audio", "video", "both"):
         ctx.rows.append(Row("eval", ctx.config, modality, _wer(out / modality / "wer.json")))
     ctx.notes.append("a few minutes of training shows the pipeline, not what the model can learn: raise --utterances "
-                     "and --epochs, or run `make grid-recipe` (about an hour; figures in docs/RESULTS.md)")
+                     "and --epochs, or run `make grid-recipe` (about two hours; figures in docs/RESULTS.md)")
 
 
 def baseline(ctx: DemoContext) -> None:
