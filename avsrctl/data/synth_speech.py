@@ -18,6 +18,7 @@ import subprocess
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -151,8 +152,6 @@ def installed_voices() -> tuple[list[str], list[str]]:
 
 def installed_mbrola() -> list[str]:
     """The MBROLA English voices espeak-ng can use here, as espeak-ng voice names ("mb-en1")."""
-    from pathlib import Path
-
     return [f"mb-{name}" for name in MBROLA_VOICES
             if any((Path(d) / name / name).is_file() or (Path(d) / name).is_file() for d in MBROLA_DIRS)]
 
