@@ -455,14 +455,30 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
             f"(checkpoint modalities: {have}; model modalities: {now})",
             hint="use the config and --modality the checkpoint was trained with (its config.yaml)",
         )
+    _check_tokenizer(model, meta, str(path))
+    model.load_trainable_state_dict(state)
+    return meta
+
+
+def _check_tokenizer(model: Any, meta: dict, what: str) -> None:
+    """The marker tokens the checkpoint added must have the same ids in `model`'s tokenizer."""
     added = meta.get("tokenizer_added")
     current = tokenizer_additions(model)
     if added is not None and current is not None and added != current:
         diff = sorted(set(added.items()) ^ set(current.items()))[:3]
-        raise CheckpointError(f"{path}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
-                              hint="the LLM/tokenizer named in config.yaml changed since training")
-    model.load_trainable_state_dict(state)
-    return meta
+        raise CheckpointError(f"{what}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
+                              hint="the LLM/tokenizer named in its config.yaml differs from this model's")
+
+
+def _checkpoint_folder(path: str | os.PathLike) -> Path:
+    """A checkpoint folder (or its model.safetensors) as a checked folder path; a crash that left it
+    moved aside is undone first."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.name == WEIGHTS:
+        path = path.parent
+    recover_replaced(path)
+    _check_folder(path, REQUIRED)
+    return path
 
 
 def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
@@ -477,26 +493,18 @@ def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[
     merged: dict[str, torch.Tensor] = {}
     report = []
     for p in paths:
-        path = Path(p).expanduser()
-        if path.is_file() and path.name == WEIGHTS:
-            path = path.parent
-        recover_replaced(path)
-        _check_folder(path, REQUIRED)
+        path = _checkpoint_folder(p)
         state = read_tensors(path / WEIGHTS)
-        for k in sorted(set(state) & set(params)):
+        taken = sorted(set(state) & set(params))
+        for k in taken:
             if tuple(state[k].shape) != tuple(params[k].shape):
                 raise CheckpointError(f"--init-from {path}: {k} has shape {tuple(state[k].shape)}, the model's is "
                                       f"{tuple(params[k].shape)}",
                                       hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)")
-        taken = sorted(set(state) & set(params))
         if not taken:
             raise CheckpointError(f"--init-from {path}: none of its {len(state)} weights belong to this model",
                                   hint="pass a checkpoint trained with the same LLM and connectors")
-        added = read_meta(path).get("tokenizer_added")
-        current = tokenizer_additions(model)
-        if added is not None and current is not None and added != current:
-            raise CheckpointError(f"--init-from {path}: its tokenizer additions differ from this model's",
-                                  hint="the LLM/tokenizer named in its config.yaml differs from this run's")
+        _check_tokenizer(model, read_meta(path), f"--init-from {path}")
         merged.update({k: state[k] for k in taken})
         report.append((path, taken))
     model.load_trainable_state_dict(merged, strict=False)
@@ -513,11 +521,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from avsrctl.models.builder import build_model  # heavy; only when a checkpoint is really loaded
 
-    path = Path(path)
-    if path.is_file() and path.name == WEIGHTS:
-        path = path.parent
-    recover_replaced(path)
-    _check_folder(path, REQUIRED)
+    path = _checkpoint_folder(path)
     cfg = read_checkpoint_config(path)
     meta = read_meta(path)
     modalities = meta.get("modalities") or None
