@@ -34,6 +34,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from avsrctl.cli import console
+from avsrctl.data.manifest import read_manifest
 from avsrctl.errors import AvsrError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def avsrctl(ctx: DemoContext, *args: str | Path) -> None:
 
 def make_corpus(ctx: DemoContext) -> None:
     avsrctl(ctx, "demo-data", ctx.corpus, "--utterances", str(ctx.utterances), "--size", str(VIDEO_SIZE))
-    splits = {s: len(_manifest_rows(ctx.corpus / f"{s}.tsv")) for s in ("train", "valid", "test")}
+    splits = {s: len(read_manifest(ctx.corpus / f"{s}.tsv")) for s in ("train", "valid", "test")}
     ctx.rows.append(Row("corpus", "-", "-", ", ".join(f"{n} {s}" for s, n in splits.items()) + " utterances"))
 
 
@@ -165,14 +166,12 @@ def transcribe_test_clip(ctx: DemoContext) -> None:
     from avsrctl.data.media import ffmpeg_exe
 
     # The corpus keeps each utterance's audio and video in two files; a user's clip has both in one.
-    [root, first, *_] = _manifest_rows(ctx.corpus / "test.tsv")
-    uid, video, audio = first[0], first[1], first[2]
-    clip = ctx.workdir / "transcripts" / f"{uid}.mkv"
+    first = read_manifest(ctx.corpus / "test.tsv")[0]
+    clip = ctx.workdir / "transcripts" / f"{first.id}.mkv"
     clip.parent.mkdir(parents=True, exist_ok=True)
-    run_command(ctx, [ffmpeg_exe()], ["-loglevel", "error", "-y", "-i", Path(root[0]) / video,
-                                      "-i", Path(root[0]) / audio, "-c", "copy", clip], shown="ffmpeg")
-    reference = (ctx.corpus / "test.wrd").read_text(encoding="utf-8").splitlines()[0]
-    _transcribe(ctx, clip, reference)
+    run_command(ctx, [ffmpeg_exe()], ["-loglevel", "error", "-y", "-i", first.video, "-i", first.audio,
+                                      "-c", "copy", clip], shown="ffmpeg")
+    _transcribe(ctx, clip, first.text)
 
 
 def transcribe_real_clip(ctx: DemoContext) -> None:
@@ -195,11 +194,6 @@ def _transcribe(ctx: DemoContext, clip: Path, reference: str) -> None:
     text = " ".join(out.read_text(encoding="utf-8").split())
     result = escape(f'{clip.name}: "{text}"') + f'\n[dim]reference: "{escape(reference)}"[/]'
     ctx.rows.append(Row("transcribe", ctx.config, "both", result))
-
-
-def _manifest_rows(tsv: Path) -> list[list[str]]:
-    """An AV-HuBERT manifest's lines split on tabs; the first is the root folder."""
-    return [line.split("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _training_summary(metrics: Path) -> dict:
