@@ -99,6 +99,15 @@ def evaluate(tsv: Path, out: Path, *extra: str) -> dict:
     return json.loads(report.read_text())
 
 
+def babble(tsv: Path, out: Path, *extra: str) -> dict:
+    """WER of `avsrctl decode` with babble noise at -5 dB SNR (run once; its report read back)."""
+    report = out / "snr_-5" / "wer.json"
+    if not report.is_file():
+        run(AVSRCTL + ["decode", *extra, "--tsv", tsv, "--output-dir", out, "--snr", "-5", "--noise", "babble",
+                       "--format", "json"], capture=True)
+    return json.loads(report.read_text())
+
+
 def mbrola_available() -> bool:
     from avsrctl.data.synth_speech import MBROLA_VOICES, installed_mbrola
 
@@ -162,23 +171,16 @@ def main() -> None:
             results[f"{name}/{m}"] = evaluate(tsv, work / "eval" / f"{name}-{m}", *common)
         if m in ("audio", "both"):
             for name, tsv in tests.items():
-                noisy = work / "eval" / f"{name}-{m}-babble-5"
-                if not (noisy / "snr_-5" / "wer.json").is_file():
-                    run(AVSRCTL + ["decode", *common, "--tsv", tsv, "--output-dir", noisy,
-                                   "--snr", "-5", "--noise", "babble", "--format", "json"], capture=True)
-                results[f"{name}-babble-5/{m}"] = json.loads((noisy / "snr_-5" / "wer.json").read_text())
+                results[f"{name}-babble-5/{m}"] = babble(tsv, work / "eval" / f"{name}-{m}-babble-5", *common)
         if grid_tsv is not None:
             results[f"real-grid/{m}"] = evaluate(grid_tsv, work / "eval" / f"grid-{m}", *common, "--normalizer", "all")
     if "both" in checkpoints:
         # Control: the fused model trained with noise, given the audio alone. Its gap to `both`
         # is what the lips add; its gap to `audio` is what noisy training adds.
         for name, tsv in tests.items():
-            noisy = work / "eval" / f"{name}-both-audio-only-babble-5"
-            if not (noisy / "snr_-5" / "wer.json").is_file():
-                run(AVSRCTL + ["decode", "--checkpoint", checkpoints["both"], "--modality", "audio", "--tsv", tsv,
-                               "--output-dir", noisy, "--snr", "-5", "--noise", "babble", "--format", "json"],
-                    capture=True)
-            results[f"{name}-babble-5/both-model-audio-only"] = json.loads((noisy / "snr_-5" / "wer.json").read_text())
+            results[f"{name}-babble-5/both-model-audio-only"] = babble(
+                tsv, work / "eval" / f"{name}-both-audio-only-babble-5", "--checkpoint", checkpoints["both"],
+                "--modality", "audio")
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
 
