@@ -58,6 +58,12 @@ class DataConfig(_Section):
         None, gt=0, description="Skip training utterances longer than this (None keeps all)."
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 decodes in the main process).")
+    frame_memory_mb: int = Field(
+        0,
+        ge=0,
+        description="Training: keep decoded mouth-ROI frames in memory up to this many MiB (per DataLoader worker), "
+        "so a small corpus whose video encoder trains is decoded once, not every epoch (0: off).",
+    )
     noise_kind: Literal["none", "white", "babble"] = Field(
         "none", description="Noise added to training audio ('none' trains on clean audio)."
     )
@@ -92,7 +98,7 @@ class AudioEncoderConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "AudioEncoderConfig":
-        if self.source != "random" and not self.name:
+        if self.source not in ("random", "resnet") and not self.name:
             raise ValueError(f"model.audio_encoder.name is required when source is '{self.source}'")
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
@@ -100,10 +106,11 @@ class AudioEncoderConfig(_Section):
 
 
 class VideoEncoderConfig(_Section):
-    source: Literal["open_clip", "hf", "random"] = Field(
+    source: Literal["open_clip", "hf", "random", "resnet"] = Field(
         "open_clip",
         description="'open_clip': an open_clip name like 'ViT-B-32/openai'; 'hf': a transformers vision tower "
-        "(CLIPVisionModel and others) by hub id or folder; 'random': a CLIP vision tower built from the sizes below.",
+        "(CLIPVisionModel and others) by hub id or folder; 'random': a CLIP vision tower built from the sizes below; "
+        "'resnet': the lip-reading front-end (3-D conv stem + ResNet on grey frames) built from the sizes below.",
     )
     name: str | None = Field("ViT-B-32/openai", description="Model name, hub id or folder.")
     frozen: bool = Field(True, description="Keep the vision encoder frozen.")
@@ -112,16 +119,21 @@ class VideoEncoderConfig(_Section):
     )
     image_size: int = Field(224, gt=0, description="Input side the encoder expects; ROI frames are resized to it.")
     patch_size: int = Field(32, gt=0, description="Patch side ('random' only).")
-    width: int = Field(256, gt=0, description="Width ('random' only).")
-    layers: int = Field(4, gt=0, description="Transformer layers ('random' only).")
+    width: int = Field(256, gt=0, description="Width ('random'; for 'resnet' the output width, a multiple of 8).")
+    layers: int = Field(4, gt=0, description="Transformer layers ('random'; for 'resnet' blocks per stage).")
     heads: int = Field(4, gt=0, description="Attention heads ('random' only).")
+    temporal_layers: int = Field(
+        2, ge=0, description="'resnet' only: residual 1-D convs over time (kernel 5) after the per-frame trunk."
+    )
     frame_batch: int = Field(256, gt=0, description="Frames sent through the encoder at once.")
 
     @model_validator(mode="after")
     def _check(self) -> "VideoEncoderConfig":
-        if self.source != "random" and not self.name:
+        if self.source not in ("random", "resnet") and not self.name:
             raise ValueError(f"model.video_encoder.name is required when source is '{self.source}'")
-        if self.width % self.heads:
+        if self.source == "resnet" and self.width % 8:
+            raise ValueError(f"width ({self.width}) must be a multiple of 8 for a 'resnet' encoder")
+        if self.source != "resnet" and self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
         return self
 
@@ -193,7 +205,7 @@ class LLMConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "LLMConfig":
-        if self.source != "random" and not self.name:
+        if self.source not in ("random", "resnet") and not self.name:
             raise ValueError(f"model.llm.name is required when source is '{self.source}'")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
@@ -212,6 +224,12 @@ class ModelConfig(_Section):
     )
     fusion: FusionConfig = Field(default_factory=FusionConfig, description="Fusion of the aligned streams ('both').")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="Causal LLM decoder.")
+    ctc_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Training only: weight of an auxiliary character CTC loss on each stream's 25 Hz connector "
+        "output (a linear head per stream; 0: off). It gives an encoder trained from scratch a direct signal.",
+    )
 
 
 # -------------------------------------------------------------------------- train
@@ -245,6 +263,12 @@ class TrainConfig(_Section):
     )
     cache_features: Path | None = Field(
         None, description="Folder for cached outputs of frozen encoders (None: encode live every step)."
+    )
+    objective: Literal["llm", "ctc"] = Field(
+        "llm",
+        description="'llm': the LLM's cross-entropy on the transcript (plus model.ctc_weight x CTC); 'ctc': the "
+        "auxiliary CTC alone, without running the LLM, to pre-train an encoder trained from scratch quickly "
+        "(continue with --init-from). Needs model.ctc_weight > 0.",
     )
     init_from: list[Path] = Field(
         default_factory=list,
@@ -283,6 +307,12 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        if self.train.objective == "ctc" and self.model.ctc_weight <= 0:
+            raise ValueError("train.objective 'ctc' needs the CTC heads: set model.ctc_weight above 0 (e.g. 1)")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

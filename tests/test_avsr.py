@@ -357,3 +357,97 @@ def test_parts_are_checked_when_assembled():
         AVSRModel({"audio": StandInAudio()}, {"audio": AudioConnector(8, 16, 32, 3)}, None, llm, tok, prompt="x")
     with pytest.raises(ModelError, match="must name the same"):
         AVSRModel({"audio": StandInAudio()}, {"video": VideoConnector(8, 16, 64, 2)}, None, llm, tok, prompt="x")
+
+
+# --------------------------------------------------------------------------- auxiliary CTC
+
+
+@pytest.fixture(scope="module")
+def ctc_cfg(cfg):
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"ctc_weight": 0.5})})
+
+
+def test_ctc_heads_exist_only_when_weighted(cfg, ctc_cfg):
+    assert len(build_model(cfg, ALL).ctc_heads) == 0
+    m = build_model(ctc_cfg, ALL)
+    assert sorted(m.ctc_heads) == ["audio", "video"]
+    assert sorted(build_model(ctc_cfg, {"video"}).ctc_heads) == ["video"]
+    assert {n for n in m.trainable_state_dict() if n.startswith("ctc_heads.")} == {
+        "ctc_heads.audio.weight", "ctc_heads.audio.bias", "ctc_heads.video.weight", "ctc_heads.video.bias"}
+
+
+@pytest.mark.parametrize("modality", ["video", "both"])
+def test_ctc_adds_to_the_training_objective_only(ctc_cfg, modality):
+    m = build_model(ctc_cfg, ALL).train()
+    batch = media_batch(texts=("Hello, World!", "bye"))
+    out = m(batch, modality)
+    assert out.ctc is not None and math.isfinite(out.ctc.item()) and out.ctc.item() > 0
+    torch.testing.assert_close(out.objective, out.loss + 0.5 * out.ctc)
+    m.eval()
+    with torch.no_grad():
+        evaluated = m(batch, modality)
+    assert evaluated.ctc is None and evaluated.objective is None
+
+
+def test_ctc_targets_are_lower_case_characters_without_punctuation(ctc_cfg):
+    m = build_model(ctc_cfg, {"video"}).train()
+    streams = m.streams(media_batch(), "video")
+    same = [m.ctc_loss(streams, media_batch(texts=t)) for t in (("hello world", "bye"), ("HELLO, world!", "Bye."))]
+    torch.testing.assert_close(same[0], same[1])
+    other = m.ctc_loss(streams, media_batch(texts=("hello there", "bye")))
+    assert not torch.allclose(other, same[0])
+
+
+def test_ctc_gives_the_video_encoder_a_gradient_of_its_own(ctc_cfg):
+    lips = ctc_cfg.model.video_encoder.model_copy(update=dict(source="resnet", width=32, layers=1, frozen=False))
+    cfg = ctc_cfg.model_copy(update={"model": ctc_cfg.model.model_copy(update={"video_encoder": lips})})
+    m = build_model(cfg, {"video"}).train()
+    out = m(media_batch(), "video")
+    out.ctc.backward()
+    grads = [p.grad for p in m.video_encoder.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert m.ctc_heads["video"].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in m.named_parameters() if "lora" in n)  # CTC does not touch the LLM
+
+
+def test_ctc_weight_cannot_be_negative():
+    with pytest.raises(Exception, match="ctc_weight"):
+        load_config("tiny", ["model.ctc_weight=-1"])
+
+
+def test_the_ctc_objective_alone_never_runs_the_llm(ctc_cfg):
+    m = build_model(ctc_cfg, ALL).train()
+    batch = media_batch(texts=("hello world", "bye"))
+    calls = []
+    hook = m.llm.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        out = m(batch, "both", "ctc")
+    finally:
+        hook.remove()
+    assert not calls and out.n_tokens == len("hello world") + len("bye")
+    torch.testing.assert_close(out.loss, out.ctc)
+    out.loss.backward()
+    assert all(p.grad is None for n, p in m.named_parameters() if "lora" in n or n == "marker_embeddings")
+    assert m.ctc_heads["audio"].weight.grad is not None and m.ctc_heads["video"].weight.grad is not None
+    with pytest.raises(ModelError, match="objective"):
+        m(batch, "video", "ctc-only")
+    with pytest.raises(UsageError, match="ctc_weight"):
+        build_model(load_config("tiny"), {"video"})(batch, "video", "ctc")
+
+
+def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg):
+    m = build_model(ctc_cfg, {"video"})
+    head = m.ctc_heads["video"]
+    script = [0, 11, 11, 0, 11, 1, 1, 0, 3, 0]  # blank i i blank i ' ' ' ' blank a blank -> "ii a"
+    with torch.no_grad():  # a head that ignores its input and spells out `script`, one frame at a time
+        head.weight.zero_()
+        head.bias.zero_()
+    logits = torch.full((1, len(script), head.out_features), -10.0)
+    logits[0, torch.arange(len(script)), torch.tensor(script)] = 10.0
+    original = m._ctc_log_probs
+    m._ctc_log_probs = lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1)
+    try:
+        texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
+    finally:
+        m._ctc_log_probs = original
+    assert texts == ["ii a", "i"]

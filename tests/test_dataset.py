@@ -74,6 +74,39 @@ def test_broken_media_is_skipped_not_substituted(corpus):
     assert ds.collate([ds[0]]).meta["skipped"] == []  # reported once, with the batch it fell out of
 
 
+def test_frame_memory_decodes_each_clip_once_within_its_budget(corpus, monkeypatch):
+    import avsrctl.data.dataset as dataset
+
+    calls = []
+    real = dataset.load_video
+    monkeypatch.setattr(dataset, "load_video", lambda path, **kw: calls.append(Path(path).name) or real(path, **kw))
+    manifest = read_manifest(corpus / "av.tsv")
+    kept = AVDataset(manifest, "both", roi="none", roi_size=24, frame_memory_mb=1)
+    first = [kept[i] for i in (0, 2)]
+    again = [kept[i] for i in (0, 2)]
+    assert calls == ["c0.mp4", "c1.mp4"]  # the second pass reads no video
+    for a, b in zip(first, again):
+        assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio) and a.n_frames == b.n_frames
+    assert kept[1] is None and kept[1] is None and calls.count("bad.mp4") == 2  # broken clips are not kept
+    calls.clear()
+    plain = AVDataset(manifest, "both", roi="none", roi_size=24)
+    plain[0], plain[0]
+    assert calls == ["c0.mp4", "c0.mp4"]
+
+
+def test_frame_memory_stops_at_its_budget(corpus, monkeypatch):
+    import avsrctl.data.dataset as dataset
+
+    calls = []
+    real = dataset.load_video
+    monkeypatch.setattr(dataset, "load_video", lambda path, **kw: calls.append(Path(path).name) or real(path, **kw))
+    ds = AVDataset(read_manifest(corpus / "av.tsv"), "video", roi="none", roi_size=512, frame_memory_mb=8)
+    clip = ds[0].video.numel()  # 10 frames of 512x512x3: 7.5 MiB, so one clip fits and the second does not
+    assert clip <= 8 << 20 < 2 * clip
+    ds[2], ds[0], ds[2]
+    assert calls == ["c0.mp4", "c1.mp4", "c1.mp4"]
+
+
 def test_collate_pads_and_masks(corpus):
     ds = AVDataset(read_manifest(corpus / "av.tsv"), "both", roi="none", roi_size=16)
     batch = collate([ds[0], ds[2], ds[3]])

@@ -142,8 +142,8 @@ def _nan_forward(monkeypatch, bad_calls):
     forward = AVSRModel.forward
     calls = {"n": 0}
 
-    def patched(self, batch, modality):
-        out = forward(self, batch, modality)
+    def patched(self, batch, modality, objective="llm"):
+        out = forward(self, batch, modality, objective)
         if self.training:
             calls["n"] += 1
             if bad_calls is None or calls["n"] in bad_calls:
@@ -248,6 +248,45 @@ def test_resume_with_another_model_config_is_refused(baseline, corpus, tmp_path,
     assert "model.video_connector.hidden" in _err(capsys)
 
 
+@pytest.mark.slow
+def test_a_lip_encoder_run_with_ctc_logs_it_and_checkpoints_the_encoder_and_head(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    lips = ["model.ctc_weight=0.5", "model.video_encoder.source=resnet", "model.video_encoder.width=32",
+            "model.video_encoder.layers=1", "model.video_encoder.frozen=false"]
+    result = run_training(tiny_config(corpus, out, *lips, train__max_epochs=1), modality="video")
+    train = read_metrics(out, "train")
+    assert len(train) == result.steps and all(math.isfinite(r["ctc"]) and r["ctc"] > 0 for r in train)
+    saved = ckpt.read_tensors(out / "final" / "model.safetensors")
+    assert {"ctc_heads.video.weight", "ctc_heads.video.bias", "video_encoder.stem.weight"} <= set(saved)
+    model, _, _ = ckpt.load_checkpoint(out / "final")
+    assert torch.equal(model.video_encoder.stem.weight, saved["video_encoder.stem.weight"])
+
+
+@pytest.mark.slow
+def test_a_ctc_objective_run_pretrains_the_encoder_for_an_llm_run(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    lips = ["model.ctc_weight=1", "model.video_encoder.source=resnet", "model.video_encoder.width=32",
+            "model.video_encoder.layers=1", "model.video_encoder.frozen=false"]
+    pre = tmp_path / "ctc"
+    result = run_training(tiny_config(corpus, pre, *lips, "train.objective=ctc", train__max_epochs=2,
+                                      train__lr=1e-2), modality="video")
+    losses = train_losses(pre)
+    assert losses[max(losses)] < losses[min(losses)]  # the CTC per character goes down
+    assert all("ctc" not in r for r in read_metrics(pre, "train"))  # the loss is the CTC itself
+    valid = read_metrics(pre, "valid")
+    assert valid and all(math.isfinite(v["loss"]) and v["wer"] is not None for v in valid)
+    saved = ckpt.read_tensors(pre / "final" / "model.safetensors")
+    # the LLM's LoRA weights never moved (PEFT starts lora_B at zero): a CTC-only run does not run the LLM
+    lora = [k for k in saved if "lora_B" in k]
+    assert result.steps > 1 and lora and all(torch.count_nonzero(saved[k]) == 0 for k in lora)
+    llm = tmp_path / "llm"
+    run_training(tiny_config(corpus, llm, *lips, "model.ctc_weight=0.5", train__max_steps=1,
+                             train__init_from=[str(pre / "final")], train__lr=1e-9), modality="video")
+    after = ckpt.read_tensors(llm / "final" / "model.safetensors")
+    torch.testing.assert_close(after["video_encoder.stem.weight"], saved["video_encoder.stem.weight"], atol=1e-6, rtol=0)
+
+
 def test_reporter_writes_log_lines_without_a_terminal(tmp_path):
     buf = io.StringIO()
     rep = Reporter(tmp_path, Console(file=buf, width=120), log_every=1)
@@ -258,7 +297,9 @@ def test_reporter_writes_log_lines_without_a_terminal(tmp_path):
     rep.record({"type": "train", "step": 2, "loss": 2.0})
     rep.truncate_after(1)
     rep.stop()
-    assert "epoch 1 step 1/4 loss 2.5000" in buf.getvalue()
+    rep.update(step=2, epoch=0, loss=2.25, lr=1e-3, utt_per_s=3.0, log_line=True, ctc=4.125)
+    assert "epoch 1 step 1/4 loss 2.5000 lr" in buf.getvalue()
+    assert "epoch 1 step 2/4 loss 2.2500 ctc 4.125 lr" in buf.getvalue()
     assert [r["step"] for r in read_metrics(tmp_path, "train")] == [1]
     silent = Reporter(tmp_path / "other", Console(file=io.StringIO()), enabled=False)
     silent.record({"type": "train", "step": 1})

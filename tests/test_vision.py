@@ -165,3 +165,69 @@ def test_open_clip_missing_weights_is_a_model_error():
     pytest.importorskip("open_clip")
     with pytest.raises(ModelError, match="cannot load open_clip model"):
         build_video_encoder(VideoEncoderConfig(source="open_clip", name="no-such-arch/openai", image_size=32))
+
+
+# --------------------------------------------------------------------------- 'resnet' lip front-end
+
+LIP = dict(source="resnet", image_size=32, width=32, layers=1, frozen=False)
+
+
+def lip_encoder(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_video_encoder(VideoEncoderConfig(**{**LIP, **overrides}))
+
+
+def test_lip_encoder_shapes_identity_and_training():
+    enc = lip_encoder()
+    out = enc(video(t=8), torch.tensor([8, 5]))
+    assert out.shape == (2, 8, 32) and out.dtype == torch.float32 and enc.output_dim == 32
+    assert enc.identity.startswith("random:resnet:s32-w32-l1-t2:")
+    assert lip_encoder().identity == enc.identity and lip_encoder(seed=1).identity != enc.identity
+    assert torch.all(out[1, 5:] == 0) and torch.all(out[1, :5].abs().sum(-1) > 0)
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    frozen = lip_encoder(frozen=True)
+    assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.train().training
+
+
+def test_lip_encoder_rows_do_not_depend_on_batch_padding():
+    enc = lip_encoder().eval()
+    clip = video(b=2, t=9)
+    with torch.no_grad():
+        batched = enc(clip, torch.tensor([9, 4]))
+        alone = enc(clip[1:, :4], torch.tensor([4]))
+        garbage = clip.clone()
+        garbage[1, 4:] = 255  # what lies past a row's length must not matter
+        again = enc(garbage, torch.tensor([9, 4]))
+    torch.testing.assert_close(batched[1, :4], alone[0])
+    torch.testing.assert_close(again, batched)
+
+
+@pytest.mark.parametrize("temporal_layers, reach", [(0, 2), (2, 6)])
+def test_lip_encoder_sees_as_far_as_its_stem_and_temporal_convs_reach(temporal_layers, reach):
+    enc = lip_encoder(temporal_layers=temporal_layers).eval()  # the stem reaches 2 frames, each conv 2 more
+    clip = video(b=1, t=20)
+    lengths = torch.tensor([20])
+    with torch.no_grad():
+        base = enc(clip, lengths)
+        changed = clip.clone()
+        changed[0, 10] = 255 - changed[0, 10]
+        moved = enc(changed, lengths)
+    for t in range(20):
+        seen = not torch.allclose(moved[0, t], base[0, t])
+        assert seen == (abs(t - 10) <= reach), (t, seen)
+
+
+def test_lip_encoder_reads_grey_frames():
+    enc = lip_encoder().eval()
+    clip = video(b=1, t=6)
+    grey = (clip.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 1, 3, 1, 1)).sum(2, keepdim=True)
+    as_grey = grey.round().clamp(0, 255).to(torch.uint8).expand(-1, -1, 3, -1, -1).contiguous()
+    a, b = enc.normalise(clip[0]), enc.normalise(as_grey[0])
+    assert a.shape == (6, 1, 32, 32)
+    torch.testing.assert_close(a, b, atol=1.01 / 255 / enc.STD, rtol=0)  # the colour is gone, only rounding differs
+
+
+def test_lip_encoder_width_must_be_a_multiple_of_eight():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        VideoEncoderConfig(**{**LIP, "width": 36})

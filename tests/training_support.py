@@ -143,7 +143,7 @@ class FakeAVSR(nn.Module):
         h = pooled[:, None, :] + self.llm.pos.weight[None]  # (B, L, D)
         return self.llm.head(torch.tanh(self.llm.lora_A(h)))  # (B, L, V)
 
-    def forward(self, batch, modality: str) -> FakeOutput:
+    def forward(self, batch, modality: str, objective: str = "llm") -> FakeOutput:
         logits = self._logits(batch, modality)
         targets = torch.full(logits.shape[:2], -100, dtype=torch.long)
         for i, text in enumerate(batch.texts):

@@ -59,14 +59,15 @@ def decode_sample(
     roi: str = "auto",
     roi_size: int = 96,
     transform_audio=None,
+    video: torch.Tensor | None = None,
 ) -> Sample:
     """Decode the given streams into a Sample. T comes from the video when there is one, else ceil(S / 640).
 
     `transform_audio(audio) -> audio` runs on the raw 16 kHz audio before alignment (noise).
+    `video` (T, 3, H, W) uint8 is this clip's ROI frames decoded earlier; `video_path` is then not read.
     """
-    video = None
-    n_frames = None
-    if video_path is not None:
+    n_frames = None if video is None else video.shape[0]
+    if video is None and video_path is not None:
         frames = load_video(video_path, max_short_side=source_side(roi_size))  # (T, H, W, 3)
         frames = apply_roi(frames, roi, roi_size, path=video_path)  # (T, roi, roi, 3)
         n_frames = frames.shape[0]
@@ -95,6 +96,7 @@ class AVDataset(torch.utils.data.Dataset):
         roi_size: int = 96,
         noise: NoiseSpec | None = None,
         seed: int = 0,
+        frame_memory_mb: int = 0,
     ):
         self.read_audio, self.read_video = _streams(modality)
         manifest.require(modality)
@@ -109,6 +111,10 @@ class AVDataset(torch.utils.data.Dataset):
         self._pending: list[tuple[str, str]] = []  # skipped since the last collate
         self.features = None  # optional lookup(uid, n_frames) -> {'audio_features': ..., ...} or None
         self._index = {u.id: i for i, u in enumerate(manifest)}
+        # Decoded ROI frames by manifest index, up to frame_memory_mb (ffmpeg costs more than a small
+        # trainable video encoder's step); each DataLoader worker fills its own copy.
+        self._frames: dict[int, torch.Tensor] = {}
+        self._frame_budget = frame_memory_mb << 20
 
     def use_features(self, lookup) -> None:
         """Read cached encoder outputs instead of decoding media when `lookup(uid, n_frames)` has
@@ -149,12 +155,16 @@ class AVDataset(torch.utils.data.Dataset):
             def transform(audio, _i=index):
                 return self.noiser(_i, audio, self.epoch)
         try:
-            return decode_sample(
+            sample = decode_sample(
                 utt.id, utt.text,
                 utt.video if self.read_video else None,
                 utt.audio if self.read_audio else None,
-                roi=self.roi, roi_size=self.roi_size, transform_audio=transform,
+                roi=self.roi, roi_size=self.roi_size, transform_audio=transform, video=self._frames.get(index),
             )
+            if sample.video is not None and index not in self._frames and sample.video.numel() <= self._frame_budget:
+                self._frames[index] = sample.video
+                self._frame_budget -= sample.video.numel()
+            return sample
         except MediaError as e:
             self.skipped[utt.id] = str(e)
             self._pending.append((utt.id, str(e)))

@@ -19,6 +19,11 @@ The marker embeddings the LLM reads are a trainable float32 copy (`marker_embedd
 rows added to the vocabulary: LoRA freezes the embedding matrix, and markers that cannot
 learn would stay random-ish mean vectors. Connectors and fusion compute in float32; their
 tokens are cast to the LLM dtype at the boundary.
+
+Auxiliary CTC (`ctc_weight > 0`): a linear head per stream reads that stream's 25 Hz connector
+output and predicts characters (CTC_CHARS plus a blank). An encoder trained from scratch gets
+its own gradient from it instead of only through the LLM; the 'ctc' objective trains with it
+alone, without running the LLM, which is how a lip front-end is pre-trained cheaply.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ IGNORE_INDEX = -100  # label of positions that carry no loss (Hugging Face conve
 _OPEN = {"audio": (AUDIO_START,), "video": (VIDEO_START,), "both": (AUDIO_START, VIDEO_START)}
 _CLOSE = {"audio": (AUDIO_END,), "video": (VIDEO_END,), "both": (VIDEO_END, AUDIO_END)}
 _SCORE_CHUNK = 1 << 26  # logits elements scored at once after beam search (~256 MB in float32)
+# Characters of the auxiliary CTC loss (index 0 is the blank); transcripts are lower-cased and
+# any other character is left out of the CTC target.
+CTC_CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"
+_CTC_INDEX = {c: i + 1 for i, c in enumerate(CTC_CHARS)}
 
 
 class _StepScorer:
@@ -80,6 +89,8 @@ class AVSROutput:
     loss: torch.Tensor | None  # mean cross-entropy over transcript + EOS tokens (None without texts)
     logits: torch.Tensor  # (N, V) float32, the predictions at the N supervised positions only
     n_tokens: int  # supervised tokens in the batch (weights the loss across micro-batches)
+    ctc: torch.Tensor | None = None  # auxiliary CTC loss per character, mean over streams (training only)
+    objective: torch.Tensor | None = None  # what training minimises: loss + ctc_weight * ctc (None: loss)
 
 
 def _frozen(module: nn.Module) -> bool:
@@ -95,6 +106,7 @@ class AVSRModel(nn.Module):
         llm: nn.Module,
         tokenizer,
         prompt: str,
+        ctc_weight: float = 0.0,
     ):
         super().__init__()
         if set(encoders) - {"audio", "video"} or set(encoders) != set(connectors):
@@ -128,6 +140,11 @@ class AVSRModel(nn.Module):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+        # Auxiliary CTC: one linear head per stream on its 25 Hz connector output (training only).
+        self.ctc_weight = float(ctc_weight)
+        self.ctc_heads = nn.ModuleDict(
+            {name: nn.Linear(d_llm, len(CTC_CHARS) + 1) for name in sorted(encoders)} if ctc_weight > 0 else {}
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -191,15 +208,44 @@ class AVSRModel(nn.Module):
             cached = self.encode_audio(batch) if name == "audio" else self.encode_video(batch)
         return self.connector(name).project(cached, batch.lengths)
 
-    def modality_tokens(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality."""
+    def streams(self, batch: Batch, modality: str) -> dict[str, torch.Tensor]:
+        """The connector outputs (B, T, D) float32 at 25 Hz that one modality reads, by stream name."""
         self._check_modality(modality)
+        names = ("audio", "video") if modality == "both" else (modality,)
+        return {name: self._stream(batch, name) for name in names}
+
+    def modality_tokens(self, batch: Batch, modality: str,
+                        streams: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality."""
+        streams = self.streams(batch, modality) if streams is None else streams
         lengths = batch.lengths.to(self.device)
         if modality == "both":
-            fused = self.fusion(self._stream(batch, "audio"), self._stream(batch, "video"))  # (B, T, D)
+            fused = self.fusion(streams["audio"], streams["video"])  # (B, T, D)
             return compress_tokens(fused, lengths, self.fusion.compression)
-        k = self.connector(modality).compression
-        return compress_tokens(self._stream(batch, modality), lengths, k)
+        return compress_tokens(streams[modality], lengths, self.connector(modality).compression)
+
+    @staticmethod
+    def ctc_targets(texts: list[str]) -> list[list[int]]:
+        """Transcripts -> CTC character indices (lower-cased; characters outside CTC_CHARS left out)."""
+        return [[_CTC_INDEX[c] for c in text.lower() if c in _CTC_INDEX] for text in texts]
+
+    def _ctc_log_probs(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.log_softmax(self.ctc_heads[name](x.float()), -1)  # (B, T, C)
+
+    def ctc_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        """Character CTC of each stream's 25 Hz output against the transcript, mean over streams."""
+        targets = self.ctc_targets(batch.texts)
+        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long, device=self.device)
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=self.device)
+        lengths = batch.lengths.to(self.device)
+        losses = []
+        for name, x in streams.items():
+            logp = self._ctc_log_probs(name, x)  # (B, T, C)
+            # zero_infinity: a transcript longer than its frames allow gives no gradient, not inf
+            losses.append(F.ctc_loss(logp.transpose(0, 1), flat, lengths, target_lengths,
+                                     blank=0, reduction="mean", zero_infinity=True))
+        return torch.stack(losses).mean()
 
     def _check_modality(self, modality: str) -> None:
         if modality not in self.modalities:
@@ -253,17 +299,51 @@ class AVSRModel(nn.Module):
             labs.append(F.pad(lab, (pad, 0) if left else (0, pad), value=IGNORE_INDEX))
         return torch.stack(embeds), torch.stack(masks), torch.stack(labs)  # (B, L, D), (B, L), (B, L)
 
-    def build_inputs(self, batch: Batch, modality: str, with_targets: bool = True):
+    @torch.no_grad()
+    def ctc_transcribe(self, batch: Batch, modality: str) -> list[str]:
+        """Greedy CTC transcripts from the CTC heads (for 'both', the mean of the two streams' log-probabilities).
+
+        What validation decodes when the run trains the CTC objective alone, where the LLM has not learnt
+        to read the streams yet.
+        """
+        if not self.ctc_heads:
+            raise UsageError("this model has no CTC heads (model.ctc_weight is 0)")
+        was_training = self.training
+        self.eval()
+        try:
+            streams = self.streams(batch, modality)
+            logp = torch.stack([self._ctc_log_probs(n, x) for n, x in streams.items()]).mean(0)  # (B, T, C)
+        finally:
+            self.train(was_training)
+        texts = []
+        for b, n in enumerate(batch.lengths.tolist()):
+            ids = torch.unique_consecutive(logp[b, :n].argmax(-1)).tolist()
+            texts.append(" ".join("".join(CTC_CHARS[i - 1] for i in ids if i).split()))
+        return texts
+
+    def build_inputs(self, batch: Batch, modality: str, with_targets: bool = True,
+                     streams: dict[str, torch.Tensor] | None = None):
         """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM."""
-        tokens, mask = self.modality_tokens(batch, modality)
+        tokens, mask = self.modality_tokens(batch, modality, streams)
         targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
         rows, labels = self._rows(tokens, mask, modality, targets)
         return self._pad(rows, labels, left=not with_targets)
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, batch: Batch, modality: str) -> AVSROutput:
-        embeds, attn, labels = self.build_inputs(batch, modality, with_targets=True)
+    def forward(self, batch: Batch, modality: str, objective: str = "llm") -> AVSROutput:
+        """Training/validation losses. objective 'llm': the LLM's cross-entropy on transcript + EOS (plus
+        ctc_weight x CTC while training); 'ctc': the CTC alone, per character, without running the LLM."""
+        streams = self.streams(batch, modality)
+        if objective == "ctc":
+            if not self.ctc_heads:
+                raise UsageError("the 'ctc' objective needs CTC heads: set model.ctc_weight above 0")
+            ctc = self.ctc_loss(streams, batch)
+            n_chars = sum(len(t) for t in self.ctc_targets(batch.texts))
+            return AVSROutput(loss=ctc, logits=ctc.new_zeros(0, 0), n_tokens=n_chars, ctc=ctc)
+        if objective != "llm":
+            raise ModelError(f"unknown training objective '{objective}' (expected 'llm' or 'ctc')")
+        embeds, attn, labels = self.build_inputs(batch, modality, with_targets=True, streams=streams)
         targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
         keep = targets != IGNORE_INDEX  # (B, L-1) transcript + EOS only
         decoder, head = self.llm.get_decoder(), self.llm.get_output_embeddings()
@@ -276,7 +356,11 @@ class AVSRModel(nn.Module):
             hidden = decoder(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
             logits = head(hidden[:, :-1][keep]).float()  # (N, V)
         loss = F.cross_entropy(logits, targets[keep]) if logits.shape[0] else None
-        return AVSROutput(loss=loss, logits=logits, n_tokens=int(keep.sum()))
+        ctc = objective = None
+        if self.training and self.ctc_heads and loss is not None:
+            ctc = self.ctc_loss(streams, batch)
+            objective = loss + self.ctc_weight * ctc
+        return AVSROutput(loss=loss, logits=logits, n_tokens=int(keep.sum()), ctc=ctc, objective=objective)
 
     # ------------------------------------------------------------------ generation
 

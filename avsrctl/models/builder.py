@@ -24,7 +24,7 @@ MODALITY_STREAMS = {"audio": ("audio",), "video": ("video",), "both": ("audio", 
 # Seed offsets per component (added to cfg.train.seed). Fixed forever: changing one changes the
 # frozen random weights that old checkpoints were trained against.
 _SEED_OFFSET = {"llm": 0, "audio_encoder": 101, "video_encoder": 202, "audio_connector": 303,
-                "video_connector": 404, "fusion": 505}
+                "video_connector": 404, "fusion": 505, "ctc_heads": 606}
 
 
 def build_audio_encoder(cfg: AudioEncoderConfig):
@@ -86,7 +86,8 @@ def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: st
         _seed(cfg, "fusion")
         f = m.fusion
         fusion = WeightedFusion(d_llm, f.weight, f.learned, f.compression, f.modality_dropout)
-    model = AVSRModel(encoders, connectors, fusion, llm, tokenizer, prompt=m.llm.prompt)
+    _seed(cfg, "ctc_heads")
+    model = AVSRModel(encoders, connectors, fusion, llm, tokenizer, prompt=m.llm.prompt, ctc_weight=m.ctc_weight)
     # The LLM is already on `device` in its dtype; everything else moves here and stays float32.
     for part in (*encoders.values(), *connectors.values(), fusion):
         if part is not None:

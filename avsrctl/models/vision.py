@@ -32,7 +32,34 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's training statis
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class VisionEncoder(nn.Module):
+class _VideoEncoder(nn.Module):
+    """What every video encoder shares: the input checks, no_grad when frozen, eval mode when frozen.
+
+    Subclasses set `frozen` and implement `_encode(video, lengths) -> (B, T, D)`.
+    """
+
+    frozen: bool
+
+    def train(self, mode: bool = True):
+        # A frozen encoder stays in eval mode whatever the parent module asks; a trainable one follows.
+        return super().train(mode and not self.frozen)
+
+    def forward(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if video.dim() != 5 or video.shape[2] != 3 or lengths.shape != video.shape[:1]:
+            raise ModelError(f"vision encoder expects video (B, T, 3, H, W) and lengths (B,), got "
+                             f"{tuple(video.shape)} and {tuple(lengths.shape)}")
+        if video.dtype != torch.uint8:
+            raise ModelError(f"vision encoder expects uint8 RGB frames, got {video.dtype}")
+        if self.frozen:
+            with torch.no_grad():
+                return self._encode(video, lengths)
+        return self._encode(video, lengths)
+
+    def _encode(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class VisionEncoder(_VideoEncoder):
     """Per-frame features from an image tower ('hf' transformers vision model or 'open_clip' visual).
 
     forward(video (B, T, 3, H, W) uint8 RGB, lengths (B,)) -> (B, T, D_v); rows past a length are zeros.
@@ -75,10 +102,6 @@ class VisionEncoder(nn.Module):
             probe = torch.zeros(1, 3, image_size, image_size, device=self.mean.device)
             self.output_dim: int = int(self._features(self.normalise(probe.to(torch.uint8))).shape[-1])
 
-    def train(self, mode: bool = True) -> "VisionEncoder":
-        # A frozen tower stays in eval mode whatever the parent module asks; a trainable one follows.
-        return super().train(mode and not self.frozen)
-
     def normalise(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) -> float (N, 3, S, S): scaled to [0, 1], resized, normalised."""
         x = frames.to(self.mean.device, torch.float32) / 255.0  # (N, 3, H, W)
@@ -108,18 +131,7 @@ class VisionEncoder(nn.Module):
             return post_ln(hidden[:, 1:]).mean(dim=1).float()
         return hidden.mean(dim=1).float()
 
-    def forward(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                return self._encode(video, lengths)
-        return self._encode(video, lengths)
-
     def _encode(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if video.dim() != 5 or video.shape[2] != 3 or lengths.shape != video.shape[:1]:
-            raise ModelError(f"vision encoder expects video (B, T, 3, H, W) and lengths (B,), got "
-                             f"{tuple(video.shape)} and {tuple(lengths.shape)}")
-        if video.dtype != torch.uint8:
-            raise ModelError(f"vision encoder expects uint8 RGB frames, got {video.dtype}")
         B, T = video.shape[:2]
         device = self.mean.device
         valid = torch.arange(T, device=video.device)[None, :] < lengths.to(video.device)[:, None]  # (B, T)
@@ -129,6 +141,99 @@ class VisionEncoder(nn.Module):
         out = torch.zeros(B, T, self.output_dim, device=device)  # (B, T, D), padding stays zero
         if feats:
             out = out.index_put((valid.to(device),), torch.cat(feats))  # (B, T, D); keeps the graph when trainable
+        return out
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    """Group norm, 16 channels a group: no running statistics, so training and decoding compute the
+    same function and checkpoints (which keep parameters only) hold the whole encoder."""
+    return nn.GroupNorm(max(1, channels // 16), channels)
+
+
+class _BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convs with group norm and a (projected) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = _norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = _norm(c_out)
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class LipEncoder(_VideoEncoder):
+    """The lip-reading front-end of AV-HuBERT and Auto-AVSR, sized by the config, trained from scratch.
+
+    grey frames (B, 1, T, S, S) --Conv3d 5x7x7 /(1,2,2)--> real frames only (N, C, S/2, S/2)
+    --norm, ReLU, max-pool /2--> ResNet (4 stages of `layers` basic blocks, channels
+    width/8, width/4, width/2, width; stride 1, 2, 2, 2) --global average--> (N, width) --> (B, T, width)
+    --`temporal_layers` residual 1-D convs over time (kernel 5, GELU)--> (B, T, width)
+
+    The 3-D stem sees 5 frames (200 ms) around each frame, so every feature carries the lip
+    movement as well as the lip shape; each temporal conv widens that by 2 frames either side
+    (with two, a feature sees 13 frames, about half a second), as the temporal back-ends of
+    lip-reading models do. Frames are converted to grey (luma) and normalised with
+    the usual lip-ROI statistics. Padding frames are zeroed before the stem, which is exactly the
+    stem's own zero padding at the end of an utterance, and only real frames enter the 2-D trunk
+    (group norms, per frame): a row's features never depend on how the batch was padded.
+    """
+
+    MEAN, STD = 0.421, 0.165  # grey lip-ROI statistics used by AV-HuBERT and Auto-AVSR
+
+    def __init__(self, *, image_size: int, width: int, layers: int, temporal_layers: int = 2, identity: str,
+                 frozen: bool = False):
+        super().__init__()
+        if width % 8:
+            raise ModelError(f"a 'resnet' video encoder needs a width divisible by 8 (got {width})")
+        c = [width // 8, width // 4, width // 2, width]
+        self.stem = nn.Conv3d(1, c[0], (5, 7, 7), (1, 2, 2), (2, 3, 3), bias=False)
+        self.stem_norm = _norm(c[0])
+        blocks, c_in = [], c[0]
+        for stage, c_out in enumerate(c):
+            for i in range(layers):
+                blocks.append(_BasicBlock(c_in, c_out, 2 if stage and not i else 1))
+                c_in = c_out
+        self.trunk = nn.Sequential(*blocks)
+        self.temporal = nn.ModuleList(nn.Conv1d(width, width, 5, padding=2) for _ in range(temporal_layers))
+        self.image_size = image_size
+        self.output_dim = width
+        self.identity = identity
+        self.frozen = frozen
+        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+        if frozen:
+            self.requires_grad_(False)
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float grey (N, 1, S, S), resized and normalised."""
+        x = (frames.to(self.luma.device, torch.float32) / 255.0 * self.luma).sum(1, keepdim=True)  # (N, 1, H, W)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
+                              align_corners=False, antialias=True).clamp(0.0, 1.0)
+        return (x - self.MEAN) / self.STD
+
+    def _encode(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        B, T = video.shape[:2]
+        device = self.luma.device
+        valid = (torch.arange(T, device=device)[None, :] < lengths.to(device)[:, None])  # (B, T)
+        S = self.image_size
+        grey = torch.zeros(B, T, 1, S, S, device=device)  # (B, T, 1, S, S), padding frames stay 0
+        if valid.any():
+            grey[valid] = self.normalise(video.to(device)[valid])
+        x = self.stem(grey.transpose(1, 2))  # (B, C, T, S/2, S/2)
+        x = x.transpose(1, 2)[valid]  # (N, C, S/2, S/2), real frames only
+        x = F.max_pool2d(F.relu(self.stem_norm(x)), 3, 2, 1)  # (N, C, S/4, S/4)
+        x = self.trunk(x).mean((2, 3))  # (N, width)
+        out = torch.zeros(B, T, self.output_dim, device=device)  # (B, T, width)
+        out = out.index_put((valid,), x)
+        keep = valid[..., None].to(out.dtype)  # (B, T, 1): padding is re-zeroed, like the convs' own padding
+        for conv in self.temporal:
+            out = out + F.gelu(conv(out.transpose(1, 2)).transpose(1, 2)) * keep
         return out
 
 
@@ -220,10 +325,21 @@ def _open_clip_tower(name: str):
     return tower, size, mean, std, f"open_clip:{name}" + (f":{key}" if key else "")
 
 
-def build_video_encoder(cfg: VideoEncoderConfig) -> VisionEncoder:
+def _lip_encoder(cfg: VideoEncoderConfig) -> LipEncoder:
+    enc = LipEncoder(image_size=cfg.image_size, width=cfg.width, layers=cfg.layers,
+                     temporal_layers=cfg.temporal_layers, identity="", frozen=cfg.frozen)
+    sizes = f"s{cfg.image_size}-w{cfg.width}-l{cfg.layers}-t{cfg.temporal_layers}"
+    enc.identity = f"random:resnet:{sizes}:{params_fingerprint(enc)}"
+    return enc
+
+
+def build_video_encoder(cfg: VideoEncoderConfig) -> VisionEncoder | LipEncoder:
     """The vision encoder a config names: 'open_clip' ('ViT-B-32/openai', 'ARCH/<checkpoint file>',
     'local-dir:<folder>'), 'hf' (hub id or folder of a transformers vision model), or 'random'
-    (a CLIP vision tower from the config sizes, weights from torch's global seed)."""
+    (a CLIP vision tower from the config sizes, weights from torch's global seed) or 'resnet'
+    (the lip-reading front-end `LipEncoder`, from the config sizes and torch's global seed)."""
+    if cfg.source == "resnet":
+        return _lip_encoder(cfg)
     if cfg.source == "random":
         tower, identity = _random_tower(cfg)
         return VisionEncoder(tower, kind="hf", feature=cfg.feature, image_size=cfg.image_size,

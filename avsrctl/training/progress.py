@@ -117,17 +117,20 @@ class Reporter:
         self._task = self._progress.add_task("train", total=total_steps, completed=start_step,
                                              epoch="-", loss="-", lr="-", ups="-")
 
-    def update(self, *, step: int, epoch: int, loss: float, lr: float, utt_per_s: float, log_line: bool) -> None:
+    def update(self, *, step: int, epoch: int, loss: float, lr: float, utt_per_s: float, log_line: bool,
+               ctc: float | None = None) -> None:
+        """`loss` is the LLM's cross-entropy per token; `ctc` the auxiliary CTC loss when it is on."""
         if not self.enabled:
             return
+        shown = f"{loss:.4f}" if ctc is None else f"{loss:.4f} ctc {ctc:.3f}"
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, epoch=epoch + 1, loss=f"{loss:.4f}",
+            self._progress.update(self._task, completed=step, epoch=epoch + 1, loss=shown,
                                   lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}")
         elif log_line and self.console is not None:
             done = step - (self._first_step or 0)
             rate = done / max(1e-9, time.monotonic() - self._t0)
             eta = (self._total - step) / rate if rate > 0 else math.inf
-            self.console.print(f"epoch {epoch + 1} step {step}/{self._total} loss {loss:.4f} lr {lr:.2e} "
+            self.console.print(f"epoch {epoch + 1} step {step}/{self._total} loss {shown} lr {lr:.2e} "
                                f"{utt_per_s:.1f} utt/s eta {_fmt_eta(eta)}")
 
     def stop(self) -> None:

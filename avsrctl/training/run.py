@@ -185,10 +185,11 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
 
         noise = NoiseSpec.from_config(cfg.data)
         train_set = AVDataset(train_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise,
-                              seed=cfg.train.seed)
+                              seed=cfg.train.seed, frame_memory_mb=cfg.data.frame_memory_mb)
         valid_set = None
         if valid_m is not None:
-            valid_set = AVDataset(valid_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size)
+            valid_set = AVDataset(valid_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size,
+                                  frame_memory_mb=cfg.data.frame_memory_mb)
         else:
             reporter.log(f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
                          "validation (no 'best' checkpoint)[/]")

@@ -108,14 +108,22 @@ class Trainer:
         self.last_loss = math.nan
         self._stop_signal: int | None = None
         self._faults = {int(s) for s in os.environ.get(FAULT_OOM_ENV, "").split(",") if s.strip().isdigit()}
-        self._window = {"loss": 0.0, "tokens": 0, "utts": 0, "seconds": 0.0, "steps": 0}
+        self.ctc_weight = cfg.model.ctc_weight
+        self._window = self._empty_window()
+
+    @staticmethod
+    def _empty_window() -> dict[str, float]:
+        """Sums over the optimiser steps since the last metrics line."""
+        return {"loss": 0.0, "ctc": 0.0, "tokens": 0, "utts": 0, "seconds": 0.0, "steps": 0}
 
     # ------------------------------------------------------------------ run
 
     def fit(self, resume: Path | None = None) -> TrainResult:
         if resume is not None:
             self._load(resume)
-        find_unused = self.modality == "both" and self.cfg.model.fusion.modality_dropout > 0
+        # modality dropout leaves a stream unused; the CTC objective alone never runs the LLM
+        find_unused = (self.modality == "both" and self.cfg.model.fusion.modality_dropout > 0) \
+            or self.t.objective == "ctc"
         self.ddp = D.wrap_model(self.model, self.ctx, find_unused=find_unused or self._has_unused_streams())
         self.model.train()
         self.reporter.start(self.total_steps, self.step)
@@ -194,8 +202,8 @@ class Trainer:
                 self.reporter.log(f"[yellow]skipped {len(skipped)} utterance(s) whose media failed: "
                                   f"{', '.join(skipped[:5])}[/]")
         pieces = [b for b in micro if len(b)]
-        loss_sum, tokens, utts, bad_ids = self._accumulate(pieces) if pieces else (0.0, 0, 0, [])
-        loss_all, tok_all, utt_all = D.all_reduce(self.ctx, [loss_sum, tokens, utts])
+        loss_sum, tokens, utts, bad_ids, ctc_sum = self._accumulate(pieces) if pieces else (0.0, 0, 0, [], 0.0)
+        loss_all, tok_all, utt_all, ctc_all = D.all_reduce(self.ctx, [loss_sum, tokens, utts, ctc_sum])
         if tok_all == 0:  # every utterance of the step failed to decode on every rank
             self.optimizer.zero_grad(set_to_none=True)
             return False
@@ -234,17 +242,21 @@ class Trainer:
             self.reporter.show(render_table(stats, self.step))
             for s in stats:
                 self.reporter.record(s.to_record(self.step))
-        self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0)
+        self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, ctc_all)
         return True
 
     def _table_due(self, done: bool = False) -> bool:
         n = self.t.log_param_updates
         return bool(n) and (self.step + (0 if done else 1)) % n == 0
 
-    def _accumulate(self, pieces: list[Any]) -> tuple[float, int, int, list[str]]:
-        """Forward and backward every micro-batch; on CUDA out-of-memory, split it in halves."""
+    def _accumulate(self, pieces: list[Any]) -> tuple[float, int, int, list[str], float]:
+        """Forward and backward every micro-batch; on CUDA out-of-memory, split it in halves.
+
+        Returns the token-weighted sums of the loss and of the auxiliary CTC loss (0 without one),
+        the supervised tokens, the utterances and the ids of micro-batches with a non-finite loss.
+        """
         queue = list(pieces)
-        loss_sum, tokens, utts, bad_ids, i = 0.0, 0, 0, [], 0
+        loss_sum, tokens, utts, bad_ids, ctc_sum, i = 0.0, 0, 0, [], 0.0, 0
         while i < len(queue):
             mb, phase = queue[i], "forward"
             try:
@@ -252,13 +264,14 @@ class Trainer:
                 with D.no_sync(self.ddp, skip=i < len(queue) - 1):
                     batch = self._prepare(mb, self.train_streams)
                     with self._autocast():
-                        out = self.ddp(batch, self.modality)
+                        out = self.ddp(batch, self.modality, self.t.objective)
                     n = _n_tokens(out, batch)
                     phase = "backward"
-                    weighted = out.loss.float() * n  # summed token loss; divided by all tokens later
+                    objective = out.loss if getattr(out, "objective", None) is None else out.objective
+                    weighted = objective.float() * n  # summed token loss; divided by all tokens later
                     (self.scaler.scale(weighted) if self.scaler is not None else weighted).backward()
             except torch.OutOfMemoryError:
-                out = batch = weighted = None  # drop references so the memory can be freed
+                out = batch = weighted = objective = None  # drop references so the memory can be freed
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 halves = self._split_after_oom(mb)
@@ -266,7 +279,7 @@ class Trainer:
                     # part of a backward may have landed in .grad: redo the step from a clean slate
                     self.optimizer.zero_grad(set_to_none=True)
                     queue = queue[:i] + halves + queue[i + 1:]
-                    loss_sum, tokens, utts, bad_ids, i = 0.0, 0, 0, [], 0
+                    loss_sum, tokens, utts, bad_ids, ctc_sum, i = 0.0, 0, 0, [], 0.0, 0
                 else:
                     queue[i:i + 1] = halves
                 continue
@@ -274,10 +287,12 @@ class Trainer:
             if not math.isfinite(value):
                 bad_ids.extend(mb.ids)
             loss_sum += value * n
+            if getattr(out, "ctc", None) is not None:
+                ctc_sum += float(out.ctc.detach()) * n
             tokens += n
             utts += len(mb)
             i += 1
-        return loss_sum, tokens, utts, bad_ids
+        return loss_sum, tokens, utts, bad_ids, ctc_sum
 
     def _split_after_oom(self, mb: Any) -> list[Any]:
         self.oom_splits += 1
@@ -328,9 +343,10 @@ class Trainer:
                      "media and transcripts; no checkpoint was written for the bad steps")
 
     def _log_step(self, loss_sum: float, tokens: float, utts: float, lr: float, grad_norm: float,
-                  seconds: float) -> None:
+                  seconds: float, ctc_sum: float = 0.0) -> None:
         w = self._window
         w["loss"] += loss_sum
+        w["ctc"] += ctc_sum
         w["tokens"] += tokens
         w["utts"] += utts
         w["seconds"] += seconds
@@ -338,12 +354,15 @@ class Trainer:
         due = self.step % self.t.log_every == 0 or self.step == self.total_steps
         loss = w["loss"] / max(1, w["tokens"])
         ups = w["utts"] / max(1e-9, w["seconds"])
-        self.reporter.update(step=self.step, epoch=self.epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due)
+        # with the CTC objective alone, `loss` already is the CTC
+        ctc = w["ctc"] / max(1, w["tokens"]) if self.ctc_weight and self.t.objective == "llm" else None
+        self.reporter.update(step=self.step, epoch=self.epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc)
         if due:
-            self.reporter.record({"type": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
-                                  "lr": lr, "grad_norm": grad_norm, "utt_per_s": ups, "tokens": int(w["tokens"])})
+            record = {"type": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
+                      "lr": lr, "grad_norm": grad_norm, "utt_per_s": ups, "tokens": int(w["tokens"])}
+            self.reporter.record(record if ctc is None else {**record, "ctc": ctc})
             self.last_loss = loss
-            self._window = {"loss": 0.0, "tokens": 0, "utts": 0, "seconds": 0.0, "steps": 0}
+            self._window = self._empty_window()
 
     # ------------------------------------------------------------------ validation
 

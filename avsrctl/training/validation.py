@@ -1,5 +1,8 @@
 """Validation during training: loss over the valid manifest, WER of greedy decoding on its
-first `train.valid_max_utts` utterances (corpus-level, on normalised text)."""
+first `train.valid_max_utts` utterances (corpus-level, on normalised text).
+
+With `train.objective` 'ctc' the loss is the CTC per character and the WER is that of greedy
+CTC decoding, since the LLM is not trained by that objective."""
 
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ def validate(model: Any, dataset: Any, modality: str, cfg: Config, *, step: int,
             continue
         batch = prepare(mb)
         with autocast():
-            out = model(batch, modality)
+            out = model(batch, modality, cfg.train.objective)
         n = getattr(out, "n_tokens", None)
         n = len(mb) if n is None else int(n)
         value = float(out.loss)
@@ -97,8 +100,10 @@ def validate(model: Any, dataset: Any, modality: str, cfg: Config, *, step: int,
                 continue
             batch = prepare(mb)
             with autocast():
-                results = model.generate(batch, modality, options)
-            by_id = {r.id: r.text for r in results}
+                if cfg.train.objective == "ctc":
+                    by_id = dict(zip(batch.ids, model.ctc_transcribe(batch, modality)))
+                else:
+                    by_id = {r.id: r.text for r in model.generate(batch, modality, options)}
             refs.extend(mb.texts)
             hyps.extend(by_id.get(uid, "") for uid in mb.ids)
     wer = word_error_rate(refs, hyps, cfg.decode.normalizer) if refs else None
