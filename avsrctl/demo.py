@@ -44,16 +44,11 @@ OUTPUTS = ("corpus", "train", "eval", "baseline", "transcripts")  # what a rerun
 UTTERANCES, EPOCHS = 48, 2  # about 8 minutes with offline-small on 2 CPU cores shared with two trainings
 VIDEO_SIZE = 48  # mouth video side in pixels, the input size of the vision tower below
 
-# On top of the chosen config. The vision tower is the GRID recipe's (recipes/grid.py SMALL_VISION):
-# offline-small's own 96 px, 4-layer tower is too slow to train from scratch on a CPU; this one
-# sees 36 patches of 8x8 per frame. It trains, so --cache-features cannot be used here: the
-# feature cache only holds frozen encoders' outputs (`avsrctl train` refuses the combination).
+# On top of the chosen config. The video encoder (offline-small's lip front-end) sees the corpus's
+# 48 px frames as they are, as in the GRID recipe. It trains, so --cache-features cannot be used
+# here: the feature cache only holds frozen encoders' outputs (`avsrctl train` refuses the combination).
 TRAIN_SETTINGS = {
     "model.video_encoder.image_size": VIDEO_SIZE,
-    "model.video_encoder.patch_size": 8,
-    "model.video_encoder.width": 128,
-    "model.video_encoder.layers": 2,
-    "model.video_encoder.heads": 4,
     "data.roi_size": VIDEO_SIZE,
     # Half the utterances lose one stream: a short run must show video alone often enough to learn it.
     "model.fusion.modality_dropout": 0.5,
