@@ -58,6 +58,11 @@ class DataConfig(_Section):
         None, gt=0, description="Skip training utterances longer than this (None keeps all)."
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 decodes in the main process).")
+    video_augment: bool = Field(
+        False,
+        description="Training only: per clip and epoch, a random horizontal flip, a shift of up to 1/12 of the "
+        "side and a brightness/contrast change, so a lip front-end trained from scratch generalises to new faces.",
+    )
     frame_memory_mb: int = Field(
         0,
         ge=0,

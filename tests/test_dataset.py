@@ -107,6 +107,33 @@ def test_frame_memory_stops_at_its_budget(corpus, monkeypatch):
     assert calls == ["c0.mp4", "c1.mp4", "c1.mp4"]
 
 
+def test_video_augment_changes_training_clips_by_epoch_and_keeps_the_kept_frames(corpus):
+    manifest = read_manifest(corpus / "av.tsv")
+    plain = AVDataset(manifest, "video", roi="none", roi_size=24)[0].video
+    ds = AVDataset(manifest, "video", roi="none", roi_size=24, frame_memory_mb=1, video_augment=True, seed=3)
+    a = ds[0].video
+    assert a.shape == plain.shape and a.dtype == torch.uint8 and not torch.equal(a, plain)
+    assert torch.equal(ds[0].video, a)  # same seed, epoch and index: the same clip
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0].video, a)
+    assert torch.equal(ds._frames[0], plain)  # the frames kept in memory are never augmented in place
+
+
+def test_augment_video_flips_shifts_and_changes_levels_within_bounds():
+    from avsrctl.data.dataset import augment_video
+
+    clip = torch.arange(24, dtype=torch.uint8).repeat(2, 3, 24, 1) * 8  # (2, 3, 24, 24): a horizontal ramp
+    flips, shifts = 0, set()
+    for seed in range(40):
+        out = augment_video(clip, np.random.default_rng(seed))
+        assert out.shape == clip.shape and torch.equal(out[0], out[1])  # one transform for the whole clip
+        row = out[0, 0, 12].float()
+        flips += int(row[0] > row[-1])
+        shifts.add(int((row.diff() == 0).sum()))  # repeated edge columns show the shift
+        assert abs(float(out.float().mean()) - float(clip.float().mean())) <= 20 + 8 * 2 + 1
+    assert 10 <= flips <= 30 and len(shifts) > 2
+
+
 def test_collate_pads_and_masks(corpus):
     ds = AVDataset(read_manifest(corpus / "av.tsv"), "both", roi="none", roi_size=16)
     batch = collate([ds[0], ds[2], ds[3]])

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from avsrctl.data.align import align_audio, frames_for_samples
 from avsrctl.data.batch import Batch
@@ -84,6 +85,26 @@ def decode_sample(
     return Sample(uid, text, int(n_frames), audio, video)
 
 
+def augment_video(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """One clip's training augmentation, the same for all its frames: (T, 3, H, W) uint8 -> a new tensor.
+
+    A horizontal flip (p = 0.5), a shift of up to 1/12 of each side (edges repeated, so the size is
+    kept; the random-crop of lip-reading recipes without the resize), and a brightness/contrast change
+    (contrast x0.8-1.2 around the clip mean, brightness +-20 levels) for other skin and lip colours.
+    """
+    T, _, H, W = video.shape
+    x = video.flip(-1) if rng.random() < 0.5 else video
+    dy, dx = H // 12, W // 12
+    if dy or dx:
+        x = F.pad(x.float(), (dx, dx, dy, dy), mode="replicate")  # (T, 3, H + 2dy, W + 2dx)
+        top, left = int(rng.integers(0, 2 * dy + 1)), int(rng.integers(0, 2 * dx + 1))
+        x = x[:, :, top:top + H, left:left + W]
+    x = x.float()
+    contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-20.0, 20.0)
+    x = (x - x.mean()) * contrast + x.mean() + brightness
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
 class AVDataset(torch.utils.data.Dataset):
     """Utterances of a manifest, decoded on access. Use `dataset.collate` as the DataLoader's collate_fn."""
 
@@ -97,6 +118,7 @@ class AVDataset(torch.utils.data.Dataset):
         noise: NoiseSpec | None = None,
         seed: int = 0,
         frame_memory_mb: int = 0,
+        video_augment: bool = False,
     ):
         self.read_audio, self.read_video = _streams(modality)
         manifest.require(modality)
@@ -115,6 +137,7 @@ class AVDataset(torch.utils.data.Dataset):
         # trainable video encoder's step); each DataLoader worker fills its own copy.
         self._frames: dict[int, torch.Tensor] = {}
         self._frame_budget = frame_memory_mb << 20
+        self.video_augment = video_augment
 
     def use_features(self, lookup) -> None:
         """Read cached encoder outputs instead of decoding media when `lookup(uid, n_frames)` has
@@ -164,6 +187,9 @@ class AVDataset(torch.utils.data.Dataset):
             if sample.video is not None and index not in self._frames and sample.video.numel() <= self._frame_budget:
                 self._frames[index] = sample.video
                 self._frame_budget -= sample.video.numel()
+            if sample.video is not None and self.video_augment:
+                rng = np.random.default_rng([self.seed, self.epoch, index, 0xF11F])
+                sample = replace(sample, video=augment_video(sample.video, rng))
             return sample
         except MediaError as e:
             self.skipped[utt.id] = str(e)
