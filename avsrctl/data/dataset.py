@@ -100,8 +100,9 @@ def augment_video(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
         top, left = int(rng.integers(0, 2 * dy + 1)), int(rng.integers(0, 2 * dx + 1))
         x = x[:, :, top:top + H, left:left + W]
     x = x.float()
+    mean = x.mean()
     contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-20.0, 20.0)
-    x = (x - x.mean()) * contrast + x.mean() + brightness
+    x = (x - mean) * contrast + mean + brightness
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
