@@ -103,7 +103,7 @@ class AudioEncoderConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "AudioEncoderConfig":
-        if self.source not in ("random", "resnet") and not self.name:
+        if self.source != "random" and not self.name:
             raise ValueError(f"model.audio_encoder.name is required when source is '{self.source}'")
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
@@ -210,7 +210,7 @@ class LLMConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "LLMConfig":
-        if self.source not in ("random", "resnet") and not self.name:
+        if self.source != "random" and not self.name:
             raise ValueError(f"model.llm.name is required when source is '{self.source}'")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
