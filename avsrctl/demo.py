@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 AVSRCTL = [sys.executable, "-m", "avsrctl"]
 MARKER = ".avsrctl-demo"  # marks a --work folder as the demo's own, so a rerun may replace its outputs
 OUTPUTS = ("corpus", "train", "eval", "baseline", "transcripts")  # what a rerun in the same folder replaces
-UTTERANCES, EPOCHS = 48, 2  # about 8 minutes with offline-small on 2 CPU cores shared with two trainings
-VIDEO_SIZE = 48  # mouth video side in pixels, the input size of the vision tower below
+UTTERANCES, EPOCHS = 48, 2  # about 2 minutes with offline-small on 2 quiet CPU cores (7 when shared with two trainings)
+VIDEO_SIZE = 48  # mouth video side in pixels, the input size of the video encoder below
 
 # On top of the chosen config. The video encoder (offline-small's lip front-end) sees the corpus's
 # 48 px frames as they are, as in the GRID recipe. It trains, so --cache-features cannot be used
