@@ -63,6 +63,14 @@ class DataConfig(_Section):
         description="Training only: per clip and epoch, a random horizontal flip, a shift of up to 1/12 of the "
         "side and a brightness/contrast change, so a lip front-end trained from scratch generalises to new faces.",
     )
+    video_corruption: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Training only, meant for fused ('both') runs: the probability that an utterance's video is "
+        "replaced by a corrupted one (a frozen, blank, noisy, blurred, occluded, time-shifted clip or another "
+        "utterance's face) while its transcript stays, so a dynamic fusion learns to fall back to the audio.",
+    )
     frame_memory_mb: int = Field(
         0,
         ge=0,
@@ -157,7 +165,15 @@ class FusionConfig(_Section):
     weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Audio weight w in w*audio + (1-w)*video (initial value if learned)."
     )
-    learned: bool = Field(False, description="Learn the fusion weight (per feature channel) instead of fixing it.")
+    learned: bool = Field(False, description="Static weighting: learn the weight (per feature channel) instead of "
+                          "fixing it. Dynamic weighting always learns its gate.")
+    weighting: Literal["static", "dynamic"] = Field(
+        "dynamic",
+        description="'dynamic': a small gate reads both streams at every frame and sets that frame's audio "
+        "weight, so the model can trust the audio when it is clean and the lips when it is not (stream "
+        "reliability); 'static': one weight (per channel) fixed after training, whatever the streams carry.",
+    )
+    gate_hidden: int = Field(64, gt=0, description="Width of the dynamic gate's hidden layer (2D -> hidden -> 1).")
     compression: int = Field(2, gt=0, description="Token compression K applied to the fused 25 Hz stream.")
     modality_dropout: float = Field(
         0.0,

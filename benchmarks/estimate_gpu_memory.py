@@ -80,7 +80,8 @@ def trainable_params(cfg, d_llm: int, d_audio: int, d_video: int) -> dict[str, i
     with torch.device("meta"):
         audio = AudioConnector(d_audio, m.audio_connector.hidden, d_llm, m.audio_connector.compression)
         video = VideoConnector(d_video, m.video_connector.hidden, d_llm, m.video_connector.compression)
-        fusion = WeightedFusion(d_llm, m.fusion.weight, m.fusion.learned, m.fusion.compression)
+        fusion = WeightedFusion(d_llm, m.fusion.weight, m.fusion.learned, m.fusion.compression,
+                                weighting=m.fusion.weighting, gate_hidden=m.fusion.gate_hidden)
     return {"audio connector": count(audio), "video connector": count(video), "fusion": count(fusion),
             "marker embeddings": 4 * d_llm}
 

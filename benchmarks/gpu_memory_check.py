@@ -58,7 +58,8 @@ def build_model(cfg, device, layers: int | None = None):
             "audio": AudioConnector(audio.output_dim, m.audio_connector.hidden, d, m.audio_connector.compression),
             "video": VideoConnector(video.output_dim, m.video_connector.hidden, d, m.video_connector.compression),
         }
-        fusion = WeightedFusion(d, m.fusion.weight, m.fusion.learned, m.fusion.compression, m.fusion.modality_dropout)
+        fusion = WeightedFusion(d, m.fusion.weight, m.fusion.learned, m.fusion.compression, m.fusion.modality_dropout,
+                                m.fusion.weighting, m.fusion.gate_hidden)
     prompt = "x" * (PROMPT_TOKENS - 1) + "."  # one character per token
     return AVSRModel({"audio": audio, "video": video}, connectors, fusion, llm, tokenizer, prompt=prompt)
 

@@ -296,8 +296,8 @@ def test_trainable_state_dict_round_trip(cfg):
 def test_load_trainable_state_dict_names_the_problem(cfg, model):
     sd = dict(model.trainable_state_dict())
     missing = dict(sd)
-    del missing["fusion.logit"]
-    with pytest.raises(CheckpointError, match="missing .*fusion.logit"):
+    del missing["fusion.gate.2.bias"]
+    with pytest.raises(CheckpointError, match="missing .*fusion.gate.2.bias"):
         model.load_trainable_state_dict(missing)
     with pytest.raises(CheckpointError, match="unexpected .*llm.lm_head.weight"):
         model.load_trainable_state_dict({**sd, "llm.lm_head.weight": torch.zeros(1)})

@@ -87,3 +87,62 @@ def test_invalid_settings_are_rejected():
         WeightedFusion(4, weight=1.5)
     with pytest.raises(ModelError, match="modality_dropout"):
         WeightedFusion(4, modality_dropout=1.0)
+
+
+# ---------------------------------------------------------------------------- dynamic weighting
+
+
+def test_dynamic_weight_starts_at_the_config_value_for_every_frame():
+    a, v = _streams()
+    fusion = WeightedFusion(6, weight=0.3, weighting="dynamic").eval()
+    torch.testing.assert_close(fusion(a, v), 0.3 * a + 0.7 * v)
+    torch.testing.assert_close(fusion.last_video_weight, torch.full((3,), 0.7))
+
+
+def test_dynamic_weight_is_local_in_time():
+    """A change at frame 5 moves the weights of frames 3..7 only (5-frame smoothing), never the far frames."""
+    a, v = _streams(T=20)
+    fusion = WeightedFusion(6, weight=0.5, weighting="dynamic").eval()
+    torch.nn.init.normal_(fusion.gate[2].weight)  # a gate that reads its input
+    before = fusion.audio_weight(a, v)[..., 0]
+    a2 = a.clone()
+    a2[1, 5] += 10.0
+    changed = (fusion.audio_weight(a2, v)[..., 0] - before).abs() > 1e-7  # (B, T)
+    assert changed[1, 3:8].all()
+    assert not changed[1, :3].any() and not changed[1, 8:].any() and not changed[[0, 2]].any()
+
+
+def test_dynamic_gate_learns_to_trust_the_clean_stream():
+    """Half the utterances have clean audio and garbage video, half drowned audio and clean video:
+    after training, the gate gives the audio most of the weight on the first half and little on the second."""
+    g = torch.Generator().manual_seed(0)
+    B, T, D = 64, 10, 8
+    target = torch.randn(B, T, D, generator=g)
+    bad_video = torch.arange(B) < B // 2
+    noise = lambda: 3.0 * torch.randn(B, T, D, generator=g)  # noqa: E731
+    audio = torch.where(bad_video[:, None, None], target, target + noise())
+    video = torch.where(bad_video[:, None, None], 2.0 * torch.rand(B, T, D, generator=g) + 3.0, target)
+    torch.manual_seed(0)
+    fusion = WeightedFusion(D, weight=0.5, weighting="dynamic")
+    opt = torch.optim.Adam(fusion.parameters(), lr=3e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(fusion(audio, video), target).backward()
+        opt.step()
+    fusion.eval()
+    fusion(audio, video)
+    video_weight = fusion.last_video_weight
+    assert video_weight[bad_video].mean() < 0.15
+    assert video_weight[~bad_video].mean() > 0.85
+
+
+def test_mean_video_weight_counts_real_frames_only():
+    a, v = _streams(B=2, T=10)
+    fusion = WeightedFusion(6, weight=0.5, weighting="dynamic").eval()
+    fusion(a, v, drop_audio=torch.tensor([True, False]), lengths=torch.tensor([4, 10]))
+    torch.testing.assert_close(fusion.last_video_weight, torch.tensor([1.0, 0.5]))
+
+
+def test_unknown_weighting_is_refused():
+    with pytest.raises(ModelError, match="weighting"):
+        WeightedFusion(6, weighting="adaptive")

@@ -202,3 +202,28 @@ def test_mbrola_corpus_speaks_and_records_the_setting(tmp_path):
         assert x.size == u.n_audio_samples and np.abs(x).max() > 1000  # speech, not silence
     with pytest.raises(UsageError, match="mbrola"):
         generate_corpus(tmp_path, 10, 5, 2, seed=0, size=16, jobs=1, valid_fraction=0.0)  # now without it
+
+
+def test_audio_does_not_depend_on_the_face_renderer(monkeypatch):
+    """Voices and utterance audio come before any face draw: another look or renderer keeps every sample."""
+    import avsrctl.data.synth as synth
+
+    words = ("set", "red", "by", "k", "seven", "now")
+    plan = UtterancePlan("x", "train", 0, words, (4, 0, 0))
+    speakers = make_speakers(3, False, 4)
+    bank = build_word_bank(speakers[0].voice, sorted(set(words)))
+    spoken, _, _ = render_utterance(plan, speakers[0], bank, 32)
+
+    def other_look(rng):
+        rng.random(50)  # draws a different amount from its stream
+        return speakers[1].look
+
+    monkeypatch.setattr(synth, "random_look", other_look)
+    monkeypatch.setattr(synth.FaceRenderer, "render", lambda self, track, rng: rng.random((len(track), 32, 32, 3)))
+    synth._RENDERERS.clear()
+    again = make_speakers(3, False, 4)
+    assert [s.voice for s in again] == [s.voice for s in speakers]
+    assert again[0].look != speakers[0].look
+    spoken2, _, _ = render_utterance(plan, again[0], bank, 32)
+    synth._RENDERERS.clear()
+    assert np.array_equal(spoken.audio, spoken2.audio)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from avsrctl.data.align import align_audio, frames_for_samples
 from avsrctl.data.batch import Batch
+from avsrctl.data.corrupt import corrupt_video
 from avsrctl.data.manifest import SAMPLES_PER_FRAME, Manifest
 from avsrctl.data.media import load_audio, load_video, probe
 from avsrctl.data.noise import ManifestNoiser, NoiseSpec
@@ -120,6 +121,7 @@ class AVDataset(torch.utils.data.Dataset):
         seed: int = 0,
         frame_memory_mb: int = 0,
         video_augment: bool = False,
+        video_corruption: float = 0.0,
     ):
         self.read_audio, self.read_video = _streams(modality)
         manifest.require(modality)
@@ -139,6 +141,8 @@ class AVDataset(torch.utils.data.Dataset):
         self._frames: dict[int, torch.Tensor] = {}
         self._frame_budget = frame_memory_mb << 20
         self.video_augment = video_augment
+        self.video_corruption = video_corruption
+        self._other_video: torch.Tensor | None = None  # the previous clip's frames: 'swap' shows another face
 
     def use_features(self, lookup) -> None:
         """Read cached encoder outputs instead of decoding media when `lookup(uid, n_frames)` has
@@ -191,11 +195,22 @@ class AVDataset(torch.utils.data.Dataset):
             if sample.video is not None and self.video_augment:
                 rng = np.random.default_rng([self.seed, self.epoch, index, 0xF11F])
                 sample = replace(sample, video=augment_video(sample.video, rng))
+            if sample.video is not None and self.video_corruption > 0:
+                sample = self._corrupt(sample, index)
             return sample
         except MediaError as e:
             self.skipped[utt.id] = str(e)
             self._pending.append((utt.id, str(e)))
             return None
+
+    def _corrupt(self, sample: Sample, index: int) -> Sample:
+        """With probability `video_corruption`, replace the clip's video by a corrupted one (seeded per epoch)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index, 0xBAD])
+        other, self._other_video = self._other_video, sample.video
+        if rng.random() >= self.video_corruption:
+            return sample
+        video, _ = corrupt_video(sample.video, rng, other=other)
+        return replace(sample, video=video)
 
     def collate(self, samples: Sequence[Sample | None]) -> Batch:
         """`collate` plus the ids this dataset skipped since the previous call (works inside workers).

@@ -2,8 +2,8 @@
 
 Sentences follow GRID (command colour preposition letter digit adverb, e.g. "bin blue at f
 two now"). Each speaker is an espeak-ng voice (language, variant, rate, pitch, loudness,
-pacing) plus a rendered mouth look; audio comes from `synth_speech`, the mouth video from
-`synth_mouth`. The layout is AV-HuBERT's:
+pacing) plus a rendered lower-face look; audio comes from `synth_speech`, the mouth video from
+`synth_mouth` (articulation) and `synth_face` (drawing). The layout is AV-HuBERT's:
 
     OUT/{train,valid,test}.tsv + .wrd    OUT/audio/<id>.wav (16 kHz mono)
     OUT/video/<id>.mp4 (25 fps mouth ROI)    OUT/demo_data.json (settings, for resuming)
@@ -30,7 +30,8 @@ from typing import Callable
 import numpy as np
 
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, Utterance, write_manifest
-from avsrctl.data.synth_mouth import MouthLook, MouthRenderer, mouth_track, random_look
+from avsrctl.data.synth_face import FaceLook, FaceRenderer, random_look
+from avsrctl.data.synth_mouth import mouth_track
 from avsrctl.data.synth_speech import (
     Voice, WordBank, _run, build_word_bank, ffmpeg_exe, installed_mbrola, installed_voices, speak, write_wav,
 )
@@ -51,7 +52,7 @@ TEST_VARIANTS = ("m5", "m6", "m7", "f4", "f5", "john", "steph")
 # MBROLA voices (`--mbrola`) are split the same way: us3 only ever speaks in test splits
 TRAIN_MBROLA = ("mb-en1", "mb-us1", "mb-us2")
 TEST_MBROLA = ("mb-us3",)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: lower faces framed like real ROI crops (synth_face.py)
 SETTINGS_FILE = "demo_data.json"
 SPLITS = ("train", "valid", "test")
 
@@ -62,7 +63,7 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total); stages "voic
 class Speaker:
     id: str  # "s01".. for training speakers, "t01".. for held-out test speakers
     voice: Voice
-    look: MouthLook
+    look: FaceLook
     held_out: bool
 
 
@@ -193,7 +194,7 @@ def _paths(root: Path, uid: str) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------------- workers
 
 _BANKS: dict[str, WordBank] = {}
-_RENDERERS: dict[tuple[str, int], MouthRenderer] = {}
+_RENDERERS: dict[tuple[str, int], FaceRenderer] = {}
 
 
 def _init_worker(banks: dict[str, WordBank]) -> None:
@@ -208,7 +209,7 @@ def render_utterance(plan: UtterancePlan, speaker: Speaker, bank: WordBank, size
     track = mouth_track(spoken.visemes, spoken.n_frames, speaker.look, rng)
     key = (speaker.id, size)
     if key not in _RENDERERS:
-        _RENDERERS[key] = MouthRenderer(speaker.look, size)
+        _RENDERERS[key] = FaceRenderer(speaker.look, size)
     frames = _RENDERERS[key].render(track, rng)
     return spoken, track, frames
 

@@ -220,7 +220,7 @@ class AVSRModel(nn.Module):
         streams = self.streams(batch, modality) if streams is None else streams
         lengths = batch.lengths.to(self.device)
         if modality == "both":
-            fused = self.fusion(streams["audio"], streams["video"])  # (B, T, D)
+            fused = self.fusion(streams["audio"], streams["video"], lengths=lengths)  # (B, T, D)
             return compress_tokens(fused, lengths, self.fusion.compression)
         return compress_tokens(streams[modality], lengths, self.connector(modality).compression)
 

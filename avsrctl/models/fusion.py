@@ -1,22 +1,29 @@
 """Fusion of the aligned audio and video streams ('both'): a per-frame weighted average at 25 Hz.
 
-fused[b, t] = w * audio[b, t] + (1 - w) * video[b, t]
+fused[b, t] = w[b, t] * audio[b, t] + (1 - w[b, t]) * video[b, t]
 
 Both inputs come out of the connectors at 25 Hz with the same T by construction (the audio
 was cut or padded to 640 samples per video frame and pooled 2x), so frame t of one stream is
 the same instant as frame t of the other. Mismatched lengths are an error: padding one stream
-to the other's length would average speech with silence, the defect of the design we start from.
+to the other's length would average speech with silence at the end of every shorter clip.
 
-The weight w is fixed, or learned per feature channel (D values). A learned w is the sigmoid
-of a learned logit, so it stays in (0, 1) with no clamping; per channel because audio and
-video carry different information in different channels, and D extra parameters are
-negligible. Its initial value is `weight` (clipped to [1e-3, 1 - 1e-3] so the logit is finite).
+Weighting:
+- 'dynamic' (stream reliability): a small gate reads [audio_t; video_t] and gives one audio
+  weight per frame, smoothed over 5 frames (200 ms), so the model can lean on the lips where the
+  audio is drowned and ignore them where the video is frozen, occluded or unlike any face it has
+  seen. The gate starts at the configured `weight` for every frame (zero output layer, bias at
+  its logit).
+- 'static': w fixed, or learned per feature channel (D values) and then the same for every
+  frame and utterance. A learned w is the sigmoid of a learned logit (no clamping needed).
 
 Modality dropout (training only): for each utterance, with probability p, one stream is
 dropped (audio or video with equal chance) and the utterance uses the other stream alone.
 The weights are renormalised over the streams kept (the kept one gets weight 1), rather than
 zeroing a stream and still scaling the other by w, which would also shrink the input.
 The fused stream is then compressed by `compression` frames per LLM token.
+
+After each forward, `last_video_weight` (B,) holds every utterance's mean video weight
+(1 - w) over its real frames: how much the model leaned on the lips (decode reports it).
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from avsrctl.errors import ModelError
 
 _W_EPS = 1e-3  # keeps a learned weight's initial logit finite when weight is 0 or 1
+WEIGHTINGS = ("static", "dynamic")
+GATE_SMOOTH = 5  # frames over which the dynamic weight is averaged (200 ms at 25 Hz)
 
 
 class WeightedFusion(nn.Module):
@@ -39,8 +49,12 @@ class WeightedFusion(nn.Module):
         learned: bool = False,
         compression: int = 2,
         modality_dropout: float = 0.0,
+        weighting: str = "static",
+        gate_hidden: int = 64,
     ):
         super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ModelError(f"fusion weighting must be one of {', '.join(WEIGHTINGS)} (got {weighting!r})")
         if not 0.0 <= weight <= 1.0:
             raise ModelError(f"fusion weight must be in [0, 1] (got {weight})")
         if not 0.0 <= modality_dropout < 1.0:
@@ -51,16 +65,28 @@ class WeightedFusion(nn.Module):
         self.output_dim = dim
         self.compression = compression
         self.modality_dropout = modality_dropout
-        self.learned = learned
-        if learned:
-            w = min(max(weight, _W_EPS), 1.0 - _W_EPS)
+        self.weighting = weighting
+        self.learned = learned or weighting == "dynamic"
+        self.last_video_weight: torch.Tensor | None = None  # (B,) after each forward
+        w = min(max(weight, _W_EPS), 1.0 - _W_EPS)
+        if weighting == "dynamic":
+            self.gate = nn.Sequential(nn.Linear(2 * dim, gate_hidden), nn.GELU(), nn.Linear(gate_hidden, 1))
+            nn.init.zeros_(self.gate[2].weight)  # every frame starts at the configured weight
+            nn.init.constant_(self.gate[2].bias, math.log(w / (1.0 - w)))
+        elif learned:
             self.logit = nn.Parameter(torch.full((dim,), math.log(w / (1.0 - w))))  # (D,)
         else:
             self.register_buffer("fixed_weight", torch.full((dim,), float(weight)), persistent=False)
 
-    def audio_weight(self) -> torch.Tensor:
-        """(D,) float32 audio weight w per channel (video gets 1 - w)."""
-        return torch.sigmoid(self.logit) if self.learned else self.fixed_weight
+    def audio_weight(self, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> torch.Tensor:
+        """Audio weight w (video gets 1 - w): (D,) per channel for static weighting; (B, T, 1) per
+        frame for dynamic weighting, computed from the streams audio, video (B, T, D)."""
+        if self.weighting == "static":
+            return torch.sigmoid(self.logit) if self.learned else self.fixed_weight
+        logit = self.gate(torch.cat([audio, video], -1).float())  # (B, T, 1)
+        smooth = F.avg_pool1d(logit.transpose(1, 2), GATE_SMOOTH, stride=1, padding=GATE_SMOOTH // 2,
+                              count_include_pad=False)  # (B, 1, T)
+        return torch.sigmoid(smooth.transpose(1, 2))  # (B, T, 1)
 
     def sample_dropout(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(drop_audio, drop_video), each (B,) bool: p per utterance, then audio or video 50/50."""
@@ -74,11 +100,13 @@ class WeightedFusion(nn.Module):
         video: torch.Tensor,
         drop_audio: torch.Tensor | None = None,
         drop_video: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """audio, video (B, T, D) aligned at 25 Hz -> fused (B, T, D).
 
         drop_audio / drop_video (B,) bool use only the other stream for those utterances;
         when not given and the module is training, they are sampled (modality dropout).
+        lengths (B,) real frames per utterance, for `last_video_weight` (all T when not given).
         """
         if audio.shape != video.shape:
             raise ModelError(
@@ -90,7 +118,11 @@ class WeightedFusion(nn.Module):
             raise ModelError(f"fusion was built for width {self.input_dim}, got {D}")
         if drop_audio is None and drop_video is None and self.training and self.modality_dropout > 0:
             drop_audio, drop_video = self.sample_dropout(B, audio.device)
-        w = self.audio_weight().to(audio.dtype).expand(B, D)  # (B, D)
+        T = audio.shape[1]
+        if self.weighting == "dynamic":
+            w = self.audio_weight(audio, video).to(audio.dtype).expand(B, T, D)  # (B, T, D)
+        else:
+            w = self.audio_weight().to(audio.dtype).expand(B, T, D)  # (B, T, D)
         if drop_audio is not None or drop_video is not None:
             no = torch.zeros(B, dtype=torch.bool, device=audio.device)
             da = no if drop_audio is None else drop_audio.to(audio.device)
@@ -98,7 +130,10 @@ class WeightedFusion(nn.Module):
             if bool((da & dv).any()):
                 raise ModelError("fusion cannot drop both streams of the same utterance")
             # Renormalise over the kept streams: audio alone -> w = 1, video alone -> w = 0.
-            w = torch.where(da[:, None], torch.zeros_like(w), w)
-            w = torch.where(dv[:, None], torch.ones_like(w), w)
-        w = w[:, None, :]  # (B, 1, D)
+            w = torch.where(da[:, None, None], torch.zeros_like(w), w)
+            w = torch.where(dv[:, None, None], torch.ones_like(w), w)
+        with torch.no_grad():
+            n = torch.full((B,), T, device=audio.device) if lengths is None else lengths.to(audio.device).clamp(1, T)
+            real = (torch.arange(T, device=audio.device)[None, :] < n[:, None]).float()  # (B, T)
+            self.last_video_weight = ((1.0 - w.float().mean(-1)) * real).sum(1) / n  # (B,)
         return w * audio + (1.0 - w) * video  # (B, T, D)

@@ -82,7 +82,8 @@ def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
         return c.input_dim, c.output_dim, f"MLP at 25 Hz, K={c.compression} ({25 / c.compression:.1f} tokens/s)"
     if label == "fusion":
         f = model.fusion
-        how = "learned per channel" if f.learned else f"fixed w={float(f.audio_weight()[0]):.2f}"
+        how = ("dynamic: per-frame gate over both streams" if f.weighting == "dynamic"
+               else "learned per channel" if f.learned else f"fixed w={float(f.audio_weight()[0]):.2f}")
         return f.input_dim, f.output_dim, f"w*audio+(1-w)*video, {how}, K={f.compression} ({25 / f.compression:.1f} tokens/s)"
     emb = model.llm.get_input_embeddings()
     if label == "LLM base":

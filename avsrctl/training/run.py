@@ -186,7 +186,7 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         noise = NoiseSpec.from_config(cfg.data)
         train_set = AVDataset(train_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise,
                               seed=cfg.train.seed, frame_memory_mb=cfg.data.frame_memory_mb,
-                              video_augment=cfg.data.video_augment)
+                              video_augment=cfg.data.video_augment, video_corruption=cfg.data.video_corruption)
         valid_set = None
         if valid_m is not None:
             valid_set = AVDataset(valid_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size,
