@@ -324,11 +324,9 @@ class Config(_Section):
 
     def save(self, path: Path) -> None:
         """Write the resolved config (atomically, so a crash never leaves half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        tmp.replace(path)
+        from avsrctl.atomic import write_atomic
+
+        write_atomic(path, self.to_yaml())
 
 
 # -------------------------------------------------------------------- loading

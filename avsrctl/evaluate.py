@@ -24,7 +24,8 @@ from avsrctl.config import Config
 from avsrctl.data.manifest import Manifest
 from avsrctl.decoding import DecodingOptions
 from avsrctl.errors import UsageError
-from avsrctl.metrics import ErrorReport, score, write_files, write_results
+from avsrctl.atomic import write_files
+from avsrctl.metrics import ErrorReport, score, write_results
 
 
 @dataclass

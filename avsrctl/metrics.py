@@ -24,6 +24,7 @@ from pathlib import Path
 import jiwer
 from rich.markup import escape
 
+from avsrctl.atomic import write_files
 from avsrctl.errors import DataError, UsageError
 
 NORMALIZERS: tuple[str, ...] = ("basic", "whisper", "none")
@@ -275,26 +276,6 @@ def read_hypotheses(path: str | Path) -> list[str]:
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     return [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
-
-
-def write_files(files: dict[Path, str]) -> None:
-    """Write every file under a temporary name, then rename them all: a full disk or an interrupt
-    leaves the previous set of files whole, never half a file or a mix of old and new ones."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            staged.append((tmp, path))
-            try:
-                tmp.write_text(text, encoding="utf-8")
-            except OSError as e:  # a failed write() carries no file name: give it the one the user knows
-                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        for tmp, path in staged:
-            tmp.replace(path)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
 
 
 def write_results(

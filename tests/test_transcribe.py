@@ -11,7 +11,8 @@ import pytest
 
 from avsrctl.cli.main import run
 from avsrctl.metrics import score
-from avsrctl.subtitles import Segment, Transcript, format_timestamp, render, to_srt, to_vtt, write_atomic
+from avsrctl.atomic import write_atomic
+from avsrctl.subtitles import Segment, Transcript, format_timestamp, render, to_srt, to_vtt
 from avsrctl.transcribe import speech_segments
 from conftest import media_manifest, requires_whisper_weights
 
@@ -100,7 +101,7 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("avsrctl.subtitles.os.replace", broken_replace)
+    monkeypatch.setattr("avsrctl.atomic.os.replace", broken_replace)
     with pytest.raises(OSError):
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n"

@@ -89,7 +89,8 @@ def transcribe(
         recognizer = embedded_default(model, language=language, beam_size=beam_size or 5, device=device,
                                       vad_filter=vad)
 
-    from avsrctl.subtitles import render, write_atomic
+    from avsrctl.atomic import write_atomic
+    from avsrctl.subtitles import render
     from avsrctl.transcribe import transcribe as run_transcribe
 
     result = run_transcribe(clip, recognizer)

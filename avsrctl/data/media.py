@@ -32,6 +32,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import SAMPLE_RATE, VIDEO_FPS
 from avsrctl.errors import MediaError
 
@@ -277,17 +278,14 @@ def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
 
 def _encode(path: Path, build, what: str, input_bytes: bytes | None = None) -> None:
     """Run `build(output_url)` into a temporary name beside `path`, then rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=ffmpeg_exe())
-    try:
+    def write(tmp: Path) -> None:
+        args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=ffmpeg_exe())
         rc, _, err = _ffmpeg(args, input_bytes)
         # As for decoding, any error-level message counts: a truncated source must not become a short wav.
         if rc != 0 or err.strip() or not tmp.is_file() or tmp.stat().st_size == 0:
             raise MediaError(f"{path}: cannot write {what}: {_reason(err, tmp)}")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
 def extract_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -305,17 +303,15 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SA
     if path.suffix.lower() != ".wav":
         raise MediaError(f"{path}: save_audio writes .wav files only")
     pcm = (np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767).round().astype("<i2")  # (S,)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+
+    def write(tmp: Path) -> None:
         with wave.open(str(tmp), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(sample_rate)
             w.writeframes(pcm.tobytes())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
 def save_video(path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS, audio: np.ndarray | None = None,

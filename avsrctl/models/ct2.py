@@ -36,7 +36,8 @@ from typing import BinaryIO
 import torch
 
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import cache_dir, file_fingerprint, write_atomic
+from avsrctl.atomic import write_atomic
+from avsrctl.models.weights import cache_dir, file_fingerprint
 
 SUPPORTED_VERSIONS = (5, 6)
 CACHE_KIND = "whisper-ct2"

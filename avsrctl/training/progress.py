@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from avsrctl.atomic import write_atomic
 
 METRICS, LOSS_PNG = "metrics.jsonl", "loss.png"
 
@@ -74,9 +75,7 @@ class Reporter:
                 continue  # a torn last line from a crash
             if int(rec.get("step", 0) or 0) <= step and rec.get("type") != "summary":
                 kept.append(line)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(k + "\n" for k in kept))
 
     def reset(self) -> None:
         """Start a fresh metrics file (a new run in a folder without checkpoints)."""
@@ -178,10 +177,10 @@ def plot_losses(metrics: Path, target: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, target)
+    try:
+        write_atomic(target, fig.savefig)
+    finally:
+        plt.close(fig)
     return target
 
 
