@@ -186,7 +186,7 @@ def checkpoint_recognizer(
 ) -> CheckpointRecognizer:
     """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`."""
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.training.checkpoint import load_checkpoint
+    from avsrctl.checkpoint import load_checkpoint
 
     model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)

@@ -112,7 +112,7 @@ def tiny_checkpoint(folder: Path, modality: str = "both", name: str = "final", *
 
     from avsrctl.config import load_config
     from avsrctl.models.builder import build_model
-    from avsrctl.training.checkpoint import save_checkpoint
+    from avsrctl.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = load_config("tiny", list(overrides), {"model.modality": modality, "decode.max_new_tokens": 4})

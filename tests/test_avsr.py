@@ -301,7 +301,7 @@ def test_load_trainable_state_dict_names_the_problem(cfg, model):
         model.load_trainable_state_dict(missing)
     with pytest.raises(CheckpointError, match="unexpected .*llm.lm_head.weight"):
         model.load_trainable_state_dict({**sd, "llm.lm_head.weight": torch.zeros(1)})
-    with pytest.raises(CheckpointError, match="another shape .*marker_embeddings"):
+    with pytest.raises(CheckpointError, match="shape mismatches .*marker_embeddings"):
         model.load_trainable_state_dict({**sd, "marker_embeddings": torch.zeros(4, 3)})
     model.load_trainable_state_dict(missing, strict=False)  # partial loads only when asked
 

@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 
 from avsrctl.cli.main import run as run_cli
-from avsrctl.training import checkpoint as ckpt
+from avsrctl import checkpoint as ckpt
+from avsrctl.training import run_folder
 from reliability_support import av_clip, cli_error, tiny_checkpoint  # noqa: F401  (cli_error is a fixture)
 from training_support import memoize_decoding
 
@@ -197,7 +198,7 @@ def test_killed_and_interrupted_training_resumes_losing_at_most_the_steps_since_
 
     # 1. SIGKILL as soon as the first checkpoint is in place
     run = Run(corpus, out, resume=False, index=1)
-    run.wait_for(lambda: (out / ckpt.step_name(1)).is_dir(), "the first checkpoint")
+    run.wait_for(lambda: (out / run_folder.step_name(1)).is_dir(), "the first checkpoint")
     assert run.kill() == -signal.SIGKILL
     step = check.after_interrupt("killed after the 1st checkpoint")
 
@@ -236,9 +237,9 @@ def test_killed_and_interrupted_training_resumes_losing_at_most_the_steps_since_
     assert run.kill(signal.SIGINT) == 130, run.stderr()[-3000:]
     err = " ".join(run.stderr().split())
     logged = max(_logged_steps(out))
-    assert f"stopped at step {logged}; checkpoint saved to {out / ckpt.step_name(logged)}" in err
+    assert f"stopped at step {logged}; checkpoint saved to {out / run_folder.step_name(logged)}" in err
     assert err.count("error:") == 1 and "hint: continue with" in err and "Traceback" not in err
-    assert ckpt.read_latest_name(out) == ckpt.step_name(logged)
+    assert ckpt.read_latest_name(out) == run_folder.step_name(logged)
     step = check.after_interrupt("SIGINT")
     assert step == logged  # nothing lost at all
 

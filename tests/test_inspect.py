@@ -94,7 +94,7 @@ def test_bad_arguments_are_usage_errors(args, message, capsys):
 
 
 def test_checkpoint_is_inspected_with_its_own_config(tmp_path, capsys):
-    checkpoint = pytest.importorskip("avsrctl.training.checkpoint")
+    from avsrctl import checkpoint
     cfg = load_config("tiny", ["model.modality=audio"])
     trained = build_model(cfg)
     path = checkpoint.save_checkpoint(tmp_path, "final", model=trained, cfg=cfg, meta={"step": 7, "epoch": 1})

@@ -259,7 +259,7 @@ def test_other_sample_rates_and_channels_are_resampled_not_rejected(tmp_path):
 def test_one_frame_videos_decode(trained, tmp_path, capsys):
     from avsrctl.data.dataset import load_clip
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.training.checkpoint import load_checkpoint
+    from avsrctl.checkpoint import load_checkpoint
 
     one = ffmpeg_make(tmp_path / "one.mp4", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-frames:v", "1",
                       "-c:v", "libx264", "-pix_fmt", "yuv420p")

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from avsrctl.cli.main import run
 from avsrctl.errors import TrainingError
-from avsrctl.training import checkpoint as ckpt
+from avsrctl import checkpoint as ckpt
+from avsrctl.training import run_folder
 from avsrctl.training.progress import Reporter
 from avsrctl.training.run import run_training
 from avsrctl.training.trainer import FAULT_OOM_ENV, Trainer
@@ -54,7 +55,7 @@ def test_video_run_learns_and_writes_everything(baseline, corpus):
     steps = sorted(losses)
     assert steps == list(range(1, result.steps + 1)) and result.steps == 2 * _steps_per_epoch(corpus)
     assert losses[steps[-1]] < losses[steps[0]] - 0.05
-    names = ["epoch-0001", "epoch-0002", "best", "final"] + [ckpt.step_name(s) for s in steps if s % 2 == 0]
+    names = ["epoch-0001", "epoch-0002", "best", "final"] + [run_folder.step_name(s) for s in steps if s % 2 == 0]
     assert sorted(p.name for p in ckpt.list_checkpoints(out)) == sorted(names)
     for name in names:
         assert ckpt.is_complete(out / name, resumable=True), name

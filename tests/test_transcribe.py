@@ -119,7 +119,6 @@ def test_checkpoint_and_model_conflict(tmp_path, capsys):
 
 
 def test_missing_checkpoint_is_reported(tmp_path, capsys):
-    pytest.importorskip("avsrctl.training.checkpoint")
     clip = tmp_path / "a.wav"
     clip.write_bytes(b"RIFF")
     assert run(["transcribe", str(clip), "--checkpoint", str(tmp_path / "none")]) == 1
@@ -253,12 +252,11 @@ def test_checkpoint_recognizer_pieces():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    pytest.importorskip("avsrctl.training.checkpoint")
     import torch
 
     from avsrctl.config import load_config
     from avsrctl.models.builder import build_model
-    from avsrctl.training.checkpoint import save_checkpoint
+    from avsrctl.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = load_config("tiny", [], {"decode.max_new_tokens": 4})

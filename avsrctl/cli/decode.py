@@ -93,7 +93,7 @@ def decode(
         require_writable_folder(output_dir, "--output-dir")  # before loading the model and decoding
 
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.training.checkpoint import load_checkpoint
+    from avsrctl.checkpoint import load_checkpoint
 
     with console.stderr().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")

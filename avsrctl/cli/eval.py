@@ -181,7 +181,7 @@ def _checkpoint_runs(checkpoint: Path, manifest, modality: str | None, beam_size
                      device: str | None) -> list[Run]:
     from avsrctl.decoding import DecodingOptions
     from avsrctl.evaluate import decode_manifest
-    from avsrctl.training.checkpoint import load_checkpoint
+    from avsrctl.checkpoint import load_checkpoint
 
     with console.stderr().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")

@@ -26,17 +26,11 @@ def _check_args(config, checkpoint, overrides, modality, fmt) -> None:
 
 
 def _from_checkpoint(path: Path):
-    """(model, cfg, what) from a checkpoint folder; only its config when weights cannot be loaded."""
-    from avsrctl.training import checkpoint as ckpt
+    """(model, cfg, what) from a checkpoint folder."""
+    from avsrctl.checkpoint import load_checkpoint
 
-    load = getattr(ckpt, "load_checkpoint", None)
-    if load is not None:
-        model, cfg, meta = load(path, device="cpu")
-        return model, cfg, f"checkpoint {path} (step {meta.get('step', '?')})"
-    from avsrctl.models.builder import build_model
-
-    cfg = ckpt.read_checkpoint_config(path)
-    return build_model(cfg, {"audio", "video", "both"}), cfg, f"config of checkpoint {path} (weights not loaded)"
+    model, cfg, meta = load_checkpoint(path, device="cpu")
+    return model, cfg, f"checkpoint {path} (step {meta.get('step', '?')})"
 
 
 def _count(n: int) -> str:

@@ -463,23 +463,29 @@ class AVSRModel(nn.Module):
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load weights saved by `trainable_state_dict`; strict checks the keys match exactly."""
         params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        missing = [k for k in params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in params]
-        mismatched = [
-            f"{k} {tuple(state_dict[k].shape)} vs model {tuple(p.shape)}"
-            for k, p in params.items()
-            if k in state_dict and tuple(state_dict[k].shape) != tuple(p.shape)
-        ]
-        problems = []
-        if strict and missing:
-            problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if strict and unexpected:
-            problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if mismatched:
-            problems.append(f"{len(mismatched)} with another shape (e.g. {'; '.join(mismatched[:3])})")
+        problems = trainable_mismatches(params, state_dict, strict=strict)
         if problems:
             raise CheckpointError("trainable weights do not fit this model: " + "; ".join(problems))
         with torch.no_grad():
             for k, p in params.items():
                 if k in state_dict:
                     p.copy_(state_dict[k].to(device=p.device, dtype=p.dtype))
+
+
+def trainable_mismatches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], *,
+                         strict: bool = True) -> list[str]:
+    """Why weights `got` do not load where `expected` are (both name -> tensor), with examples:
+    names missing or unexpected (only when `strict`) and shapes that differ. [] when they fit."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in got.items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(set(have) & set(want))
+              if have[k] != want[k]]
+    parts = []
+    if strict and missing:
+        parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+    if strict and extra:
+        parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+    return parts

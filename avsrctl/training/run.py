@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from avsrctl.checkpoint import CONFIG, WEIGHTS, check_tokenizer, checkpoint_folder, read_checkpoint_config, read_meta, read_tensors
 from avsrctl.config import Config
-from avsrctl.errors import TrainingError, UsageError
-from avsrctl.training import checkpoint as ckpt
+from avsrctl.errors import CheckpointError, TrainingError, UsageError
+from avsrctl.models.avsr import trainable_mismatches
 from avsrctl.training import distributed as D
 from avsrctl.training.progress import Reporter
+from avsrctl.training.run_folder import check_free_space, check_output
 from avsrctl.training.trainer import Trainer, TrainResult
 
 
@@ -61,66 +63,13 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
     return train, valid
 
 
-def check_output(output: Path, resume: str | None) -> Path | None:
-    """Make sure OUTPUT is writable and decide what to resume from (None: a fresh run).
-
-    A folder that already holds checkpoints is never trained over silently.
-    """
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-test-{os.getpid()}"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"output folder {output} is not writable ({e.strerror})",
-                         hint="choose another folder with --output") from None
-    existing = ckpt.list_checkpoints(output)
-    if resume is None:
-        if existing:
-            raise UsageError(
-                f"{output} already holds checkpoints ({', '.join(p.name for p in existing[-3:])}); "
-                "refusing to train over them",
-                hint="continue that run with --resume auto, or start a new one with another --output")
-        return None
-    if resume == "auto":
-        return ckpt.find_latest(output)
-    path = Path(resume).expanduser()
-    if not ckpt.is_complete(path, resumable=True):
-        missing = [n for n in ckpt.RESUMABLE if not (path / n).is_file()]
-        raise UsageError(f"--resume {path}: not a resumable checkpoint (missing {', '.join(missing)})",
-                         hint="pass a checkpoint folder from `avsrctl train` or --resume auto")
-    return path
-
-
-STATE_BYTES = 64 * 1024  # trainer_state.json (RNG states), meta.json and config.yaml, rounded up
-
-
-def checkpoint_bytes(model: Any) -> int:
-    """About what one checkpoint of `model` takes: trainable weights plus AdamW's two moments."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return 3 * weights + STATE_BYTES
-
-
-def check_free_space(output: Path, model: Any) -> None:
-    """Refuse to start when not even one checkpoint fits in OUTPUT (a full disk found after
-    hours of training would lose them)."""
-    import shutil
-
-    need, free = checkpoint_bytes(model), shutil.disk_usage(output).free
-    if free < need:
-        raise TrainingError(
-            f"output folder {output} has {free / 2**20:.2f} MiB free, but one checkpoint of this model "
-            f"needs about {need / 2**20:.2f} MiB",
-            hint="free disk space or choose another folder with --output")
-
-
 def _check_same_model(cfg: Config, path: Path) -> None:
-    old = ckpt.read_checkpoint_config(path)
+    old = read_checkpoint_config(path)
     if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
         a, b = old.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
         diff = _first_difference(a, b, "model")
         raise UsageError(f"--resume {path}: the model config differs from the checkpoint's ({diff})",
-                         hint=f"resume with the checkpoint's config: --config {path / ckpt.CONFIG}")
+                         hint=f"resume with the checkpoint's config: --config {path / CONFIG}")
 
 
 def _first_difference(a: Any, b: Any, key: str) -> str:
@@ -168,7 +117,7 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         if resume_path is None:
             reporter.reset()
         if ctx.is_main:
-            cfg.save(output / ckpt.CONFIG)
+            cfg.save(output / CONFIG)
         D.barrier(ctx)
 
         seed_everything(cfg.train.seed)  # same initial weights on every rank
@@ -218,13 +167,42 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         D.shutdown(ctx)
 
 
+def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
+    """Warm-start a new run (--init-from): copy every trainable weight of `model` that a checkpoint also holds.
+
+    Checkpoints apply in order, so a later one wins where two hold the same weight (e.g. a video
+    model's vision tower, then an audio model's LoRA). A weight with another shape is an error;
+    weights the model does not have are ignored (an audio model's checkpoint into a fused model is
+    the point). Returns, per checkpoint, the names it set.
+    """
+    params = model.trainable_state_dict()
+    merged: dict[str, torch.Tensor] = {}
+    report = []
+    for p in paths:
+        path = checkpoint_folder(p)
+        state = read_tensors(path / WEIGHTS)
+        taken = sorted(set(state) & set(params))
+        problems = trainable_mismatches(params, {k: state[k] for k in taken}, strict=False)
+        if problems:
+            raise CheckpointError(f"--init-from {path}: {'; '.join(problems)}",
+                                  hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)")
+        if not taken:
+            raise CheckpointError(f"--init-from {path}: none of its {len(state)} weights belong to this model",
+                                  hint="pass a checkpoint trained with the same LLM and connectors")
+        check_tokenizer(model, read_meta(path), f"--init-from {path}")
+        merged.update({k: state[k] for k in taken})
+        report.append((path, taken))
+    model.load_trainable_state_dict(merged, strict=False)
+    return report
+
+
 def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
     from collections import Counter
 
     from avsrctl.training.param_table import component_of
 
     total = len(model.trainable_state_dict())
-    for path, names in ckpt.init_weights_from(model, paths):
+    for path, names in init_weights_from(model, paths):
         parts = ", ".join(f"{c} {n}" for c, n in Counter(component_of(k) for k in names).items())
         reporter.log(f"initialised {len(names)} of {total} trainable tensors from {path} ({parts})")
 

@@ -27,11 +27,13 @@ import torch
 
 from avsrctl.config import Config
 from avsrctl.errors import TrainingError
-from avsrctl.training import checkpoint as ckpt
+from avsrctl import checkpoint as ckpt
 from avsrctl.training import distributed as D
 from avsrctl.training.cache import FeatureCache, cache_streams
 from avsrctl.training.param_table import ParamUpdateTracker, render_table
 from avsrctl.training.progress import Reporter
+from avsrctl.training.run_folder import epoch_name, prune_checkpoints, step_name
+from avsrctl.training.state import capture_rng, flatten_optimizer, restore_rng, unflatten_optimizer
 from avsrctl.training.schedule import build_optimizer, build_scheduler, optimizer_param_order
 from avsrctl.training.validation import ValidResult, validate
 
@@ -175,7 +177,7 @@ class Trainer:
         if self.valid_set is not None:
             self._validate()
         if self.t.save_every and self.epoch % self.t.save_every == 0:
-            self._save(ckpt.epoch_name(self.epoch))
+            self._save(epoch_name(self.epoch))
         self._check_stop()
 
     def _after_step(self, stepped: bool) -> bool:
@@ -183,7 +185,7 @@ class Trainer:
         if stepped and self.t.eval_steps and self.step % self.t.eval_steps == 0 and self.valid_set is not None:
             self._validate()
         if stepped and self.t.save_steps and self.step % self.t.save_steps == 0:
-            self._save(ckpt.step_name(self.step))
+            self._save(step_name(self.step))
         self._check_stop()
         return self._max_steps_reached()
 
@@ -393,7 +395,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "total_steps": self.total_steps, "scheduler": sched,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": D.gather_objects(self.ctx, ckpt.capture_rng()), "world_size": self.ctx.world_size,
+            "rng": D.gather_objects(self.ctx, capture_rng()), "world_size": self.ctx.world_size,
             "best_valid_loss": self.best_valid_loss, "nonfinite_steps": self.bad_total,
             "skipped_media": self.skipped_media, "oom_splits": self.oom_splits, "seed": self.t.seed,
             "modality": self.modality, "param_names": self.param_names,
@@ -403,14 +405,14 @@ class Trainer:
         state = self._state()  # a collective (RNG gather): every rank takes part
         path = self.output / name
         if self.ctx.is_main:
-            tensors, opt_json = ckpt.flatten_optimizer(self.optimizer.state_dict(), self.param_names)
+            tensors, opt_json = flatten_optimizer(self.optimizer.state_dict(), self.param_names)
             state["optimizer"] = opt_json
             v = self.last_valid if self.last_valid is not None and self.last_valid.step == self.step else None
             meta = {"modality": self.modality, "step": self.step, "epoch": self.epoch,
                     "valid_loss": v.loss if v else None, "valid_wer": v.wer if v else None}
             path = ckpt.save_checkpoint(self.output, name, model=self.model, cfg=self.cfg, meta=meta,
                                         optimizer_tensors=tensors, trainer_state=state)
-            for old in ckpt.prune_checkpoints(self.output, self.t.keep_last):
+            for old in prune_checkpoints(self.output, self.t.keep_last):
                 self.reporter.log(f"[dim]removed old checkpoint {old.name} (--keep-last {self.t.keep_last})[/]")
             self.reporter.record({"type": "event", "event": "checkpoint", "step": self.step, "name": name})
             self.reporter.log(f"[dim]saved checkpoint {path}[/]")
@@ -425,7 +427,7 @@ class Trainer:
         ckpt.load_weights_into(self.model, path, device="cpu")
         state = ckpt.read_json(path / ckpt.STATE)
         tensors = ckpt.read_tensors(path / ckpt.OPTIMIZER)
-        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(tensors, state["optimizer"], self.param_names))
+        self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"], self.param_names))
         sched = dict(state["scheduler"])
         sched["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
         self.scheduler.load_state_dict(sched)
@@ -439,7 +441,7 @@ class Trainer:
         self.oom_splits = int(state.get("oom_splits", 0))
         rng = state.get("rng") or []
         if len(rng) == self.ctx.world_size:
-            ckpt.restore_rng(rng[self.ctx.rank])
+            restore_rng(rng[self.ctx.rank])
         else:  # another number of processes: fresh, distinct streams per rank
             torch.manual_seed(self.t.seed + self.step * 1000 + self.ctx.rank)
             self.reporter.log(f"[yellow]checkpoint written by {len(rng)} process(es), resuming with "
@@ -475,7 +477,7 @@ class Trainer:
         flag = D.all_reduce(self.ctx, [float(self._stop_signal is not None)], "max")[0]
         if not flag:
             return
-        path = self._save(ckpt.step_name(self.step))
+        path = self._save(step_name(self.step))
         name = signal.Signals(self._stop_signal).name if self._stop_signal else "signal on another rank"
         self.reporter.record({"type": "event", "event": "interrupt", "step": self.step, "signal": name})
         raise TrainingInterrupted(f"{name}: stopped at step {self.step}; checkpoint saved to {path}",
