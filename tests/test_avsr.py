@@ -8,11 +8,12 @@ from torch import nn
 
 from avsrctl.config import load_config
 from avsrctl.data.batch import Batch
-from avsrctl.decoding import DecodingOptions
+from avsrctl.decoding import DecodingOptions, teacher_forced_scores
 from avsrctl.errors import CheckpointError, ModelError, UsageError
 from avsrctl.models.avsr import IGNORE_INDEX, AVSRModel
 from avsrctl.models.builder import build_model
 from avsrctl.models.connector import AudioConnector, VideoConnector
+from avsrctl.models.ctc import ctc_targets
 from avsrctl.models.llm import build_llm
 
 ALL = {"audio", "video", "both"}
@@ -220,7 +221,7 @@ def test_batched_generation_equals_one_at_a_time(model, modality):
 
 
 def _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, modality, n):
-    # Greedy scores come from the search's own logits; they must be the measure of `_score` (raw
+    # Greedy scores come from the search's own logits; they must be the measure of `teacher_forced_scores` (raw
     # model distribution, tokens up to and including the first EOS) over the same tokens.
     res = m.generate(batch, modality, DecodingOptions(beam_size=1, max_new_tokens=n))
     rows = [list(r.token_ids) + ([m.eos_id] if r.stopped_at_eos else []) for r in res]
@@ -228,7 +229,7 @@ def _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, modality, n):
     new = torch.tensor([r + [m.pad_id] * (width - len(r)) for r in rows])  # (B, n_new) as generate pads
     embeds, attn, _ = m.build_inputs(batch, modality, with_targets=False)
     with torch.no_grad():
-        forced = m._score(embeds, attn, new)
+        forced = teacher_forced_scores(m, embeds, attn, new)
     for r, f in zip(res, forced):
         assert r.score < 0.0
         assert abs(r.score - f) < 1e-4
@@ -392,9 +393,11 @@ def test_ctc_adds_to_the_training_objective_only(ctc_cfg, modality):
 def test_ctc_targets_are_lower_case_characters_without_punctuation(ctc_cfg):
     m = build_model(ctc_cfg, {"video"}).train()
     streams = m.streams(media_batch(), "video")
-    same = [m.ctc_loss(streams, media_batch(texts=t)) for t in (("hello world", "bye"), ("HELLO, world!", "Bye."))]
+    lengths = media_batch().lengths
+    same = [m.ctc_heads.loss(streams, list(t), lengths) for t in (("hello world", "bye"), ("HELLO, world!", "Bye."))]
     torch.testing.assert_close(same[0], same[1])
-    other = m.ctc_loss(streams, media_batch(texts=("hello there", "bye")))
+    assert ctc_targets(["HELLO, world!"]) == ctc_targets(["hello world"])
+    other = m.ctc_heads.loss(streams, ["hello there", "bye"], lengths)
     assert not torch.allclose(other, same[0])
 
 
@@ -435,7 +438,7 @@ def test_the_ctc_objective_alone_never_runs_the_llm(ctc_cfg):
         build_model(load_config("tiny"), {"video"})(batch, "video", "ctc")
 
 
-def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg):
+def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg, monkeypatch):
     m = build_model(ctc_cfg, {"video"})
     head = m.ctc_heads["video"]
     script = [0, 11, 11, 0, 11, 1, 1, 0, 3, 0]  # blank i i blank i ' ' ' ' blank a blank -> "ii a"
@@ -444,10 +447,7 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg):
         head.bias.zero_()
     logits = torch.full((1, len(script), head.out_features), -10.0)
     logits[0, torch.arange(len(script)), torch.tensor(script)] = 10.0
-    original = m._ctc_log_probs
-    m._ctc_log_probs = lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1)
-    try:
-        texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
-    finally:
-        m._ctc_log_probs = original
+    monkeypatch.setattr(m.ctc_heads, "log_probs",
+                        lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1))
+    texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
     assert texts == ["ii a", "i"]
