@@ -371,6 +371,11 @@ def checkpoint_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def trained_modality(cfg: Config, meta: dict) -> str:
+    """The modality a checkpoint was trained for: what decode, eval and transcribe use by default."""
+    return meta.get("modality") or cfg.model.modality
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> tuple[Any, Config, dict]:
     """Rebuild the model from `config.yaml`, load its trainable weights and return (model, cfg, meta).
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from avsrctl.errors import ConfigError
 
 Modality = Literal["audio", "video", "both"]
-MODALITIES: tuple[str, ...] = ("audio", "video", "both")
+MODALITIES: tuple[str, ...] = get_args(Modality)
+Normalizer = Literal["basic", "whisper", "none"]  # text normalisers before scoring (avsrctl/metrics.py)
+NORMALIZERS: tuple[str, ...] = get_args(Normalizer)
 PRESETS_PACKAGE = "avsrctl.configs"
 DEFAULT_PRESET = "default"
 
@@ -300,7 +302,7 @@ class DecodeConfig(_Section):
     max_new_tokens: int = Field(64, gt=0, description="Upper bound on generated tokens per utterance.")
     batch_size: int = Field(16, gt=0, description="Utterances generated together.")
     length_penalty: float = Field(1.0, description="Beam search length penalty (HF convention).")
-    normalizer: Literal["basic", "whisper", "none"] = Field(
+    normalizer: Normalizer = Field(
         "basic",
         description="Text normalisation before WER: 'basic' lower-cases and drops punctuation except "
         "apostrophes; 'whisper' is Whisper's English normaliser; 'none' compares raw text.",

@@ -36,11 +36,13 @@ class DecodingOptions:
             raise UsageError(f"length_penalty must be a finite number (got {self.length_penalty!r})")
 
     @classmethod
-    def from_config(cls, decode_cfg) -> "DecodingOptions":
-        """Options from a `DecodeConfig` section (the `decode:` part of a config)."""
+    def from_config(cls, decode_cfg, *, beam_size: int | None = None,
+                    max_new_tokens: int | None = None) -> "DecodingOptions":
+        """Options from a `DecodeConfig` section (the `decode:` part of a config); a value given here
+        (a command-line flag) wins over the config's."""
         return cls(
-            beam_size=decode_cfg.beam_size,
-            max_new_tokens=decode_cfg.max_new_tokens,
+            beam_size=beam_size or decode_cfg.beam_size,
+            max_new_tokens=max_new_tokens or decode_cfg.max_new_tokens,
             length_penalty=float(decode_cfg.length_penalty),
         )
 

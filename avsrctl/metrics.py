@@ -25,9 +25,9 @@ import jiwer
 from rich.markup import escape
 
 from avsrctl.atomic import write_files
+from avsrctl.config import NORMALIZERS
 from avsrctl.errors import DataError, UsageError
 
-NORMALIZERS: tuple[str, ...] = ("basic", "whisper", "none")
 
 # --------------------------------------------------------------------------- normalisers
 

@@ -185,13 +185,12 @@ def checkpoint_recognizer(
     vad: bool | None = None,
 ) -> CheckpointRecognizer:
     """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`."""
+    from avsrctl.checkpoint import load_checkpoint, trained_modality
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.checkpoint import load_checkpoint
 
     model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)
-    modality = modality or meta.get("modality") or cfg.model.modality
-    options = DecodingOptions(beam_size=beam_size or cfg.decode.beam_size, max_new_tokens=cfg.decode.max_new_tokens,
-                              length_penalty=float(cfg.decode.length_penalty))
+    modality = modality or trained_modality(cfg, meta)
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size)
     return CheckpointRecognizer(model, cfg, modality, options, device=dev, name=f"{Path(checkpoint).name} ({modality})",
                                 max_segment_s=max_segment_s, batch_size=cfg.decode.batch_size, vad=vad)

@@ -87,7 +87,7 @@ def test_hyp_line_count_mismatch_is_an_error(corpus, capsys):
     [
         (["--hyp", "h.txt", "--checkpoint", "ckpt"], "pass one"),
         (["--normalizer", "fancy"], "--normalizer must be one of"),
-        (["--format", "csv"], "--format must be table or json"),
+        (["--format", "csv"], "--format must be one of table, json"),
         (["--modality", "video"], "the baseline is audio only"),
         (["--hyp", "h.txt", "--baseline-model", "small.en"], "--baseline-model applies only"),
         (["--hyp", "h.txt", "--beam-size", "3"], "apply to decoding"),

@@ -10,13 +10,10 @@ import typer
 
 from avsrctl.cli import console
 from avsrctl.cli.options import (
-    CheckpointOpt, FormatOpt, ModalityOpt, SeedOpt, TsvOpt, WrdOpt, require_writable_folder,
+    MODALITIES, NORMALIZERS, BeamSizeOpt, CheckpointOpt, DeviceOpt, FormatOpt, ModalityOpt, SeedOpt, TsvOpt, WrdOpt,
+    check_choice, require_writable_folder,
 )
 from avsrctl.errors import UsageError
-
-NORMALIZERS = ("basic", "whisper", "none")
-MODALITIES = ("audio", "video", "both")
-NOISE_KINDS = ("white", "babble")
 
 
 def results_table(rows: list[tuple[str, object, object]], title: str):
@@ -57,8 +54,10 @@ def decode(
         Optional[Path], typer.Option("--output-dir", "-o", help="Where hyp.wrd, results.jsonl, wer.json go. "
                                      "Default: CHECKPOINT/decode/<manifest>-<modality>.")
     ] = None,
-    beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="1 = greedy (default: the checkpoint's decode.beam_size).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Cap on generated tokens per utterance.")] = None,
+    beam_size: BeamSizeOpt = None,
+    max_new_tokens: Annotated[
+        Optional[int], typer.Option("--max-new-tokens", help="Cap on generated tokens per utterance.")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Utterances generated together.")] = None,
     snr: Annotated[
         Optional[list[float]], typer.Option("--snr", help="Also decode with noise at this SNR in dB (repeatable).")
@@ -69,41 +68,35 @@ def decode(
     ] = None,
     normalizer: Annotated[str, typer.Option("--normalizer", help="basic, whisper or none.")] = "basic",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every reference/hypothesis pair with differences marked.")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")] = None,
+    device: DeviceOpt = None,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
 ) -> None:
     """Decode a manifest with a trained checkpoint and score it (WER/CER, optionally per noise level)."""
     if checkpoint is None:
         raise UsageError("--checkpoint is required", hint="point it at a folder written by `avsrctl train`, e.g. runs/tiny/best")
-    if normalizer not in NORMALIZERS:
-        raise UsageError(f"--normalizer {normalizer!r}: choose one of {', '.join(NORMALIZERS)}")
-    if noise not in NOISE_KINDS:
-        raise UsageError(f"--noise {noise!r}: choose one of {', '.join(NOISE_KINDS)}")
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r}: choose table or json")
-    for name, value in (("--beam-size", beam_size), ("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
+    from avsrctl.data.noise import NOISE_KINDS
+
+    check_choice("--normalizer", normalizer, NORMALIZERS)
+    check_choice("--noise", noise, NOISE_KINDS)
+    check_choice("--format", fmt, ("table", "json"))
+    for name, value in (("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     if single_file is not None and (tsv is not None or snr):
         raise UsageError("--single-file cannot be combined with --tsv or --snr")
-    if modality is not None and modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+    check_choice("--modality", modality, MODALITIES)
     if output_dir is not None and single_file is None:
         require_writable_folder(output_dir, "--output-dir")  # before loading the model and decoding
 
+    from avsrctl.checkpoint import load_checkpoint, trained_modality
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.checkpoint import load_checkpoint
 
     with console.stderr().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)
-    modality = modality or meta.get("modality") or cfg.model.modality
-    options = DecodingOptions(
-        beam_size=beam_size or cfg.decode.beam_size,
-        max_new_tokens=max_new_tokens or cfg.decode.max_new_tokens,
-        length_penalty=float(cfg.decode.length_penalty),
-    )
+    modality = modality or trained_modality(cfg, meta)
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size, max_new_tokens=max_new_tokens)
     if single_file is not None:
         _decode_single(model, cfg, single_file, modality, options, dev, fmt)
         return

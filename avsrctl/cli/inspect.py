@@ -7,18 +7,13 @@ import sys
 from pathlib import Path
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, ConfigOpt, FormatOpt, ModalityOpt, SetOpt
+from avsrctl.cli.options import MODALITIES, CheckpointOpt, ConfigOpt, FormatOpt, ModalityOpt, SetOpt, check_choice
 from avsrctl.errors import UsageError
-
-FORMATS = ("table", "json")
-MODALITIES = ("audio", "video", "both")
 
 
 def _check_args(config, checkpoint, overrides, modality, fmt) -> None:
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose table or json")
-    if modality is not None and modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+    check_choice("--format", fmt, ("table", "json"))
+    check_choice("--modality", modality, MODALITIES)
     if config is not None and checkpoint is not None:
         raise UsageError("give --config or --checkpoint, not both", hint="a checkpoint carries its own config.yaml")
     if checkpoint is not None and overrides:

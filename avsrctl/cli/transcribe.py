@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, ModalityOpt, require_writable_folder
+from avsrctl.cli.options import BeamSizeOpt, CheckpointOpt, ModalityOpt, check_choice, require_writable_folder
 from avsrctl.errors import UsageError
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -38,11 +38,7 @@ def transcribe(
         typer.Option("--model", help="faster-whisper model for the default path: a CTranslate2 folder or a name "
                      "like base.en (needs a model hub). Default: the offline tiny.en."),
     ] = None,
-    beam_size: Annotated[
-        Optional[int],
-        typer.Option("--beam-size", min=1, help="Beam width, 1 is greedy (default: 5 for faster-whisper, the "
-                     "checkpoint's decode.beam_size for a checkpoint)."),
-    ] = None,
+    beam_size: BeamSizeOpt = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     vad: Annotated[
         Optional[bool],
@@ -60,8 +56,7 @@ def transcribe(
 
     if fmt is None:
         fmt = (format_from_suffix(output) if output is not None else None) or "txt"
-    if fmt not in KNOWN:
-        raise UsageError(f"--format must be one of {', '.join(KNOWN)}, got {fmt!r}")
+    check_choice("--format", fmt, KNOWN)
     if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
         raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
     if not clip.is_file():

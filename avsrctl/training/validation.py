@@ -91,7 +91,7 @@ def validate(model: Any, dataset: Any, modality: str, cfg: Config, *, step: int,
     except ImportError:
         DecodingOptions = None
     if DecodingOptions is not None and hasattr(model, "generate"):
-        options = DecodingOptions(beam_size=1, max_new_tokens=cfg.decode.max_new_tokens)
+        options = DecodingOptions.from_config(cfg.decode, beam_size=1)
         first = list(range(cap))
         wer_sampler = sampler_cls(lengths[:cap], cfg.data.max_frames_per_batch, cfg.decode.batch_size,
                                   shuffle=False, seed=cfg.train.seed)
