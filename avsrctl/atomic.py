@@ -35,8 +35,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[Path], None], *,
-                 durable: bool = False) -> Path:
+def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[Path], None], *, durable: bool = False) -> Path:
     """Write `data` (text, bytes, or a `write(tmp_path)` callable) to `path` atomically.
 
     `durable` also fsyncs the file and its folder, so the rename survives a power cut.

@@ -104,8 +104,18 @@ def recover_replaced(final: Path) -> None:
         os.replace(old, final)
 
 
-def _write_folder(tmp: Path, final: Path, output: Path, *, model: Any, cfg: Config, name: str, meta: dict[str, Any],
-                  optimizer_tensors: dict[str, torch.Tensor] | None, trainer_state: dict[str, Any] | None) -> None:
+def _write_folder(
+    tmp: Path,
+    final: Path,
+    output: Path,
+    *,
+    model: Any,
+    cfg: Config,
+    name: str,
+    meta: dict[str, Any],
+    optimizer_tensors: dict[str, torch.Tensor] | None,
+    trainer_state: dict[str, Any] | None,
+) -> None:
     """Write every file into `tmp`, fsync them, then rename `tmp` to `final`."""
     recover_replaced(final)
     if tmp.exists():  # left by a crash during an earlier save
@@ -165,8 +175,17 @@ def save_checkpoint(
     output = Path(output)
     final, tmp = output / name, output / f".tmp-{name}"
     try:
-        _write_folder(tmp, final, output, model=model, cfg=cfg, name=name, meta=meta,
-                      optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
+        _write_folder(
+            tmp,
+            final,
+            output,
+            model=model,
+            cfg=cfg,
+            name=name,
+            meta=meta,
+            optimizer_tensors=optimizer_tensors,
+            trainer_state=trainer_state,
+        )
         fsync_dir(output)
         if update_latest:  # a failure here leaves a complete folder that find_latest still finds
             write_latest(output, name)
@@ -178,9 +197,14 @@ def save_checkpoint(
             previous = read_latest_name(output)
             raise CheckpointWriteError(
                 f"cannot write checkpoint {final}: {_write_reason(e)}",
-                hint=("free disk space or choose another --output; "
-                      + (f"the last complete checkpoint is {output / previous}, continue from it with --resume auto"
-                         if previous else "no checkpoint of this run was written yet")),
+                hint=(
+                    "free disk space or choose another --output; "
+                    + (
+                        f"the last complete checkpoint is {output / previous}, continue from it with --resume auto"
+                        if previous
+                        else "no checkpoint of this run was written yet"
+                    )
+                ),
             ) from e
         raise
     return final
@@ -311,8 +335,11 @@ def read_checkpoint_config(path: str | os.PathLike) -> Config:
     try:
         return config_from_dict(data or {}, origin=str(path / CONFIG))
     except ConfigError as e:
-        raise CheckpointError(str(e), hint="the checkpoint's config.yaml does not validate: edited by hand, or "
-                                           "written by another avsrctl version?") from None
+        raise CheckpointError(
+            str(e),
+            hint="the checkpoint's config.yaml does not validate: edited by hand, or "
+            "written by another avsrctl version?",
+        ) from None
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -322,7 +349,9 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path / META}: checkpoint format version {version!r}; this avsrctl {__version__} reads "
-            f"up to {FORMAT_VERSION}", hint="upgrade avsrctl to read this checkpoint")
+            f"up to {FORMAT_VERSION}",
+            hint="upgrade avsrctl to read this checkpoint",
+        )
     return meta
 
 
@@ -356,8 +385,10 @@ def check_tokenizer(model: Any, meta: dict, what: str) -> None:
     current = tokenizer_additions(model)
     if added is not None and current is not None and added != current:
         diff = sorted(set(added.items()) ^ set(current.items()))[:3]
-        raise CheckpointError(f"{what}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
-                              hint="the LLM/tokenizer named in its config.yaml differs from this model's")
+        raise CheckpointError(
+            f"{what}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
+            hint="the LLM/tokenizer named in its config.yaml differs from this model's",
+        )
 
 
 def checkpoint_folder(path: str | os.PathLike) -> Path:

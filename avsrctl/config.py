@@ -265,9 +265,7 @@ class TrainConfig(_Section):
     log_param_updates: int = Field(
         0, ge=0, description="Print the per-component parameter-update table every N steps (0: off)."
     )
-    max_bad_steps: int = Field(
-        20, gt=0, description="Stop after this many consecutive non-finite losses or gradients."
-    )
+    max_bad_steps: int = Field(20, gt=0, description="Stop after this many consecutive non-finite losses or gradients.")
     cache_features: Path | None = Field(
         None, description="Folder for cached outputs of frozen encoders (None: encode live every step)."
     )
@@ -289,8 +287,10 @@ class TrainConfig(_Section):
             for key in ("save_steps", "eval_steps"):
                 value = getattr(self, key)
                 if value is not None and value > self.max_steps:
-                    raise ValueError(f"train.{key} ({value}) is larger than train.max_steps ({self.max_steps}), "
-                                     "so it would never happen")
+                    raise ValueError(
+                        f"train.{key} ({value}) is larger than train.max_steps ({self.max_steps}), "
+                        "so it would never happen"
+                    )
         return self
 
 
@@ -335,7 +335,9 @@ class Config(_Section):
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[: -len(".yaml")] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
@@ -348,7 +350,9 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections (data, model, train, decode), got {type(data).__name__}")
+        raise ConfigError(
+            f"{origin}: expected a mapping of sections (data, model, train, decode), got {type(data).__name__}"
+        )
     return data
 
 
@@ -466,9 +470,7 @@ def _format_validation_error(e: ValidationError, origin: str, sources: dict[str,
 
 
 def load_config(
-    name_or_path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    flags: dict[str, Any] | None = None,
+    name_or_path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
 ) -> Config:
     """Defaults < YAML < `--set` overrides < explicit flags (a {dotted key: value} mapping; None values are ignored)."""
     data, origin = read_config_source(name_or_path)

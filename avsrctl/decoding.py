@@ -26,18 +26,15 @@ class DecodingOptions:
     def __post_init__(self) -> None:
         if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
             raise UsageError(f"beam_size must be an integer >= 1 (got {self.beam_size!r})")
-        if (
-            isinstance(self.max_new_tokens, bool)
-            or not isinstance(self.max_new_tokens, int)
-            or self.max_new_tokens < 1
-        ):
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r})")
         if not isinstance(self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty):
             raise UsageError(f"length_penalty must be a finite number (got {self.length_penalty!r})")
 
     @classmethod
-    def from_config(cls, decode_cfg, *, beam_size: int | None = None,
-                    max_new_tokens: int | None = None) -> "DecodingOptions":
+    def from_config(
+        cls, decode_cfg, *, beam_size: int | None = None, max_new_tokens: int | None = None
+    ) -> "DecodingOptions":
         """Options from a `DecodeConfig` section (the `decode:` part of a config); a value given here
         (a command-line flag) wins over the config's."""
         return cls(
@@ -134,8 +131,12 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
             suppress_tokens=None if greedy else never_generated(model),
             use_cache=True,
         )
-        new = model.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg,
-                                logits_processor=[scorer] if greedy else None)  # (B, L_new)
+        new = model.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attn,
+            generation_config=gen_cfg,
+            logits_processor=[scorer] if greedy else None,
+        )  # (B, L_new)
         if greedy:
             scores = scorer.scores(new, kept_tokens(new, model.eos_id))
         else:
@@ -193,10 +194,17 @@ def teacher_forced_scores(model, embeds: torch.Tensor, attn: torch.Tensor, new: 
     out = []
     for s in range(0, B, step):
         sl = slice(s, s + step)
-        logits = model.llm(
-            inputs_embeds=full[sl], attention_mask=mask[sl], position_ids=positions[sl],
-            use_cache=False, logits_to_keep=n_new + 1,
-        ).logits[:, :-1].float()  # (b, n_new, V): the prediction of each generated token
+        logits = (
+            model.llm(
+                inputs_embeds=full[sl],
+                attention_mask=mask[sl],
+                position_ids=positions[sl],
+                use_cache=False,
+                logits_to_keep=n_new + 1,
+            )
+            .logits[:, :-1]
+            .float()
+        )  # (b, n_new, V): the prediction of each generated token
         logp = torch.log_softmax(logits, -1).gather(-1, new[sl, :, None])[..., 0]  # (b, n_new)
         k = keep[sl].float()
         out += ((logp * k).sum(1) / k.sum(1).clamp(min=1)).tolist()

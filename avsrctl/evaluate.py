@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from avsrctl.atomic import write_files
 from avsrctl.config import Config
 from avsrctl.data.manifest import Manifest
 from avsrctl.errors import UsageError
-from avsrctl.atomic import write_files
 from avsrctl.metrics import ErrorReport, score, spelling_mapping, write_results
 
 if TYPE_CHECKING:  # torch stays out of `eval --hyp` and the baseline
@@ -100,24 +100,26 @@ def decode_manifest(
     hypotheses = [by_id.get(u.id, "") for u in manifest]
     missing = [u.id for u in manifest if u.id not in by_id and u.id not in failed]
     assert not missing, f"utterances neither decoded nor reported as failed: {missing[:3]}"
-    return DecodeOutput(modality, hypotheses, failed, time.perf_counter() - start,
-                        noise.snr_db if noise is not None else None)
+    return DecodeOutput(
+        modality, hypotheses, failed, time.perf_counter() - start, noise.snr_db if noise is not None else None
+    )
 
 
-def score_hypotheses(manifest: Manifest, hypotheses: list[str], normalizer: str,
-                     hyp_name: str = "hypotheses") -> ErrorReport:
+def score_hypotheses(
+    manifest: Manifest, hypotheses: list[str], normalizer: str, hyp_name: str = "hypotheses"
+) -> ErrorReport:
     return score(
-        [u.text for u in manifest], hypotheses, normalizer,
-        ids=[u.id for u in manifest], ref_name=str(manifest.wrd or manifest.tsv), hyp_name=hyp_name,
+        [u.text for u in manifest],
+        hypotheses,
+        normalizer,
+        ids=[u.id for u in manifest],
+        ref_name=str(manifest.wrd or manifest.tsv),
+        hyp_name=hyp_name,
     )
 
 
 def write_condition(
-    output_dir: Path,
-    manifest: Manifest,
-    out: DecodeOutput,
-    report: ErrorReport,
-    settings: dict,
+    output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
     summary = {
@@ -133,6 +135,14 @@ def write_condition(
         "settings": settings,
     }
     return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary)
+
+
+def _progress_task(progress, description: str, total: int) -> Callable[[int], None] | None:
+    """`advance(n)` of a new task on a rich Progress (None without one): the on_batch of decode_manifest."""
+    if progress is None:
+        return None
+    task = progress.add_task(description, total=total)
+    return lambda n: progress.advance(task, n)
 
 
 def snr_dirname(snr_db: float) -> str:
@@ -176,10 +186,9 @@ def run_decode(
     results = []
     for noise in conditions:
         label = "clean" if noise is None else f"{noise.kind} {noise.snr_db:g} dB"
-        task = progress.add_task(f"decode {modality} ({label})", total=len(manifest)) if progress else None
+        on_batch = _progress_task(progress, f"decode {modality} ({label})", len(manifest))
         out = decode_manifest(
-            model, manifest, modality, options, cfg, noise=noise, seed=seed, device=device,
-            on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None,
+            model, manifest, modality, options, cfg, noise=noise, seed=seed, device=device, on_batch=on_batch
         )
         report = score_hypotheses(manifest, out.hypotheses, normalizer)
         folder = output_dir if noise is None else output_dir / snr_dirname(noise.snr_db)
@@ -233,15 +242,24 @@ def baseline_run(manifest: Manifest, model: str | None, beam_size: int, device: 
     from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions, recognize_manifest
 
     recognizer = FasterWhisperRecognizer(WhisperOptions(model=model, beam_size=beam_size, device=device or "auto"))
-    task = progress.add_task("transcribing", total=len(manifest)) if progress else None
-    hyps, failed = recognize_manifest(manifest, recognizer,
-                                      progress=(lambda i: progress.advance(task)) if progress else None)
+    on_utterance = _progress_task(progress, "transcribing", len(manifest))
+    hyps, failed = recognize_manifest(
+        manifest, recognizer, progress=(lambda i: on_utterance(1)) if on_utterance else None
+    )
     settings = {"beam_size": beam_size, "device": recognizer.device, "compute_type": recognizer.compute_type}
     return Run(f"baseline {recognizer.name}", hyps, failed=failed, settings=settings)
 
 
-def checkpoint_runs(model, cfg: Config, meta: dict, checkpoint: Path, manifest: Manifest, modality: str | None,
-                    beam_size: int | None, progress=None) -> list[Run]:
+def checkpoint_runs(
+    model,
+    cfg: Config,
+    meta: dict,
+    checkpoint: Path,
+    manifest: Manifest,
+    modality: str | None,
+    beam_size: int | None,
+    progress=None,
+) -> list[Run]:
     """Decode the manifest with a loaded checkpoint in `modality` ('all': each it serves; None: its own)."""
     from avsrctl.checkpoint import trained_modality
     from avsrctl.decoding import DecodingOptions
@@ -254,10 +272,13 @@ def checkpoint_runs(model, cfg: Config, meta: dict, checkpoint: Path, manifest: 
     options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size)
     runs = []
     for mod in modalities:
-        task = progress.add_task(f"decoding ({mod})", total=len(manifest)) if progress else None
-        out = decode_manifest(model, manifest, mod, options, cfg, device=dev,
-                              on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None)
-        settings = {"checkpoint": str(checkpoint), "beam_size": options.beam_size,
-                    "max_new_tokens": options.max_new_tokens, "device": dev}
+        on_batch = _progress_task(progress, f"decoding ({mod})", len(manifest))
+        out = decode_manifest(model, manifest, mod, options, cfg, device=dev, on_batch=on_batch)
+        settings = {
+            "checkpoint": str(checkpoint),
+            "beam_size": options.beam_size,
+            "max_new_tokens": options.max_new_tokens,
+            "device": dev,
+        }
         runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings))
     return runs

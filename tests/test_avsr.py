@@ -39,17 +39,26 @@ def media_batch(lengths=(75, 40), texts=("hello world", "bye"), seed=0) -> Batch
     for b, n in enumerate(lengths):
         audio[b, 640 * n :] = 0
         video[b, n:] = 0
-    return Batch(ids=[f"u{i}" for i in range(len(lengths))], texts=list(texts), lengths=torch.tensor(lengths),
-                 audio=audio, video=video)
+    return Batch(
+        ids=[f"u{i}" for i in range(len(lengths))],
+        texts=list(texts),
+        lengths=torch.tensor(lengths),
+        audio=audio,
+        video=video,
+    )
 
 
 def feature_batch(lengths=(50, 30), texts=("hello world", "bye now"), seed=0) -> Batch:
     """Cached-encoder-style features (what the training feature cache fills): fast, no encoders."""
     g = torch.Generator().manual_seed(seed)
     T = max(lengths)
-    return Batch(ids=[f"f{i}" for i in range(len(lengths))], texts=list(texts), lengths=torch.tensor(lengths),
-                 audio_features=torch.randn(len(lengths), 2 * T, 64, generator=g),
-                 video_features=torch.randn(len(lengths), T, 64, generator=g))
+    return Batch(
+        ids=[f"f{i}" for i in range(len(lengths))],
+        texts=list(texts),
+        lengths=torch.tensor(lengths),
+        audio_features=torch.randn(len(lengths), 2 * T, 64, generator=g),
+        video_features=torch.randn(len(lengths), T, 64, generator=g),
+    )
 
 
 # --------------------------------------------------------------------------- shapes and layout
@@ -145,8 +154,15 @@ def test_frozen_encoders_stay_in_eval_mode_while_training(cfg):
 
 def test_cached_features_give_the_same_loss_as_raw_media(model):
     batch = media_batch(lengths=(20, 13))
-    cached = Batch(**{**batch.__dict__, "audio": None, "video": None,
-                      "audio_features": model.encode_audio(batch), "video_features": model.encode_video(batch)})
+    cached = Batch(
+        **{
+            **batch.__dict__,
+            "audio": None,
+            "video": None,
+            "audio_features": model.encode_audio(batch),
+            "video_features": model.encode_video(batch),
+        }
+    )
     with torch.no_grad():
         for modality in ("audio", "video", "both"):
             torch.testing.assert_close(model(batch, modality).loss, model(cached, modality).loss)
@@ -374,7 +390,11 @@ def test_ctc_heads_exist_only_when_weighted(cfg, ctc_cfg):
     assert sorted(m.ctc_heads) == ["audio", "video"]
     assert sorted(build_model(ctc_cfg, {"video"}).ctc_heads) == ["video"]
     assert {n for n in m.trainable_state_dict() if n.startswith("ctc_heads.")} == {
-        "ctc_heads.audio.weight", "ctc_heads.audio.bias", "ctc_heads.video.weight", "ctc_heads.video.bias"}
+        "ctc_heads.audio.weight",
+        "ctc_heads.audio.bias",
+        "ctc_heads.video.weight",
+        "ctc_heads.video.bias",
+    }
 
 
 @pytest.mark.parametrize("modality", ["video", "both"])
@@ -447,7 +467,10 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg, monkeypatch):
         head.bias.zero_()
     logits = torch.full((1, len(script), head.out_features), -10.0)
     logits[0, torch.arange(len(script)), torch.tensor(script)] = 10.0
-    monkeypatch.setattr(m.ctc_heads, "log_probs",
-                        lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1))
+    monkeypatch.setattr(
+        m.ctc_heads,
+        "log_probs",
+        lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1),
+    )
     texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
     assert texts == ["ii a", "i"]

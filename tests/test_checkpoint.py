@@ -6,14 +6,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from training_support import FakeAVSR, fake_batch
 
+from avsrctl import checkpoint as ckpt
 from avsrctl.config import load_config
 from avsrctl.errors import CheckpointError
-from avsrctl import checkpoint as ckpt
-from avsrctl.training import run_folder
-from avsrctl.training import state
+from avsrctl.training import run_folder, state
 from avsrctl.training.schedule import build_optimizer, optimizer_param_order
-from training_support import FakeAVSR, fake_batch
 
 
 @pytest.fixture
@@ -107,8 +106,15 @@ def test_crash_during_save_leaves_no_half_checkpoint(tmp_path, cfg, monkeypatch)
 
     monkeypatch.setattr(ckpt, "save_file", crash_on_second)
     with pytest.raises(OSError, match="simulated"):
-        _save(tmp_path, "step-000002", model, cfg, step=2, trainer_state={"step": 2},
-              optimizer_tensors={"x": torch.zeros(1)})
+        _save(
+            tmp_path,
+            "step-000002",
+            model,
+            cfg,
+            step=2,
+            trainer_state={"step": 2},
+            optimizer_tensors={"x": torch.zeros(1)},
+        )
     assert not (tmp_path / "step-000002").exists()
     assert ckpt.read_latest_name(tmp_path) == "step-000001"
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000001"]

@@ -17,6 +17,7 @@ MAY_IMPORT_TRAINING = ("training/", "cli/train.py")
 
 def training_imports(source: str) -> list[int]:
     """Lines of `source` that import avsrctl.training, at module level or inside a function."""
+
     def is_training(name: str) -> bool:
         return name == "avsrctl.training" or name.startswith("avsrctl.training.")
 

@@ -17,7 +17,14 @@ import typer
 
 from avsrctl.cli import console
 from avsrctl.cli.options import (
-    MODALITIES, NORMALIZERS, BeamSizeOpt, CheckpointOpt, DeviceOpt, TsvOpt, WrdOpt, check_choice,
+    MODALITIES,
+    NORMALIZERS,
+    BeamSizeOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    TsvOpt,
+    WrdOpt,
+    check_choice,
 )
 from avsrctl.errors import UsageError
 
@@ -32,29 +39,45 @@ def eval_(
     checkpoint: CheckpointOpt = None,
     modality: Annotated[
         Optional[str],
-        typer.Option("--modality", "-m", help="With --checkpoint: audio, video, both, or all (each modality the "
-                     "checkpoint serves; JSON output is then a list). Default: the checkpoint's modality."),
+        typer.Option(
+            "--modality",
+            "-m",
+            help="With --checkpoint: audio, video, both, or all (each modality the "
+            "checkpoint serves; JSON output is then a list). Default: the checkpoint's modality.",
+        ),
     ] = None,
     normalizer: Annotated[
         str,
-        typer.Option("--normalizer", "-n", help="basic (lower case, no punctuation but apostrophes), whisper "
-                     "(Whisper's English normaliser), none, or all (one row each; the first is primary)."),
+        typer.Option(
+            "--normalizer",
+            "-n",
+            help="basic (lower case, no punctuation but apostrophes), whisper "
+            "(Whisper's English normaliser), none, or all (one row each; the first is primary).",
+        ),
     ] = "basic",
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
     output_dir: Annotated[
         Optional[Path],
-        typer.Option("--output-dir", "-o", help="Also write wer.json, hyp.wrd and results.jsonl here "
-                     "(one subfolder per modality with --modality all)."),
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Also write wer.json, hyp.wrd and results.jsonl here "
+            "(one subfolder per modality with --modality all).",
+        ),
     ] = None,
     baseline_model: Annotated[
         Optional[str],
-        typer.Option("--baseline-model", help="faster-whisper model for the baseline: a CTranslate2 folder or a "
-                     "name like small.en (needs a model hub). Default: the offline tiny.en."),
+        typer.Option(
+            "--baseline-model",
+            help="faster-whisper model for the baseline: a CTranslate2 folder or a "
+            "name like small.en (needs a model hub). Default: the offline tiny.en.",
+        ),
     ] = None,
     beam_size: BeamSizeOpt = None,
     device: DeviceOpt = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show each utterance's alignment (substitutions, deletions, insertions).")
+        bool,
+        typer.Option("--verbose", "-v", help="Show each utterance's alignment (substitutions, deletions, insertions)."),
     ] = False,
 ) -> None:
     """Score hypotheses, a checkpoint, or the faster-whisper baseline against references."""
@@ -68,8 +91,10 @@ def eval_(
         raise UsageError("--baseline-model applies only when scoring the baseline (no --hyp, no --checkpoint)")
     check_choice("--modality", modality, MODALITIES + ("all",))
     if modality not in (None, "audio") and checkpoint is None:
-        raise UsageError(f"--modality {modality} needs --checkpoint: "
-                         + ("--hyp files are scored as they are" if hyp is not None else "the baseline is audio only"))
+        raise UsageError(
+            f"--modality {modality} needs --checkpoint: "
+            + ("--hyp files are scored as they are" if hyp is not None else "the baseline is audio only")
+        )
     if hyp is not None and (beam_size is not None or device is not None):
         raise UsageError("--beam-size and --device apply to decoding, not to a --hyp file")
 
@@ -127,8 +152,9 @@ def _baseline_run(manifest, model: str | None, beam_size: int, device: str | Non
     from avsrctl.baseline import describe_model
     from avsrctl.evaluate import baseline_run
 
-    console.log(f"[dim]no --hyp or --checkpoint: scoring the baseline, faster-whisper {describe_model(model)} "
-                "(audio only)[/]")
+    console.log(
+        f"[dim]no --hyp or --checkpoint: scoring the baseline, faster-whisper {describe_model(model)} (audio only)[/]"
+    )
     with _progress() as bar:
         run = baseline_run(manifest, model, beam_size, device, progress=bar)
     _warn_failed(run.failed)
@@ -158,8 +184,15 @@ def _summary_table(runs, reports_per_run, title: str):
         table.add_column(col, justify="left" if col in ("modality", "normaliser") else "right", no_wrap=True)
     for run, reports in zip(runs, reports_per_run):
         for r in reports:
-            row = [f"{100 * r.wer:.2f}%", f"{100 * r.cer:.2f}%", str(r.substitutions), str(r.deletions),
-                   str(r.insertions), str(r.ref_words), str(r.n_utterances)]
+            row = [
+                f"{100 * r.wer:.2f}%",
+                f"{100 * r.cer:.2f}%",
+                str(r.substitutions),
+                str(r.deletions),
+                str(r.insertions),
+                str(r.ref_words),
+                str(r.n_utterances),
+            ]
             table.add_row(*([run.modality] if several else []), r.normalizer, *row)
     return table
 

@@ -41,28 +41,58 @@ def _print_table(report, what: str) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{what}, modality {report.modality}", title_justify="left", box=box.SIMPLE_HEAD,
-                  collapse_padding=True, pad_edge=False)
-    for col, justify in (("component", "left"), ("active", "center"), ("in", "right"), ("out", "right"),
-                         ("params", "right"), ("trainable", "right"), ("dtype", "left"), ("status", "left")):
+    table = Table(
+        title=f"{what}, modality {report.modality}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for col, justify in (
+        ("component", "left"),
+        ("active", "center"),
+        ("in", "right"),
+        ("out", "right"),
+        ("params", "right"),
+        ("trainable", "right"),
+        ("dtype", "left"),
+        ("status", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)
     for r in report.rows:
         table.add_row(
-            r.name, "yes" if r.active else "no", "-" if r.input_dim is None else str(r.input_dim),
-            "-" if r.output_dim is None else str(r.output_dim), _count(r.total), _count(r.trainable),
-            r.dtype, r.status, style=None if r.active else "dim",
+            r.name,
+            "yes" if r.active else "no",
+            "-" if r.input_dim is None else str(r.input_dim),
+            "-" if r.output_dim is None else str(r.output_dim),
+            _count(r.total),
+            _count(r.trainable),
+            r.dtype,
+            r.status,
+            style=None if r.active else "dim",
         )
     table.add_section()
-    table.add_row(f"total ({report.modality})", "", "", "", _count(report.active_total),
-                  _count(report.active_trainable), "", "", style="bold")
+    table.add_row(
+        f"total ({report.modality})",
+        "",
+        "",
+        "",
+        _count(report.active_total),
+        _count(report.active_trainable),
+        "",
+        "",
+        style="bold",
+    )
     table.add_row("total (built)", "", "", "", _count(report.built_total), _count(report.built_trainable), "", "")
     out = console.stdout()
     out.print(table)
     for r in report.rows:  # the details do not fit a terminal-wide table
         if r.detail:
             out.print(f"  {r.name}: {r.detail}", style=None if r.active else "dim")
-    out.print(f"exact counts: {report.active_trainable:,} of {report.active_total:,} parameters train "
-              f"for {report.modality} ({report.built_trainable:,} of {report.built_total:,} built)")
+    out.print(
+        f"exact counts: {report.active_trainable:,} of {report.active_total:,} parameters train "
+        f"for {report.modality} ({report.built_trainable:,} of {report.built_total:,} built)"
+    )
     for note in report.notes:
         out.print(f"note: {note}")
 

@@ -19,16 +19,13 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="YAML file or preset name (default, tiny, offline-small). Default: 'default'."),
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", help="Override a config value: --set train.lr=3e-4 (repeatable)."),
+    Optional[list[str]], typer.Option("--set", help="Override a config value: --set train.lr=3e-4 (repeatable).")
 ]
 ModalityOpt = Annotated[
-    Optional[str],
-    typer.Option("--modality", "-m", help="audio, video or both (default: the config's model.modality)."),
+    Optional[str], typer.Option("--modality", "-m", help="audio, video or both (default: the config's model.modality).")
 ]
 DataOpt = Annotated[
-    Optional[Path],
-    typer.Option("--data", help="Corpus folder with {train,valid,test}.tsv/.wrd (sets data.root)."),
+    Optional[Path], typer.Option("--data", help="Corpus folder with {train,valid,test}.tsv/.wrd (sets data.root).")
 ]
 CheckpointOpt = Annotated[
     Optional[Path], typer.Option("--checkpoint", help="Checkpoint folder written by `avsrctl train`.")
@@ -38,8 +35,11 @@ WrdOpt = Annotated[Optional[Path], typer.Option("--wrd", help="Transcripts (.wrd
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format.")]
 BeamSizeOpt = Annotated[
     Optional[int],
-    typer.Option("--beam-size", min=1, help="Beam width, 1 is greedy (default: the checkpoint's decode.beam_size; "
-                 "5 for faster-whisper)."),
+    typer.Option(
+        "--beam-size",
+        min=1,
+        help="Beam width, 1 is greedy (default: the checkpoint's decode.beam_size; 5 for faster-whisper).",
+    ),
 ]
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one).")
@@ -55,8 +55,9 @@ def require_writable_folder(folder: Path, flag: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"{flag} {folder}: cannot write there ({e.strerror or e})",
-                         hint=f"choose another {flag}") from None
+        raise UsageError(
+            f"{flag} {folder}: cannot write there ({e.strerror or e})", hint=f"choose another {flag}"
+        ) from None
 
 
 def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:

@@ -31,7 +31,9 @@ def train(
     eval_steps: Annotated[Optional[int], typer.Option("--eval-steps", help="Also validate every N steps.")] = None,
     log_param_updates: Annotated[
         Optional[int],
-        typer.Option("--log-param-updates", help="Every N steps, print grad/param norms and update ratios per component."),
+        typer.Option(
+            "--log-param-updates", help="Every N steps, print grad/param norms and update ratios per component."
+        ),
     ] = None,
     resume: Annotated[
         Optional[str],

@@ -173,8 +173,9 @@ class AVSRModel(nn.Module):
         names = ("audio", "video") if modality == "both" else (modality,)
         return {name: self._stream(batch, name) for name in names}
 
-    def modality_tokens(self, batch: Batch, modality: str,
-                        streams: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def modality_tokens(
+        self, batch: Batch, modality: str, streams: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality."""
         streams = self.streams(batch, modality) if streams is None else streams
         lengths = batch.lengths.to(self.device)
@@ -235,8 +236,9 @@ class AVSRModel(nn.Module):
             labs.append(F.pad(lab, (pad, 0) if left else (0, pad), value=IGNORE_INDEX))
         return torch.stack(embeds), torch.stack(masks), torch.stack(labs)  # (B, L, D), (B, L), (B, L)
 
-    def build_inputs(self, batch: Batch, modality: str, with_targets: bool = True,
-                     streams: dict[str, torch.Tensor] | None = None):
+    def build_inputs(
+        self, batch: Batch, modality: str, with_targets: bool = True, streams: dict[str, torch.Tensor] | None = None
+    ):
         """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM."""
         tokens, mask = self.modality_tokens(batch, modality, streams)
         targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
@@ -319,15 +321,17 @@ class AVSRModel(nn.Module):
                     p.copy_(state_dict[k].to(device=p.device, dtype=p.dtype))
 
 
-def trainable_mismatches(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], *,
-                         strict: bool = True) -> list[str]:
+def trainable_mismatches(
+    expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], *, strict: bool = True
+) -> list[str]:
     """Why weights `got` do not load where `expected` are (both name -> tensor), with examples:
     names missing or unexpected (only when `strict`) and shapes that differ. [] when they fit."""
     want = {k: tuple(v.shape) for k, v in expected.items()}
     have = {k: tuple(v.shape) for k, v in got.items()}
     missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    shapes = [f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(set(have) & set(want))
-              if have[k] != want[k]]
+    shapes = [
+        f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(set(have) & set(want)) if have[k] != want[k]
+    ]
     parts = []
     if strict and missing:
         parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")

@@ -48,8 +48,11 @@ class CTCHeads(nn.ModuleDict):
         for name, x in streams.items():
             logp = self.log_probs(name, x)  # (B, T, C)
             # zero_infinity: a transcript longer than its frames allow gives no gradient, not inf
-            losses.append(F.ctc_loss(logp.transpose(0, 1), flat, lengths, target_lengths,
-                                     blank=0, reduction="mean", zero_infinity=True))
+            losses.append(
+                F.ctc_loss(
+                    logp.transpose(0, 1), flat, lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True
+                )
+            )
         return torch.stack(losses).mean()
 
     @torch.no_grad()

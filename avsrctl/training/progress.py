@@ -36,8 +36,15 @@ def _fmt_eta(seconds: float) -> str:
 class Reporter:
     """Progress, log lines and metrics records of one run (a no-op when `enabled` is False)."""
 
-    def __init__(self, output: Path | None, console: Any = None, *, enabled: bool = True,
-                 live: bool | None = None, log_every: int = 10):
+    def __init__(
+        self,
+        output: Path | None,
+        console: Any = None,
+        *,
+        enabled: bool = True,
+        live: bool | None = None,
+        log_every: int = 10,
+    ):
         self.output = Path(output) if output is not None else None
         self.console = console
         self.enabled = enabled
@@ -113,24 +120,37 @@ class Reporter:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=total_steps, completed=start_step,
-                                             epoch="-", loss="-", lr="-", ups="-")
+        self._task = self._progress.add_task(
+            "train", total=total_steps, completed=start_step, epoch="-", loss="-", lr="-", ups="-"
+        )
 
-    def update(self, *, step: int, epoch: int, loss: float, lr: float, utt_per_s: float, log_line: bool,
-               ctc: float | None = None) -> None:
+    def update(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        loss: float,
+        lr: float,
+        utt_per_s: float,
+        log_line: bool,
+        ctc: float | None = None,
+    ) -> None:
         """`loss` is the LLM's cross-entropy per token; `ctc` the auxiliary CTC loss when it is on."""
         if not self.enabled:
             return
         shown = f"{loss:.4f}" if ctc is None else f"{loss:.4f} ctc {ctc:.3f}"
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, epoch=epoch + 1, loss=shown,
-                                  lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}")
+            self._progress.update(
+                self._task, completed=step, epoch=epoch + 1, loss=shown, lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}"
+            )
         elif log_line and self.console is not None:
             done = step - (self._first_step or 0)
             rate = done / max(1e-9, time.monotonic() - self._t0)
             eta = (self._total - step) / rate if rate > 0 else math.inf
-            self.console.print(f"epoch {epoch + 1} step {step}/{self._total} loss {shown} lr {lr:.2e} "
-                               f"{utt_per_s:.1f} utt/s eta {_fmt_eta(eta)}")
+            self.console.print(
+                f"epoch {epoch + 1} step {step}/{self._total} loss {shown} lr {lr:.2e} "
+                f"{utt_per_s:.1f} utt/s eta {_fmt_eta(eta)}"
+            )
 
     def stop(self) -> None:
         if self._progress is not None:

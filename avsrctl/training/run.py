@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from avsrctl.checkpoint import CONFIG, WEIGHTS, check_tokenizer, checkpoint_folder, read_checkpoint_config, read_meta, read_tensors
+from avsrctl.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    check_tokenizer,
+    checkpoint_folder,
+    read_checkpoint_config,
+    read_meta,
+    read_tensors,
+)
 from avsrctl.config import Config
 from avsrctl.errors import CheckpointError, TrainingError, UsageError
 from avsrctl.models.avsr import trainable_mismatches
@@ -38,16 +46,20 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
         raise UsageError(
             "no training data: the config has no data.root",
             hint="point at a corpus with `--data DIR` (or `--set data.root=DIR`), or make a small synthetic one "
-                 "with `avsrctl demo-data DIR`",
+            "with `avsrctl demo-data DIR`",
         )
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise UsageError(f"data folder not found: {root}",
-                         hint="pass a folder holding train.tsv/train.wrd, or make one with `avsrctl demo-data DIR`")
+        raise UsageError(
+            f"data folder not found: {root}",
+            hint="pass a folder holding train.tsv/train.wrd, or make one with `avsrctl demo-data DIR`",
+        )
     tsv, wrd = split_paths(root, cfg.data.train_split)
     if not tsv.is_file():
-        raise UsageError(f"{tsv}: no '{cfg.data.train_split}' manifest in {root}",
-                         hint="a corpus needs {split}.tsv + {split}.wrd; `avsrctl prepare` builds them")
+        raise UsageError(
+            f"{tsv}: no '{cfg.data.train_split}' manifest in {root}",
+            hint="a corpus needs {split}.tsv + {split}.wrd; `avsrctl prepare` builds them",
+        )
     train = read_manifest(tsv, wrd)
     train.require(modality)
     if cfg.data.max_seconds is not None:
@@ -68,8 +80,10 @@ def _check_same_model(cfg: Config, path: Path) -> None:
     if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
         a, b = old.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
         diff = _first_difference(a, b, "model")
-        raise UsageError(f"--resume {path}: the model config differs from the checkpoint's ({diff})",
-                         hint=f"resume with the checkpoint's config: --config {path / CONFIG}")
+        raise UsageError(
+            f"--resume {path}: the model config differs from the checkpoint's ({diff})",
+            hint=f"resume with the checkpoint's config: --config {path / CONFIG}",
+        )
 
 
 def _first_difference(a: Any, b: Any, key: str) -> str:
@@ -89,9 +103,17 @@ def media_map(*manifests: Any) -> dict[str, dict[str, Path | None]]:
     return out
 
 
-def run_training(cfg: Config, *, modality: str | None = None, resume: str | None = None, console: Any = None,
-                 model: Any = None, device: str | None = None, live: bool | None = None,
-                 trainer_hook: Any = None) -> TrainResult:
+def run_training(
+    cfg: Config,
+    *,
+    modality: str | None = None,
+    resume: str | None = None,
+    console: Any = None,
+    model: Any = None,
+    device: str | None = None,
+    live: bool | None = None,
+    trainer_hook: Any = None,
+) -> TrainResult:
     """Train as `avsrctl train` does. `model` replaces the one built from the config (tests);
     `trainer_hook(trainer)` runs before training starts (tests and tools)."""
     from avsrctl.data.dataset import AVDataset
@@ -133,16 +155,30 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         seed_everything(cfg.train.seed + ctx.rank)  # distinct dropout/modality-dropout streams per rank
 
         noise = NoiseSpec.from_config(cfg.data)
-        train_set = AVDataset(train_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise,
-                              seed=cfg.train.seed, frame_memory_mb=cfg.data.frame_memory_mb,
-                              video_augment=cfg.data.video_augment)
+        train_set = AVDataset(
+            train_m,
+            modality,
+            roi=cfg.data.roi,
+            roi_size=cfg.data.roi_size,
+            noise=noise,
+            seed=cfg.train.seed,
+            frame_memory_mb=cfg.data.frame_memory_mb,
+            video_augment=cfg.data.video_augment,
+        )
         valid_set = None
         if valid_m is not None:
-            valid_set = AVDataset(valid_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size,
-                                  frame_memory_mb=cfg.data.frame_memory_mb)
+            valid_set = AVDataset(
+                valid_m,
+                modality,
+                roi=cfg.data.roi,
+                roi_size=cfg.data.roi_size,
+                frame_memory_mb=cfg.data.frame_memory_mb,
+            )
         else:
-            reporter.log(f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
-                         "validation (no 'best' checkpoint)[/]")
+            reporter.log(
+                f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
+                "validation (no 'best' checkpoint)[/]"
+            )
         cache = _feature_cache(cfg, model, modality, noise, reporter, train_m, valid_m)
         if cache is not None:  # a warm cache replaces media decoding, not only the encoders
             from functools import partial
@@ -154,9 +190,11 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
             if valid_set is not None:
                 valid_set.use_features(partial(cache.lookup, streams=cache_streams(modality, noisy_audio=False)))
         n_train = len(train_m)
-        reporter.log(f"training {modality} on {n_train} utterances ({sum(u.seconds for u in train_m) / 3600:.2f} h)"
-                     f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
-                     f"{f', {ctx.world_size} processes' if ctx.enabled else ''}; output {output}")
+        reporter.log(
+            f"training {modality} on {n_train} utterances ({sum(u.seconds for u in train_m) / 3600:.2f} h)"
+            f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
+            f"{f', {ctx.world_size} processes' if ctx.enabled else ''}; output {output}"
+        )
         trainer = Trainer(cfg, model, modality, train_set, valid_set, ctx=ctx, reporter=reporter, cache=cache)
         if trainer_hook is not None:
             trainer_hook(trainer)
@@ -184,11 +222,15 @@ def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[
         taken = sorted(set(state) & set(params))
         problems = trainable_mismatches(params, {k: state[k] for k in taken}, strict=False)
         if problems:
-            raise CheckpointError(f"--init-from {path}: {'; '.join(problems)}",
-                                  hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)")
+            raise CheckpointError(
+                f"--init-from {path}: {'; '.join(problems)}",
+                hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)",
+            )
         if not taken:
-            raise CheckpointError(f"--init-from {path}: none of its {len(state)} weights belong to this model",
-                                  hint="pass a checkpoint trained with the same LLM and connectors")
+            raise CheckpointError(
+                f"--init-from {path}: none of its {len(state)} weights belong to this model",
+                hint="pass a checkpoint trained with the same LLM and connectors",
+            )
         check_tokenizer(model, read_meta(path), f"--init-from {path}")
         merged.update({k: state[k] for k in taken})
         report.append((path, taken))
@@ -207,27 +249,34 @@ def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
         reporter.log(f"initialised {len(names)} of {total} trainable tensors from {path} ({parts})")
 
 
-def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter,
-                   *manifests: Any) -> Any:
+def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter, *manifests: Any) -> Any:
     if cfg.train.cache_features is None:
         return None
     from avsrctl.training.cache import FeatureCache, check_cacheable
 
     identities = check_cacheable(model, modality)
     if noise is not None and modality in ("audio", "both"):
-        reporter.log("[yellow]training noise is on: audio features change every epoch, so they are neither "
-                     "cached nor reused for training (video features and clean validation audio still are)[/]")
+        reporter.log(
+            "[yellow]training noise is on: audio features change every epoch, so they are neither "
+            "cached nor reused for training (video features and clean validation audio still are)[/]"
+        )
     if not any(identities.values()):
         raise TrainingError("--cache-features: the encoders report no identity to key the cache by")
-    return FeatureCache(cfg.train.cache_features, media=media_map(*manifests), identities=identities,
-                        preprocessing={"roi": cfg.data.roi, "roi_size": cfg.data.roi_size})
+    return FeatureCache(
+        cfg.train.cache_features,
+        media=media_map(*manifests),
+        identities=identities,
+        preprocessing={"roi": cfg.data.roi, "roi_size": cfg.data.roi_size},
+    )
 
 
 def _report(reporter: Reporter, r: TrainResult) -> None:
     best = f"{r.best_valid_loss:.4f}" if r.best_valid_loss is not None else "n/a"
     wer = r.last_valid.get("wer") if r.last_valid else None
-    reporter.log(f"done: {r.steps} steps, {r.epochs} epoch(s); last train loss {r.last_loss:.4f}; "
-                 f"best valid loss {best}; last valid WER {f'{wer:.2%}' if wer is not None else 'n/a'}")
+    reporter.log(
+        f"done: {r.steps} steps, {r.epochs} epoch(s); last train loss {r.last_loss:.4f}; "
+        f"best valid loss {best}; last valid WER {f'{wer:.2%}' if wer is not None else 'n/a'}"
+    )
     notes = []
     if r.skipped_media:
         notes.append(f"{r.skipped_media} utterance(s) skipped because their media failed (ids in metrics.jsonl)")

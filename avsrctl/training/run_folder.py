@@ -54,23 +54,27 @@ def check_output(output: Path, resume: str | None) -> Path | None:
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"output folder {output} is not writable ({e.strerror})",
-                         hint="choose another folder with --output") from None
+        raise UsageError(
+            f"output folder {output} is not writable ({e.strerror})", hint="choose another folder with --output"
+        ) from None
     existing = list_checkpoints(output)
     if resume is None:
         if existing:
             raise UsageError(
                 f"{output} already holds checkpoints ({', '.join(p.name for p in existing[-3:])}); "
                 "refusing to train over them",
-                hint="continue that run with --resume auto, or start a new one with another --output")
+                hint="continue that run with --resume auto, or start a new one with another --output",
+            )
         return None
     if resume == "auto":
         return find_latest(output)
     path = Path(resume).expanduser()
     if not is_complete(path, resumable=True):
         missing = [n for n in RESUMABLE if not (path / n).is_file()]
-        raise UsageError(f"--resume {path}: not a resumable checkpoint (missing {', '.join(missing)})",
-                         hint="pass a checkpoint folder from `avsrctl train` or --resume auto")
+        raise UsageError(
+            f"--resume {path}: not a resumable checkpoint (missing {', '.join(missing)})",
+            hint="pass a checkpoint folder from `avsrctl train` or --resume auto",
+        )
     return path
 
 
@@ -88,4 +92,5 @@ def check_free_space(output: Path, model: Any) -> None:
         raise TrainingError(
             f"output folder {output} has {free / 2**20:.2f} MiB free, but one checkpoint of this model "
             f"needs about {need / 2**20:.2f} MiB",
-            hint="free disk space or choose another folder with --output")
+            hint="free disk space or choose another folder with --output",
+        )
