@@ -33,6 +33,44 @@ def _fmt_eta(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+class StepWindow:
+    """Sums over the optimiser steps since the last metrics line; `report` shows and records their means."""
+
+    def __init__(self) -> None:
+        self.loss = self.ctc = self.seconds = 0.0
+        self.tokens = self.utts = self.steps = 0
+
+    def add(self, loss_sum: float, ctc_sum: float, tokens: float, utts: float, seconds: float) -> None:
+        self.loss += loss_sum
+        self.ctc += ctc_sum
+        self.tokens += tokens
+        self.utts += utts
+        self.seconds += seconds
+        self.steps += 1
+
+    def report(
+        self, reporter: "Reporter", *, step: int, epoch: int, lr: float, grad_norm: float, due: bool, with_ctc: bool
+    ) -> float:
+        """Update the live line; when `due`, also write a 'train' record. Returns the token-weighted loss."""
+        loss = self.loss / max(1, self.tokens)
+        ups = self.utts / max(1e-9, self.seconds)
+        ctc = self.ctc / max(1, self.tokens) if with_ctc else None
+        reporter.update(step=step, epoch=epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc)
+        if due:
+            record = {
+                "type": "train",
+                "step": step,
+                "epoch": epoch + 1,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "utt_per_s": ups,
+                "tokens": int(self.tokens),
+            }
+            reporter.record(record if ctc is None else {**record, "ctc": ctc})
+        return loss
+
+
 class Reporter:
     """Progress, log lines and metrics records of one run (a no-op when `enabled` is False)."""
 

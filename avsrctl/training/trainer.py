@@ -30,7 +30,7 @@ from avsrctl.training import distributed as dist
 from avsrctl.training.cache import FeatureCache, cache_streams
 from avsrctl.training.oom import accumulate
 from avsrctl.training.param_table import ParamUpdateTracker, render_table
-from avsrctl.training.progress import Reporter
+from avsrctl.training.progress import Reporter, StepWindow
 from avsrctl.training.run_folder import epoch_name, prune_checkpoints, step_name
 from avsrctl.training.schedule import build_optimizer, build_scheduler, optimizer_param_order
 from avsrctl.training.signals import StopRequest, TrainingInterrupted
@@ -116,12 +116,7 @@ class Trainer:
         self.last_loss = math.nan
         self.stop = StopRequest(reporter.log)
         self.ctc_weight = cfg.model.ctc_weight
-        self._window = self._empty_window()
-
-    @staticmethod
-    def _empty_window() -> dict[str, float]:
-        """Sums over the optimiser steps since the last metrics line."""
-        return {"loss": 0.0, "ctc": 0.0, "tokens": 0, "utts": 0, "seconds": 0.0, "steps": 0}
+        self._window = StepWindow()  # sums since the last metrics line
 
     # ------------------------------------------------------------------ run
 
@@ -312,33 +307,16 @@ class Trainer:
         seconds: float,
         ctc_sum: float = 0.0,
     ) -> None:
-        w = self._window
-        w["loss"] += loss_sum
-        w["ctc"] += ctc_sum
-        w["tokens"] += tokens
-        w["utts"] += utts
-        w["seconds"] += seconds
-        w["steps"] += 1
+        self._window.add(loss_sum, ctc_sum, tokens, utts, seconds)
         due = self.step % self.tc.log_every == 0 or self.step == self.total_steps
-        loss = w["loss"] / max(1, w["tokens"])
-        ups = w["utts"] / max(1e-9, w["seconds"])
         # with the CTC objective alone, `loss` already is the CTC
-        ctc = w["ctc"] / max(1, w["tokens"]) if self.ctc_weight and self.tc.objective == "llm" else None
-        self.reporter.update(step=self.step, epoch=self.epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc)
+        with_ctc = bool(self.ctc_weight) and self.tc.objective == "llm"
+        loss = self._window.report(
+            self.reporter, step=self.step, epoch=self.epoch, lr=lr, grad_norm=grad_norm, due=due, with_ctc=with_ctc
+        )
         if due:
-            record = {
-                "type": "train",
-                "step": self.step,
-                "epoch": self.epoch + 1,
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "utt_per_s": ups,
-                "tokens": int(w["tokens"]),
-            }
-            self.reporter.record(record if ctc is None else {**record, "ctc": ctc})
             self.last_loss = loss
-            self._window = self._empty_window()
+            self._window = StepWindow()
 
     # ------------------------------------------------------------------ validation
 
