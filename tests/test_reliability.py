@@ -94,7 +94,11 @@ def _yaml(tmp_path: Path, text: str) -> Path:
         (["--set", "model.llm.lora.rnk=3"], ["unknown key 'model.llm.lora.rnk'"], "model.llm.lora.rank"),
         (["--set", "train.lr=fast"], ["--set: train.lr:", "'fast'"], None),
         (["--set", "train.max_steps=2.5"], ["train.max_steps", "2.5"], None),
-        (["--modality", "lips"], ["--modality must be one of audio, video, both", "got 'lips'"], "avsrctl train --help"),
+        (
+            ["--modality", "lips"],
+            ["--modality must be one of audio, video, both", "got 'lips'"],
+            "avsrctl train --help",
+        ),
         (["--set", "model.modality=lips"], ["--set: model.modality", "'lips'"], None),
         (["--max-epochs", "0"], ["command line: train.max_epochs", "greater than 0"], None),
         (["--max-steps", "-1"], ["command line: train.max_steps", "(got -1)"], None),
