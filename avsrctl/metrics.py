@@ -24,9 +24,9 @@ from pathlib import Path
 import jiwer
 from rich.markup import escape
 
+from avsrctl.atomic import write_files
+from avsrctl.config import NORMALIZERS
 from avsrctl.errors import DataError, UsageError
-
-NORMALIZERS: tuple[str, ...] = ("basic", "whisper", "none")
 
 # --------------------------------------------------------------------------- normalisers
 
@@ -148,9 +148,16 @@ class UtteranceErrors:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "ref_norm": self.reference, "hyp_norm": self.hypothesis, "wer": self.wer,
-            "errors": self.errors, "ref_words": self.ref_words, "substitutions": self.substitutions,
-            "deletions": self.deletions, "insertions": self.insertions, "hits": self.hits,
+            "id": self.id,
+            "ref_norm": self.reference,
+            "hyp_norm": self.hypothesis,
+            "wer": self.wer,
+            "errors": self.errors,
+            "ref_words": self.ref_words,
+            "substitutions": self.substitutions,
+            "deletions": self.deletions,
+            "insertions": self.insertions,
+            "hits": self.hits,
         }
 
 
@@ -215,8 +222,10 @@ def score(
     refs = [fn(t) for t in references]
     hyps = [fn(t) for t in hypotheses]
     if not any(refs):
-        raise DataError(f"{ref_name}: all {len(refs)} references are empty after '{normalizer}' normalisation, "
-                        "so WER is undefined", hint="check that the reference file holds transcripts")
+        raise DataError(
+            f"{ref_name}: all {len(refs)} references are empty after '{normalizer}' normalisation, so WER is undefined",
+            hint="check that the reference file holds transcripts",
+        )
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
     ids = list(ids) if ids is not None else [str(i) for i in range(len(refs))]
@@ -225,8 +234,11 @@ def score(
         counts = {"substitute": 0, "delete": 0, "insert": 0, "equal": 0}
         for c in chunks:  # a chunk spans equal-length runs for 'substitute' and 'equal'
             counts[c.type] += max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
-        utts.append(UtteranceErrors(uid, ref, hyp, counts["substitute"], counts["delete"], counts["insert"],
-                                    counts["equal"], tuple(chunks)))
+        utts.append(
+            UtteranceErrors(
+                uid, ref, hyp, counts["substitute"], counts["delete"], counts["insert"], counts["equal"], tuple(chunks)
+            )
+        )
     ref_words = words.hits + words.substitutions + words.deletions
     ref_chars = chars.hits + chars.substitutions + chars.deletions
     char_errors = chars.substitutions + chars.deletions + chars.insertions
@@ -234,9 +246,16 @@ def score(
         normalizer=normalizer,
         wer=(words.substitutions + words.deletions + words.insertions) / ref_words,
         cer=char_errors / ref_chars,
-        substitutions=words.substitutions, deletions=words.deletions, insertions=words.insertions,
-        hits=words.hits, ref_words=ref_words, hyp_words=sum(len(h.split()) for h in hyps),
-        char_errors=char_errors, ref_chars=ref_chars, n_utterances=len(refs), utterances=tuple(utts),
+        substitutions=words.substitutions,
+        deletions=words.deletions,
+        insertions=words.insertions,
+        hits=words.hits,
+        ref_words=ref_words,
+        hyp_words=sum(len(h.split()) for h in hyps),
+        char_errors=char_errors,
+        ref_chars=ref_chars,
+        n_utterances=len(refs),
+        utterances=tuple(utts),
     )
     assert sum(u.errors for u in utts) == report.errors, "per-utterance errors must add up to the corpus total"
     return report
@@ -251,7 +270,7 @@ def render_diff(utt: UtteranceErrors) -> str:
     ref, hyp = utt.reference.split(), utt.hypothesis.split()
     parts: list[str] = []
     for c in utt.alignment:
-        r, h = ref[c.ref_start_idx:c.ref_end_idx], hyp[c.hyp_start_idx:c.hyp_end_idx]
+        r, h = ref[c.ref_start_idx : c.ref_end_idx], hyp[c.hyp_start_idx : c.hyp_end_idx]
         if c.type == "equal":
             parts.extend(escape(w) for w in r)
         elif c.type == "substitute":
@@ -277,26 +296,6 @@ def read_hypotheses(path: str | Path) -> list[str]:
     return [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
 
 
-def write_files(files: dict[Path, str]) -> None:
-    """Write every file under a temporary name, then rename them all: a full disk or an interrupt
-    leaves the previous set of files whole, never half a file or a mix of old and new ones."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            staged.append((tmp, path))
-            try:
-                tmp.write_text(text, encoding="utf-8")
-            except OSError as e:  # a failed write() carries no file name: give it the one the user knows
-                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-        for tmp, path in staged:
-            tmp.replace(path)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-
-
 def write_results(
     output_dir: str | Path,
     report: ErrorReport,
@@ -311,11 +310,14 @@ def write_results(
     paths = {"wer": out / "wer.json", "hyp": out / "hyp.wrd", "results": out / "results.jsonl"}
     rows = []
     for utt, ref, hyp in zip(report.utterances, raw_references, raw_hypotheses):
-        rows.append(json.dumps({"id": utt.id, "reference": ref, "hypothesis": hyp, **utt.to_dict()},
-                               ensure_ascii=False))
-    write_files({
-        paths["hyp"]: "".join(" ".join(h.split()) + "\n" for h in raw_hypotheses),
-        paths["results"]: "".join(r + "\n" for r in rows),
-        paths["wer"]: json.dumps(summary if summary is not None else report.to_dict(), indent=2) + "\n",
-    })
+        rows.append(
+            json.dumps({"id": utt.id, "reference": ref, "hypothesis": hyp, **utt.to_dict()}, ensure_ascii=False)
+        )
+    write_files(
+        {
+            paths["hyp"]: "".join(" ".join(h.split()) + "\n" for h in raw_hypotheses),
+            paths["results"]: "".join(r + "\n" for r in rows),
+            paths["wer"]: json.dumps(summary if summary is not None else report.to_dict(), indent=2) + "\n",
+        }
+    )
     return paths

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,18 +110,3 @@ def format_from_suffix(path: str | os.PathLike) -> str | None:
     """'srt' for 'talk.srt', etc.; None when the suffix names no known format."""
     suffix = Path(path).suffix.lower().lstrip(".")
     return suffix if suffix in FORMATS else None
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -19,10 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
+from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from avsrctl.errors import MediaError
 from avsrctl.subtitles import Segment, Transcript
-
-SAMPLE_RATE = 16_000
 
 
 class ClipRecognizer(Protocol):
@@ -120,8 +119,19 @@ class CheckpointRecognizer:
     `vad=False`) and the pieces are decoded `batch_size` at a time, so memory stays bounded.
     """
 
-    def __init__(self, model, cfg, modality: str, options, *, device: str = "cpu", name: str = "",
-                 max_segment_s: float = 20.0, batch_size: int = 8, vad: bool | None = None):
+    def __init__(
+        self,
+        model,
+        cfg,
+        modality: str,
+        options,
+        *,
+        device: str = "cpu",
+        name: str = "",
+        max_segment_s: float = 20.0,
+        batch_size: int = 8,
+        vad: bool | None = None,
+    ):
         if modality not in model.modalities:
             from avsrctl.errors import UsageError
 
@@ -144,7 +154,6 @@ class CheckpointRecognizer:
         import torch
 
         from avsrctl.data.dataset import Sample, collate, load_clip
-        from avsrctl.data.manifest import SAMPLES_PER_FRAME, VIDEO_FPS
 
         clip = load_clip(path, self.modality, roi=self.cfg.data.roi, roi_size=self.cfg.data.roi_size)
         n_frames = int(clip.lengths[0])
@@ -157,8 +166,12 @@ class CheckpointRecognizer:
                 spans.append((f0, f1))
         samples = [
             Sample(
-                id=f"{i}", text="", n_frames=f1 - f0,
-                audio=clip.audio[0, f0 * SAMPLES_PER_FRAME: f1 * SAMPLES_PER_FRAME] if clip.audio is not None else None,
+                id=f"{i}",
+                text="",
+                n_frames=f1 - f0,
+                audio=clip.audio[0, f0 * SAMPLES_PER_FRAME : f1 * SAMPLES_PER_FRAME]
+                if clip.audio is not None
+                else None,
                 video=clip.video[0, f0:f1] if clip.video is not None else None,  # (T, 3, H, W)
             )
             for i, (f0, f1) in enumerate(spans)
@@ -166,13 +179,20 @@ class CheckpointRecognizer:
         texts: dict[str, str] = {}
         with torch.no_grad():
             for k in range(0, len(samples), self.batch_size):
-                batch = collate(samples[k:k + self.batch_size]).to(self.device)
+                batch = collate(samples[k : k + self.batch_size]).to(self.device)
                 for result in self.model.generate(batch, self.modality, self.options):
                     texts[result.id] = result.text.strip()
-        segments = tuple(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, texts.get(f"{i}", ""))
-                         for i, (f0, f1) in enumerate(spans))
-        return Transcript(text=join_segments(list(segments)), segments=segments, source=self.name, path=str(path),
-                          duration=round(duration, 3), meta={"modality": self.modality, "pieces": len(spans)})
+        segments = tuple(
+            Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, texts.get(f"{i}", "")) for i, (f0, f1) in enumerate(spans)
+        )
+        return Transcript(
+            text=join_segments(list(segments)),
+            segments=segments,
+            source=self.name,
+            path=str(path),
+            duration=round(duration, 3),
+            meta={"modality": self.modality, "pieces": len(spans)},
+        )
 
 
 def checkpoint_recognizer(
@@ -185,13 +205,21 @@ def checkpoint_recognizer(
     vad: bool | None = None,
 ) -> CheckpointRecognizer:
     """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`."""
+    from avsrctl.checkpoint import load_checkpoint, trained_modality
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.training.checkpoint import load_checkpoint
 
     model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)
-    modality = modality or meta.get("modality") or cfg.model.modality
-    options = DecodingOptions(beam_size=beam_size or cfg.decode.beam_size, max_new_tokens=cfg.decode.max_new_tokens,
-                              length_penalty=float(cfg.decode.length_penalty))
-    return CheckpointRecognizer(model, cfg, modality, options, device=dev, name=f"{Path(checkpoint).name} ({modality})",
-                                max_segment_s=max_segment_s, batch_size=cfg.decode.batch_size, vad=vad)
+    modality = modality or trained_modality(cfg, meta)
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size)
+    return CheckpointRecognizer(
+        model,
+        cfg,
+        modality,
+        options,
+        device=dev,
+        name=f"{Path(checkpoint).name} ({modality})",
+        max_segment_s=max_segment_s,
+        batch_size=cfg.decode.batch_size,
+        vad=vad,
+    )

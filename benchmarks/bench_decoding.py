@@ -47,7 +47,9 @@ def no_cache_greedy(model, batch, max_new_tokens: int) -> list[tuple[int, ...]]:
     """Greedy search without a KV cache: every step runs the LLM over the whole sequence so far."""
     import torch
 
-    suppress = torch.tensor(model._never_generated(), dtype=torch.long, device=model.device)
+    from avsrctl.decoding import never_generated
+
+    suppress = torch.tensor(never_generated(model), dtype=torch.long, device=model.device)
     embed = model.llm.get_input_embeddings()
     out = []
     with torch.no_grad():

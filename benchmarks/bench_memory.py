@@ -37,7 +37,7 @@ import sys
 import torch
 from avsrctl.config import load_config
 from avsrctl.models.builder import build_model
-from avsrctl.training.checkpoint import save_checkpoint
+from avsrctl.checkpoint import save_checkpoint
 cfg = load_config("offline-small", ["model.modality=audio"])
 torch.manual_seed(cfg.train.seed)
 model = build_model(cfg)

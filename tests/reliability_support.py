@@ -50,8 +50,7 @@ def ffmpeg_make(path: Path, *args: str) -> Path:
     from avsrctl.data.media import ffmpeg_exe
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)],
-                   check=True)
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)], check=True)
     return path
 
 
@@ -81,11 +80,16 @@ def speak(text: str, path: Path) -> np.ndarray:
 
 
 SENTENCES = (
-    "the quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore",
-    "we will meet at the station at nine", "please bring the green folder tomorrow",
-    "the weather is cold and windy today", "my brother plays the piano every evening",
-    "turn left at the second traffic light", "the library closes at six on sundays",
-    "open the window and let the air in", "he painted the fence white last summer",
+    "the quick brown fox jumps over the lazy dog",
+    "she sells sea shells by the sea shore",
+    "we will meet at the station at nine",
+    "please bring the green folder tomorrow",
+    "the weather is cold and windy today",
+    "my brother plays the piano every evening",
+    "turn left at the second traffic light",
+    "the library closes at six on sundays",
+    "open the window and let the air in",
+    "he painted the fence white last summer",
 )
 
 
@@ -101,7 +105,7 @@ def long_speech(path: Path, minutes: float, period_s: int = 30) -> tuple[list[st
     for i in range(n):
         s = spoken[i % len(spoken)]
         start = (i * period_s + 1) * 16000
-        audio[start:start + len(s)] = s
+        audio[start : start + len(s)] = s
     save_audio(path, audio)
     return [SENTENCES[i % len(SENTENCES)] for i in range(n)], [i * period_s + 1.0 for i in range(n)]
 
@@ -110,9 +114,9 @@ def tiny_checkpoint(folder: Path, modality: str = "both", name: str = "final", *
     """An untrained tiny model saved as a checkpoint (decodes, cannot resume)."""
     import torch
 
+    from avsrctl.checkpoint import save_checkpoint
     from avsrctl.config import load_config
     from avsrctl.models.builder import build_model
-    from avsrctl.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = load_config("tiny", list(overrides), {"model.modality": modality, "decode.max_new_tokens": 4})
@@ -170,15 +174,21 @@ def shell_risks(path: Path) -> list[str]:
             continue
         name = ast.unparse(node.func)
         where = f"{path.name}:{node.lineno}: {name}"
-        if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
-               for k in node.keywords):
+        if any(
+            k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+            for k in node.keywords
+        ):
             found.append(where + " with shell=")
-        if name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput") or \
-                name.startswith("os.exec") or name.startswith("os.spawn"):
+        if (
+            name in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput")
+            or name.startswith("os.exec")
+            or name.startswith("os.spawn")
+        ):
             found.append(where)
         if name.split(".")[-1] in ("run", "Popen", "call", "check_call", "check_output") and node.args:
             first = node.args[0]
-            if isinstance(first, (ast.JoinedStr, ast.BinOp)) or (isinstance(first, ast.Constant)
-                                                                and isinstance(first.value, str)):
+            if isinstance(first, (ast.JoinedStr, ast.BinOp)) or (
+                isinstance(first, ast.Constant) and isinstance(first.value, str)
+            ):
                 found.append(where + " with a string command")
     return found

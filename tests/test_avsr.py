@@ -8,11 +8,12 @@ from torch import nn
 
 from avsrctl.config import load_config
 from avsrctl.data.batch import Batch
-from avsrctl.decoding import DecodingOptions
+from avsrctl.decoding import DecodingOptions, teacher_forced_scores
 from avsrctl.errors import CheckpointError, ModelError, UsageError
 from avsrctl.models.avsr import IGNORE_INDEX, AVSRModel
 from avsrctl.models.builder import build_model
 from avsrctl.models.connector import AudioConnector, VideoConnector
+from avsrctl.models.ctc import ctc_targets
 from avsrctl.models.llm import build_llm
 
 ALL = {"audio", "video", "both"}
@@ -38,17 +39,26 @@ def media_batch(lengths=(75, 40), texts=("hello world", "bye"), seed=0) -> Batch
     for b, n in enumerate(lengths):
         audio[b, 640 * n :] = 0
         video[b, n:] = 0
-    return Batch(ids=[f"u{i}" for i in range(len(lengths))], texts=list(texts), lengths=torch.tensor(lengths),
-                 audio=audio, video=video)
+    return Batch(
+        ids=[f"u{i}" for i in range(len(lengths))],
+        texts=list(texts),
+        lengths=torch.tensor(lengths),
+        audio=audio,
+        video=video,
+    )
 
 
 def feature_batch(lengths=(50, 30), texts=("hello world", "bye now"), seed=0) -> Batch:
     """Cached-encoder-style features (what the training feature cache fills): fast, no encoders."""
     g = torch.Generator().manual_seed(seed)
     T = max(lengths)
-    return Batch(ids=[f"f{i}" for i in range(len(lengths))], texts=list(texts), lengths=torch.tensor(lengths),
-                 audio_features=torch.randn(len(lengths), 2 * T, 64, generator=g),
-                 video_features=torch.randn(len(lengths), T, 64, generator=g))
+    return Batch(
+        ids=[f"f{i}" for i in range(len(lengths))],
+        texts=list(texts),
+        lengths=torch.tensor(lengths),
+        audio_features=torch.randn(len(lengths), 2 * T, 64, generator=g),
+        video_features=torch.randn(len(lengths), T, 64, generator=g),
+    )
 
 
 # --------------------------------------------------------------------------- shapes and layout
@@ -144,8 +154,15 @@ def test_frozen_encoders_stay_in_eval_mode_while_training(cfg):
 
 def test_cached_features_give_the_same_loss_as_raw_media(model):
     batch = media_batch(lengths=(20, 13))
-    cached = Batch(**{**batch.__dict__, "audio": None, "video": None,
-                      "audio_features": model.encode_audio(batch), "video_features": model.encode_video(batch)})
+    cached = Batch(
+        **{
+            **batch.__dict__,
+            "audio": None,
+            "video": None,
+            "audio_features": model.encode_audio(batch),
+            "video_features": model.encode_video(batch),
+        }
+    )
     with torch.no_grad():
         for modality in ("audio", "video", "both"):
             torch.testing.assert_close(model(batch, modality).loss, model(cached, modality).loss)
@@ -220,7 +237,7 @@ def test_batched_generation_equals_one_at_a_time(model, modality):
 
 
 def _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, modality, n):
-    # Greedy scores come from the search's own logits; they must be the measure of `_score` (raw
+    # Greedy scores come from the search's own logits; they must be the measure of `teacher_forced_scores` (raw
     # model distribution, tokens up to and including the first EOS) over the same tokens.
     res = m.generate(batch, modality, DecodingOptions(beam_size=1, max_new_tokens=n))
     rows = [list(r.token_ids) + ([m.eos_id] if r.stopped_at_eos else []) for r in res]
@@ -228,7 +245,7 @@ def _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, modality, n):
     new = torch.tensor([r + [m.pad_id] * (width - len(r)) for r in rows])  # (B, n_new) as generate pads
     embeds, attn, _ = m.build_inputs(batch, modality, with_targets=False)
     with torch.no_grad():
-        forced = m._score(embeds, attn, new)
+        forced = teacher_forced_scores(m, embeds, attn, new)
     for r, f in zip(res, forced):
         assert r.score < 0.0
         assert abs(r.score - f) < 1e-4
@@ -301,7 +318,7 @@ def test_load_trainable_state_dict_names_the_problem(cfg, model):
         model.load_trainable_state_dict(missing)
     with pytest.raises(CheckpointError, match="unexpected .*llm.lm_head.weight"):
         model.load_trainable_state_dict({**sd, "llm.lm_head.weight": torch.zeros(1)})
-    with pytest.raises(CheckpointError, match="another shape .*marker_embeddings"):
+    with pytest.raises(CheckpointError, match="shape mismatches .*marker_embeddings"):
         model.load_trainable_state_dict({**sd, "marker_embeddings": torch.zeros(4, 3)})
     model.load_trainable_state_dict(missing, strict=False)  # partial loads only when asked
 
@@ -373,7 +390,11 @@ def test_ctc_heads_exist_only_when_weighted(cfg, ctc_cfg):
     assert sorted(m.ctc_heads) == ["audio", "video"]
     assert sorted(build_model(ctc_cfg, {"video"}).ctc_heads) == ["video"]
     assert {n for n in m.trainable_state_dict() if n.startswith("ctc_heads.")} == {
-        "ctc_heads.audio.weight", "ctc_heads.audio.bias", "ctc_heads.video.weight", "ctc_heads.video.bias"}
+        "ctc_heads.audio.weight",
+        "ctc_heads.audio.bias",
+        "ctc_heads.video.weight",
+        "ctc_heads.video.bias",
+    }
 
 
 @pytest.mark.parametrize("modality", ["video", "both"])
@@ -392,9 +413,11 @@ def test_ctc_adds_to_the_training_objective_only(ctc_cfg, modality):
 def test_ctc_targets_are_lower_case_characters_without_punctuation(ctc_cfg):
     m = build_model(ctc_cfg, {"video"}).train()
     streams = m.streams(media_batch(), "video")
-    same = [m.ctc_loss(streams, media_batch(texts=t)) for t in (("hello world", "bye"), ("HELLO, world!", "Bye."))]
+    lengths = media_batch().lengths
+    same = [m.ctc_heads.loss(streams, list(t), lengths) for t in (("hello world", "bye"), ("HELLO, world!", "Bye."))]
     torch.testing.assert_close(same[0], same[1])
-    other = m.ctc_loss(streams, media_batch(texts=("hello there", "bye")))
+    assert ctc_targets(["HELLO, world!"]) == ctc_targets(["hello world"])
+    other = m.ctc_heads.loss(streams, ["hello there", "bye"], lengths)
     assert not torch.allclose(other, same[0])
 
 
@@ -435,7 +458,7 @@ def test_the_ctc_objective_alone_never_runs_the_llm(ctc_cfg):
         build_model(load_config("tiny"), {"video"})(batch, "video", "ctc")
 
 
-def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg):
+def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg, monkeypatch):
     m = build_model(ctc_cfg, {"video"})
     head = m.ctc_heads["video"]
     script = [0, 11, 11, 0, 11, 1, 1, 0, 3, 0]  # blank i i blank i ' ' ' ' blank a blank -> "ii a"
@@ -444,10 +467,10 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg):
         head.bias.zero_()
     logits = torch.full((1, len(script), head.out_features), -10.0)
     logits[0, torch.arange(len(script)), torch.tensor(script)] = 10.0
-    original = m._ctc_log_probs
-    m._ctc_log_probs = lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1)
-    try:
-        texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
-    finally:
-        m._ctc_log_probs = original
+    monkeypatch.setattr(
+        m.ctc_heads,
+        "log_probs",
+        lambda name, x: torch.log_softmax(logits[:, : x.shape[1]], -1).expand(x.shape[0], -1, -1),
+    )
+    texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
     assert texts == ["ii a", "i"]

@@ -6,12 +6,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from training_support import FakeAVSR, fake_batch
 
+from avsrctl import checkpoint as ckpt
 from avsrctl.config import load_config
 from avsrctl.errors import CheckpointError
-from avsrctl.training import checkpoint as ckpt
+from avsrctl.training import run_folder, state
 from avsrctl.training.schedule import build_optimizer, optimizer_param_order
-from training_support import FakeAVSR, fake_batch
 
 
 @pytest.fixture
@@ -105,8 +106,15 @@ def test_crash_during_save_leaves_no_half_checkpoint(tmp_path, cfg, monkeypatch)
 
     monkeypatch.setattr(ckpt, "save_file", crash_on_second)
     with pytest.raises(OSError, match="simulated"):
-        _save(tmp_path, "step-000002", model, cfg, step=2, trainer_state={"step": 2},
-              optimizer_tensors={"x": torch.zeros(1)})
+        _save(
+            tmp_path,
+            "step-000002",
+            model,
+            cfg,
+            step=2,
+            trainer_state={"step": 2},
+            optimizer_tensors={"x": torch.zeros(1)},
+        )
     assert not (tmp_path / "step-000002").exists()
     assert ckpt.read_latest_name(tmp_path) == "step-000001"
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000001"]
@@ -127,7 +135,7 @@ def test_overwriting_best_replaces_it(tmp_path, cfg):
 def test_find_latest_falls_back_to_a_scan(tmp_path, cfg):
     m = _model()
     for step in (2, 4):
-        _save(tmp_path, ckpt.step_name(step), m, cfg, step=step, trainer_state={}, optimizer_tensors={})
+        _save(tmp_path, run_folder.step_name(step), m, cfg, step=step, trainer_state={}, optimizer_tensors={})
     (tmp_path / "latest").write_text("step-000009\n")  # names a folder that is gone
     assert ckpt.find_latest(tmp_path).name == "step-000004"
     assert ckpt.find_latest(tmp_path / "empty") is None
@@ -137,7 +145,7 @@ def test_keep_last_prunes_periodic_only(tmp_path, cfg):
     m = _model()
     for i, name in enumerate(["epoch-0001", "step-000004", "best", "epoch-0002", "step-000008", "final"]):
         _save(tmp_path, name, m, cfg, step=i)
-    deleted = ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    deleted = run_folder.prune_checkpoints(tmp_path, keep_last=2)
     assert sorted(p.name for p in deleted) == ["epoch-0001", "step-000004"]
     assert sorted(p.name for p in ckpt.list_checkpoints(tmp_path)) == ["best", "epoch-0002", "final", "step-000008"]
 
@@ -149,12 +157,12 @@ def test_optimizer_state_round_trips_by_parameter_name(tmp_path):
     model(fake_batch(), "both").loss.backward()
     opt.step()
     names = optimizer_param_order(named)
-    tensors, js = ckpt.flatten_optimizer(opt.state_dict(), names)
+    tensors, js = state.flatten_optimizer(opt.state_dict(), names)
     from safetensors.torch import load_file, save_file
 
     save_file(tensors, str(tmp_path / "opt.safetensors"))
     js = json.loads(json.dumps(js))
-    restored = ckpt.unflatten_optimizer(load_file(str(tmp_path / "opt.safetensors")), js, names)
+    restored = state.unflatten_optimizer(load_file(str(tmp_path / "opt.safetensors")), js, names)
     opt2 = build_optimizer(named, lr=1e-2, weight_decay=0.01)
     opt2.load_state_dict(restored)
     before, after = opt.state_dict()["state"], opt2.state_dict()["state"]
@@ -163,28 +171,27 @@ def test_optimizer_state_round_trips_by_parameter_name(tmp_path):
         assert set(before[i]) == set(after[i])
         assert all(torch.equal(before[i][k], after[i][k]) for k in before[i])
     with pytest.raises(CheckpointError, match="other parameters"):
-        ckpt.unflatten_optimizer(tensors, js, names[:-1])
+        state.unflatten_optimizer(tensors, js, names[:-1])
 
 
 def test_rng_states_round_trip_through_json():
     torch.manual_seed(3)
     np.random.seed(3)
     random.seed(3)
-    state = json.loads(json.dumps(ckpt.capture_rng()))
+    saved = json.loads(json.dumps(state.capture_rng()))
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
-    ckpt.restore_rng(state)
+    state.restore_rng(saved)
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
 
 
-
 def test_a_kill_between_the_two_renames_of_a_replaced_checkpoint_is_recovered(tmp_path):
     """`best` replaced: old moved to `.old-best`, killed before the new one was renamed in."""
-    from avsrctl.training.checkpoint import recover_replaced
+    from avsrctl.checkpoint import recover_replaced
 
     best = tmp_path / "best"
     old = tmp_path / ".old-best"
@@ -194,3 +201,23 @@ def test_a_kill_between_the_two_renames_of_a_replaced_checkpoint_is_recovered(tm
     assert (best / "meta.json").read_text() == "{}" and not old.exists()
     recover_replaced(best)  # nothing to do when the checkpoint is in place
     assert best.is_dir()
+
+
+def test_a_tiny_model_round_trips_through_the_checkpoint_format(tmp_path):
+    """What `train` writes, `load_checkpoint` (decode, eval, transcribe) rebuilds: same config, same weights."""
+    from avsrctl.models.builder import build_model
+
+    cfg = load_config("tiny", ["model.modality=audio"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.trainable_state_dict().values():
+            p.add_(torch.randn_like(p))  # away from any initialisation a rebuild could reproduce
+    path = ckpt.save_checkpoint(tmp_path, "final", model=model, cfg=cfg, meta={"modality": "audio", "step": 3})
+    assert sorted(p.name for p in path.iterdir()) == sorted(ckpt.REQUIRED)
+    loaded, loaded_cfg, meta = ckpt.load_checkpoint(path)
+    assert meta["step"] == 3 and meta["modalities"] == ["audio"] and loaded.modalities == ("audio",)
+    assert loaded_cfg.model == cfg.model
+    want, got = model.trainable_state_dict(), loaded.trainable_state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k].cpu(), want[k].cpu()) for k in want)

@@ -10,8 +10,7 @@ from avsrctl.models.connector import AudioConnector, VideoConnector, compress_to
 
 
 @pytest.mark.parametrize(
-    "T, k, expected",
-    [(75, 3, 25), (75, 2, 38), (74, 3, 25), (76, 3, 26), (1, 3, 1), (2, 2, 1), (3, 2, 2), (40, 1, 40)],
+    "T, k, expected", [(75, 3, 25), (75, 2, 38), (74, 3, 25), (76, 3, 26), (1, 3, 1), (2, 2, 1), (3, 2, 2), (40, 1, 40)]
 )
 def test_token_count_is_ceil_T_over_K(T, k, expected):
     x = torch.randn(1, T, 8)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import requires_whisper_weights
 
 from avsrctl.errors import ModelError
 from avsrctl.models import ct2
-from conftest import requires_whisper_weights
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
@@ -34,10 +34,21 @@ def hf_whisper(tmp_path_factory):
 
     torch.manual_seed(0)
     config = WhisperConfig(
-        d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, num_mel_bins=80,
-        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=128, vocab_size=100,
-        max_target_positions=32, max_source_positions=1500,
-        pad_token_id=99, bos_token_id=98, eos_token_id=99, decoder_start_token_id=98,
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        num_mel_bins=80,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=128,
+        vocab_size=100,
+        max_target_positions=32,
+        max_source_positions=1500,
+        pad_token_id=99,
+        bos_token_id=98,
+        eos_token_id=99,
+        decoder_start_token_id=98,
     )
     model = WhisperForConditionalGeneration(config).eval()
     with torch.no_grad():  # non-zero biases and norms, so a dropped or swapped slice shows up
@@ -69,8 +80,14 @@ def test_reader_parses_header_and_variables(hf_whisper):
 def test_conversion_reproduces_hf_weights(hf_whisper, quant, atol):
     encoder, folders = hf_whisper
     state, sizes = ct2.whisper_encoder_weights(ct2.read_ct2_model(folders[quant], prefix="encoder/"))
-    assert sizes == dict(num_mel_bins=80, d_model=64, encoder_layers=2, encoder_attention_heads=2,
-                         encoder_ffn_dim=128, max_source_positions=1500)
+    assert sizes == dict(
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        max_source_positions=1500,
+    )
     reference = encoder.state_dict()
     assert set(state) == set(reference)  # same names: nothing missing, nothing extra (no k bias)
     for name, value in state.items():
@@ -148,7 +165,9 @@ def test_missing_and_foreign_models_are_model_errors(tmp_path):
         return struct.pack("<H", len(raw)) + raw
 
     # A valid header of another model type, no variables, no aliases.
-    (tmp_path / "model.bin").write_bytes(struct.pack("<I", 6) + string("TransformerSpec") + struct.pack("<III", 1, 0, 0))
+    (tmp_path / "model.bin").write_bytes(
+        struct.pack("<I", 6) + string("TransformerSpec") + struct.pack("<III", 1, 0, 0)
+    )
     with pytest.raises(ModelError, match="not a Whisper model"):
         ct2.whisper_encoder_weights(ct2.read_ct2_model(tmp_path))
     (tmp_path / "model.bin").write_bytes(struct.pack("<I", 99) + string("WhisperSpec"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -22,10 +21,14 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("decode")
     corpus = root / "corpus"
-    generate_corpus(corpus, n_utterances=12, n_speakers=2, n_test_speakers=1, size=32, seed=3, jobs=1,
-                    valid_fraction=0.2)
-    cfg = load_config("tiny", None, {"data.root": str(corpus), "train.output": str(root / "run"),
-                                    "train.max_steps": 3, "decode.max_new_tokens": 8})
+    generate_corpus(
+        corpus, n_utterances=12, n_speakers=2, n_test_speakers=1, size=32, seed=3, jobs=1, valid_fraction=0.2
+    )
+    cfg = load_config(
+        "tiny",
+        None,
+        {"data.root": str(corpus), "train.output": str(root / "run"), "train.max_steps": 3, "decode.max_new_tokens": 8},
+    )
     run_training(cfg, modality="both")
     return corpus, root / "run" / "final"
 
@@ -33,8 +36,23 @@ def trained(tmp_path_factory):
 def test_decode_writes_every_file_in_manifest_order(trained, tmp_path, capsys):
     corpus, ckpt = trained
     out = tmp_path / "out"
-    code = run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "both",
-                "--output-dir", str(out), "--batch-size", "2", "--format", "json"])
+    code = run(
+        [
+            "decode",
+            "--checkpoint",
+            str(ckpt),
+            "--tsv",
+            str(corpus / "test.tsv"),
+            "--modality",
+            "both",
+            "--output-dir",
+            str(out),
+            "--batch-size",
+            "2",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     manifest = read_manifest(corpus / "test.tsv")
     hyps = (out / "hyp.wrd").read_text().splitlines()
@@ -57,8 +75,22 @@ def test_decode_rerun_writes_identical_files(trained, tmp_path):
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        assert run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "both",
-                    "--output-dir", str(out)]) == 0
+        assert (
+            run(
+                [
+                    "decode",
+                    "--checkpoint",
+                    str(ckpt),
+                    "--tsv",
+                    str(corpus / "test.tsv"),
+                    "--modality",
+                    "both",
+                    "--output-dir",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         outputs.append((out / "hyp.wrd").read_text() + (out / "results.jsonl").read_text())
     assert outputs[0] == outputs[1]
 
@@ -66,8 +98,27 @@ def test_decode_rerun_writes_identical_files(trained, tmp_path):
 def test_snr_gives_one_row_per_level(trained, tmp_path, capsys):
     corpus, ckpt = trained
     out = tmp_path / "snr"
-    code = run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "audio",
-                "--output-dir", str(out), "--snr", "-5", "--snr", "10", "--noise", "white", "--format", "json"])
+    code = run(
+        [
+            "decode",
+            "--checkpoint",
+            str(ckpt),
+            "--tsv",
+            str(corpus / "test.tsv"),
+            "--modality",
+            "audio",
+            "--output-dir",
+            str(out),
+            "--snr",
+            "-5",
+            "--snr",
+            "10",
+            "--noise",
+            "white",
+            "--format",
+            "json",
+        ]
+    )
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["condition"] for r in rows] == ["clean", "white -5 dB", "white 10 dB"]
@@ -83,8 +134,12 @@ def test_single_file_prints_one_hypothesis(trained, capsys):
     corpus, ckpt = trained
     manifest = read_manifest(corpus / "test.tsv")
     clip = manifest[0].video
-    assert run(["decode", "--checkpoint", str(ckpt), "--single-file", str(clip), "--modality", "video",
-                "--format", "json"]) == 0
+    assert (
+        run(
+            ["decode", "--checkpoint", str(ckpt), "--single-file", str(clip), "--modality", "video", "--format", "json"]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["file"] == str(clip) and result["modality"] == "video"
     assert isinstance(result["text"], str)
@@ -97,8 +152,19 @@ def test_modality_the_manifest_lacks_is_refused(trained, tmp_path, capsys):
     lines = [str(corpus)] + [f"{u.id}\t-\t{u.audio}\t0\t{u.n_audio_samples}" for u in manifest]
     audio_only.write_text("\n".join(lines) + "\n")
     (tmp_path / "audio.wrd").write_text("".join(u.text + "\n" for u in manifest))
-    code = run(["decode", "--checkpoint", str(ckpt), "--tsv", str(audio_only), "--modality", "video",
-                "--output-dir", str(tmp_path / "o")])
+    code = run(
+        [
+            "decode",
+            "--checkpoint",
+            str(ckpt),
+            "--tsv",
+            str(audio_only),
+            "--modality",
+            "video",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2
     assert "needs video" in capsys.readouterr().err
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import requires_whisper_weights
 
 from avsrctl import demo
-from conftest import requires_whisper_weights
 
 
 def _error_lines(err: str) -> list[str]:
@@ -45,8 +45,10 @@ def test_temporary_folder_is_removed_at_the_end(capsys):
 
 def test_failing_step_stops_the_demo_with_one_line_naming_step_and_command(tmp_path, capsys):
     seen = []
-    steps = (demo.Step("score", lambda ctx: demo.avsrctl(ctx, "eval")),  # no --tsv: a usage error, exit 2
-             demo.Step("after", seen.append))
+    steps = (
+        demo.Step("score", lambda ctx: demo.avsrctl(ctx, "eval")),  # no --tsv: a usage error, exit 2
+        demo.Step("after", seen.append),
+    )
     assert demo.main(["--work", str(tmp_path / "demo")], steps=steps) != 0
     assert seen == []
     err = capsys.readouterr().err

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
+from training_support import make_corpus, memoize_decoding, read_metrics, tiny_config
 
 from avsrctl.errors import UsageError
 from avsrctl.training import distributed as D
 from avsrctl.training.run import run_training
-from training_support import make_corpus, memoize_decoding, read_metrics, tiny_config
 
 
 def test_single_process_context_makes_every_helper_a_no_op(monkeypatch):
@@ -37,13 +37,40 @@ def test_bad_environment_is_a_usage_error(monkeypatch):
 def test_two_process_gloo_run_matches_accumulation_and_only_rank0_writes(tmp_path, monkeypatch):
     corpus = make_corpus(tmp_path / "corpus", n=16)
     out = tmp_path / "ddp"
-    common = ["--config", "tiny", "--modality", "video", "--data", str(corpus), "--max-epochs", "1",
-              "--set", "data.max_frames_per_batch=300", "--set", "decode.max_new_tokens=6"]
+    common = [
+        "--config",
+        "tiny",
+        "--modality",
+        "video",
+        "--data",
+        str(corpus),
+        "--max-epochs",
+        "1",
+        "--set",
+        "data.max_frames_per_batch=300",
+        "--set",
+        "decode.max_new_tokens=6",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "avsrctl", "train", *common, "--output", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "avsrctl",
+            "train",
+            *common,
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == [str(out / "final")]  # rank 1 printed nothing

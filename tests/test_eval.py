@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import media_manifest, requires_whisper_weights
 
 from avsrctl.cli.main import run
-from conftest import media_manifest, requires_whisper_weights
 
 REFS = ["the cat sat on the mat", "Hello, world!", "place white in j three please"]
 HYPS = ["the cat sit on mat", "hello there world", "Place white in J3, please."]
@@ -22,8 +22,9 @@ GRID_BOUNDS = {"basic": 0.70, "whisper": 0.35}
 AUDIO_BOUNDS = {"basic": 0.25, "whisper": 0.20}
 
 
-def write_corpus(folder: Path, refs: list[str], files: list[str] | None = None, *, root: Path | None = None,
-                 video: bool = False) -> Path:
+def write_corpus(
+    folder: Path, refs: list[str], files: list[str] | None = None, *, root: Path | None = None, video: bool = False
+) -> Path:
     """A .tsv/.wrd pair; media paths need not exist when only --hyp files are scored."""
     folder.mkdir(parents=True, exist_ok=True)
     files = files or [f"clip{i}.wav" for i in range(len(refs))]
@@ -87,7 +88,7 @@ def test_hyp_line_count_mismatch_is_an_error(corpus, capsys):
     [
         (["--hyp", "h.txt", "--checkpoint", "ckpt"], "pass one"),
         (["--normalizer", "fancy"], "--normalizer must be one of"),
-        (["--format", "csv"], "--format must be table or json"),
+        (["--format", "csv"], "--format must be one of table, json"),
         (["--modality", "video"], "the baseline is audio only"),
         (["--hyp", "h.txt", "--baseline-model", "small.en"], "--baseline-model applies only"),
         (["--hyp", "h.txt", "--beam-size", "3"], "apply to decoding"),
@@ -120,8 +121,13 @@ def _baseline(tmp_path, tsv, capsys) -> dict:
 def test_baseline_on_grid_videos(media_dir, tmp_path, capsys):
     rows = [r for r in media_manifest() if r["kind"] == "video"]
     assert len(rows) == 4
-    tsv = write_corpus(tmp_path / "grid", [r["reference_transcript"] for r in rows], [r["file"] for r in rows],
-                       root=media_dir, video=True)
+    tsv = write_corpus(
+        tmp_path / "grid",
+        [r["reference_transcript"] for r in rows],
+        [r["file"] for r in rows],
+        root=media_dir,
+        video=True,
+    )
     result = _baseline(tmp_path, tsv, capsys)
     wers = {k: v["wer"] for k, v in result["by_normalizer"].items()}
     print("GRID baseline WER:", wers)
@@ -135,8 +141,9 @@ def test_baseline_on_grid_videos(media_dir, tmp_path, capsys):
 @requires_whisper_weights
 def test_baseline_on_audio_recordings(media_dir, tmp_path, capsys):
     rows = [r for r in media_manifest() if r["kind"] == "audio"]
-    tsv = write_corpus(tmp_path / "audio", [r["reference_transcript"] for r in rows], [r["file"] for r in rows],
-                       root=media_dir)
+    tsv = write_corpus(
+        tmp_path / "audio", [r["reference_transcript"] for r in rows], [r["file"] for r in rows], root=media_dir
+    )
     result = _baseline(tmp_path, tsv, capsys)
     wers = {k: v["wer"] for k, v in result["by_normalizer"].items()}
     print("audio baseline WER:", wers)
@@ -148,8 +155,9 @@ def test_baseline_on_audio_recordings(media_dir, tmp_path, capsys):
 def test_baseline_scores_an_undecodable_clip_as_empty(media_dir, tmp_path, capsys):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"not audio at all")
-    tsv = write_corpus(tmp_path / "mixed", ["ten of clubs", "hello there"],
-                       [str(media_dir / "audio" / "cards_001.wav"), str(bad)])
+    tsv = write_corpus(
+        tmp_path / "mixed", ["ten of clubs", "hello there"], [str(media_dir / "audio" / "cards_001.wav"), str(bad)]
+    )
     assert run(["eval", "--tsv", str(tsv), "-f", "json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
@@ -169,12 +177,11 @@ def test_baseline_fails_when_no_clip_decodes(tmp_path, capsys):
 
 @pytest.mark.slow  # builds, saves and reloads a tiny random model, then decodes three modalities (~15 s)
 def test_checkpoint_mode_scores_every_modality(media_dir, tmp_path, capsys):
-    pytest.importorskip("avsrctl.evaluate")
     import torch
 
+    from avsrctl.checkpoint import save_checkpoint
     from avsrctl.config import load_config
     from avsrctl.models.builder import build_model
-    from avsrctl.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = load_config("tiny", [], {"decode.max_new_tokens": 4})
@@ -184,8 +191,26 @@ def test_checkpoint_mode_scores_every_modality(media_dir, tmp_path, capsys):
     tsv.write_text(f"{media_dir}\ngrid_lbax4n\t{clip}\t{clip}\t75\t48000\n")
     (tmp_path / "grid.wrd").write_text("lay blue at x four now\n")
     out_dir = tmp_path / "scores"
-    assert run(["eval", "--tsv", str(tsv), "--checkpoint", str(ckpt), "-m", "all", "-f", "json",
-                "-o", str(out_dir), "--device", "cpu"]) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--tsv",
+                str(tsv),
+                "--checkpoint",
+                str(ckpt),
+                "-m",
+                "all",
+                "-f",
+                "json",
+                "-o",
+                str(out_dir),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)
     assert [r["modality"] for r in results] == ["audio", "video", "both"]
     for r in results:  # a random model: any WER, but every number must be there and consistent

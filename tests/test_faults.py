@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from avsrctl.cli.main import run as run_cli
-from avsrctl.training import checkpoint as ckpt
 from reliability_support import av_clip, cli_error, tiny_checkpoint  # noqa: F401  (cli_error is a fixture)
 from training_support import memoize_decoding
+
+from avsrctl import checkpoint as ckpt
+from avsrctl.cli.main import run as run_cli
+from avsrctl.training import run_folder
 
 MAX_STEPS = 12  # 6 utterances, batch 1: two epochs of 6 steps, so the run crosses an epoch end
 SAVE_STEPS = 1
@@ -48,14 +49,14 @@ def corpus(tmp_path_factory) -> Path:
     from avsrctl.data.synth import generate_corpus
 
     root = tmp_path_factory.mktemp("faults") / "corpus"
-    generate_corpus(root, n_utterances=12, n_speakers=3, n_test_speakers=1, size=32, seed=0, jobs=1,
-                    valid_fraction=0.25)
+    generate_corpus(
+        root, n_utterances=12, n_speakers=3, n_test_speakers=1, size=32, seed=0, jobs=1, valid_fraction=0.25
+    )
     return root
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     try:  # imageio-ffmpeg's static binary starts ~5x faster than Debian's: shorter steps
         import imageio_ffmpeg
 
@@ -66,10 +67,32 @@ def _env() -> dict[str, str]:
 
 
 def _command(corpus: Path, out: Path, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "avsrctl", "train", "--config", "tiny", "--modality", "video",
-           "--data", str(corpus), "--output", str(out), "--max-steps", str(MAX_STEPS),
-           "--save-steps", str(SAVE_STEPS), "--set", "data.max_batch_size=1", "--set", "decode.max_new_tokens=2",
-           "--set", "train.valid_max_utts=1", "--set", "train.log_every=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avsrctl",
+        "train",
+        "--config",
+        "tiny",
+        "--modality",
+        "video",
+        "--data",
+        str(corpus),
+        "--output",
+        str(out),
+        "--max-steps",
+        str(MAX_STEPS),
+        "--save-steps",
+        str(SAVE_STEPS),
+        "--set",
+        "data.max_batch_size=1",
+        "--set",
+        "decode.max_new_tokens=2",
+        "--set",
+        "train.valid_max_utts=1",
+        "--set",
+        "train.log_every=1",
+    ]
     return cmd + (["--resume", "auto"] if resume else [])
 
 
@@ -80,8 +103,9 @@ class Run:
         self.log = out.parent / f"run{index}.stderr"
         self.out = out
         with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(_command(corpus, out, resume), stdout=subprocess.DEVNULL, stderr=err,
-                                         env=_env(), start_new_session=True)
+            self.proc = subprocess.Popen(
+                _command(corpus, out, resume), stdout=subprocess.DEVNULL, stderr=err, env=_env(), start_new_session=True
+            )
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
@@ -137,7 +161,7 @@ class Checker:
             assert ckpt.is_complete(p, resumable=True), f"{how}: {p.name} is visible but holds {sorted(os.listdir(p))}"
         latest = ckpt.find_latest(out)
         assert latest is not None, f"{how}: no complete checkpoint after the interruption"
-        newest = max(int(p.name[len("step-"):]) for p in visible if p.name.startswith("step-"))
+        newest = max(int(p.name[len("step-") :]) for p in visible if p.name.startswith("step-"))
         # --resume auto takes the newest complete checkpoint, even when `latest` lags behind it
         assert ckpt.read_meta(latest)["step"] == newest, (how, latest.name, newest)
         if self.model is None:
@@ -185,19 +209,18 @@ def _resumed_and_stepped(out: Path, resumes_before: int) -> bool:
     """A new process has resumed (one more 'resume' event) and logged a step since."""
     records = _records(out)
     at = [i for i, r in enumerate(records) if r.get("event") == "resume"]
-    return len(at) > resumes_before and any(r.get("type") == "train" for r in records[at[-1]:])
+    return len(at) > resumes_before and any(r.get("type") == "train" for r in records[at[-1] :])
 
 
 @pytest.mark.slow  # six training processes (~40-90 s on two busy cores)
-def test_killed_and_interrupted_training_resumes_losing_at_most_the_steps_since_the_last_checkpoint(
-        corpus, tmp_path):
+def test_killed_and_interrupted_training_resumes_losing_at_most_the_steps_since_the_last_checkpoint(corpus, tmp_path):
     out = tmp_path / "run"
     check = Checker(out)
     rng = random.Random(SEED)
 
     # 1. SIGKILL as soon as the first checkpoint is in place
     run = Run(corpus, out, resume=False, index=1)
-    run.wait_for(lambda: (out / ckpt.step_name(1)).is_dir(), "the first checkpoint")
+    run.wait_for(lambda: (out / run_folder.step_name(1)).is_dir(), "the first checkpoint")
     assert run.kill() == -signal.SIGKILL
     step = check.after_interrupt("killed after the 1st checkpoint")
 
@@ -216,8 +239,9 @@ def test_killed_and_interrupted_training_resumes_losing_at_most_the_steps_since_
     run.wait_for(lambda: _saving(out) or _new_checkpoints(out, seen), "a checkpoint being written", poll=0.0005)
     assert run.kill() == -signal.SIGKILL
     assert _first_logged_after(out, step) == step + 1
-    step = check.after_interrupt("killed while saving" if any(n.startswith(".tmp-") for n in os.listdir(out))
-                                 else "killed right after a save")
+    step = check.after_interrupt(
+        "killed while saving" if any(n.startswith(".tmp-") for n in os.listdir(out)) else "killed right after a save"
+    )
 
     # 4. SIGKILL at a random moment after the resumed run's first step
     before = _resumes(out)
@@ -236,9 +260,9 @@ def test_killed_and_interrupted_training_resumes_losing_at_most_the_steps_since_
     assert run.kill(signal.SIGINT) == 130, run.stderr()[-3000:]
     err = " ".join(run.stderr().split())
     logged = max(_logged_steps(out))
-    assert f"stopped at step {logged}; checkpoint saved to {out / ckpt.step_name(logged)}" in err
+    assert f"stopped at step {logged}; checkpoint saved to {out / run_folder.step_name(logged)}" in err
     assert err.count("error:") == 1 and "hint: continue with" in err and "Traceback" not in err
-    assert ckpt.read_latest_name(out) == ckpt.step_name(logged)
+    assert ckpt.read_latest_name(out) == run_folder.step_name(logged)
     step = check.after_interrupt("SIGINT")
     assert step == logged  # nothing lost at all
 
@@ -261,8 +285,22 @@ def run(argv: list) -> int:
 
 
 def _train(corpus: Path, out: Path, *extra) -> list:
-    return ["train", "--config", "tiny", "--modality", "video", "--data", corpus, "--output", out,
-            "--set", "data.max_batch_size=1", "--set", "decode.max_new_tokens=2", *extra]
+    return [
+        "train",
+        "--config",
+        "tiny",
+        "--modality",
+        "video",
+        "--data",
+        corpus,
+        "--output",
+        out,
+        "--set",
+        "data.max_batch_size=1",
+        "--set",
+        "decode.max_new_tokens=2",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -299,9 +337,13 @@ def _after_failed_save(out: Path, previous: str) -> None:
 def test_disk_full_during_training(cli_error, corpus, small_fs, monkeypatch):
     memoize_decoding(monkeypatch)
     out = small_fs("700k") / "run"  # room for two checkpoints of the tiny model (~300 KB each)
-    line = cli_error(_train(corpus, out, "--max-steps", "6", "--save-steps", "1"), 1,
-                     f"cannot write checkpoint {out / 'step-000003'}", "No space left on device",
-                     hint=f"the last complete checkpoint is {out / 'step-000002'}, continue from it with --resume auto")
+    line = cli_error(
+        _train(corpus, out, "--max-steps", "6", "--save-steps", "1"),
+        1,
+        f"cannot write checkpoint {out / 'step-000003'}",
+        "No space left on device",
+        hint=f"the last complete checkpoint is {out / 'step-000002'}, continue from it with --resume auto",
+    )
     assert "unexpected" not in line
     _after_failed_save(out, "step-000002")
     ckpt.load_checkpoint(out / "step-000002")
@@ -322,9 +364,13 @@ def test_disk_full_injected_into_a_checkpoint_write(cli_error, corpus, tmp_path,
 
     monkeypatch.setattr(ckpt, "save_file", save_file)
     out = tmp_path / "run"
-    cli_error(_train(corpus, out, "--max-steps", "6", "--save-steps", "1"), 1,
-              f"cannot write checkpoint {out / 'step-000003'}", "No space left on device",
-              hint=f"the last complete checkpoint is {out / 'step-000002'}")
+    cli_error(
+        _train(corpus, out, "--max-steps", "6", "--save-steps", "1"),
+        1,
+        f"cannot write checkpoint {out / 'step-000003'}",
+        "No space left on device",
+        hint=f"the last complete checkpoint is {out / 'step-000002'}",
+    )
     _after_failed_save(out, "step-000002")
 
 
@@ -334,8 +380,13 @@ def test_no_room_for_one_checkpoint_is_refused_before_training(cli_error, corpus
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
     out = tmp_path / "run"
-    cli_error(_train(corpus, out, "--max-steps", "2"), 1, f"output folder {out} has 0.10 MiB free",
-              "one checkpoint of this model needs about", hint="choose another folder with --output")
+    cli_error(
+        _train(corpus, out, "--max-steps", "2"),
+        1,
+        f"output folder {out} has 0.10 MiB free",
+        "one checkpoint of this model needs about",
+        hint="choose another folder with --output",
+    )
     assert _logged_steps(out) == [] and ckpt.list_checkpoints(out) == []  # refused before the first step
 
 
@@ -357,14 +408,19 @@ def test_disk_full_while_writing_scores_keeps_the_previous_set(cli_error, tmp_pa
     real = Path.write_text
 
     def full_disk(self, text, *a, **k):
-        if self.name == ".results.jsonl.tmp":  # another of the three is written (staged) already
+        if self.name.startswith(".results.") and ".tmp" in self.name:  # another of the three is staged already
             real(self, text[: len(text) // 2], *a, **k)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, text, *a, **k)
 
     monkeypatch.setattr(Path, "write_text", full_disk)
-    cli_error(["eval", "--tsv", data / "test.tsv", "--hyp", hyp, "--output-dir", out], 1,
-              f"{out / 'results.jsonl'}: No space left on device", unchanged=files, hint="the disk is full")
+    cli_error(
+        ["eval", "--tsv", data / "test.tsv", "--hyp", hyp, "--output-dir", out],
+        1,
+        f"{out / 'results.jsonl'}: No space left on device",
+        unchanged=files,
+        hint="the disk is full",
+    )
     assert sorted(out.iterdir()) == files  # no temporary file left either
 
 
@@ -381,19 +437,27 @@ def test_unwritable_output_folders_are_refused_before_work(cli_error, corpus, tm
     target = _unwritable(kind, tmp_path, small_fs)
     cli_error(_train(corpus, target), 2, f"output folder {target} is not writable", hint="--output")
     ckpt_dir = tiny_checkpoint(tmp_path / "ckpt-run")
-    cli_error(["decode", "--checkpoint", ckpt_dir, "--tsv", corpus / "test.tsv", "--output-dir", target], 2,
-              f"--output-dir {target}: cannot write there", hint="choose another --output-dir")
+    cli_error(
+        ["decode", "--checkpoint", ckpt_dir, "--tsv", corpus / "test.tsv", "--output-dir", target],
+        2,
+        f"--output-dir {target}: cannot write there",
+        hint="choose another --output-dir",
+    )
     clip = av_clip(tmp_path / "clip.mp4")
-    cli_error(["transcribe", clip, "--checkpoint", ckpt_dir, "-o", target / "clip.srt"], 2,
-              f"--output folder {target}: cannot write there")
+    cli_error(
+        ["transcribe", clip, "--checkpoint", ckpt_dir, "-o", target / "clip.srt"],
+        2,
+        f"--output folder {target}: cannot write there",
+    )
 
 
 # ------------------------------------------------------------------------ decode
 
 
 @pytest.mark.slow  # three decodes, each loading the checkpoint (~15-20 s)
-def test_interrupted_decode_keeps_old_results_and_a_rerun_gives_the_same_files(cli_error, corpus, tmp_path,
-                                                                                 monkeypatch, capsys):
+def test_interrupted_decode_keeps_old_results_and_a_rerun_gives_the_same_files(
+    cli_error, corpus, tmp_path, monkeypatch, capsys
+):
     from avsrctl.models.avsr import AVSRModel
 
     ckpt_dir = tiny_checkpoint(tmp_path / "ckpt-run")
@@ -413,8 +477,13 @@ def test_interrupted_decode_keeps_old_results_and_a_rerun_gives_the_same_files(c
         return generate(self, *a, **k)
 
     monkeypatch.setattr(AVSRModel, "generate", interrupted)
-    cli_error([*args, "--output-dir", reference], 130, "interrupted", unchanged=[reference / n for n in files],
-              hint="rerun the same command")
+    cli_error(
+        [*args, "--output-dir", reference],
+        130,
+        "interrupted",
+        unchanged=[reference / n for n in files],
+        hint="rerun the same command",
+    )
     assert sorted(p.name for p in reference.iterdir()) == sorted(files)  # no temporary files either
 
     monkeypatch.setattr(AVSRModel, "generate", generate)
@@ -444,7 +513,8 @@ def test_ctrl_c_in_a_terminal_does_not_break_decodes_in_flight(tmp_path):
         f"frames = [load_video({str(clip)!r}).shape[0] for _ in range(4)]\n"
         "print(got, frames)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, start_new_session=True,
-                          env=_env(), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, start_new_session=True, env=_env(), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[2] [200, 200, 200, 200]"

@@ -18,8 +18,11 @@ PREFIXES = {  # an independent map from parameter names to components, for the d
     "fusion": ("fusion.",),
     "marker embeddings": ("marker_embeddings",),
 }
-USES = {"audio": {"audio encoder", "audio connector"}, "video": {"video encoder", "video connector"},
-        "both": {"audio encoder", "audio connector", "video encoder", "video connector", "fusion"}}
+USES = {
+    "audio": {"audio encoder", "audio connector"},
+    "video": {"video encoder", "video connector"},
+    "both": {"audio encoder", "audio connector", "video encoder", "video connector", "fusion"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +48,17 @@ def test_counts_equal_a_direct_count_of_parameters(model, modality):
     assert report.built_trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert (report.active_total, report.active_trainable) == _direct(model, USES[modality])
     rows = {r.name: r for r in report.rows}
-    assert {n for n, r in rows.items() if r.active} == USES[modality] | {"LLM base", "LoRA adapters", "marker embeddings"}
+    assert {n for n, r in rows.items() if r.active} == USES[modality] | {
+        "LLM base",
+        "LoRA adapters",
+        "marker embeddings",
+    }
     lora = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
     assert rows["LoRA adapters"].total == rows["LoRA adapters"].trainable == lora > 0
-    assert rows["LLM base"].trainable == 0 and rows["LLM base"].total == sum(p.numel() for p in model.llm.parameters()) - lora
+    assert (
+        rows["LLM base"].trainable == 0
+        and rows["LLM base"].total == sum(p.numel() for p in model.llm.parameters()) - lora
+    )
     assert rows["audio encoder"].status == "frozen" and rows["audio connector"].status == "trainable"
     assert rows["audio connector"].input_dim == model.audio_encoder.output_dim
     assert rows["LLM base"].output_dim == len(model.tokenizer)
@@ -94,7 +104,8 @@ def test_bad_arguments_are_usage_errors(args, message, capsys):
 
 
 def test_checkpoint_is_inspected_with_its_own_config(tmp_path, capsys):
-    checkpoint = pytest.importorskip("avsrctl.training.checkpoint")
+    from avsrctl import checkpoint
+
     cfg = load_config("tiny", ["model.modality=audio"])
     trained = build_model(cfg)
     path = checkpoint.save_checkpoint(tmp_path, "final", model=trained, cfg=cfg, meta={"step": 7, "epoch": 1})

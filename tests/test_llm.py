@@ -4,6 +4,7 @@ import time
 
 import pytest
 import torch
+from conftest import requires_smollm2
 
 from avsrctl.config import LLMConfig, LoraConfig
 from avsrctl.errors import ModelError
@@ -17,12 +18,17 @@ from avsrctl.models.llm import (
     resolve_dtype,
     resolve_gguf,
 )
-from conftest import requires_smollm2
 
 
 def _tiny_cfg(**lora) -> LLMConfig:
-    return LLMConfig(source="random", hidden=32, layers=1, heads=2, intermediate=64,
-                     lora=LoraConfig(rank=2, alpha=4, dropout=0.0, **lora))
+    return LLMConfig(
+        source="random",
+        hidden=32,
+        layers=1,
+        heads=2,
+        intermediate=64,
+        lora=LoraConfig(rank=2, alpha=4, dropout=0.0, **lora),
+    )
 
 
 def test_char_tokenizer_round_trips_text_and_is_deterministic():
@@ -122,4 +128,4 @@ def test_gguf_is_dequantised_once_then_loaded_from_the_safetensors_cache(tmp_pat
     with torch.no_grad():
         assert torch.equal(first(ids).logits, second(ids).logits)
         out = second.generate(ids, max_new_tokens=3, do_sample=False)
-    assert "Paris" in tok2.decode(out[0, ids.shape[1]:])  # real pretrained weights, not noise
+    assert "Paris" in tok2.decode(out[0, ids.shape[1] :])  # real pretrained weights, not noise

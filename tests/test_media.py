@@ -20,13 +20,30 @@ def ffmpeg_make(path: Path, *args: str) -> Path:
     return path
 
 
-def lavfi_clip(path: Path, seconds: float = 0.6, size: str = "64x48", rate: int = 25, audio_rate: int = 8000,
-               channels: int = 2, vcodec: tuple[str, ...] = ("-c:v", "libx264", "-pix_fmt", "yuv420p")) -> Path:
+def lavfi_clip(
+    path: Path,
+    seconds: float = 0.6,
+    size: str = "64x48",
+    rate: int = 25,
+    audio_rate: int = 8000,
+    channels: int = 2,
+    vcodec: tuple[str, ...] = ("-c:v", "libx264", "-pix_fmt", "yuv420p"),
+) -> Path:
     return ffmpeg_make(
         path,
-        "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={audio_rate}",
-        "-t", str(seconds), "-ac", str(channels), *vcodec,
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size={size}:rate={rate}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate={audio_rate}",
+        "-t",
+        str(seconds),
+        "-ac",
+        str(channels),
+        *vcodec,
     )
 
 
@@ -42,16 +59,51 @@ def generated(tmp_path_factory) -> dict[str, Path]:
         "mp4": lavfi_clip(d / "clip.mp4"),
         "mkv": lavfi_clip(d / "clip.mkv"),
         "webm": lavfi_clip(d / "clip.webm", vcodec=("-c:v", "libvpx", "-c:a", "libvorbis")),
-        "wav8k": ffmpeg_make(d / "tone8k.wav", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000",
-                             "-t", "0.6", "-ac", "2"),
-        "noaudio": ffmpeg_make(d / "silent.mp4", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-t", "0.4",
-                               "-c:v", "libx264", "-pix_fmt", "yuv420p"),
-        "oneframe": ffmpeg_make(d / "one.mp4", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "1",
-                                "-c:v", "libx264", "-pix_fmt", "yuv420p"),
-        "fps30": ffmpeg_make(d / "fps30.mp4", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30", "-t", "1",
-                             "-c:v", "libx264", "-pix_fmt", "yuv420p"),
-        "red": ffmpeg_make(d / "red.mkv", "-f", "lavfi", "-i", "color=c=red:size=32x32:rate=25", "-t", "0.2",
-                           "-c:v", "ffv1"),
+        "wav8k": ffmpeg_make(
+            d / "tone8k.wav", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000", "-t", "0.6", "-ac", "2"
+        ),
+        "noaudio": ffmpeg_make(
+            d / "silent.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=25",
+            "-t",
+            "0.4",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ),
+        "oneframe": ffmpeg_make(
+            d / "one.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=25",
+            "-frames:v",
+            "1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ),
+        "fps30": ffmpeg_make(
+            d / "fps30.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=30",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ),
+        "red": ffmpeg_make(
+            d / "red.mkv", "-f", "lavfi", "-i", "color=c=red:size=32x32:rate=25", "-t", "0.2", "-c:v", "ffv1"
+        ),
         "emptywav": ffmpeg_make(d / "empty.wav", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "0"),
     }
     return files
@@ -239,4 +291,3 @@ def test_plain_wav_fast_path_matches_ffmpeg(tmp_path, monkeypatch):
     slow = media.load_audio(path)
     assert fast.shape == slow.shape == (8000,)
     np.testing.assert_allclose(fast, slow, atol=1e-6)
-

@@ -77,7 +77,11 @@ def test_cer_by_hand():
         ("Hello, world.", "hello world", {"none": 1.0, "basic": 0.0, "whisper": 0.0}),
         ("it's twenty-five dollars", "It is 25 dollars.", {"none": 4 / 3, "basic": 3 / 4, "whisper": 0.0}),
         ("the plan", "uh the plan", {"none": 1 / 2, "basic": 1 / 2, "whisper": 0.0}),  # fillers dropped
-        ("place white in j three please", "Place white in J3, please.", {"none": 4 / 6, "basic": 2 / 6, "whisper": 0.0}),
+        (
+            "place white in j three please",
+            "Place white in J3, please.",
+            {"none": 4 / 6, "basic": 2 / 6, "whisper": 0.0},
+        ),
         ("don't stop", "do not stop", {"none": 1.0, "basic": 1.0, "whisper": 0.0}),
     ],
 )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from avsrctl.data.manifest import Manifest, Utterance
-from avsrctl.data.noise import ManifestNoiser, NoiseSpec, add_noise, babble, noisy_manifest_audio, snr_db
+from avsrctl.data.noise import ManifestNoiser, NoiseSpec, add_noise, babble, snr_db
 from avsrctl.errors import MediaError, UsageError
 
 
@@ -16,7 +16,9 @@ def speechlike(seed: int, n: int = 16000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n) / 16000
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t + seed)  # syllable-rate loudness changes
-    return (0.3 * envelope * np.sin(2 * np.pi * (150 + 20 * seed) * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+    return (0.3 * envelope * np.sin(2 * np.pi * (150 + 20 * seed) * t) + 0.01 * rng.standard_normal(n)).astype(
+        np.float32
+    )
 
 
 @pytest.mark.parametrize("target", [-5.0, 0.0, 10.0, 20.0])
@@ -131,16 +133,20 @@ def test_babble_needs_two_utterances():
         ManifestNoiser(manifest, NoiseSpec("babble", 0.0))
 
 
-def test_noisy_manifest_audio_from_files(tmp_path):
-    from avsrctl.data.media import save_audio
+def test_manifest_noise_on_audio_files_is_seeded_and_at_the_snr(tmp_path):
+    from avsrctl.data.media import load_audio, save_audio
 
     utts = []
     for i in range(3):
         save_audio(tmp_path / f"u{i}.wav", speechlike(i, 6000))
         utts.append(Utterance(f"u{i}", None, tmp_path / f"u{i}.wav", 0, 6000))
     manifest = Manifest(tmp_path, tmp_path / "test.tsv", None, utts)
-    run1 = [(u.id, a) for u, a in noisy_manifest_audio(manifest, "babble", 10.0, seed=5)]
-    run2 = [(u.id, a) for u, a in noisy_manifest_audio(manifest, "babble", 10.0, seed=5)]
+
+    def noisy_run():
+        noiser = ManifestNoiser(manifest, NoiseSpec("babble", 10.0, 1.0), seed=5)
+        return [(u.id, noiser(i, load_audio(u.audio))) for i, u in enumerate(manifest)]
+
+    run1, run2 = noisy_run(), noisy_run()
     assert [k for k, _ in run1] == ["u0", "u1", "u2"]
     for (_, a), (_, b), i in zip(run1, run2, range(3)):
         np.testing.assert_array_equal(a, b)

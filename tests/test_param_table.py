@@ -5,22 +5,25 @@ import io
 import pytest
 import torch
 from rich.console import Console
+from training_support import FakeAVSR, fake_batch
 
 from avsrctl.training.param_table import OTHER, ParamUpdateTracker, component_of, render_table
 from avsrctl.training.schedule import build_optimizer
-from training_support import FakeAVSR, fake_batch
 
 
-@pytest.mark.parametrize("name, component", [
-    ("audio_connector.proj.0.weight", "audio connector"),
-    ("module.video_connector.mlp.2.bias", "video connector"),
-    ("fusion.weight", "fusion"),
-    ("llm.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight", "LoRA adapters"),
-    ("llm.model.embed_tokens.weight", "LLM"),
-    ("audio_encoder.encoder.conv1.weight", "audio encoder"),
-    ("video_encoder.tower.proj", "video encoder"),
-    ("something_new.weight", OTHER),
-])
+@pytest.mark.parametrize(
+    "name, component",
+    [
+        ("audio_connector.proj.0.weight", "audio connector"),
+        ("module.video_connector.mlp.2.bias", "video connector"),
+        ("fusion.weight", "fusion"),
+        ("llm.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight", "LoRA adapters"),
+        ("llm.model.embed_tokens.weight", "LLM"),
+        ("audio_encoder.encoder.conv1.weight", "audio encoder"),
+        ("video_encoder.tower.proj", "video encoder"),
+        ("something_new.weight", OTHER),
+    ],
+)
 def test_component_of(name, component):
     assert component_of(name) == component
 
@@ -38,8 +41,15 @@ def test_updates_only_in_trainable_components():
     torch.manual_seed(0)
     model = FakeAVSR(dropout=0.0)
     stats = {s.component: s for s in _one_step(model, ParamUpdateTracker(model))}
-    assert set(stats) == {"LoRA adapters", "audio connector", "video connector", "fusion", "audio encoder",
-                          "video encoder", "LLM"}
+    assert set(stats) == {
+        "LoRA adapters",
+        "audio connector",
+        "video connector",
+        "fusion",
+        "audio encoder",
+        "video encoder",
+        "LLM",
+    }
     for comp in ("LoRA adapters", "audio connector", "video connector", "fusion"):
         s = stats[comp]
         assert s.trainable and s.grad_norm > 0 and 0 < s.update_ratio < 0.5 and s.lr == pytest.approx(1e-2)

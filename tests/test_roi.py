@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 
 from avsrctl.data.media import load_video
-from avsrctl.data.roi import (
-    MOUTH_Y,
-    apply_roi,
-    center_square,
-    crop_track,
-    detect_face,
-    needs_crop,
-    track_mouth,
-)
+from avsrctl.data.roi import MOUTH_Y, apply_roi, center_square, crop_track, detect_face, needs_crop, track_mouth
 from avsrctl.errors import MediaError, UsageError
 
 

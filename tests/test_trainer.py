@@ -12,14 +12,15 @@ import signal
 import pytest
 import torch
 from rich.console import Console
+from training_support import make_corpus, memoize_decoding, read_metrics, tiny_config, train_losses
 
+from avsrctl import checkpoint as ckpt
 from avsrctl.cli.main import run
 from avsrctl.errors import TrainingError
-from avsrctl.training import checkpoint as ckpt
+from avsrctl.training import run_folder
 from avsrctl.training.progress import Reporter
 from avsrctl.training.run import run_training
-from avsrctl.training.trainer import FAULT_OOM_ENV, Trainer
-from training_support import make_corpus, memoize_decoding, read_metrics, tiny_config, train_losses
+from avsrctl.training.trainer import Trainer
 
 # LoRA dropout draws from the RNG every step, so resume must restore RNG states to match.
 COMMON = ["model.llm.lora.dropout=0.1"]
@@ -36,15 +37,33 @@ def baseline(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline") / "run"
     with pytest.MonkeyPatch.context() as mp:
         memoize_decoding(mp)
-        result = run_training(tiny_config(corpus, out, *COMMON, train__max_epochs=2, train__save_steps=2),
-                              modality="video")
+        result = run_training(
+            tiny_config(corpus, out, *COMMON, train__max_epochs=2, train__save_steps=2), modality="video"
+        )
     return out, result
 
 
 def _cli(corpus, out, *extra):
-    return ["train", "--config", "tiny", "--modality", "video", "--data", str(corpus), "--output", str(out),
-            "--max-epochs", "2", "--set", COMMON[0], "--set", "decode.max_new_tokens=6",
-            "--set", "data.max_frames_per_batch=300", *extra]
+    return [
+        "train",
+        "--config",
+        "tiny",
+        "--modality",
+        "video",
+        "--data",
+        str(corpus),
+        "--output",
+        str(out),
+        "--max-epochs",
+        "2",
+        "--set",
+        COMMON[0],
+        "--set",
+        "decode.max_new_tokens=6",
+        "--set",
+        "data.max_frames_per_batch=300",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -54,7 +73,7 @@ def test_video_run_learns_and_writes_everything(baseline, corpus):
     steps = sorted(losses)
     assert steps == list(range(1, result.steps + 1)) and result.steps == 2 * _steps_per_epoch(corpus)
     assert losses[steps[-1]] < losses[steps[0]] - 0.05
-    names = ["epoch-0001", "epoch-0002", "best", "final"] + [ckpt.step_name(s) for s in steps if s % 2 == 0]
+    names = ["epoch-0001", "epoch-0002", "best", "final"] + [run_folder.step_name(s) for s in steps if s % 2 == 0]
     assert sorted(p.name for p in ckpt.list_checkpoints(out)) == sorted(names)
     for name in names:
         assert ckpt.is_complete(out / name, resumable=True), name
@@ -184,11 +203,18 @@ def test_repeated_nonfinite_steps_stop_training_without_a_checkpoint(corpus, tmp
 @pytest.mark.slow
 def test_out_of_memory_splits_the_micro_batch(baseline, corpus, tmp_path, monkeypatch):
     memoize_decoding(monkeypatch)
-    monkeypatch.setenv(FAULT_OOM_ENV, "1")
+    prepare, injected = Trainer._prepare, []
+
+    def out_of_memory_once(self, mb, streams):  # the first training micro-batch of step 1 runs out of memory
+        if not injected and self.step == 0 and streams == self.train_streams and len(mb) > 1:
+            injected.append(mb.ids)
+            raise torch.OutOfMemoryError("injected by the test")
+        return prepare(self, mb, streams)
+
+    monkeypatch.setattr(Trainer, "_prepare", out_of_memory_once)
     out = tmp_path / "run"
-    result = run_training(tiny_config(corpus, out, *COMMON, train__max_steps=2, train__save_every=0),
-                          modality="video")
-    assert result.oom_splits == 1
+    result = run_training(tiny_config(corpus, out, *COMMON, train__max_steps=2, train__save_every=0), modality="video")
+    assert result.oom_splits == 1 and len(injected) == 1
     event = [r for r in read_metrics(out, "event") if r["event"] == "oom_split"][0]
     assert event["step"] == 0 and event["batch_size"] >= 2
     # the two halves give the token-weighted loss of the whole micro-batch
@@ -252,8 +278,13 @@ def test_resume_with_another_model_config_is_refused(baseline, corpus, tmp_path,
 def test_a_lip_encoder_run_with_ctc_logs_it_and_checkpoints_the_encoder_and_head(corpus, tmp_path, monkeypatch):
     memoize_decoding(monkeypatch)
     out = tmp_path / "run"
-    lips = ["model.ctc_weight=0.5", "model.video_encoder.source=resnet", "model.video_encoder.width=32",
-            "model.video_encoder.layers=1", "model.video_encoder.frozen=false"]
+    lips = [
+        "model.ctc_weight=0.5",
+        "model.video_encoder.source=resnet",
+        "model.video_encoder.width=32",
+        "model.video_encoder.layers=1",
+        "model.video_encoder.frozen=false",
+    ]
     result = run_training(tiny_config(corpus, out, *lips, train__max_epochs=1), modality="video")
     train = read_metrics(out, "train")
     assert len(train) == result.steps and all(math.isfinite(r["ctc"]) and r["ctc"] > 0 for r in train)
@@ -266,11 +297,17 @@ def test_a_lip_encoder_run_with_ctc_logs_it_and_checkpoints_the_encoder_and_head
 @pytest.mark.slow
 def test_a_ctc_objective_run_pretrains_the_encoder_for_an_llm_run(corpus, tmp_path, monkeypatch):
     memoize_decoding(monkeypatch)
-    lips = ["model.ctc_weight=1", "model.video_encoder.source=resnet", "model.video_encoder.width=32",
-            "model.video_encoder.layers=1", "model.video_encoder.frozen=false"]
+    lips = [
+        "model.ctc_weight=1",
+        "model.video_encoder.source=resnet",
+        "model.video_encoder.width=32",
+        "model.video_encoder.layers=1",
+        "model.video_encoder.frozen=false",
+    ]
     pre = tmp_path / "ctc"
-    result = run_training(tiny_config(corpus, pre, *lips, "train.objective=ctc", train__max_epochs=2,
-                                      train__lr=1e-2), modality="video")
+    result = run_training(
+        tiny_config(corpus, pre, *lips, "train.objective=ctc", train__max_epochs=2, train__lr=1e-2), modality="video"
+    )
     losses = train_losses(pre)
     assert losses[max(losses)] < losses[min(losses)]  # the CTC per character goes down
     assert all("ctc" not in r for r in read_metrics(pre, "train"))  # the loss is the CTC itself
@@ -281,10 +318,22 @@ def test_a_ctc_objective_run_pretrains_the_encoder_for_an_llm_run(corpus, tmp_pa
     lora = [k for k in saved if "lora_B" in k]
     assert result.steps > 1 and lora and all(torch.count_nonzero(saved[k]) == 0 for k in lora)
     llm = tmp_path / "llm"
-    run_training(tiny_config(corpus, llm, *lips, "model.ctc_weight=0.5", train__max_steps=1,
-                             train__init_from=[str(pre / "final")], train__lr=1e-9), modality="video")
+    run_training(
+        tiny_config(
+            corpus,
+            llm,
+            *lips,
+            "model.ctc_weight=0.5",
+            train__max_steps=1,
+            train__init_from=[str(pre / "final")],
+            train__lr=1e-9,
+        ),
+        modality="video",
+    )
     after = ckpt.read_tensors(llm / "final" / "model.safetensors")
-    torch.testing.assert_close(after["video_encoder.stem.weight"], saved["video_encoder.stem.weight"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        after["video_encoder.stem.weight"], saved["video_encoder.stem.weight"], atol=1e-6, rtol=0
+    )
 
 
 def test_reporter_writes_log_lines_without_a_terminal(tmp_path):
@@ -330,8 +379,9 @@ def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_pa
     run_training(tiny_config(corpus, audio_out, train__max_steps=2, train__seed=7), modality="audio")
     audio = ckpt.read_tensors(audio_out / "final" / "model.safetensors")
     out = tmp_path / "both"
-    cfg = tiny_config(corpus, out, train__max_steps=1,
-                      train__init_from=[str(baseline[0] / "final"), str(audio_out / "final")])
+    cfg = tiny_config(
+        corpus, out, train__max_steps=1, train__init_from=[str(baseline[0] / "final"), str(audio_out / "final")]
+    )
     seen = {}
     hook = lambda t: seen.update({k: v.clone() for k, v in t.model.trainable_state_dict().items()})  # noqa: E731
     log = io.StringIO()
@@ -348,7 +398,9 @@ def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_pa
 @pytest.mark.slow
 def test_init_from_a_checkpoint_of_another_shape_is_refused(baseline, corpus, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run(_cli(corpus, out, "--init-from", str(baseline[0] / "final"),
-                    "--set", "model.video_connector.hidden=64")) != 0
+    assert (
+        run(_cli(corpus, out, "--init-from", str(baseline[0] / "final"), "--set", "model.video_connector.hidden=64"))
+        != 0
+    )
     err = _err(capsys)
     assert "--init-from" in err and "video_connector" in err and "shape" in err

@@ -8,12 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import media_manifest, requires_whisper_weights
 
+from avsrctl.atomic import write_atomic
 from avsrctl.cli.main import run
 from avsrctl.metrics import score
-from avsrctl.subtitles import Segment, Transcript, format_timestamp, render, to_srt, to_vtt, write_atomic
+from avsrctl.subtitles import Segment, Transcript, format_timestamp, render, to_srt, to_vtt
 from avsrctl.transcribe import speech_segments
-from conftest import media_manifest, requires_whisper_weights
 
 SRT_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})$")
 VTT_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})$")
@@ -100,7 +101,7 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("avsrctl.subtitles.os.replace", broken_replace)
+    monkeypatch.setattr("avsrctl.atomic.os.replace", broken_replace)
     with pytest.raises(OSError):
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n"
@@ -118,7 +119,6 @@ def test_checkpoint_and_model_conflict(tmp_path, capsys):
 
 
 def test_missing_checkpoint_is_reported(tmp_path, capsys):
-    pytest.importorskip("avsrctl.training.checkpoint")
     clip = tmp_path / "a.wav"
     clip.write_bytes(b"RIFF")
     assert run(["transcribe", str(clip), "--checkpoint", str(tmp_path / "none")]) == 1
@@ -126,8 +126,7 @@ def test_missing_checkpoint_is_reported(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "extra, message",
-    [(["--modality", "video"], "needs --checkpoint"), (["-f", "docx"], "--format must be one of")],
+    "extra, message", [(["--modality", "video"], "needs --checkpoint"), (["-f", "docx"], "--format must be one of")]
 )
 def test_usage_errors(tmp_path, capsys, extra, message):
     clip = tmp_path / "a.wav"
@@ -197,7 +196,9 @@ def test_default_path_never_imports_torch(media_dir, tmp_path):
         "heavy = [m for m in ('torch', 'transformers', 'cv2') if m in sys.modules]; "
         "print('heavy:', ','.join(heavy)); sys.exit(rc or (3 if heavy else 0))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ask not what your country" in out.read_text().lower()
 
@@ -252,32 +253,57 @@ def test_checkpoint_recognizer_pieces():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    pytest.importorskip("avsrctl.training.checkpoint")
     import torch
 
+    from avsrctl.checkpoint import save_checkpoint
     from avsrctl.config import load_config
     from avsrctl.models.builder import build_model
-    from avsrctl.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     cfg = load_config("tiny", [], {"decode.max_new_tokens": 4})
-    return save_checkpoint(tmp_path_factory.mktemp("run"), "best", model=build_model(cfg), cfg=cfg,
-                           meta={"modality": "both"})
+    return save_checkpoint(
+        tmp_path_factory.mktemp("run"), "best", model=build_model(cfg), cfg=cfg, meta={"modality": "both"}
+    )
 
 
 @pytest.mark.slow  # builds a tiny random model and decodes two clips (~15 s)
 def test_checkpoint_transcription_cuts_long_clips(media_dir, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "jfk.srt"
-    args = ["transcribe", str(media_dir / "audio" / "jfk.flac"), "--checkpoint", str(tiny_checkpoint),
-            "-m", "audio", "--max-segment", "4", "-o", str(out), "--device", "cpu"]
+    args = [
+        "transcribe",
+        str(media_dir / "audio" / "jfk.flac"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "-m",
+        "audio",
+        "--max-segment",
+        "4",
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert run(args) == 0
     cues = parse_srt(out.read_text())  # a random model's text, but real timing from the VAD
     assert len(cues) >= 3 and all(c[2] - c[1] <= 4.0 + 0.04 for c in cues)  # +1 frame of rounding
     assert_increasing([(c[1], c[2]) for c in cues])
     assert cues[-1][2] <= 11.0
 
-    assert run(["transcribe", str(media_dir / "video" / "grid_lbax4n.mpg"), "--checkpoint", str(tiny_checkpoint),
-                "-f", "json", "--device", "cpu"]) == 0
+    assert (
+        run(
+            [
+                "transcribe",
+                str(media_dir / "video" / "grid_lbax4n.mpg"),
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "-f",
+                "json",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["meta"] == {"modality": "both", "pieces": 1}
     assert result["segments"][0]["start"] == 0.0 and result["segments"][0]["end"] == pytest.approx(3.0)

@@ -134,9 +134,11 @@ def open_clip_dir(tmp_path_factory):
     open_clip = pytest.importorskip("open_clip")
     from safetensors.torch import save_file
 
-    model_cfg = {"embed_dim": 32,
-                 "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-                 "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    }
     torch.manual_seed(0)
     model = open_clip.CLIP(**model_cfg).eval()
     folder = tmp_path_factory.mktemp("open_clip")
@@ -155,8 +157,9 @@ def test_open_clip_cls_is_the_image_embedding_before_projection(open_clip_dir):
     with torch.no_grad():
         image_embedding = model.encode_image(enc.normalise(clip[0]))  # (T, 32) with the projection
     torch.testing.assert_close(out[0] @ model.visual.proj, image_embedding, atol=1e-5, rtol=0)
-    mean = build_video_encoder(VideoEncoderConfig(source="open_clip", name=f"local-dir:{folder}",
-                                                  image_size=32, feature="mean"))
+    mean = build_video_encoder(
+        VideoEncoderConfig(source="open_clip", name=f"local-dir:{folder}", image_size=32, feature="mean")
+    )
     assert mean(clip, torch.tensor([3])).shape == (1, 3, 64)
     assert (mean(clip, torch.tensor([3])) - out).abs().max() > 1e-2
 

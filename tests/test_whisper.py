@@ -59,8 +59,13 @@ def padded_run(enc: WhisperAudioEncoder, audio: torch.Tensor, frames: int) -> to
 
 def similarity(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     cos = F.cosine_similarity(a, b, dim=-1)
-    return dict(max_abs=float((a - b).abs().max()), mean_abs=float((a - b).abs().mean()),
-                cos_min=float(cos.min()), cos_mean=float(cos.mean()), cos=cos)
+    return dict(
+        max_abs=float((a - b).abs().max()),
+        mean_abs=float((a - b).abs().mean()),
+        cos_min=float(cos.min()),
+        cos_mean=float(cos.mean()),
+        cos=cos,
+    )
 
 
 # ----------------------------------------------------------------------------- log-mel
@@ -214,10 +219,21 @@ def test_hf_source_from_local_folder(tmp_path):
     from transformers import WhisperConfig, WhisperModel
 
     torch.manual_seed(0)
-    config = WhisperConfig(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
-                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=64,
-                           max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=0,
-                           decoder_start_token_id=1)
+    config = WhisperConfig(
+        d_model=32,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=64,
+        vocab_size=64,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=0,
+        decoder_start_token_id=1,
+    )
     WhisperModel(config).save_pretrained(tmp_path / "whisper")
     enc = build_audio_encoder(AudioEncoderConfig(source="hf", name=str(tmp_path / "whisper")))
     assert enc.output_dim == 32 and enc.identity.startswith(f"hf:{(tmp_path / 'whisper').resolve()}:")

@@ -19,8 +19,9 @@ def make_corpus(root: Path, n: int = 20, seed: int = 0) -> Path:
     """A synthetic corpus at 32x32 with train and valid splits (a few seconds to generate)."""
     from avsrctl.data.synth import generate_corpus
 
-    generate_corpus(root, n_utterances=n, n_speakers=3, n_test_speakers=1, size=32, seed=seed, jobs=1,
-                    valid_fraction=0.25)
+    generate_corpus(
+        root, n_utterances=n, n_speakers=3, n_test_speakers=1, size=32, seed=seed, jobs=1, valid_fraction=0.25
+    )
     return root
 
 
@@ -49,8 +50,12 @@ def tiny_config(data: Path, output: Path, *overrides: str, **flags):
     """The tiny preset on `data`, writing to `output`; short decoding keeps validation quick."""
     from avsrctl.config import load_config
 
-    base = {"data.root": str(data), "train.output": str(output), "decode.max_new_tokens": 6,
-            "data.max_frames_per_batch": 300}
+    base = {
+        "data.root": str(data),
+        "train.output": str(output),
+        "decode.max_new_tokens": 6,
+        "data.max_frames_per_batch": 300,
+    }
     base.update({k.replace("__", "."): v for k, v in flags.items()})
     return load_config("tiny", list(overrides), base)
 
@@ -68,8 +73,13 @@ def fake_batch():
     """Two short utterances with random audio and video (4 and 3 frames)."""
     from avsrctl.data.batch import Batch
 
-    return Batch(ids=["a", "b"], texts=["bin blue", "set red"], lengths=torch.tensor([4, 3]),
-                 audio=torch.randn(2, 4 * 640), video=torch.randint(0, 255, (2, 4, 3, 8, 8), dtype=torch.uint8))
+    return Batch(
+        ids=["a", "b"],
+        texts=["bin blue", "set red"],
+        lengths=torch.tensor([4, 3]),
+        audio=torch.randn(2, 4 * 640),
+        video=torch.randint(0, 255, (2, 4, 3, 8, 8), dtype=torch.uint8),
+    )
 
 
 @dataclass
@@ -150,15 +160,18 @@ class FakeAVSR(nn.Module):
             ids = [CHARS.index(c) if c in CHARS else 26 for c in text.lower()[: self.max_len]]
             targets[i, : len(ids)] = torch.tensor(ids)
         n = int((targets != -100).sum())
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten().to(logits.device),
-                                           ignore_index=-100)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten().to(logits.device), ignore_index=-100)
         return FakeOutput(loss, logits, n)
 
     @torch.no_grad()
     def generate(self, batch, modality, options):
         ids = self._logits(batch, modality).argmax(-1)
-        return [DecodingResult(uid, "".join(CHARS[j] for j in row.tolist()).strip(), tuple(row.tolist()), 0.0,
-                               modality, 0, False) for uid, row in zip(batch.ids, ids)]
+        return [
+            DecodingResult(
+                uid, "".join(CHARS[j] for j in row.tolist()).strip(), tuple(row.tolist()), 0.0, modality, 0, False
+            )
+            for uid, row in zip(batch.ids, ids)
+        ]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.named_parameters() if p.requires_grad}

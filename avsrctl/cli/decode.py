@@ -10,13 +10,20 @@ import typer
 
 from avsrctl.cli import console
 from avsrctl.cli.options import (
-    CheckpointOpt, FormatOpt, ModalityOpt, SeedOpt, TsvOpt, WrdOpt, require_writable_folder,
+    MODALITIES,
+    NORMALIZERS,
+    BeamSizeOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    FormatOpt,
+    ModalityOpt,
+    SeedOpt,
+    TsvOpt,
+    WrdOpt,
+    check_choice,
+    require_writable_folder,
 )
 from avsrctl.errors import UsageError
-
-NORMALIZERS = ("basic", "whisper", "none")
-MODALITIES = ("audio", "video", "both")
-NOISE_KINDS = ("white", "babble")
 
 
 def results_table(rows: list[tuple[str, object, object]], title: str):
@@ -28,8 +35,15 @@ def results_table(rows: list[tuple[str, object, object]], title: str):
         table.add_column(col, justify="left" if col == "condition" else "right")
     for label, out, rep in rows:
         table.add_row(
-            label, f"{100 * rep.wer:.2f}", f"{100 * rep.cer:.2f}", str(rep.substitutions), str(rep.deletions),
-            str(rep.insertions), str(rep.ref_words), str(rep.n_utterances), str(len(out.failed)),
+            label,
+            f"{100 * rep.wer:.2f}",
+            f"{100 * rep.cer:.2f}",
+            str(rep.substitutions),
+            str(rep.deletions),
+            str(rep.insertions),
+            str(rep.ref_words),
+            str(rep.n_utterances),
+            str(len(out.failed)),
             f"{out.utterances_per_second:.2f}" if out.seconds > 0 else "-",
         )
     return table
@@ -54,61 +68,83 @@ def decode(
     wrd: WrdOpt = None,
     modality: ModalityOpt = None,
     output_dir: Annotated[
-        Optional[Path], typer.Option("--output-dir", "-o", help="Where hyp.wrd, results.jsonl, wer.json go. "
-                                     "Default: CHECKPOINT/decode/<manifest>-<modality>.")
+        Optional[Path],
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Where hyp.wrd, results.jsonl, wer.json go. Default: CHECKPOINT/decode/<manifest>-<modality>.",
+        ),
     ] = None,
-    beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="1 = greedy (default: the checkpoint's decode.beam_size).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Cap on generated tokens per utterance.")] = None,
+    beam_size: BeamSizeOpt = None,
+    max_new_tokens: Annotated[
+        Optional[int], typer.Option("--max-new-tokens", help="Cap on generated tokens per utterance.")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Utterances generated together.")] = None,
     snr: Annotated[
         Optional[list[float]], typer.Option("--snr", help="Also decode with noise at this SNR in dB (repeatable).")
     ] = None,
-    noise: Annotated[str, typer.Option("--noise", help="Noise for --snr: babble (other utterances) or white.")] = "babble",
+    noise: Annotated[
+        str, typer.Option("--noise", help="Noise for --snr: babble (other utterances) or white.")
+    ] = "babble",
     single_file: Annotated[
         Optional[Path], typer.Option("--single-file", help="Decode one clip instead of a manifest; prints the text.")
     ] = None,
     normalizer: Annotated[str, typer.Option("--normalizer", help="basic, whisper or none.")] = "basic",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every reference/hypothesis pair with differences marked.")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every reference/hypothesis pair with differences marked.")
+    ] = False,
+    device: DeviceOpt = None,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
 ) -> None:
     """Decode a manifest with a trained checkpoint and score it (WER/CER, optionally per noise level)."""
     if checkpoint is None:
-        raise UsageError("--checkpoint is required", hint="point it at a folder written by `avsrctl train`, e.g. runs/tiny/best")
-    if normalizer not in NORMALIZERS:
-        raise UsageError(f"--normalizer {normalizer!r}: choose one of {', '.join(NORMALIZERS)}")
-    if noise not in NOISE_KINDS:
-        raise UsageError(f"--noise {noise!r}: choose one of {', '.join(NOISE_KINDS)}")
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r}: choose table or json")
-    for name, value in (("--beam-size", beam_size), ("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
+        raise UsageError(
+            "--checkpoint is required", hint="point it at a folder written by `avsrctl train`, e.g. runs/tiny/best"
+        )
+    from avsrctl.data.noise import NOISE_KINDS
+
+    check_choice("--normalizer", normalizer, NORMALIZERS)
+    check_choice("--noise", noise, NOISE_KINDS)
+    check_choice("--format", fmt, ("table", "json"))
+    for name, value in (("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     if single_file is not None and (tsv is not None or snr):
         raise UsageError("--single-file cannot be combined with --tsv or --snr")
-    if modality is not None and modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+    check_choice("--modality", modality, MODALITIES)
     if output_dir is not None and single_file is None:
         require_writable_folder(output_dir, "--output-dir")  # before loading the model and decoding
 
+    from avsrctl.checkpoint import load_checkpoint, trained_modality
     from avsrctl.decoding import DecodingOptions
-    from avsrctl.training.checkpoint import load_checkpoint
 
     with console.stderr().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)
-    modality = modality or meta.get("modality") or cfg.model.modality
-    options = DecodingOptions(
-        beam_size=beam_size or cfg.decode.beam_size,
-        max_new_tokens=max_new_tokens or cfg.decode.max_new_tokens,
-        length_penalty=float(cfg.decode.length_penalty),
-    )
+    modality = modality or trained_modality(cfg, meta)
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size, max_new_tokens=max_new_tokens)
     if single_file is not None:
         _decode_single(model, cfg, single_file, modality, options, dev, fmt)
         return
-    _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output_dir, snr or [], noise,
-                     normalizer, batch_size, verbose, dev, seed, fmt)
+    _decode_manifest(
+        model,
+        cfg,
+        checkpoint,
+        tsv,
+        wrd,
+        modality,
+        options,
+        output_dir,
+        snr or [],
+        noise,
+        normalizer,
+        batch_size,
+        verbose,
+        dev,
+        seed,
+        fmt,
+    )
 
 
 def _decode_single(model, cfg, path: Path, modality: str, options, device: str, fmt: str) -> None:
@@ -125,8 +161,24 @@ def _decode_single(model, cfg, path: Path, modality: str, options, device: str, 
         print(result.text)
 
 
-def _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output_dir, snrs, noise, normalizer,
-                     batch_size, verbose, device, seed, fmt) -> None:
+def _decode_manifest(
+    model,
+    cfg,
+    checkpoint,
+    tsv,
+    wrd,
+    modality,
+    options,
+    output_dir,
+    snrs,
+    noise,
+    normalizer,
+    batch_size,
+    verbose,
+    device,
+    seed,
+    fmt,
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from avsrctl.data.manifest import read_manifest, split_paths
@@ -134,8 +186,9 @@ def _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output
 
     if tsv is None:
         if cfg.data.root is None:
-            raise UsageError("no --tsv given and the checkpoint's config has no data.root",
-                             hint="pass --tsv test.tsv --wrd test.wrd")
+            raise UsageError(
+                "no --tsv given and the checkpoint's config has no data.root", hint="pass --tsv test.tsv --wrd test.wrd"
+            )
         tsv, default_wrd = split_paths(cfg.data.root, cfg.data.test_split)
         wrd = wrd or default_wrd
     manifest = read_manifest(tsv, wrd)
@@ -148,8 +201,18 @@ def _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console.stderr(), transient=True) as progress:
         results = run_decode(
-            model, cfg, manifest, modality, out_dir, options, snrs=snrs, noise_kind=noise,
-            normalizer=normalizer, seed=seed, device=device, progress=progress,
+            model,
+            cfg,
+            manifest,
+            modality,
+            out_dir,
+            options,
+            snrs=snrs,
+            noise_kind=noise,
+            normalizer=normalizer,
+            seed=seed,
+            device=device,
+            progress=progress,
             extra_settings={"checkpoint": str(checkpoint), "batch_size": cfg.decode.batch_size},
         )
     clean_out, clean_report = results[0]
@@ -157,12 +220,17 @@ def _decode_manifest(model, cfg, checkpoint, tsv, wrd, modality, options, output
         print_verbose(manifest, clean_report)
     if clean_out.failed:
         first = next(iter(clean_out.failed.items()))
-        console.log(f"[yellow]{len(clean_out.failed)} utterance(s) could not be decoded and count as empty "
-                    f"hypotheses[/] (first: {first[0]}: {first[1]})")
+        console.log(
+            f"[yellow]{len(clean_out.failed)} utterance(s) could not be decoded and count as empty "
+            f"hypotheses[/] (first: {first[0]}: {first[1]})"
+        )
     rows = [("clean" if out.snr_db is None else f"{noise} {out.snr_db:g} dB", out, rep) for out, rep in results]
     if fmt == "json":
-        print(json.dumps([{"condition": label, "failed": len(out.failed), **rep.to_dict()}
-                          for label, out, rep in rows], indent=2))
+        print(
+            json.dumps(
+                [{"condition": label, "failed": len(out.failed), **rep.to_dict()} for label, out, rep in rows], indent=2
+            )
+        )
     else:
         console.stdout().print(results_table(rows, f"{manifest.tsv.name} · {modality} · {normalizer} normaliser"))
     console.log(f"wrote {out_dir}/hyp.wrd, results.jsonl, wer.json")

@@ -14,26 +14,47 @@ from avsrctl.errors import UsageError
 
 
 def demo_data(
-    out: Annotated[Path, typer.Argument(
-        help="Folder for the corpus: created if missing; must be empty or a demo-data corpus made with the same "
-        "settings (then finished utterances are reused).")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder for the corpus: created if missing; must be empty or a demo-data corpus made with the same "
+            "settings (then finished utterances are reused)."
+        ),
+    ],
     utterances: Annotated[int, typer.Option("--utterances", "-n", help="Number of utterances in all splits.")] = 300,
-    speakers: Annotated[int, typer.Option(
-        "--speakers", help="Number of speakers, the held-out test speakers included.")] = 8,
-    test_speakers: Annotated[int, typer.Option(
-        "--test-speakers", help="Speakers held out for the test split (voices and looks no training speaker has).")] = 2,
+    speakers: Annotated[
+        int, typer.Option("--speakers", help="Number of speakers, the held-out test speakers included.")
+    ] = 8,
+    test_speakers: Annotated[
+        int,
+        typer.Option(
+            "--test-speakers", help="Speakers held out for the test split (voices and looks no training speaker has)."
+        ),
+    ] = 2,
     seed: SeedOpt = 0,
     size: Annotated[int, typer.Option("--size", help="Side of the square mouth-region video in pixels (even).")] = 96,
-    valid_fraction: Annotated[float, typer.Option(
-        "--valid-fraction", help="Share of the training speakers' utterances set aside for valid.")] = 0.1,
-    jobs: Annotated[Optional[int], typer.Option(
-        "--jobs", "-j", help="Worker processes (default: min(2, CPU count)).")] = None,
-    test_only: Annotated[bool, typer.Option(
-        "--test-only", help="Write only test.tsv/.wrd from --test-speakers held-out speakers; use another --seed "
-        "than the training corpus for a fresh test set.")] = False,
-    mbrola: Annotated[bool, typer.Option(
-        "--mbrola", help="Give every second speaker an MBROLA diphone voice (recorded speakers: more natural than "
-        "espeak-ng's own); en1, us1, us2 train, us3 is held out. Install them with `make voices`.")] = False,
+    valid_fraction: Annotated[
+        float, typer.Option("--valid-fraction", help="Share of the training speakers' utterances set aside for valid.")
+    ] = 0.1,
+    jobs: Annotated[
+        Optional[int], typer.Option("--jobs", "-j", help="Worker processes (default: min(2, CPU count)).")
+    ] = None,
+    test_only: Annotated[
+        bool,
+        typer.Option(
+            "--test-only",
+            help="Write only test.tsv/.wrd from --test-speakers held-out speakers; use another --seed "
+            "than the training corpus for a fresh test set.",
+        ),
+    ] = False,
+    mbrola: Annotated[
+        bool,
+        typer.Option(
+            "--mbrola",
+            help="Give every second speaker an MBROLA diphone voice (recorded speakers: more natural than "
+            "espeak-ng's own); en1, us1, us2 train, us3 is held out. Install them with `make voices`.",
+        ),
+    ] = False,
     fmt: FormatOpt = "text",
 ) -> None:
     """Generate a synthetic audio-visual corpus with GRID's grammar.
@@ -50,8 +71,14 @@ def demo_data(
     from avsrctl.data.synth import generate_corpus
 
     labels = {"voices": "synthesising voices", "utterances": "rendering utterances"}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console.stderr(), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console.stderr(),
+        transient=True,
+    ) as bar:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -59,18 +86,30 @@ def demo_data(
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        summary = generate_corpus(out, utterances, speakers, test_speakers, seed, size, valid_fraction, jobs,
-                                  progress, test_only=test_only, mbrola=mbrola)
+        summary = generate_corpus(
+            out,
+            utterances,
+            speakers,
+            test_speakers,
+            seed,
+            size,
+            valid_fraction,
+            jobs,
+            progress,
+            test_only=test_only,
+            mbrola=mbrola,
+        )
 
     if fmt == "json":
         console.stdout().print(json.dumps(summary.to_dict(), indent=2), markup=False)
         return
     total_h = sum(s.hours for s in summary.splits)
     n_utt = sum(s.n_utterances for s in summary.splits)
-    lines = [f"corpus: {summary.root}",
-             f"{'split':<6} {'utterances':>10} {'speakers':>8} {'hours':>7}"]
+    lines = [f"corpus: {summary.root}", f"{'split':<6} {'utterances':>10} {'speakers':>8} {'hours':>7}"]
     lines += [f"{s.name:<6} {s.n_utterances:>10} {s.n_speakers:>8} {s.hours:>7.3f}" for s in summary.splits]
     lines.append(f"{'total':<6} {n_utt:>10} {'':>8} {total_h:>7.3f}")
     console.stdout().print("\n".join(lines), markup=False)
-    console.log(f"[dim]{summary.generated} generated, {summary.reused} reused in {summary.elapsed_s:.1f} s; "
-                f"train with `avsrctl train --data {summary.root}`[/]")
+    console.log(
+        f"[dim]{summary.generated} generated, {summary.reused} reused in {summary.elapsed_s:.1f} s; "
+        f"train with `avsrctl train --data {summary.root}`[/]"
+    )

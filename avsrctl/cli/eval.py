@@ -10,29 +10,23 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, TsvOpt, WrdOpt
+from avsrctl.cli.options import (
+    MODALITIES,
+    NORMALIZERS,
+    BeamSizeOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    TsvOpt,
+    WrdOpt,
+    check_choice,
+)
 from avsrctl.errors import UsageError
-
-NORMALIZER_CHOICES = ("basic", "whisper", "none", "all")
-MODALITY_CHOICES = ("audio", "video", "both", "all")
-
-
-@dataclass
-class Run:
-    """One set of hypotheses to score: from a file, the baseline, or a checkpoint in one modality."""
-
-    system: str
-    hypotheses: list[str]
-    modality: str | None = None
-    failed: dict[str, str] = field(default_factory=dict)  # id -> why its media could not be decoded
-    settings: dict = field(default_factory=dict)
 
 
 def eval_(
@@ -45,56 +39,67 @@ def eval_(
     checkpoint: CheckpointOpt = None,
     modality: Annotated[
         Optional[str],
-        typer.Option("--modality", "-m", help="With --checkpoint: audio, video, both, or all (each modality the "
-                     "checkpoint serves; JSON output is then a list). Default: the checkpoint's modality."),
+        typer.Option(
+            "--modality",
+            "-m",
+            help="With --checkpoint: audio, video, both, or all (each modality the "
+            "checkpoint serves; JSON output is then a list). Default: the checkpoint's modality.",
+        ),
     ] = None,
     normalizer: Annotated[
         str,
-        typer.Option("--normalizer", "-n", help="basic (lower case, no punctuation but apostrophes), whisper "
-                     "(Whisper's English normaliser), none, or all (one row each; the first is primary)."),
+        typer.Option(
+            "--normalizer",
+            "-n",
+            help="basic (lower case, no punctuation but apostrophes), whisper "
+            "(Whisper's English normaliser), none, or all (one row each; the first is primary).",
+        ),
     ] = "basic",
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
     output_dir: Annotated[
         Optional[Path],
-        typer.Option("--output-dir", "-o", help="Also write wer.json, hyp.wrd and results.jsonl here "
-                     "(one subfolder per modality with --modality all)."),
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Also write wer.json, hyp.wrd and results.jsonl here "
+            "(one subfolder per modality with --modality all).",
+        ),
     ] = None,
     baseline_model: Annotated[
         Optional[str],
-        typer.Option("--baseline-model", help="faster-whisper model for the baseline: a CTranslate2 folder or a "
-                     "name like small.en (needs a model hub). Default: the offline tiny.en."),
+        typer.Option(
+            "--baseline-model",
+            help="faster-whisper model for the baseline: a CTranslate2 folder or a "
+            "name like small.en (needs a model hub). Default: the offline tiny.en.",
+        ),
     ] = None,
-    beam_size: Annotated[
-        Optional[int],
-        typer.Option("--beam-size", min=1, help="Beam width (default: 5 for the baseline, the checkpoint's "
-                     "decode.beam_size for a checkpoint)."),
-    ] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when "
-                                                  "there is one).")] = None,
+    beam_size: BeamSizeOpt = None,
+    device: DeviceOpt = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show each utterance's alignment (substitutions, deletions, insertions).")
+        bool,
+        typer.Option("--verbose", "-v", help="Show each utterance's alignment (substitutions, deletions, insertions)."),
     ] = False,
 ) -> None:
     """Score hypotheses, a checkpoint, or the faster-whisper baseline against references."""
     if tsv is None:
         raise UsageError("--tsv is required (the manifest whose .wrd holds the references)")
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format must be table or json, got {fmt!r}")
-    if normalizer not in NORMALIZER_CHOICES:
-        raise UsageError(f"--normalizer must be one of {', '.join(NORMALIZER_CHOICES)}, got {normalizer!r}")
+    check_choice("--format", fmt, ("table", "json"))
+    check_choice("--normalizer", normalizer, NORMALIZERS + ("all",))
     if hyp is not None and checkpoint is not None:
         raise UsageError("--hyp and --checkpoint both supply hypotheses: pass one")
     if baseline_model is not None and (hyp is not None or checkpoint is not None):
         raise UsageError("--baseline-model applies only when scoring the baseline (no --hyp, no --checkpoint)")
-    if modality is not None and modality not in MODALITY_CHOICES:
-        raise UsageError(f"--modality must be one of {', '.join(MODALITY_CHOICES)}, got {modality!r}")
+    check_choice("--modality", modality, MODALITIES + ("all",))
     if modality not in (None, "audio") and checkpoint is None:
-        raise UsageError(f"--modality {modality} needs --checkpoint: "
-                         + ("--hyp files are scored as they are" if hyp is not None else "the baseline is audio only"))
+        raise UsageError(
+            f"--modality {modality} needs --checkpoint: "
+            + ("--hyp files are scored as they are" if hyp is not None else "the baseline is audio only")
+        )
     if hyp is not None and (beam_size is not None or device is not None):
         raise UsageError("--beam-size and --device apply to decoding, not to a --hyp file")
 
     from avsrctl.data.manifest import read_manifest
+    from avsrctl.evaluate import Run, score_run
 
     manifest = read_manifest(tsv, wrd, check_files=hyp is None)
     if hyp is not None:
@@ -106,8 +111,8 @@ def eval_(
     else:
         runs = [_baseline_run(manifest, baseline_model, beam_size or 5, device)]
 
-    names = ["basic", "whisper", "none"] if normalizer == "all" else [normalizer]
-    results = [_score_run(run, manifest, names, hyp_name=str(hyp) if hyp is not None else run.system) for run in runs]
+    names = list(NORMALIZERS) if normalizer == "all" else [normalizer]
+    results = [score_run(run, manifest, names, hyp_name=str(hyp) if hyp is not None else run.system) for run in runs]
 
     if verbose:
         for run, (reports, _) in zip(runs, results):
@@ -129,26 +134,6 @@ def eval_(
             console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
 
 
-def _score_run(run: Run, manifest, names: list[str], hyp_name: str):
-    """Reports for every normaliser (the first is primary) and the JSON summary of the run."""
-    from avsrctl.metrics import score, spelling_mapping
-
-    refs, ids = [u.text for u in manifest], [u.id for u in manifest]
-    reports = [score(refs, run.hypotheses, n, ids=ids, ref_name=str(manifest.wrd), hyp_name=hyp_name) for n in names]
-    summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
-    if run.modality is not None:
-        summary["modality"] = run.modality
-    if run.settings:
-        summary["settings"] = run.settings
-    if run.failed or run.modality is not None or "baseline" in run.system:
-        summary["failed"] = run.failed
-    if len(reports) > 1:
-        summary["by_normalizer"] = {r.normalizer: r.to_dict() for r in reports}
-    if "whisper" in names:
-        summary["whisper_spelling_mapping"] = spelling_mapping()[1]
-    return reports, summary
-
-
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -163,50 +148,33 @@ def _warn_failed(failed: dict[str, str]) -> None:
         console.log(f"[yellow]warning:[/] {escape(uid)}: scored as an empty hypothesis: {escape(reason)}")
 
 
-def _baseline_run(manifest, model: str | None, beam_size: int, device: str | None) -> Run:
-    from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions, describe_model, recognize_manifest
+def _baseline_run(manifest, model: str | None, beam_size: int, device: str | None):
+    from avsrctl.baseline import describe_model
+    from avsrctl.evaluate import baseline_run
 
-    console.log(f"[dim]no --hyp or --checkpoint: scoring the baseline, faster-whisper {describe_model(model)} "
-                "(audio only)[/]")
-    recognizer = FasterWhisperRecognizer(WhisperOptions(model=model, beam_size=beam_size, device=device or "auto"))
+    console.log(
+        f"[dim]no --hyp or --checkpoint: scoring the baseline, faster-whisper {describe_model(model)} (audio only)[/]"
+    )
     with _progress() as bar:
-        task = bar.add_task("transcribing", total=len(manifest))
-        hyps, failed = recognize_manifest(manifest, recognizer, progress=lambda i: bar.advance(task))
-    _warn_failed(failed)
-    settings = {"beam_size": beam_size, "device": recognizer.device, "compute_type": recognizer.compute_type}
-    return Run(f"baseline {recognizer.name}", hyps, failed=failed, settings=settings)
+        run = baseline_run(manifest, model, beam_size, device, progress=bar)
+    _warn_failed(run.failed)
+    return run
 
 
-def _checkpoint_runs(checkpoint: Path, manifest, modality: str | None, beam_size: int | None,
-                     device: str | None) -> list[Run]:
-    from avsrctl.decoding import DecodingOptions
-    from avsrctl.evaluate import decode_manifest
-    from avsrctl.training.checkpoint import load_checkpoint
+def _checkpoint_runs(checkpoint: Path, manifest, modality: str | None, beam_size: int | None, device: str | None):
+    from avsrctl.checkpoint import load_checkpoint
+    from avsrctl.evaluate import checkpoint_runs
 
     with console.stderr().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
-    dev = str(model.device)
-    if modality == "all":
-        modalities = [m for m in ("audio", "video", "both") if m in model.modalities]
-    else:
-        modalities = [modality or meta.get("modality") or cfg.model.modality]
-    options = DecodingOptions(beam_size=beam_size or cfg.decode.beam_size, max_new_tokens=cfg.decode.max_new_tokens,
-                              length_penalty=float(cfg.decode.length_penalty))
-    runs = []
     with _progress() as bar:
-        for mod in modalities:
-            task = bar.add_task(f"decoding ({mod})", total=len(manifest))
-            out = decode_manifest(model, manifest, mod, options, cfg, device=dev,
-                                  on_batch=lambda n, t=task: bar.advance(t, n))
-            settings = {"checkpoint": str(checkpoint), "beam_size": options.beam_size,
-                        "max_new_tokens": options.max_new_tokens, "device": dev}
-            runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings))
+        runs = checkpoint_runs(model, cfg, meta, checkpoint, manifest, modality, beam_size, progress=bar)
     for run in runs:
         _warn_failed(run.failed)
     return runs
 
 
-def _summary_table(runs: list[Run], reports_per_run, title: str):
+def _summary_table(runs, reports_per_run, title: str):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -216,8 +184,15 @@ def _summary_table(runs: list[Run], reports_per_run, title: str):
         table.add_column(col, justify="left" if col in ("modality", "normaliser") else "right", no_wrap=True)
     for run, reports in zip(runs, reports_per_run):
         for r in reports:
-            row = [f"{100 * r.wer:.2f}%", f"{100 * r.cer:.2f}%", str(r.substitutions), str(r.deletions),
-                   str(r.insertions), str(r.ref_words), str(r.n_utterances)]
+            row = [
+                f"{100 * r.wer:.2f}%",
+                f"{100 * r.cer:.2f}%",
+                str(r.substitutions),
+                str(r.deletions),
+                str(r.insertions),
+                str(r.ref_words),
+                str(r.n_utterances),
+            ]
             table.add_row(*([run.modality] if several else []), r.normalizer, *row)
     return table
 

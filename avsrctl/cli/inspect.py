@@ -7,18 +7,13 @@ import sys
 from pathlib import Path
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, ConfigOpt, FormatOpt, ModalityOpt, SetOpt
+from avsrctl.cli.options import MODALITIES, CheckpointOpt, ConfigOpt, FormatOpt, ModalityOpt, SetOpt, check_choice
 from avsrctl.errors import UsageError
-
-FORMATS = ("table", "json")
-MODALITIES = ("audio", "video", "both")
 
 
 def _check_args(config, checkpoint, overrides, modality, fmt) -> None:
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose table or json")
-    if modality is not None and modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+    check_choice("--format", fmt, ("table", "json"))
+    check_choice("--modality", modality, MODALITIES)
     if config is not None and checkpoint is not None:
         raise UsageError("give --config or --checkpoint, not both", hint="a checkpoint carries its own config.yaml")
     if checkpoint is not None and overrides:
@@ -26,17 +21,11 @@ def _check_args(config, checkpoint, overrides, modality, fmt) -> None:
 
 
 def _from_checkpoint(path: Path):
-    """(model, cfg, what) from a checkpoint folder; only its config when weights cannot be loaded."""
-    from avsrctl.training import checkpoint as ckpt
+    """(model, cfg, what) from a checkpoint folder."""
+    from avsrctl.checkpoint import load_checkpoint
 
-    load = getattr(ckpt, "load_checkpoint", None)
-    if load is not None:
-        model, cfg, meta = load(path, device="cpu")
-        return model, cfg, f"checkpoint {path} (step {meta.get('step', '?')})"
-    from avsrctl.models.builder import build_model
-
-    cfg = ckpt.read_checkpoint_config(path)
-    return build_model(cfg, {"audio", "video", "both"}), cfg, f"config of checkpoint {path} (weights not loaded)"
+    model, cfg, meta = load_checkpoint(path, device="cpu")
+    return model, cfg, f"checkpoint {path} (step {meta.get('step', '?')})"
 
 
 def _count(n: int) -> str:
@@ -52,28 +41,58 @@ def _print_table(report, what: str) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{what}, modality {report.modality}", title_justify="left", box=box.SIMPLE_HEAD,
-                  collapse_padding=True, pad_edge=False)
-    for col, justify in (("component", "left"), ("active", "center"), ("in", "right"), ("out", "right"),
-                         ("params", "right"), ("trainable", "right"), ("dtype", "left"), ("status", "left")):
+    table = Table(
+        title=f"{what}, modality {report.modality}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for col, justify in (
+        ("component", "left"),
+        ("active", "center"),
+        ("in", "right"),
+        ("out", "right"),
+        ("params", "right"),
+        ("trainable", "right"),
+        ("dtype", "left"),
+        ("status", "left"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)
     for r in report.rows:
         table.add_row(
-            r.name, "yes" if r.active else "no", "-" if r.input_dim is None else str(r.input_dim),
-            "-" if r.output_dim is None else str(r.output_dim), _count(r.total), _count(r.trainable),
-            r.dtype, r.status, style=None if r.active else "dim",
+            r.name,
+            "yes" if r.active else "no",
+            "-" if r.input_dim is None else str(r.input_dim),
+            "-" if r.output_dim is None else str(r.output_dim),
+            _count(r.total),
+            _count(r.trainable),
+            r.dtype,
+            r.status,
+            style=None if r.active else "dim",
         )
     table.add_section()
-    table.add_row(f"total ({report.modality})", "", "", "", _count(report.active_total),
-                  _count(report.active_trainable), "", "", style="bold")
+    table.add_row(
+        f"total ({report.modality})",
+        "",
+        "",
+        "",
+        _count(report.active_total),
+        _count(report.active_trainable),
+        "",
+        "",
+        style="bold",
+    )
     table.add_row("total (built)", "", "", "", _count(report.built_total), _count(report.built_trainable), "", "")
     out = console.stdout()
     out.print(table)
     for r in report.rows:  # the details do not fit a terminal-wide table
         if r.detail:
             out.print(f"  {r.name}: {r.detail}", style=None if r.active else "dim")
-    out.print(f"exact counts: {report.active_trainable:,} of {report.active_total:,} parameters train "
-              f"for {report.modality} ({report.built_trainable:,} of {report.built_total:,} built)")
+    out.print(
+        f"exact counts: {report.active_trainable:,} of {report.active_total:,} parameters train "
+        f"for {report.modality} ({report.built_trainable:,} of {report.built_total:,} built)"
+    )
     for note in report.notes:
         out.print(f"note: {note}")
 

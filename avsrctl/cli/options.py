@@ -1,4 +1,5 @@
-"""Options shared by several commands, as `Annotated` aliases (Typer's public API only)."""
+"""Options shared by several commands, as `Annotated` aliases (Typer's public API only), and the one
+check of a flag's value against its choices (which come from the library: config, not copies)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,23 @@ from typing import Annotated, Optional
 
 import typer
 
+from avsrctl.config import MODALITIES, NORMALIZERS
 from avsrctl.errors import UsageError
+
+__all__ = ["MODALITIES", "NORMALIZERS", "check_choice", "require_writable_folder"]
 
 ConfigOpt = Annotated[
     Optional[str],
     typer.Option("--config", "-c", help="YAML file or preset name (default, tiny, offline-small). Default: 'default'."),
 ]
 SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", help="Override a config value: --set train.lr=3e-4 (repeatable)."),
+    Optional[list[str]], typer.Option("--set", help="Override a config value: --set train.lr=3e-4 (repeatable).")
 ]
 ModalityOpt = Annotated[
-    Optional[str],
-    typer.Option("--modality", "-m", help="audio, video or both (default: the config's model.modality)."),
+    Optional[str], typer.Option("--modality", "-m", help="audio, video or both (default: the config's model.modality).")
 ]
 DataOpt = Annotated[
-    Optional[Path],
-    typer.Option("--data", help="Corpus folder with {train,valid,test}.tsv/.wrd (sets data.root)."),
+    Optional[Path], typer.Option("--data", help="Corpus folder with {train,valid,test}.tsv/.wrd (sets data.root).")
 ]
 CheckpointOpt = Annotated[
     Optional[Path], typer.Option("--checkpoint", help="Checkpoint folder written by `avsrctl train`.")
@@ -32,6 +33,17 @@ CheckpointOpt = Annotated[
 TsvOpt = Annotated[Optional[Path], typer.Option("--tsv", help="Manifest (.tsv) to read.")]
 WrdOpt = Annotated[Optional[Path], typer.Option("--wrd", help="Transcripts (.wrd); default: beside the .tsv.")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format.")]
+BeamSizeOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--beam-size",
+        min=1,
+        help="Beam width, 1 is greedy (default: the checkpoint's decode.beam_size; 5 for faster-whisper).",
+    ),
+]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one).")
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
 
@@ -43,5 +55,12 @@ def require_writable_folder(folder: Path, flag: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"{flag} {folder}: cannot write there ({e.strerror or e})",
-                         hint=f"choose another {flag}") from None
+        raise UsageError(
+            f"{flag} {folder}: cannot write there ({e.strerror or e})", hint=f"choose another {flag}"
+        ) from None
+
+
+def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:
+    """A usage error naming the flag, the choices and the value, unless `value` is None or one of them."""
+    if value is not None and value not in choices:
+        raise UsageError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")

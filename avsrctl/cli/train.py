@@ -11,15 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import ConfigOpt, DataOpt, ModalityOpt, SetOpt
-from avsrctl.errors import UsageError
-
-MODALITIES = ("audio", "video", "both")
-
-
-def _check_modality(modality: str | None) -> None:
-    if modality is not None and modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r}: choose audio, video or both")
+from avsrctl.cli.options import MODALITIES, ConfigOpt, DataOpt, ModalityOpt, SetOpt, check_choice
 
 
 def train(
@@ -39,7 +31,9 @@ def train(
     eval_steps: Annotated[Optional[int], typer.Option("--eval-steps", help="Also validate every N steps.")] = None,
     log_param_updates: Annotated[
         Optional[int],
-        typer.Option("--log-param-updates", help="Every N steps, print grad/param norms and update ratios per component."),
+        typer.Option(
+            "--log-param-updates", help="Every N steps, print grad/param norms and update ratios per component."
+        ),
     ] = None,
     resume: Annotated[
         Optional[str],
@@ -63,7 +57,7 @@ def train(
     Ctrl-C saves a checkpoint and exits with code 130; continue with --resume auto.
     Several GPUs: torchrun --nproc-per-node N -m avsrctl train ...
     """
-    _check_modality(modality)
+    check_choice("--modality", modality, MODALITIES)
     from avsrctl.config import load_config
 
     flags = {

@@ -15,14 +15,16 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import CheckpointOpt, ModalityOpt, require_writable_folder
+from avsrctl.cli.options import BeamSizeOpt, CheckpointOpt, ModalityOpt, check_choice, require_writable_folder
 from avsrctl.errors import UsageError
 
 FORMATS = ("txt", "srt", "vtt", "json")
 
 
 def transcribe(
-    clip: Annotated[Path, typer.Argument(help="Audio or video file (anything ffmpeg reads: mp4, mpg, wav, flac, ...).")],
+    clip: Annotated[
+        Path, typer.Argument(help="Audio or video file (anything ffmpeg reads: mp4, mpg, wav, flac, ...).")
+    ],
     checkpoint: CheckpointOpt = None,
     modality: ModalityOpt = None,
     fmt: Annotated[
@@ -35,33 +37,39 @@ def transcribe(
     language: Annotated[str, typer.Option("--language", help="Spoken language (English for tiny.en).")] = "en",
     model: Annotated[
         Optional[str],
-        typer.Option("--model", help="faster-whisper model for the default path: a CTranslate2 folder or a name "
-                     "like base.en (needs a model hub). Default: the offline tiny.en."),
+        typer.Option(
+            "--model",
+            help="faster-whisper model for the default path: a CTranslate2 folder or a name "
+            "like base.en (needs a model hub). Default: the offline tiny.en.",
+        ),
     ] = None,
-    beam_size: Annotated[
-        Optional[int],
-        typer.Option("--beam-size", min=1, help="Beam width, 1 is greedy (default: 5 for faster-whisper, the "
-                     "checkpoint's decode.beam_size for a checkpoint)."),
-    ] = None,
+    beam_size: BeamSizeOpt = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     vad: Annotated[
         Optional[bool],
-        typer.Option("--vad/--no-vad", help="Cut long clips at pauses with the Silero VAD (--no-vad: faster-whisper "
-                     "keeps silence, a checkpoint uses fixed windows). Default: on for long clips."),
+        typer.Option(
+            "--vad/--no-vad",
+            help="Cut long clips at pauses with the Silero VAD (--no-vad: faster-whisper "
+            "keeps silence, a checkpoint uses fixed windows). Default: on for long clips.",
+        ),
     ] = None,
     max_segment: Annotated[
         float,
-        typer.Option("--max-segment", min=1.0, help="With --checkpoint: longest piece decoded at once, in seconds "
-                     "(longer clips are cut at pauses; lower it if memory runs out)."),
+        typer.Option(
+            "--max-segment",
+            min=1.0,
+            help="With --checkpoint: longest piece decoded at once, in seconds "
+            "(longer clips are cut at pauses; lower it if memory runs out).",
+        ),
     ] = 20.0,
 ) -> None:
     """Transcribe one audio or video file."""
-    from avsrctl.subtitles import FORMATS as KNOWN, format_from_suffix
+    from avsrctl.subtitles import FORMATS as KNOWN
+    from avsrctl.subtitles import format_from_suffix
 
     if fmt is None:
         fmt = (format_from_suffix(output) if output is not None else None) or "txt"
-    if fmt not in KNOWN:
-        raise UsageError(f"--format must be one of {', '.join(KNOWN)}, got {fmt!r}")
+    check_choice("--format", fmt, KNOWN)
     if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
         raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
     if not clip.is_file():
@@ -75,8 +83,9 @@ def transcribe(
         from avsrctl.transcribe import checkpoint_recognizer
 
         with console.stderr().status(f"loading {checkpoint}"):
-            recognizer = checkpoint_recognizer(checkpoint, modality, beam_size=beam_size, device=device,
-                                               max_segment_s=max_segment, vad=vad)
+            recognizer = checkpoint_recognizer(
+                checkpoint, modality, beam_size=beam_size, device=device, max_segment_s=max_segment, vad=vad
+            )
         console.log(f"[dim]transcribing with {recognizer.name}[/]")
     else:
         if modality not in (None, "audio"):
@@ -86,10 +95,10 @@ def transcribe(
 
         what = "the embedded default" if model is None else "faster-whisper"
         console.log(f"[dim]no --checkpoint: using {what}, faster-whisper {describe_model(model)} (audio only)[/]")
-        recognizer = embedded_default(model, language=language, beam_size=beam_size or 5, device=device,
-                                      vad_filter=vad)
+        recognizer = embedded_default(model, language=language, beam_size=beam_size or 5, device=device, vad_filter=vad)
 
-    from avsrctl.subtitles import render, write_atomic
+    from avsrctl.atomic import write_atomic
+    from avsrctl.subtitles import render
     from avsrctl.transcribe import transcribe as run_transcribe
 
     result = run_transcribe(clip, recognizer)

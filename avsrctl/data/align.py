@@ -5,8 +5,8 @@ Video runs at 25 fps and audio at 16 kHz, so one video frame spans exactly 640 s
 for T video frames; then sample s belongs to frame s // 640 and a single `lengths` tensor in
 25 Hz frames describes both streams. A 3.0 s clip is 75 frames and 48000 samples.
 
-Padding the shorter stream to the longer one instead (what the design we start from did)
-shifts one stream against the other; cutting/padding audio to the video clock does not.
+Padding the shorter stream to the longer one instead would shift one stream against the
+other; cutting/padding audio to the video clock does not.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
+from avsrctl.data.manifest import SAMPLES_PER_FRAME
 from avsrctl.errors import MediaError
 
 WHISPER_HOP = 320  # samples per Whisper encoder frame (50 Hz)
@@ -27,11 +27,6 @@ def frames_for_samples(n_samples: int) -> int:
     if n_samples < 0:
         raise ValueError(f"n_samples must not be negative, got {n_samples}")
     return math.ceil(n_samples / SAMPLES_PER_FRAME)
-
-
-def frames_for_seconds(seconds: float) -> int:
-    """Video frames in `seconds` of media (3.0 s -> 75), rounded to the nearest frame."""
-    return int(round(seconds * VIDEO_FPS))
 
 
 def samples_for_frames(n_frames: int) -> int:
@@ -52,14 +47,3 @@ def align_audio(audio: np.ndarray, n_frames: int) -> np.ndarray:
     out = np.zeros(target, dtype=np.float32)
     out[: audio.shape[0]] = audio
     return out  # (640*T,)
-
-
-def pad_audio_to_frames(audio: np.ndarray) -> tuple[np.ndarray, int]:
-    """Audio-only clips: zero-pad to whole frames, T = ceil(S / 640). Returns (audio (640*T,), T)."""
-    n_frames = frames_for_samples(int(np.asarray(audio).shape[0]))
-    return align_audio(audio, n_frames), n_frames
-
-
-def mismatch_seconds(n_samples: int, n_frames: int) -> float:
-    """How far the audio length is from the video length, in seconds (positive: audio longer)."""
-    return (n_samples - samples_for_frames(n_frames)) / SAMPLE_RATE

@@ -32,6 +32,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import SAMPLE_RATE, VIDEO_FPS
 from avsrctl.errors import MediaError
 
@@ -53,7 +54,9 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError:
-        raise MediaError("no ffmpeg binary found", hint="install ffmpeg (apt-get install ffmpeg) or `pip install imageio-ffmpeg`") from None
+        raise MediaError(
+            "no ffmpeg binary found", hint="install ffmpeg (apt-get install ffmpeg) or `pip install imageio-ffmpeg`"
+        ) from None
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as e:
@@ -85,8 +88,9 @@ def _ffmpeg(args: list[str], input_bytes: bytes | None = None) -> tuple[int, byt
         # A session of its own: Ctrl-C in a terminal signals the whole foreground process group,
         # and an ffmpeg killed mid-decode would turn into a "broken" clip that training skips.
         # avsrctl handles the signal itself (training finishes the step and saves a checkpoint).
-        proc = subprocess.run(args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-                              start_new_session=True)
+        proc = subprocess.run(
+            args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, start_new_session=True
+        )
     except FileNotFoundError:
         raise MediaError(f"ffmpeg binary not found: {args[0]}") from None
     return proc.returncode, proc.stdout, proc.stderr
@@ -204,9 +208,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
         audio = _read_plain_wav(path)
         if audio is not None:
             return audio
-    stream = ffmpeg.input(_url(path))["a:0"].output(
-        "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE
-    )
+    stream = ffmpeg.input(_url(path))["a:0"].output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE)
     out = _decode(stream, path, "audio")
     audio = np.frombuffer(out, dtype="<f4").astype(np.float32)  # (S,)
     if audio.size == 0:
@@ -244,8 +246,9 @@ def _split_ppm(data: bytes, path: Path) -> np.ndarray:
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)  # (T, H, W, 3)
 
 
-def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = None, *,
-               max_short_side: int | None = None) -> np.ndarray:
+def load_video(
+    path: str | os.PathLike, size: int | tuple[int, int] | None = None, *, max_short_side: int | None = None
+) -> np.ndarray:
     """Decode the first video stream to uint8 RGB at 25 fps, shape (T, H, W, 3).
 
     `size` resizes every frame: an int for a square side, or (height, width).
@@ -263,9 +266,10 @@ def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     elif max_short_side is not None:
         m = int(max_short_side)
         # portrait: cap the width; landscape: cap the height; -2 keeps the aspect (even size)
-        chain += (f",scale='if(lt(iw,ih),min(iw,{m}),-2)':'if(lt(iw,ih),-2,min(ih,{m}))':flags=area")
-    stream = ffmpeg.input(_url(path))["V:0"].output("pipe:", vf=chain, format="image2pipe", vcodec="ppm",
-                                                     pix_fmt="rgb24")
+        chain += f",scale='if(lt(iw,ih),min(iw,{m}),-2)':'if(lt(iw,ih),-2,min(ih,{m}))':flags=area"
+    stream = ffmpeg.input(_url(path))["V:0"].output(
+        "pipe:", vf=chain, format="image2pipe", vcodec="ppm", pix_fmt="rgb24"
+    )
     frames = _split_ppm(_decode(stream, path, "video"), path)
     if frames.shape[0] == 0:
         raise MediaError(f"{path}: zero-length video stream (no frames decoded)")
@@ -277,17 +281,15 @@ def load_video(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
 
 def _encode(path: Path, build, what: str, input_bytes: bytes | None = None) -> None:
     """Run `build(output_url)` into a temporary name beside `path`, then rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=ffmpeg_exe())
-    try:
+
+    def write(tmp: Path) -> None:
+        args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=ffmpeg_exe())
         rc, _, err = _ffmpeg(args, input_bytes)
         # As for decoding, any error-level message counts: a truncated source must not become a short wav.
         if rc != 0 or err.strip() or not tmp.is_file() or tmp.stat().st_size == 0:
             raise MediaError(f"{path}: cannot write {what}: {_reason(err, tmp)}")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
 def extract_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -295,8 +297,11 @@ def extract_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     src = Path(src)
     _check_file(src)
     source = ffmpeg.input(_url(src))["a:0"]
-    _encode(Path(dst), lambda url: source.output(url, format="wav", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE),
-            f"audio of {src}")
+    _encode(
+        Path(dst),
+        lambda url: source.output(url, format="wav", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE),
+        f"audio of {src}",
+    )
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
@@ -305,21 +310,20 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SA
     if path.suffix.lower() != ".wav":
         raise MediaError(f"{path}: save_audio writes .wav files only")
     pcm = (np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0) * 32767).round().astype("<i2")  # (S,)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+
+    def write(tmp: Path) -> None:
         with wave.open(str(tmp), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(sample_rate)
             w.writeframes(pcm.tobytes())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
-def save_video(path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS, audio: np.ndarray | None = None,
-               crf: int = 18) -> None:
+def save_video(
+    path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS, audio: np.ndarray | None = None, crf: int = 18
+) -> None:
     """Write uint8 RGB frames (T, H, W, 3) as H.264 mp4 (yuv420p), optionally muxed with 16 kHz mono audio."""
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
@@ -338,9 +342,22 @@ def save_video(path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS
             save_audio(wav, audio)
             streams.append(ffmpeg.input(_url(wav)).audio)
             extra = {"acodec": "aac"}
-        _encode(Path(path), lambda url: ffmpeg.output(*streams, url, format="mp4", vcodec="libx264", pix_fmt="yuv420p",
-                                                      crf=crf, r=fps, movflags="+faststart", **extra),
-                "video", frames.tobytes())
+        _encode(
+            Path(path),
+            lambda url: ffmpeg.output(
+                *streams,
+                url,
+                format="mp4",
+                vcodec="libx264",
+                pix_fmt="yuv420p",
+                crf=crf,
+                r=fps,
+                movflags="+faststart",
+                **extra,
+            ),
+            "video",
+            frames.tobytes(),
+        )
     finally:
         if wav is not None:
             wav.unlink(missing_ok=True)

@@ -70,7 +70,7 @@ def _fit(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     start = int(rng.integers(len(x)))
     reps = -(-(start + n) // len(x))  # ceil
-    return np.tile(x, reps)[start: start + n]
+    return np.tile(x, reps)[start : start + n]
 
 
 def babble(n: int, pool: Sequence[np.ndarray], rng: np.random.Generator, talkers: int | None = None) -> np.ndarray:
@@ -184,18 +184,3 @@ class ManifestNoiser:
             return add_noise(audio, snr, "white", rng)
         pool = self.babble_pool(index, rng, int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1)))
         return add_noise(audio, snr, "babble", rng, pool, talkers=len(pool))
-
-
-def noisy_manifest_audio(manifest, kind: str, snr_db: float, seed: int = 0):
-    """Yield (utterance, noisy float32 16 kHz audio) for every utterance: the `decode --snr` helper.
-
-    Every utterance gets noise (prob 1); the same seed gives the same noise on every run.
-    Undecodable utterances raise MediaError naming the file.
-    """
-    from avsrctl.data.media import load_audio
-
-    noiser = ManifestNoiser(manifest, NoiseSpec(kind, float(snr_db), 1.0), seed)
-    for i, utt in enumerate(manifest):
-        if utt.audio is None:
-            raise UsageError(f"{manifest.tsv}:{utt.line}: '{utt.id}' has no audio to add noise to")
-        yield utt, noiser(i, load_audio(utt.audio))

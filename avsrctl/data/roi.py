@@ -44,8 +44,10 @@ def _cascade() -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / FACE_CASCADE
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
-        raise MediaError(f"cannot load the OpenCV face cascade {path}",
-                         hint="install opencv-python-headless<5 (5.0 dropped the Haar cascades)")
+        raise MediaError(
+            f"cannot load the OpenCV face cascade {path}",
+            hint="install opencv-python-headless<5 (5.0 dropped the Haar cascades)",
+        )
     return cascade
 
 
@@ -78,7 +80,7 @@ def _median_filter(values: np.ndarray, window: int) -> np.ndarray:
     half = window // 2
     out = np.empty_like(values)
     for i in range(len(values)):
-        out[i] = np.median(values[max(0, i - half): i + half + 1], axis=0)
+        out[i] = np.median(values[max(0, i - half) : i + half + 1], axis=0)
     return out
 
 
@@ -91,8 +93,10 @@ def track_mouth(frames: np.ndarray, *, every: int = 8, window: int = 5, path: st
     probe_at = sorted(set(range(0, t, max(1, every))) | {t - 1})
     found = [(i, box) for i in probe_at if (box := detect_face(frames[i])) is not None]
     if not found:
-        raise MediaError(f"{path or 'video'}: no face found in {len(probe_at)} sampled frames of {w}x{h} video",
-                         hint="for videos that are already mouth crops use --roi none")
+        raise MediaError(
+            f"{path or 'video'}: no face found in {len(probe_at)} sampled frames of {w}x{h} video",
+            hint="for videos that are already mouth crops use --roi none",
+        )
     at = np.array([i for i, _ in found], dtype=np.float64)
     boxes = _median_filter(np.stack([b for _, b in found]), window)  # (N, 4) robust to single misfires
     # Linear interpolation through frames without a detection; ends hold the nearest detection.
@@ -117,7 +121,7 @@ def crop_track(frames: np.ndarray, track: MouthTrack, roi_size: int = 96) -> np.
     """Cut the tracked squares out of RGB frames (T, H, W, 3) -> (T, roi_size, roi_size, 3) uint8."""
     out = np.empty((frames.shape[0], roi_size, roi_size, 3), dtype=np.uint8)
     for i, (x0, y0, side) in enumerate(track.boxes):
-        out[i] = _resize(frames[i, y0: y0 + side, x0: x0 + side], roi_size)
+        out[i] = _resize(frames[i, y0 : y0 + side, x0 : x0 + side], roi_size)
     return out  # (T, roi, roi, 3)
 
 
@@ -130,7 +134,7 @@ def center_square(frames: np.ndarray, roi_size: int = 96) -> np.ndarray:
     y0, x0 = (h - side) // 2, (w - side) // 2
     out = np.empty((t, roi_size, roi_size, 3), dtype=np.uint8)
     for i in range(t):
-        out[i] = _resize(frames[i, y0: y0 + side, x0: x0 + side], roi_size)
+        out[i] = _resize(frames[i, y0 : y0 + side, x0 : x0 + side], roi_size)
     return out  # (T, roi, roi, 3)
 
 
@@ -145,7 +149,9 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def apply_roi(frames: np.ndarray, mode: str = "auto", roi_size: int = 96, *, path: str | Path | None = None) -> np.ndarray:
+def apply_roi(
+    frames: np.ndarray, mode: str = "auto", roi_size: int = 96, *, path: str | Path | None = None
+) -> np.ndarray:
     """RGB frames (T, H, W, 3) -> mouth crops (T, roi_size, roi_size, 3) uint8 by the given mode."""
     check_mode(mode)
     if roi_size <= 0:

@@ -20,10 +20,9 @@ rows added to the vocabulary: LoRA freezes the embedding matrix, and markers tha
 learn would stay random-ish mean vectors. Connectors and fusion compute in float32; their
 tokens are cast to the LLM dtype at the boundary.
 
-Auxiliary CTC (`ctc_weight > 0`): a linear head per stream reads that stream's 25 Hz connector
-output and predicts characters (CTC_CHARS plus a blank). An encoder trained from scratch gets
-its own gradient from it instead of only through the LLM; the 'ctc' objective trains with it
-alone, without running the LLM, which is how a lip front-end is pre-trained cheaply.
+Auxiliary CTC (`ctc_weight > 0`, models/ctc.py) reads each stream's 25 Hz connector output;
+the 'ctc' objective trains with it alone, without running the LLM. Generation (greedy and
+beam search) is avsrctl/decoding.py; `generate` here only hands the model to it.
 """
 
 from __future__ import annotations
@@ -38,50 +37,12 @@ from avsrctl.data.batch import Batch
 from avsrctl.decoding import DecodingOptions, DecodingResult
 from avsrctl.errors import CheckpointError, ModelError, UsageError
 from avsrctl.models.connector import compress_tokens
+from avsrctl.models.ctc import CTCHeads, ctc_targets
 from avsrctl.models.llm import AUDIO_END, AUDIO_START, MARKERS, VIDEO_END, VIDEO_START, marker_ids
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (Hugging Face convention)
 _OPEN = {"audio": (AUDIO_START,), "video": (VIDEO_START,), "both": (AUDIO_START, VIDEO_START)}
 _CLOSE = {"audio": (AUDIO_END,), "video": (VIDEO_END,), "both": (VIDEO_END, AUDIO_END)}
-_SCORE_CHUNK = 1 << 26  # logits elements scored at once after beam search (~256 MB in float32)
-# Characters of the auxiliary CTC loss (index 0 is the blank); transcripts are lower-cased and
-# any other character is left out of the CTC target.
-CTC_CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"
-_CTC_INDEX = {c: i + 1 for i, c in enumerate(CTC_CHARS)}
-
-
-class _StepScorer:
-    """A logits processor for greedy search: keeps the log-probability of each chosen token under
-    the model's raw distribution, then masks the tokens that are never generated.
-
-    Step t sees the token chosen at step t-1 as the last input id, so only one step's (B, V)
-    log-probabilities are held at a time; the final token is read in `scores`.
-    """
-
-    def __init__(self, never: list[int]):
-        self.never = torch.tensor(never, dtype=torch.long)
-        self.logp: torch.Tensor | None = None  # (B, V) of the step whose token is not chosen yet
-        self.taken: list[torch.Tensor] = []  # (B,) per generated token
-
-    def _take(self, chosen: torch.Tensor) -> None:
-        self.taken.append(self.logp.gather(-1, chosen[:, None])[:, 0])
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.logp is not None:
-            self._take(input_ids[:, -1])
-        self.logp = torch.log_softmax(scores.float(), -1)
-        if self.never.numel():
-            scores = scores.index_fill(-1, self.never.to(scores.device), float("-inf"))
-        return scores
-
-    def scores(self, new: torch.Tensor, keep: torch.Tensor) -> list[float]:
-        """Mean log-probability per kept token (`keep`: up to and including the first EOS)."""
-        if new.shape[1] == 0:
-            return [0.0] * new.shape[0]
-        self._take(new[:, -1])
-        taken = torch.stack(self.taken, 1)  # (B, n_new)
-        assert taken.shape == new.shape, f"{taken.shape[1]} scored steps for {new.shape[1]} generated tokens"
-        return ((taken * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
 
 
 @dataclass(frozen=True)
@@ -142,9 +103,7 @@ class AVSRModel(nn.Module):
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         # Auxiliary CTC: one linear head per stream on its 25 Hz connector output (training only).
         self.ctc_weight = float(ctc_weight)
-        self.ctc_heads = nn.ModuleDict(
-            {name: nn.Linear(d_llm, len(CTC_CHARS) + 1) for name in sorted(encoders)} if ctc_weight > 0 else {}
-        )
+        self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
 
     # ------------------------------------------------------------------ properties
 
@@ -214,8 +173,9 @@ class AVSRModel(nn.Module):
         names = ("audio", "video") if modality == "both" else (modality,)
         return {name: self._stream(batch, name) for name in names}
 
-    def modality_tokens(self, batch: Batch, modality: str,
-                        streams: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def modality_tokens(
+        self, batch: Batch, modality: str, streams: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality."""
         streams = self.streams(batch, modality) if streams is None else streams
         lengths = batch.lengths.to(self.device)
@@ -223,29 +183,6 @@ class AVSRModel(nn.Module):
             fused = self.fusion(streams["audio"], streams["video"], lengths=lengths)  # (B, T, D)
             return compress_tokens(fused, lengths, self.fusion.compression)
         return compress_tokens(streams[modality], lengths, self.connector(modality).compression)
-
-    @staticmethod
-    def ctc_targets(texts: list[str]) -> list[list[int]]:
-        """Transcripts -> CTC character indices (lower-cased; characters outside CTC_CHARS left out)."""
-        return [[_CTC_INDEX[c] for c in text.lower() if c in _CTC_INDEX] for text in texts]
-
-    def _ctc_log_probs(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return torch.log_softmax(self.ctc_heads[name](x.float()), -1)  # (B, T, C)
-
-    def ctc_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        """Character CTC of each stream's 25 Hz output against the transcript, mean over streams."""
-        targets = self.ctc_targets(batch.texts)
-        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long, device=self.device)
-        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=self.device)
-        lengths = batch.lengths.to(self.device)
-        losses = []
-        for name, x in streams.items():
-            logp = self._ctc_log_probs(name, x)  # (B, T, C)
-            # zero_infinity: a transcript longer than its frames allow gives no gradient, not inf
-            losses.append(F.ctc_loss(logp.transpose(0, 1), flat, lengths, target_lengths,
-                                     blank=0, reduction="mean", zero_infinity=True))
-        return torch.stack(losses).mean()
 
     def _check_modality(self, modality: str) -> None:
         if modality not in self.modalities:
@@ -299,30 +236,9 @@ class AVSRModel(nn.Module):
             labs.append(F.pad(lab, (pad, 0) if left else (0, pad), value=IGNORE_INDEX))
         return torch.stack(embeds), torch.stack(masks), torch.stack(labs)  # (B, L, D), (B, L), (B, L)
 
-    @torch.no_grad()
-    def ctc_transcribe(self, batch: Batch, modality: str) -> list[str]:
-        """Greedy CTC transcripts from the CTC heads (for 'both', the mean of the two streams' log-probabilities).
-
-        What validation decodes when the run trains the CTC objective alone, where the LLM has not learnt
-        to read the streams yet.
-        """
-        if not self.ctc_heads:
-            raise UsageError("this model has no CTC heads (model.ctc_weight is 0)")
-        was_training = self.training
-        self.eval()
-        try:
-            streams = self.streams(batch, modality)
-            logp = torch.stack([self._ctc_log_probs(n, x) for n, x in streams.items()]).mean(0)  # (B, T, C)
-        finally:
-            self.train(was_training)
-        texts = []
-        for b, n in enumerate(batch.lengths.tolist()):
-            ids = torch.unique_consecutive(logp[b, :n].argmax(-1)).tolist()
-            texts.append(" ".join("".join(CTC_CHARS[i - 1] for i in ids if i).split()))
-        return texts
-
-    def build_inputs(self, batch: Batch, modality: str, with_targets: bool = True,
-                     streams: dict[str, torch.Tensor] | None = None):
+    def build_inputs(
+        self, batch: Batch, modality: str, with_targets: bool = True, streams: dict[str, torch.Tensor] | None = None
+    ):
         """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM."""
         tokens, mask = self.modality_tokens(batch, modality, streams)
         targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
@@ -336,10 +252,10 @@ class AVSRModel(nn.Module):
         ctc_weight x CTC while training); 'ctc': the CTC alone, per character, without running the LLM."""
         streams = self.streams(batch, modality)
         if objective == "ctc":
-            if not self.ctc_heads:
+            if not len(self.ctc_heads):
                 raise UsageError("the 'ctc' objective needs CTC heads: set model.ctc_weight above 0")
-            ctc = self.ctc_loss(streams, batch)
-            n_chars = sum(len(t) for t in self.ctc_targets(batch.texts))
+            ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
+            n_chars = sum(len(t) for t in ctc_targets(batch.texts))
             return AVSROutput(loss=ctc, logits=ctc.new_zeros(0, 0), n_tokens=n_chars, ctc=ctc)
         if objective != "llm":
             raise ModelError(f"unknown training objective '{objective}' (expected 'llm' or 'ctc')")
@@ -357,102 +273,35 @@ class AVSRModel(nn.Module):
             logits = head(hidden[:, :-1][keep]).float()  # (N, V)
         loss = F.cross_entropy(logits, targets[keep]) if logits.shape[0] else None
         ctc = objective = None
-        if self.training and self.ctc_heads and loss is not None:
-            ctc = self.ctc_loss(streams, batch)
+        if self.training and len(self.ctc_heads) and loss is not None:
+            ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
             objective = loss + self.ctc_weight * ctc
         return AVSROutput(loss=loss, logits=logits, n_tokens=int(keep.sum()), ctc=ctc, objective=objective)
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ decoding
+
+    def generate(self, batch: Batch, modality: str, options: DecodingOptions | None = None) -> list[DecodingResult]:
+        """Greedy or beam search, one result per row: `avsrctl.decoding.generate` on this model."""
+        from avsrctl.decoding import generate
+
+        return generate(self, batch, modality, options)
 
     @torch.no_grad()
-    def generate(self, batch: Batch, modality: str, options: DecodingOptions | None = None) -> list[DecodingResult]:
-        """Batched greedy (beam_size 1) or beam search with KV cache; stops at EOS."""
-        from transformers import GenerationConfig
+    def ctc_transcribe(self, batch: Batch, modality: str) -> list[str]:
+        """Greedy CTC transcripts from the CTC heads (for 'both', the mean of the two streams' log-probabilities).
 
-        options = options or DecodingOptions()
-        if len(batch) == 0:
-            return []
+        What validation decodes when the run trains the CTC objective alone, where the LLM has not learnt
+        to read the streams yet.
+        """
+        if not len(self.ctc_heads):
+            raise UsageError("this model has no CTC heads (model.ctc_weight is 0)")
         was_training = self.training
         self.eval()
         try:
-            embeds, attn, _ = self.build_inputs(batch, modality, with_targets=False)
-            greedy = options.beam_size == 1
-            # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
-            # applies the suppression itself, after reading the model's own distribution.
-            scorer = _StepScorer(self._never_generated()) if greedy else None
-            gen_cfg = GenerationConfig(
-                max_new_tokens=options.max_new_tokens,
-                num_beams=options.beam_size,
-                do_sample=False,
-                length_penalty=options.length_penalty,
-                early_stopping=True if options.beam_size > 1 else False,
-                eos_token_id=self.eos_id,
-                pad_token_id=self.pad_id,
-                bos_token_id=self.bos_id,
-                suppress_tokens=None if greedy else self._never_generated(),
-                use_cache=True,
-            )
-            new = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen_cfg,
-                                    logits_processor=[scorer] if greedy else None)  # (B, L_new)
-            scores = scorer.scores(new, self._kept(new)) if greedy else self._score(embeds, attn, new)
+            streams = self.streams(batch, modality)
         finally:
             self.train(was_training)
-        n_inputs = attn.sum(1).tolist()
-        results = []
-        for b in range(len(batch)):
-            ids = new[b].tolist()
-            stopped = self.eos_id in ids
-            ids = ids[: ids.index(self.eos_id)] if stopped else ids
-            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            results.append(
-                DecodingResult(
-                    id=batch.ids[b],
-                    text=text,
-                    token_ids=tuple(ids),
-                    score=scores[b],
-                    modality=modality,
-                    n_input_tokens=int(n_inputs[b]),
-                    stopped_at_eos=stopped,
-                )
-            )
-        return results
-
-    def _never_generated(self) -> list[int]:
-        """Pad, BOS and the markers only ever appear in the input; EOS must stay reachable."""
-        ids = {self.pad_id, self.bos_id, *self.marker_vocab_ids} - {self.eos_id, None}
-        return sorted(ids)
-
-    def _kept(self, new: torch.Tensor) -> torch.Tensor:
-        """(B, n_new) bool: generated tokens up to and including the first EOS; later ones are padding."""
-        is_eos = (new == self.eos_id).long()
-        return (torch.cumsum(is_eos, 1) - is_eos) == 0
-
-    def _score(self, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> list[float]:
-        """Mean log-probability per generated token (EOS included) by one teacher-forced pass.
-
-        For beam search: the beam scores of `generate` are taken after suppress_tokens and divided
-        by the length penalty, so the raw measure takes this pass. Greedy search uses `_StepScorer`.
-        """
-        B, n_new = new.shape
-        if n_new == 0:
-            return [0.0] * B
-        keep = self._kept(new)  # (B, n_new)
-        full = torch.cat([embeds, self.llm.get_input_embeddings()(new)], 1)  # (B, L + n_new, D)
-        mask = torch.cat([attn, keep.long()], 1)  # (B, L + n_new)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
-        vocab = self.llm.get_output_embeddings().weight.shape[0]
-        step = max(1, _SCORE_CHUNK // max(1, (n_new + 1) * vocab))
-        out = []
-        for s in range(0, B, step):
-            sl = slice(s, s + step)
-            logits = self.llm(
-                inputs_embeds=full[sl], attention_mask=mask[sl], position_ids=positions[sl],
-                use_cache=False, logits_to_keep=n_new + 1,
-            ).logits[:, :-1].float()  # (b, n_new, V): the prediction of each generated token
-            logp = torch.log_softmax(logits, -1).gather(-1, new[sl, :, None])[..., 0]  # (b, n_new)
-            k = keep[sl].float()
-            out += ((logp * k).sum(1) / k.sum(1).clamp(min=1)).tolist()
-        return out
+        return self.ctc_heads.greedy(streams, batch.lengths)
 
     # ------------------------------------------------------------------ trainable weights
 
@@ -463,23 +312,31 @@ class AVSRModel(nn.Module):
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load weights saved by `trainable_state_dict`; strict checks the keys match exactly."""
         params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        missing = [k for k in params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in params]
-        mismatched = [
-            f"{k} {tuple(state_dict[k].shape)} vs model {tuple(p.shape)}"
-            for k, p in params.items()
-            if k in state_dict and tuple(state_dict[k].shape) != tuple(p.shape)
-        ]
-        problems = []
-        if strict and missing:
-            problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if strict and unexpected:
-            problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if mismatched:
-            problems.append(f"{len(mismatched)} with another shape (e.g. {'; '.join(mismatched[:3])})")
+        problems = trainable_mismatches(params, state_dict, strict=strict)
         if problems:
             raise CheckpointError("trainable weights do not fit this model: " + "; ".join(problems))
         with torch.no_grad():
             for k, p in params.items():
                 if k in state_dict:
                     p.copy_(state_dict[k].to(device=p.device, dtype=p.dtype))
+
+
+def trainable_mismatches(
+    expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], *, strict: bool = True
+) -> list[str]:
+    """Why weights `got` do not load where `expected` are (both name -> tensor), with examples:
+    names missing or unexpected (only when `strict`) and shapes that differ. [] when they fit."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in got.items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [
+        f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(set(have) & set(want)) if have[k] != want[k]
+    ]
+    parts = []
+    if strict and missing:
+        parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+    if strict and extra:
+        parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+    return parts

@@ -23,8 +23,15 @@ from avsrctl.models.llm import build_llm
 MODALITY_STREAMS = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 # Seed offsets per component (added to cfg.train.seed). Fixed forever: changing one changes the
 # frozen random weights that old checkpoints were trained against.
-_SEED_OFFSET = {"llm": 0, "audio_encoder": 101, "video_encoder": 202, "audio_connector": 303,
-                "video_connector": 404, "fusion": 505, "ctc_heads": 606}
+_SEED_OFFSET = {
+    "llm": 0,
+    "audio_encoder": 101,
+    "video_encoder": 202,
+    "audio_connector": 303,
+    "video_connector": 404,
+    "fusion": 505,
+    "ctc_heads": 606,
+}
 
 
 def build_audio_encoder(cfg: AudioEncoderConfig):

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsrctl.data.align import WHISPER_FRAMES_PER_VIDEO_FRAME
 from avsrctl.errors import ModelError
-
-AUDIO_FRAMES_PER_VIDEO_FRAME = 2  # Whisper 50 Hz / video 25 Hz
 
 
 def frame_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -102,14 +101,14 @@ class AudioConnector(_MLPConnector):
 
     def _to_25hz(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         T = int(lengths.max()) if lengths.numel() else 0
-        need = AUDIO_FRAMES_PER_VIDEO_FRAME * T
+        need = WHISPER_FRAMES_PER_VIDEO_FRAME * T
         if features.shape[1] < need:
             raise ModelError(
                 f"audio features have {features.shape[1]} frames at 50 Hz but the batch needs {need} "
                 f"(2 per 25 Hz frame, longest utterance {T} frames); was the audio aligned to 640 samples per frame?"
             )
         B, _, D = features.shape
-        x = features[:, :need].reshape(B, T, AUDIO_FRAMES_PER_VIDEO_FRAME, D)  # (B, T, 2, D_a)
+        x = features[:, :need].reshape(B, T, WHISPER_FRAMES_PER_VIDEO_FRAME, D)  # (B, T, 2, D_a)
         return x.mean(2)  # (B, T, D_a)
 
 

@@ -35,8 +35,9 @@ from typing import BinaryIO
 
 import torch
 
+from avsrctl.atomic import write_atomic
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import cache_dir, file_fingerprint, write_atomic
+from avsrctl.models.weights import cache_dir, file_fingerprint
 
 SUPPORTED_VERSIONS = (5, 6)
 CACHE_KIND = "whisper-ct2"
@@ -87,8 +88,10 @@ def _model_stream(folder: Path) -> BinaryIO:
         return single.open("rb")
     parts = sorted(folder.glob("model.bin.part*"), key=lambda p: int(re.sub(r"\D", "", p.suffix) or 0))
     if not parts:
-        raise ModelError(f"no model.bin in CTranslate2 folder {folder}",
-                         hint="point model.audio_encoder.name at a faster-whisper/CTranslate2 model folder")
+        raise ModelError(
+            f"no model.bin in CTranslate2 folder {folder}",
+            hint="point model.audio_encoder.name at a faster-whisper/CTranslate2 model folder",
+        )
     return io.BytesIO(b"".join(p.read_bytes() for p in parts))
 
 
@@ -103,6 +106,7 @@ def read_ct2_model(folder: str | Path, prefix: str = "") -> Ct2Model:
     folder = Path(folder)
     f = _model_stream(folder)
     with f:
+
         def take(fmt: str):
             size = struct.calcsize("<" + fmt)
             raw = f.read(size)
@@ -116,8 +120,10 @@ def read_ct2_model(folder: str | Path, prefix: str = "") -> Ct2Model:
 
         version = take("I")
         if version not in SUPPORTED_VERSIONS:
-            raise ModelError(f"{folder / 'model.bin'}: CTranslate2 binary version {version} is not supported "
-                             f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+            raise ModelError(
+                f"{folder / 'model.bin'}: CTranslate2 binary version {version} is not supported "
+                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})"
+            )
         model = Ct2Model(path=folder, version=version, spec=string(), revision=take("I"))
         for _ in range(take("I")):
             name = string()
@@ -153,8 +159,10 @@ def _dequantize(variables: dict[str, torch.Tensor], name: str) -> torch.Tensor:
 def whisper_encoder_weights(model: Ct2Model) -> tuple[dict[str, torch.Tensor], dict]:
     """HF `WhisperEncoder` state dict (float32) and the WhisperConfig sizes it implies."""
     if not model.spec.startswith("Whisper"):
-        raise ModelError(f"{model.path}: a {model.spec} model, not a Whisper model",
-                         hint="the 'ct2' audio source reads faster-whisper (CTranslate2 Whisper) folders")
+        raise ModelError(
+            f"{model.path}: a {model.spec} model, not a Whisper model",
+            hint="the 'ct2' audio source reads faster-whisper (CTranslate2 Whisper) folders",
+        )
     v = model.variables
     state: dict[str, torch.Tensor] = {}
     layers: set[int] = set()

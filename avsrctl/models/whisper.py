@@ -33,14 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsrctl.config import AudioEncoderConfig
+from avsrctl.data.align import WHISPER_FRAMES_PER_VIDEO_FRAME
+from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from avsrctl.errors import ModelError
 from avsrctl.models.weights import hub_error, is_offline_name, offline_path, params_fingerprint, path_fingerprint
 
-SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
 HOP_LENGTH = 160  # 10 ms hop: 100 mel frames per second
-SAMPLES_PER_FRAME = 640  # one 25 Hz video frame = 4 mel frames = 2 encoder frames
-MEL_PER_FRAME = SAMPLES_PER_FRAME // HOP_LENGTH  # 4
+MEL_PER_FRAME = SAMPLES_PER_FRAME // HOP_LENGTH  # 4 mel frames per 25 Hz video frame (2 encoder frames)
+FPV = WHISPER_FRAMES_PER_VIDEO_FRAME  # 2 encoder frames (50 Hz) per video frame (25 Hz)
 LOG_FLOOR_DB = 8.0  # log10 values below (max - 8) are clamped, as in Whisper
 
 
@@ -62,7 +63,9 @@ class LogMelSpectrogram(nn.Module):
         )  # (n_freq, n_mels), the feature extractor's own filters
         self.n_mels = n_mels
         # Not persistent: derived from n_mels, so they never belong in a checkpoint.
-        self.register_buffer("filters", torch.from_numpy(filters.T.copy()).float(), persistent=False)  # (n_mels, n_freq)
+        self.register_buffer(
+            "filters", torch.from_numpy(filters.T.copy()).float(), persistent=False
+        )  # (n_mels, n_freq)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
 
     def forward(self, audio: torch.Tensor, n_samples: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -105,7 +108,7 @@ class WhisperAudioEncoder(nn.Module):
         cfg = encoder.config
         self.mel = LogMelSpectrogram(cfg.num_mel_bins)
         self.output_dim: int = cfg.d_model
-        self.max_frames: int = cfg.max_source_positions // 2  # 25 Hz frames in the 30 s window (750)
+        self.max_frames: int = cfg.max_source_positions // FPV  # 25 Hz frames in the 30 s window (750)
         self.identity = identity
         self.frozen = frozen
         if cfg._attn_implementation not in ("sdpa", "eager"):
@@ -127,8 +130,10 @@ class WhisperAudioEncoder(nn.Module):
 
     def _encode(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if audio.dim() != 2 or lengths.dim() != 1 or audio.shape[0] != lengths.shape[0]:
-            raise ModelError(f"audio encoder expects audio (B, S) and lengths (B,), got {tuple(audio.shape)} "
-                             f"and {tuple(lengths.shape)}")
+            raise ModelError(
+                f"audio encoder expects audio (B, S) and lengths (B,), got {tuple(audio.shape)} "
+                f"and {tuple(lengths.shape)}"
+            )
         enc = self.encoder
         device = enc.conv1.weight.device
         lengths = lengths.to(device=device, dtype=torch.long)
@@ -136,12 +141,17 @@ class WhisperAudioEncoder(nn.Module):
         if T < 1:
             raise ModelError(f"audio encoder got no frames to encode (lengths {lengths.tolist()})")
         if T > self.max_frames:
-            raise ModelError(f"utterance of {T} frames ({T / 25:.1f} s) is longer than Whisper's 30 s window "
-                             f"({self.max_frames} frames)", hint="set data.max_seconds to 30 or less")
+            raise ModelError(
+                f"utterance of {T} frames ({T / VIDEO_FPS:.1f} s) is longer than Whisper's 30 s window "
+                f"({self.max_frames} frames)",
+                hint="set data.max_seconds to 30 or less",
+            )
         if audio.shape[1] < SAMPLES_PER_FRAME * T:
-            raise ModelError(f"audio has {audio.shape[1]} samples but lengths need {SAMPLES_PER_FRAME * T} "
-                             f"(640 per 25 Hz frame)")
-        T_a = 2 * T
+            raise ModelError(
+                f"audio has {audio.shape[1]} samples but lengths need {SAMPLES_PER_FRAME * T} "
+                f"({SAMPLES_PER_FRAME} per 25 Hz frame)"
+            )
+        T_a = FPV * T
         n_mel = MEL_PER_FRAME * T
         # One mel frame past the end (where the 30 s window has room) feeds the last valid
         # frame's convolutions, as in the padded run.
@@ -161,7 +171,7 @@ class WhisperAudioEncoder(nn.Module):
         if bool((lengths < T).any()):
             # Key mask (B, 1, 1, T_a): padding frames of shorter rows are never attended. SDPA takes
             # it as bool (True = attend) whatever the compute dtype; eager attention adds it.
-            valid = torch.arange(T_a, device=device)[None, :] < 2 * lengths[:, None]  # (B, T_a)
+            valid = torch.arange(T_a, device=device)[None, :] < FPV * lengths[:, None]  # (B, T_a)
             mask = valid[:, None, None, :]  # (B, 1, 1, T_a)
             if enc.config._attn_implementation != "sdpa":
                 additive = torch.zeros(mask.shape, dtype=x.dtype, device=device)  # (B, 1, 1, T_a)
@@ -172,7 +182,6 @@ class WhisperAudioEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------- builders
-
 
 
 def _random_encoder(cfg: AudioEncoderConfig):
@@ -205,8 +214,10 @@ def _ct2_encoder(name: str):
     encoder = WhisperEncoder(converted.config)
     missing, unexpected = encoder.load_state_dict(converted.state_dict, strict=False)
     if missing or unexpected:
-        raise ModelError(f"converted CTranslate2 weights of {folder} do not fit WhisperEncoder "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ModelError(
+            f"converted CTranslate2 weights of {folder} do not fit WhisperEncoder "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     label = name[len("offline:") :] if is_offline_name(name) else folder.name
     return encoder, f"ct2:{label}:{converted.fingerprint}"
 

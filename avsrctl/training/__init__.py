@@ -1,6 +1,4 @@
-"""Training: the optimisation loop, checkpoints, learning-rate schedule, parameter-update table,
-encoder feature cache, multi-process (torchrun) helpers and progress reporting.
-
-Import the submodules directly (`from avsrctl.training.checkpoint import load_checkpoint`);
-this package root imports nothing heavy.
+"""Training: the optimisation loop, the run folder, trainer state in checkpoints, the learning-rate
+schedule, parameter-update table, encoder feature cache, multi-process (torchrun) helpers and
+progress reporting. Only `avsrctl train` (cli/train.py) imports this package.
 """

@@ -63,16 +63,20 @@ def init_distributed(device: str | None = None) -> DistContext:
     cuda = device.startswith("cuda")
     if cuda:
         if local >= torch.cuda.device_count():
-            raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs are visible",
-                             hint="use --nproc-per-node at most the number of GPUs")
+            raise UsageError(
+                f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs are visible",
+                hint="use --nproc-per-node at most the number of GPUs",
+            )
         torch.cuda.set_device(local)
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
         try:
             dist.init_process_group(backend=backend)
         except (RuntimeError, ValueError) as e:
-            raise TrainingError(f"cannot join the process group ({backend}, rank {rank}/{world}): {e}",
-                                hint="launch with torchrun, which sets MASTER_ADDR/MASTER_PORT") from None
+            raise TrainingError(
+                f"cannot join the process group ({backend}, rank {rank}/{world}): {e}",
+                hint="launch with torchrun, which sets MASTER_ADDR/MASTER_PORT",
+            ) from None
     return DistContext(rank=rank, world_size=world, local_rank=local, device=device, backend=backend)
 
 

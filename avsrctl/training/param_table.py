@@ -31,7 +31,7 @@ OTHER = "other"
 def component_of(name: str) -> str:
     """Component label of a parameter name (a DDP 'module.' prefix is ignored)."""
     if name.startswith("module."):
-        name = name[len("module."):]
+        name = name[len("module.") :]
     for label, test in COMPONENTS:
         if test(name):
             return label
@@ -49,9 +49,17 @@ class ComponentStats:
     lr: float
 
     def to_record(self, step: int) -> dict:
-        return {"type": "params", "step": step, "component": self.component, "trainable": self.trainable,
-                "n_params": self.n_params, "grad_norm": self.grad_norm, "param_norm": self.param_norm,
-                "update_ratio": self.update_ratio, "lr": self.lr}
+        return {
+            "type": "params",
+            "step": step,
+            "component": self.component,
+            "trainable": self.trainable,
+            "n_params": self.n_params,
+            "grad_norm": self.grad_norm,
+            "param_norm": self.param_norm,
+            "update_ratio": self.update_ratio,
+            "lr": self.lr,
+        }
 
 
 def _norm(tensors: list[torch.Tensor]) -> float:
@@ -98,8 +106,9 @@ class ParamUpdateTracker:
                 before = self._before[comp]
                 w = _norm(before)
                 delta = _norm([a.detach() - b for a, b in zip(live, before)])
-                stats.append(ComponentStats(comp, True, n, self._grad[comp], _norm(live),
-                                            delta / w if w > 0 else 0.0, lr))
+                stats.append(
+                    ComponentStats(comp, True, n, self._grad[comp], _norm(live), delta / w if w > 0 else 0.0, lr)
+                )
             else:
                 after = _norm([p for _, p in params])
                 w = self._frozen_norm.get(comp, after)
@@ -125,8 +134,15 @@ def render_table(stats: list[ComponentStats], step: int):
             ratio = f"[bold red]{ratio}[/]"  # a frozen part moved
         label = s.component if s.trainable else f"[dim]{s.component}[/]"
         state = "train" if s.trainable else "[dim]frozen[/]"
-        table.add_row(label, state, _count(s.n_params), f"{s.grad_norm:.3e}", f"{s.param_norm:.3e}", ratio,
-                      f"{s.lr:.2e}" if s.trainable else "-")
+        table.add_row(
+            label,
+            state,
+            _count(s.n_params),
+            f"{s.grad_norm:.3e}",
+            f"{s.param_norm:.3e}",
+            ratio,
+            f"{s.lr:.2e}" if s.trainable else "-",
+        )
     return table
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from avsrctl.atomic import write_atomic
 
 METRICS, LOSS_PNG = "metrics.jsonl", "loss.png"
 
@@ -32,11 +33,56 @@ def _fmt_eta(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+class StepWindow:
+    """Sums over the optimiser steps since the last metrics line; `report` shows and records their means."""
+
+    def __init__(self) -> None:
+        self.loss = self.ctc = self.seconds = 0.0
+        self.tokens = self.utts = self.steps = 0
+
+    def add(self, loss_sum: float, ctc_sum: float, tokens: float, utts: float, seconds: float) -> None:
+        self.loss += loss_sum
+        self.ctc += ctc_sum
+        self.tokens += tokens
+        self.utts += utts
+        self.seconds += seconds
+        self.steps += 1
+
+    def report(
+        self, reporter: "Reporter", *, step: int, epoch: int, lr: float, grad_norm: float, due: bool, with_ctc: bool
+    ) -> float:
+        """Update the live line; when `due`, also write a 'train' record. Returns the token-weighted loss."""
+        loss = self.loss / max(1, self.tokens)
+        ups = self.utts / max(1e-9, self.seconds)
+        ctc = self.ctc / max(1, self.tokens) if with_ctc else None
+        reporter.update(step=step, epoch=epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc)
+        if due:
+            record = {
+                "type": "train",
+                "step": step,
+                "epoch": epoch + 1,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "utt_per_s": ups,
+                "tokens": int(self.tokens),
+            }
+            reporter.record(record if ctc is None else {**record, "ctc": ctc})
+        return loss
+
+
 class Reporter:
     """Progress, log lines and metrics records of one run (a no-op when `enabled` is False)."""
 
-    def __init__(self, output: Path | None, console: Any = None, *, enabled: bool = True,
-                 live: bool | None = None, log_every: int = 10):
+    def __init__(
+        self,
+        output: Path | None,
+        console: Any = None,
+        *,
+        enabled: bool = True,
+        live: bool | None = None,
+        log_every: int = 10,
+    ):
         self.output = Path(output) if output is not None else None
         self.console = console
         self.enabled = enabled
@@ -74,9 +120,7 @@ class Reporter:
                 continue  # a torn last line from a crash
             if int(rec.get("step", 0) or 0) <= step and rec.get("type") != "summary":
                 kept.append(line)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(k + "\n" for k in kept))
 
     def reset(self) -> None:
         """Start a fresh metrics file (a new run in a folder without checkpoints)."""
@@ -114,24 +158,37 @@ class Reporter:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=total_steps, completed=start_step,
-                                             epoch="-", loss="-", lr="-", ups="-")
+        self._task = self._progress.add_task(
+            "train", total=total_steps, completed=start_step, epoch="-", loss="-", lr="-", ups="-"
+        )
 
-    def update(self, *, step: int, epoch: int, loss: float, lr: float, utt_per_s: float, log_line: bool,
-               ctc: float | None = None) -> None:
+    def update(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        loss: float,
+        lr: float,
+        utt_per_s: float,
+        log_line: bool,
+        ctc: float | None = None,
+    ) -> None:
         """`loss` is the LLM's cross-entropy per token; `ctc` the auxiliary CTC loss when it is on."""
         if not self.enabled:
             return
         shown = f"{loss:.4f}" if ctc is None else f"{loss:.4f} ctc {ctc:.3f}"
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, epoch=epoch + 1, loss=shown,
-                                  lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}")
+            self._progress.update(
+                self._task, completed=step, epoch=epoch + 1, loss=shown, lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}"
+            )
         elif log_line and self.console is not None:
             done = step - (self._first_step or 0)
             rate = done / max(1e-9, time.monotonic() - self._t0)
             eta = (self._total - step) / rate if rate > 0 else math.inf
-            self.console.print(f"epoch {epoch + 1} step {step}/{self._total} loss {shown} lr {lr:.2e} "
-                               f"{utt_per_s:.1f} utt/s eta {_fmt_eta(eta)}")
+            self.console.print(
+                f"epoch {epoch + 1} step {step}/{self._total} loss {shown} lr {lr:.2e} "
+                f"{utt_per_s:.1f} utt/s eta {_fmt_eta(eta)}"
+            )
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -178,10 +235,10 @@ def plot_losses(metrics: Path, target: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, target)
+    try:
+        write_atomic(target, fig.savefig)
+    finally:
+        plt.close(fig)
     return target
 
 

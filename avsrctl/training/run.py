@@ -13,11 +13,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from avsrctl.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    check_tokenizer,
+    checkpoint_folder,
+    read_checkpoint_config,
+    read_meta,
+    read_tensors,
+)
 from avsrctl.config import Config
-from avsrctl.errors import TrainingError, UsageError
-from avsrctl.training import checkpoint as ckpt
+from avsrctl.errors import CheckpointError, TrainingError, UsageError
+from avsrctl.models.avsr import trainable_mismatches
 from avsrctl.training import distributed as D
 from avsrctl.training.progress import Reporter
+from avsrctl.training.run_folder import check_free_space, check_output
 from avsrctl.training.trainer import Trainer, TrainResult
 
 
@@ -36,16 +46,20 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
         raise UsageError(
             "no training data: the config has no data.root",
             hint="point at a corpus with `--data DIR` (or `--set data.root=DIR`), or make a small synthetic one "
-                 "with `avsrctl demo-data DIR`",
+            "with `avsrctl demo-data DIR`",
         )
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise UsageError(f"data folder not found: {root}",
-                         hint="pass a folder holding train.tsv/train.wrd, or make one with `avsrctl demo-data DIR`")
+        raise UsageError(
+            f"data folder not found: {root}",
+            hint="pass a folder holding train.tsv/train.wrd, or make one with `avsrctl demo-data DIR`",
+        )
     tsv, wrd = split_paths(root, cfg.data.train_split)
     if not tsv.is_file():
-        raise UsageError(f"{tsv}: no '{cfg.data.train_split}' manifest in {root}",
-                         hint="a corpus needs {split}.tsv + {split}.wrd; `avsrctl prepare` builds them")
+        raise UsageError(
+            f"{tsv}: no '{cfg.data.train_split}' manifest in {root}",
+            hint="a corpus needs {split}.tsv + {split}.wrd; `avsrctl prepare` builds them",
+        )
     train = read_manifest(tsv, wrd)
     train.require(modality)
     if cfg.data.max_seconds is not None:
@@ -61,66 +75,15 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
     return train, valid
 
 
-def check_output(output: Path, resume: str | None) -> Path | None:
-    """Make sure OUTPUT is writable and decide what to resume from (None: a fresh run).
-
-    A folder that already holds checkpoints is never trained over silently.
-    """
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-test-{os.getpid()}"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"output folder {output} is not writable ({e.strerror})",
-                         hint="choose another folder with --output") from None
-    existing = ckpt.list_checkpoints(output)
-    if resume is None:
-        if existing:
-            raise UsageError(
-                f"{output} already holds checkpoints ({', '.join(p.name for p in existing[-3:])}); "
-                "refusing to train over them",
-                hint="continue that run with --resume auto, or start a new one with another --output")
-        return None
-    if resume == "auto":
-        return ckpt.find_latest(output)
-    path = Path(resume).expanduser()
-    if not ckpt.is_complete(path, resumable=True):
-        missing = [n for n in ckpt.RESUMABLE if not (path / n).is_file()]
-        raise UsageError(f"--resume {path}: not a resumable checkpoint (missing {', '.join(missing)})",
-                         hint="pass a checkpoint folder from `avsrctl train` or --resume auto")
-    return path
-
-
-STATE_BYTES = 64 * 1024  # trainer_state.json (RNG states), meta.json and config.yaml, rounded up
-
-
-def checkpoint_bytes(model: Any) -> int:
-    """About what one checkpoint of `model` takes: trainable weights plus AdamW's two moments."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return 3 * weights + STATE_BYTES
-
-
-def check_free_space(output: Path, model: Any) -> None:
-    """Refuse to start when not even one checkpoint fits in OUTPUT (a full disk found after
-    hours of training would lose them)."""
-    import shutil
-
-    need, free = checkpoint_bytes(model), shutil.disk_usage(output).free
-    if free < need:
-        raise TrainingError(
-            f"output folder {output} has {free / 2**20:.2f} MiB free, but one checkpoint of this model "
-            f"needs about {need / 2**20:.2f} MiB",
-            hint="free disk space or choose another folder with --output")
-
-
 def _check_same_model(cfg: Config, path: Path) -> None:
-    old = ckpt.read_checkpoint_config(path)
+    old = read_checkpoint_config(path)
     if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
         a, b = old.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
         diff = _first_difference(a, b, "model")
-        raise UsageError(f"--resume {path}: the model config differs from the checkpoint's ({diff})",
-                         hint=f"resume with the checkpoint's config: --config {path / ckpt.CONFIG}")
+        raise UsageError(
+            f"--resume {path}: the model config differs from the checkpoint's ({diff})",
+            hint=f"resume with the checkpoint's config: --config {path / CONFIG}",
+        )
 
 
 def _first_difference(a: Any, b: Any, key: str) -> str:
@@ -140,9 +103,17 @@ def media_map(*manifests: Any) -> dict[str, dict[str, Path | None]]:
     return out
 
 
-def run_training(cfg: Config, *, modality: str | None = None, resume: str | None = None, console: Any = None,
-                 model: Any = None, device: str | None = None, live: bool | None = None,
-                 trainer_hook: Any = None) -> TrainResult:
+def run_training(
+    cfg: Config,
+    *,
+    modality: str | None = None,
+    resume: str | None = None,
+    console: Any = None,
+    model: Any = None,
+    device: str | None = None,
+    live: bool | None = None,
+    trainer_hook: Any = None,
+) -> TrainResult:
     """Train as `avsrctl train` does. `model` replaces the one built from the config (tests);
     `trainer_hook(trainer)` runs before training starts (tests and tools)."""
     from avsrctl.data.dataset import AVDataset
@@ -168,7 +139,7 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         if resume_path is None:
             reporter.reset()
         if ctx.is_main:
-            cfg.save(output / ckpt.CONFIG)
+            cfg.save(output / CONFIG)
         D.barrier(ctx)
 
         seed_everything(cfg.train.seed)  # same initial weights on every rank
@@ -184,16 +155,31 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         seed_everything(cfg.train.seed + ctx.rank)  # distinct dropout/modality-dropout streams per rank
 
         noise = NoiseSpec.from_config(cfg.data)
-        train_set = AVDataset(train_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise,
-                              seed=cfg.train.seed, frame_memory_mb=cfg.data.frame_memory_mb,
-                              video_augment=cfg.data.video_augment, video_corruption=cfg.data.video_corruption)
+        train_set = AVDataset(
+            train_m,
+            modality,
+            roi=cfg.data.roi,
+            roi_size=cfg.data.roi_size,
+            noise=noise,
+            seed=cfg.train.seed,
+            frame_memory_mb=cfg.data.frame_memory_mb,
+            video_augment=cfg.data.video_augment,
+            video_corruption=cfg.data.video_corruption,
+        )
         valid_set = None
         if valid_m is not None:
-            valid_set = AVDataset(valid_m, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size,
-                                  frame_memory_mb=cfg.data.frame_memory_mb)
+            valid_set = AVDataset(
+                valid_m,
+                modality,
+                roi=cfg.data.roi,
+                roi_size=cfg.data.roi_size,
+                frame_memory_mb=cfg.data.frame_memory_mb,
+            )
         else:
-            reporter.log(f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
-                         "validation (no 'best' checkpoint)[/]")
+            reporter.log(
+                f"[yellow]no '{cfg.data.valid_split}' manifest in {cfg.data.root}: training without "
+                "validation (no 'best' checkpoint)[/]"
+            )
         cache = _feature_cache(cfg, model, modality, noise, reporter, train_m, valid_m)
         if cache is not None:  # a warm cache replaces media decoding, not only the encoders
             from functools import partial
@@ -205,9 +191,11 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
             if valid_set is not None:
                 valid_set.use_features(partial(cache.lookup, streams=cache_streams(modality, noisy_audio=False)))
         n_train = len(train_m)
-        reporter.log(f"training {modality} on {n_train} utterances ({sum(u.seconds for u in train_m) / 3600:.2f} h)"
-                     f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
-                     f"{f', {ctx.world_size} processes' if ctx.enabled else ''}; output {output}")
+        reporter.log(
+            f"training {modality} on {n_train} utterances ({sum(u.seconds for u in train_m) / 3600:.2f} h)"
+            f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
+            f"{f', {ctx.world_size} processes' if ctx.enabled else ''}; output {output}"
+        )
         trainer = Trainer(cfg, model, modality, train_set, valid_set, ctx=ctx, reporter=reporter, cache=cache)
         if trainer_hook is not None:
             trainer_hook(trainer)
@@ -218,38 +206,78 @@ def run_training(cfg: Config, *, modality: str | None = None, resume: str | None
         D.shutdown(ctx)
 
 
+def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
+    """Warm-start a new run (--init-from): copy every trainable weight of `model` that a checkpoint also holds.
+
+    Checkpoints apply in order, so a later one wins where two hold the same weight (e.g. a video
+    model's vision tower, then an audio model's LoRA). A weight with another shape is an error;
+    weights the model does not have are ignored (an audio model's checkpoint into a fused model is
+    the point). Returns, per checkpoint, the names it set.
+    """
+    params = model.trainable_state_dict()
+    merged: dict[str, torch.Tensor] = {}
+    report = []
+    for p in paths:
+        path = checkpoint_folder(p)
+        state = read_tensors(path / WEIGHTS)
+        taken = sorted(set(state) & set(params))
+        problems = trainable_mismatches(params, {k: state[k] for k in taken}, strict=False)
+        if problems:
+            raise CheckpointError(
+                f"--init-from {path}: {'; '.join(problems)}",
+                hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)",
+            )
+        if not taken:
+            raise CheckpointError(
+                f"--init-from {path}: none of its {len(state)} weights belong to this model",
+                hint="pass a checkpoint trained with the same LLM and connectors",
+            )
+        check_tokenizer(model, read_meta(path), f"--init-from {path}")
+        merged.update({k: state[k] for k in taken})
+        report.append((path, taken))
+    model.load_trainable_state_dict(merged, strict=False)
+    return report
+
+
 def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
     from collections import Counter
 
     from avsrctl.training.param_table import component_of
 
     total = len(model.trainable_state_dict())
-    for path, names in ckpt.init_weights_from(model, paths):
+    for path, names in init_weights_from(model, paths):
         parts = ", ".join(f"{c} {n}" for c, n in Counter(component_of(k) for k in names).items())
         reporter.log(f"initialised {len(names)} of {total} trainable tensors from {path} ({parts})")
 
 
-def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter,
-                   *manifests: Any) -> Any:
+def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter, *manifests: Any) -> Any:
     if cfg.train.cache_features is None:
         return None
     from avsrctl.training.cache import FeatureCache, check_cacheable
 
     identities = check_cacheable(model, modality)
     if noise is not None and modality in ("audio", "both"):
-        reporter.log("[yellow]training noise is on: audio features change every epoch, so they are neither "
-                     "cached nor reused for training (video features and clean validation audio still are)[/]")
+        reporter.log(
+            "[yellow]training noise is on: audio features change every epoch, so they are neither "
+            "cached nor reused for training (video features and clean validation audio still are)[/]"
+        )
     if not any(identities.values()):
         raise TrainingError("--cache-features: the encoders report no identity to key the cache by")
-    return FeatureCache(cfg.train.cache_features, media=media_map(*manifests), identities=identities,
-                        preprocessing={"roi": cfg.data.roi, "roi_size": cfg.data.roi_size})
+    return FeatureCache(
+        cfg.train.cache_features,
+        media=media_map(*manifests),
+        identities=identities,
+        preprocessing={"roi": cfg.data.roi, "roi_size": cfg.data.roi_size},
+    )
 
 
 def _report(reporter: Reporter, r: TrainResult) -> None:
     best = f"{r.best_valid_loss:.4f}" if r.best_valid_loss is not None else "n/a"
     wer = r.last_valid.get("wer") if r.last_valid else None
-    reporter.log(f"done: {r.steps} steps, {r.epochs} epoch(s); last train loss {r.last_loss:.4f}; "
-                 f"best valid loss {best}; last valid WER {f'{wer:.2%}' if wer is not None else 'n/a'}")
+    reporter.log(
+        f"done: {r.steps} steps, {r.epochs} epoch(s); last train loss {r.last_loss:.4f}; "
+        f"best valid loss {best}; last valid WER {f'{wer:.2%}' if wer is not None else 'n/a'}"
+    )
     notes = []
     if r.skipped_media:
         notes.append(f"{r.skipped_media} utterance(s) skipped because their media failed (ids in metrics.jsonl)")

@@ -35,12 +35,14 @@ class WarmupCosine:
         self.min_lr_ratio = float(min_lr_ratio)
 
     def __call__(self, step: int) -> float:
-        return warmup_cosine(step, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
-                             min_lr_ratio=self.min_lr_ratio)
+        return warmup_cosine(
+            step, warmup_steps=self.warmup_steps, total_steps=self.total_steps, min_lr_ratio=self.min_lr_ratio
+        )
 
 
-def build_optimizer(named_params: list[tuple[str, torch.nn.Parameter]], *, lr: float,
-                    weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    named_params: list[tuple[str, torch.nn.Parameter]], *, lr: float, weight_decay: float
+) -> torch.optim.AdamW:
     """AdamW over trainable parameters only; biases, norms and scalar gates get no weight decay
     (decaying a fusion weight or a LayerNorm gain towards 0 is not regularisation)."""
     decay = [p for n, p in named_params if p.requires_grad and p.ndim >= 2]
@@ -50,13 +52,15 @@ def build_optimizer(named_params: list[tuple[str, torch.nn.Parameter]], *, lr: f
     if not groups:
         from avsrctl.errors import TrainingError
 
-        raise TrainingError("the model has no trainable parameters",
-                            hint="enable LoRA (model.llm.lora.enabled) or unfreeze an encoder")
+        raise TrainingError(
+            "the model has no trainable parameters", hint="enable LoRA (model.llm.lora.enabled) or unfreeze an encoder"
+        )
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-8)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,
-                    min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int, min_lr_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))
 
 

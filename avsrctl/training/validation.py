@@ -13,6 +13,8 @@ from typing import Any, Callable
 import torch
 
 from avsrctl.config import Config
+from avsrctl.decoding import DecodingOptions
+from avsrctl.metrics import score
 
 
 @dataclass(frozen=True)
@@ -34,25 +36,9 @@ class ValidResult:
 def word_error_rate(refs: list[str], hyps: list[str], normalizer: str) -> float | None:
     """Corpus WER through avsrctl.metrics (jiwer underneath); None without reference words."""
     try:
-        from avsrctl.metrics import score
-    except ImportError:  # metrics not installed in this tree: jiwer on basic-normalised text
-        score = None
-    if score is not None:
-        try:
-            return score(refs, hyps, normalizer).wer
-        except Exception:  # e.g. all references empty after normalisation
-            return None
-    import re
-
-    import jiwer
-
-    def norm(t: str) -> str:
-        return " ".join(re.sub(r"[^\w\s']", " ", t.lower()).split())
-
-    pairs = [(norm(r), norm(h)) for r, h in zip(refs, hyps) if norm(r)]
-    if not pairs:
+        return score(refs, hyps, normalizer).wer
+    except Exception:  # e.g. all references empty after normalisation
         return None
-    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])
 
 
 def _loader(dataset: Any, indices: list[int], batches: list[list[int]]):
@@ -61,13 +47,24 @@ def _loader(dataset: Any, indices: list[int], batches: list[list[int]]):
 
 
 @torch.no_grad()
-def validate(model: Any, dataset: Any, modality: str, cfg: Config, *, step: int, epoch: int,
-             prepare: Callable[[Any], Any], autocast: Callable[[], Any], sampler_cls: Any) -> ValidResult:
+def validate(
+    model: Any,
+    dataset: Any,
+    modality: str,
+    cfg: Config,
+    *,
+    step: int,
+    epoch: int,
+    prepare: Callable[[Any], Any],
+    autocast: Callable[[], Any],
+    sampler_cls: Any,
+) -> ValidResult:
     """Evaluate `model` (the bare module, put in eval mode here) on `dataset`."""
     model.eval()
     lengths = list(dataset.lengths)
-    sampler = sampler_cls(lengths, cfg.data.max_frames_per_batch, cfg.data.max_batch_size, shuffle=False,
-                          seed=cfg.train.seed)
+    sampler = sampler_cls(
+        lengths, cfg.data.max_frames_per_batch, cfg.data.max_batch_size, shuffle=False, seed=cfg.train.seed
+    )
     loss_sum, tokens, n_utts = 0.0, 0, 0
     for mb in _loader(dataset, list(range(len(dataset))), list(sampler)):
         if not len(mb):
@@ -86,15 +83,12 @@ def validate(model: Any, dataset: Any, modality: str, cfg: Config, *, step: int,
 
     cap = min(cfg.train.valid_max_utts, len(dataset))
     refs, hyps = [], []
-    try:
-        from avsrctl.decoding import DecodingOptions
-    except ImportError:
-        DecodingOptions = None
-    if DecodingOptions is not None and hasattr(model, "generate"):
-        options = DecodingOptions(beam_size=1, max_new_tokens=cfg.decode.max_new_tokens)
+    if hasattr(model, "generate"):
+        options = DecodingOptions.from_config(cfg.decode, beam_size=1)
         first = list(range(cap))
-        wer_sampler = sampler_cls(lengths[:cap], cfg.data.max_frames_per_batch, cfg.decode.batch_size,
-                                  shuffle=False, seed=cfg.train.seed)
+        wer_sampler = sampler_cls(
+            lengths[:cap], cfg.data.max_frames_per_batch, cfg.decode.batch_size, shuffle=False, seed=cfg.train.seed
+        )
         for mb in _loader(dataset, first, list(wer_sampler)):
             if not len(mb):
                 continue

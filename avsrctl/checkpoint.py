@@ -1,4 +1,4 @@
-"""Checkpoints: self-describing folders that load without unpickling anything.
+"""The checkpoint format, below both training and inference: write, find, read and load.
 
 ```
 OUTPUT/
@@ -7,20 +7,21 @@ OUTPUT/
     config.yaml           resolved config: rebuilds the model
     model.safetensors     trainable weights only (connectors, fusion, LoRA; never frozen encoders/LLM)
     meta.json             format version, avsrctl version, modality, step, epoch, valid loss/WER, tokenizer additions
-    optimizer.safetensors optimizer state tensors, keyed 'state/<param name>/<field>'
+    optimizer.safetensors optimizer state tensors, keyed 'state/<param name>/<field>' (training/state.py)
     trainer_state.json    step, epoch, batch position, scheduler, RNG states, best valid loss, param groups
 ```
 
 A checkpoint is written to `OUTPUT/.tmp-<name>`, every file fsync'd, then renamed into place,
 so a crash leaves either the previous checkpoint or the new one, never half of one. Reading
 uses safetensors and JSON only: a pickle planted where weights belong is refused.
+`load_checkpoint` is what decode, eval, transcribe and inspect-params call; training adds
+the optimiser state, periodic names and pruning (avsrctl/training/).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -32,8 +33,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from avsrctl import __version__
+from avsrctl.atomic import fsync_dir, fsync_file, write_atomic
 from avsrctl.config import Config, config_from_dict
 from avsrctl.errors import CheckpointError, ConfigError
+from avsrctl.models.avsr import trainable_mismatches
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, META = "config.yaml", "model.safetensors", "meta.json"
@@ -41,97 +44,19 @@ OPTIMIZER, STATE = "optimizer.safetensors", "trainer_state.json"
 LATEST = "latest"
 REQUIRED = (CONFIG, WEIGHTS, META)  # enough to decode
 RESUMABLE = REQUIRED + (OPTIMIZER, STATE)  # enough to continue training
-PERIODIC = re.compile(r"^(epoch-\d{4,}|step-\d{6,})$")
 PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt", "model.pkl")
 
 
-def epoch_name(epoch: int) -> str:
-    return f"epoch-{epoch:04d}"
-
-
-def step_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
 # ----------------------------------------------------------------------- writing
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def _cpu_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def cpu_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors that share storage (tied weights, views)
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
-
-
-def flatten_optimizer(opt_state: dict, param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split `optimizer.state_dict()` into safetensors-ready tensors and a JSON part.
-
-    Parameters are referred to by name instead of position, so a resume can check that the
-    optimiser state belongs to the same parameters.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for idx, fields in opt_state["state"].items():
-        name = param_names[int(idx)]
-        for key, value in fields.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state/{name}/{key}"] = value
-            else:
-                scalars[f"{name}/{key}"] = value
-    groups = []
-    for g in opt_state["param_groups"]:
-        g = dict(g)
-        g["params"] = [param_names[int(i)] for i in g["params"]]
-        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()})
-    return _cpu_tensors(tensors), {"param_groups": groups, "scalars": scalars}
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], json_part: dict, param_names: list[str]) -> dict:
-    """Inverse of `flatten_optimizer` for the current parameter order; names must match."""
-    index = {n: i for i, n in enumerate(param_names)}
-    saved = [n for g in json_part["param_groups"] for n in g["params"]]
-    missing, extra = sorted(set(param_names) - set(saved)), sorted(set(saved) - set(param_names))
-    if missing or extra:
-        raise CheckpointError(
-            f"optimizer state is for other parameters: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(extra)} unexpected (e.g. {extra[:3]})",
-            hint="resume with the same config and --modality as the run that wrote the checkpoint",
-        )
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        name, field = key[len("state/"):].rsplit("/", 1)
-        state.setdefault(index[name], {})[field] = value
-    for key, value in json_part.get("scalars", {}).items():
-        name, field = key.rsplit("/", 1)
-        state.setdefault(index[name], {})[field] = value
-    groups = []
-    for g in json_part["param_groups"]:
-        g = dict(g)
-        g["params"] = [index[n] for n in g["params"]]
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    return {"state": state, "param_groups": groups}
 
 
 def model_modalities(model: Any) -> list[str]:
@@ -155,12 +80,7 @@ def tokenizer_additions(model: Any) -> dict[str, int] | None:
 
 
 def write_latest(output: Path, name: str) -> None:
-    output = Path(output)
-    tmp = output / f".{LATEST}.tmp"
-    tmp.write_text(name + "\n", encoding="utf-8")
-    _fsync_file(tmp)
-    os.replace(tmp, output / LATEST)
-    _fsync_dir(output)
+    write_atomic(Path(output) / LATEST, name + "\n", durable=True)
 
 
 class CheckpointWriteError(CheckpointError, OSError):
@@ -184,8 +104,18 @@ def recover_replaced(final: Path) -> None:
         os.replace(old, final)
 
 
-def _write_folder(tmp: Path, final: Path, output: Path, *, model: Any, cfg: Config, name: str, meta: dict[str, Any],
-                  optimizer_tensors: dict[str, torch.Tensor] | None, trainer_state: dict[str, Any] | None) -> None:
+def _write_folder(
+    tmp: Path,
+    final: Path,
+    output: Path,
+    *,
+    model: Any,
+    cfg: Config,
+    name: str,
+    meta: dict[str, Any],
+    optimizer_tensors: dict[str, torch.Tensor] | None,
+    trainer_state: dict[str, Any] | None,
+) -> None:
     """Write every file into `tmp`, fsync them, then rename `tmp` to `final`."""
     recover_replaced(final)
     if tmp.exists():  # left by a crash during an earlier save
@@ -193,7 +123,7 @@ def _write_folder(tmp: Path, final: Path, output: Path, *, model: Any, cfg: Conf
     tmp.mkdir(parents=True)
     written = [tmp / CONFIG, tmp / WEIGHTS, tmp / META]
     cfg.save(tmp / CONFIG)
-    save_file(_cpu_tensors(model.trainable_state_dict()), str(tmp / WEIGHTS), metadata={"format": "pt"})
+    save_file(cpu_tensors(model.trainable_state_dict()), str(tmp / WEIGHTS), metadata={"format": "pt"})
     full_meta = {
         "format_version": FORMAT_VERSION,
         "avsrctl_version": __version__,
@@ -211,8 +141,8 @@ def _write_folder(tmp: Path, final: Path, output: Path, *, model: Any, cfg: Conf
         _write_json(tmp / STATE, {"format_version": FORMAT_VERSION, **trainer_state})
         written.append(tmp / STATE)
     for path in written:
-        _fsync_file(path)
-    _fsync_dir(tmp)
+        fsync_file(path)
+    fsync_dir(tmp)
     if final.exists():
         # os.replace cannot replace a non-empty folder: move the old one aside first
         old = output / f".old-{name}"
@@ -245,9 +175,18 @@ def save_checkpoint(
     output = Path(output)
     final, tmp = output / name, output / f".tmp-{name}"
     try:
-        _write_folder(tmp, final, output, model=model, cfg=cfg, name=name, meta=meta,
-                      optimizer_tensors=optimizer_tensors, trainer_state=trainer_state)
-        _fsync_dir(output)
+        _write_folder(
+            tmp,
+            final,
+            output,
+            model=model,
+            cfg=cfg,
+            name=name,
+            meta=meta,
+            optimizer_tensors=optimizer_tensors,
+            trainer_state=trainer_state,
+        )
+        fsync_dir(output)
         if update_latest:  # a failure here leaves a complete folder that find_latest still finds
             write_latest(output, name)
     except BaseException as e:
@@ -258,30 +197,17 @@ def save_checkpoint(
             previous = read_latest_name(output)
             raise CheckpointWriteError(
                 f"cannot write checkpoint {final}: {_write_reason(e)}",
-                hint=("free disk space or choose another --output; "
-                      + (f"the last complete checkpoint is {output / previous}, continue from it with --resume auto"
-                         if previous else "no checkpoint of this run was written yet")),
+                hint=(
+                    "free disk space or choose another --output; "
+                    + (
+                        f"the last complete checkpoint is {output / previous}, continue from it with --resume auto"
+                        if previous
+                        else "no checkpoint of this run was written yet"
+                    )
+                ),
             ) from e
         raise
     return final
-
-
-def prune_checkpoints(output: str | os.PathLike, keep_last: int | None) -> list[Path]:
-    """Delete all but the `keep_last` newest periodic checkpoints (epoch-*/step-*); never best,
-    final, or the one `latest` names. Returns the deleted folders."""
-    if not keep_last:
-        return []
-    output = Path(output)
-    periodic = [p for p in list_checkpoints(output) if PERIODIC.match(p.name)]
-    protected = {read_latest_name(output)}
-    doomed = periodic[:-keep_last] if len(periodic) > keep_last else []
-    deleted = []
-    for p in doomed:
-        if p.name in protected:
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        deleted.append(p)
-    return deleted
 
 
 # ----------------------------------------------------------------------- finding
@@ -409,8 +335,11 @@ def read_checkpoint_config(path: str | os.PathLike) -> Config:
     try:
         return config_from_dict(data or {}, origin=str(path / CONFIG))
     except ConfigError as e:
-        raise CheckpointError(str(e), hint="the checkpoint's config.yaml does not validate: edited by hand, or "
-                                           "written by another avsrctl version?") from None
+        raise CheckpointError(
+            str(e),
+            hint="the checkpoint's config.yaml does not validate: edited by hand, or "
+            "written by another avsrctl version?",
+        ) from None
 
 
 def read_meta(path: str | os.PathLike) -> dict:
@@ -420,7 +349,9 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path / META}: checkpoint format version {version!r}; this avsrctl {__version__} reads "
-            f"up to {FORMAT_VERSION}", hint="upgrade avsrctl to read this checkpoint")
+            f"up to {FORMAT_VERSION}",
+            hint="upgrade avsrctl to read this checkpoint",
+        )
     return meta
 
 
@@ -434,43 +365,33 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     _check_folder(path, REQUIRED)
     meta = read_meta(path)
     state = read_tensors(path / WEIGHTS, device)
-    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    shapes = [f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in sorted(set(got) & set(expected))
-              if got[k] != expected[k]]
-    if missing or extra or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+    problems = trainable_mismatches(model.trainable_state_dict(), state)
+    if problems:
         have = ",".join(meta.get("modalities") or []) or "?"
         now = ",".join(model_modalities(model)) or "?"
         raise CheckpointError(
-            f"{path}: weights do not fit this model: {'; '.join(parts)} "
+            f"{path}: weights do not fit this model: {'; '.join(problems)} "
             f"(checkpoint modalities: {have}; model modalities: {now})",
             hint="use the config and --modality the checkpoint was trained with (its config.yaml)",
         )
-    _check_tokenizer(model, meta, str(path))
+    check_tokenizer(model, meta, str(path))
     model.load_trainable_state_dict(state)
     return meta
 
 
-def _check_tokenizer(model: Any, meta: dict, what: str) -> None:
+def check_tokenizer(model: Any, meta: dict, what: str) -> None:
     """The marker tokens the checkpoint added must have the same ids in `model`'s tokenizer."""
     added = meta.get("tokenizer_added")
     current = tokenizer_additions(model)
     if added is not None and current is not None and added != current:
         diff = sorted(set(added.items()) ^ set(current.items()))[:3]
-        raise CheckpointError(f"{what}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
-                              hint="the LLM/tokenizer named in its config.yaml differs from this model's")
+        raise CheckpointError(
+            f"{what}: tokenizer additions differ from the rebuilt tokenizer (e.g. {diff})",
+            hint="the LLM/tokenizer named in its config.yaml differs from this model's",
+        )
 
 
-def _checkpoint_folder(path: str | os.PathLike) -> Path:
+def checkpoint_folder(path: str | os.PathLike) -> Path:
     """A checkpoint folder (or its model.safetensors) as a checked folder path; a crash that left it
     moved aside is undone first."""
     path = Path(path).expanduser()
@@ -481,34 +402,9 @@ def _checkpoint_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
-    """Warm-start a new run: copy every trainable weight of `model` that a checkpoint also holds.
-
-    Checkpoints apply in order, so a later one wins where two hold the same weight (e.g. a video
-    model's vision tower, then an audio model's LoRA). A weight with another shape is an error;
-    weights the model does not have are ignored (an audio model's checkpoint into a fused model is
-    the point). Returns, per checkpoint, the names it set.
-    """
-    params = model.trainable_state_dict()
-    merged: dict[str, torch.Tensor] = {}
-    report = []
-    for p in paths:
-        path = _checkpoint_folder(p)
-        state = read_tensors(path / WEIGHTS)
-        taken = sorted(set(state) & set(params))
-        for k in taken:
-            if tuple(state[k].shape) != tuple(params[k].shape):
-                raise CheckpointError(f"--init-from {path}: {k} has shape {tuple(state[k].shape)}, the model's is "
-                                      f"{tuple(params[k].shape)}",
-                                      hint="initialise from a checkpoint of the same encoder/LLM sizes (its config.yaml)")
-        if not taken:
-            raise CheckpointError(f"--init-from {path}: none of its {len(state)} weights belong to this model",
-                                  hint="pass a checkpoint trained with the same LLM and connectors")
-        _check_tokenizer(model, read_meta(path), f"--init-from {path}")
-        merged.update({k: state[k] for k in taken})
-        report.append((path, taken))
-    model.load_trainable_state_dict(merged, strict=False)
-    return report
+def trained_modality(cfg: Config, meta: dict) -> str:
+    """The modality a checkpoint was trained for: what decode, eval and transcribe use by default."""
+    return meta.get("modality") or cfg.model.modality
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> tuple[Any, Config, dict]:
@@ -521,7 +417,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from avsrctl.models.builder import build_model  # heavy; only when a checkpoint is really loaded
 
-    path = _checkpoint_folder(path)
+    path = checkpoint_folder(path)
     cfg = read_checkpoint_config(path)
     meta = read_meta(path)
     modalities = meta.get("modalities") or None
@@ -530,44 +426,3 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     model.to(device)
     model.eval()
     return model, cfg, meta
-
-
-# ------------------------------------------------------------------- RNG states
-
-
-def capture_rng() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy and python RNG states as JSON (base64 bytes and lists)."""
-    import base64
-    import random
-
-    import numpy as np
-
-    np_state = np.random.get_state()
-    state = {
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode("ascii") for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    import base64
-    import random
-
-    import numpy as np
-
-    def as_tensor(text: str) -> torch.Tensor:
-        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
-
-    torch.set_rng_state(as_tensor(state["torch"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        saved = [as_tensor(s) for s in state["cuda"]]
-        if len(saved) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(saved)
