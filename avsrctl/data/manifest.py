@@ -33,6 +33,10 @@ class Utterance:
     text: str = ""
     line: int = 0  # 1-based line in the .tsv (0 for utterances built in code)
 
+    def __reduce__(self):  # frozen + slots does not unpickle on Python 3.10 without this (DataLoader workers)
+        return (Utterance, (self.id, self.video, self.audio, self.n_video_frames, self.n_audio_samples, self.text,
+                            self.line))
+
     @property
     def n_frames(self) -> int:
         """Length in 25 Hz frames: the video length, or the audio length rounded up to whole frames."""
