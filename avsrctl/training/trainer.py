@@ -172,6 +172,8 @@ class Trainer:
                 return
         self.epoch += 1
         self.batch_in_epoch = 0
+        if self.cache is not None:
+            self.cache.flush()  # the next epoch's DataLoader workers read what this one computed
         if self.valid_set is not None:
             self._validate()
         if self.t.save_every and self.epoch % self.t.save_every == 0:
@@ -484,6 +486,8 @@ class Trainer:
     # ------------------------------------------------------------------ end
 
     def _finish(self, final: Path | None) -> TrainResult:
+        if self.cache is not None:
+            self.cache.flush()
         cache_stats = self.cache.stats() if self.cache is not None else None
         summary = {"type": "summary", "step": self.step, "epochs": self.epoch, "best_valid_loss": self.best_valid_loss,
                    "skipped_media": self.skipped_media, "nonfinite_steps": self.bad_total,
