@@ -153,10 +153,11 @@ def main() -> int:
             start = time.perf_counter()
             b = balance(lengths, args.max_frames, args.max_batch, replicas)
             equal = len(b["counts"]) == 1
+            seconds = time.perf_counter() - start
             common.record(f"sampler {replicas} ranks: padded-frame spread", b["padded_spread"] * 100,
                           f"<= {TARGET_SPREAD:.0%}, equal counts", equal and b["padded_spread"] <= TARGET_SPREAD,
                           unit=" %", detail=f"batches per rank {b['counts']}, real-frame spread "
-                                            f"{b['real_spread']:.2%}, {time.perf_counter() - start:.1f} s for all ranks")
+                                            f"{b['real_spread']:.2%}, {seconds:.1f} s for all ranks")
             ok &= equal and b["padded_spread"] <= TARGET_SPREAD
     return 0 if ok else 1
 

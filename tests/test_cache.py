@@ -106,7 +106,7 @@ def test_readers_see_shards_written_later_by_other_writers(tmp_path, media):
     assert reader._read("video", writer.key("video", "a", 4)) is None  # still in the writer's memory
     writer.flush()
     assert reader._read("video", writer.key("video", "a", 4)) is not None
-    assert not list((tmp_path / "cache").rglob(".*.tmp"))  # written under a temporary name, then renamed
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # written under a temporary name, then renamed
 
 
 def test_old_per_utterance_cache_is_refused(tmp_path, media):

@@ -50,6 +50,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from avsrctl.errors import DataError, UsageError
+from avsrctl.models.weights import write_atomic
 
 STREAMS = ("audio", "video")
 FORMAT = 2  # 1: one float32 file per utterance under DIR/<stream>/<key[:2]>/ (refused)
@@ -99,11 +100,9 @@ def check_format(root: Path, create: bool) -> None:
         if folder.is_dir() and any(p.is_dir() and len(p.name) == 2 for p in folder.iterdir()):
             raise UsageError(f"{root} holds a feature cache of an earlier avsrctl (one float32 file per utterance, "
                              f"{folder}/<xx>/...)", hint=rebuild)
-    if create:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"format": FORMAT, "dtype": "float16"}) + "\n", encoding="utf-8")
-        os.replace(tmp, marker)  # concurrent ranks write the same bytes
+    if create:  # concurrent ranks write the same bytes
+        write_atomic(marker, lambda tmp: tmp.write_text(json.dumps({"format": FORMAT, "dtype": "float16"}) + "\n",
+                                                        encoding="utf-8"))
 
 
 def to_storage(features: torch.Tensor) -> torch.Tensor:
@@ -256,9 +255,8 @@ class FeatureCache:
             return None
         path = root / stream / f"{writer}-{written[0]:05d}.safetensors"
         written[0] += 1
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(dict(rows), str(tmp), metadata={"format": str(FORMAT), "stream": stream, "encoder": identity})
-        os.replace(tmp, path)
+        meta = {"format": str(FORMAT), "stream": stream, "encoder": identity}
+        write_atomic(path, lambda tmp: save_file(dict(rows), str(tmp), metadata=meta))  # readers see whole shards
         return path
 
     @staticmethod
