@@ -106,6 +106,11 @@ def test_readers_see_shards_written_later_by_other_writers(tmp_path, media):
     assert reader._read("video", writer.key("video", "a", 4)) is None  # still in the writer's memory
     writer.flush()
     assert reader._read("video", writer.key("video", "a", 4)) is not None
+    import pickle
+
+    worker = pickle.loads(pickle.dumps(reader))  # a spawned DataLoader worker's copy: no open handles travel
+    key = writer.key("video", "b", 3)
+    assert torch.equal(worker._read("video", key), reader._read("video", key))
     assert not list((tmp_path / "cache").rglob("*.tmp"))  # written under a temporary name, then renamed
 
 
