@@ -70,8 +70,13 @@ def prepare(
         raise UsageError("prepare needs SRC and OUT (or --merge OUT)")
     if split is not None and (valid_fraction, test_fraction) != (0.1, 0.1):
         raise UsageError(f"--split {split} puts every clip into {split}: drop --valid-fraction/--test-fraction")
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
+                               TextColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f} clips/s" if task.speed else "- clips/s")
 
     from avsrctl.data.prepare import PrepareOptions, Shard, prepare_corpus
 
@@ -80,15 +85,13 @@ def prepare(
                              seed=seed, roi=roi, roi_size=roi_size, split=split)
     label = f"prepare {part}" if part is not None else "prepare"
     columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]} clips/s"), TimeRemainingColumn(),
+               Rate(), TimeRemainingColumn(),
                TextColumn("[yellow]{task.fields[failed]} failed[/] {task.description}"))
     with Progress(*columns, console=console.stderr(), transient=True) as bar:
-        task = bar.add_task("", total=None, rate="-", failed=0)
+        task = bar.add_task("", total=None, failed=0)
 
         def on_clip(done: int, total: int, key: str, failed: int) -> None:
-            speed = bar.tasks[task].speed
-            bar.update(task, completed=done, total=total, description=key, failed=failed,
-                       rate=f"{speed:.1f}" if speed else "-")
+            bar.update(task, completed=done, total=total, description=key, failed=failed)
 
         result = prepare_corpus(src, out, options, progress=on_clip, workers=workers, shard=part)
     _report(result, format)
