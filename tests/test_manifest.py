@@ -177,3 +177,23 @@ def test_utf8_bom_and_blank_lines_are_tolerated(tmp_path):
 def test_write_rejects_ids_with_tabs(tmp_path):
     with pytest.raises(DataError, match="contains a tab or newline"):
         write_manifest(tmp_path / "x.tsv", None, tmp_path, [Utterance("a\tb", None, tmp_path / "a.wav", 0, 10)])
+
+
+def test_large_manifest_rows_are_slotted_and_pickle(tmp_path):
+    """Utterances carry no per-instance dict (150k LRS3 rows) and still cross to DataLoader workers."""
+    import pickle
+
+    tsv, _ = corpus(tmp_path, ROWS, ["x", "y"])
+    m = read_manifest(tsv)
+    assert not hasattr(m[0], "__dict__")
+    assert pickle.loads(pickle.dumps(m[0])) == m[0]
+
+
+def test_many_files_in_one_folder_are_checked_each(tmp_path):
+    """Files are checked by listing a folder once; a missing one among many is still named."""
+    rows = [f"u{i}\tv{i}.mp4\ta{i}.wav\t10\t6400" for i in range(6)]
+    files = tuple(f"{s}{i}.{e}" for i in range(6) for s, e in (("v", "mp4"), ("a", "wav")) if (s, i) != ("a", 4))
+    tsv, _ = corpus(tmp_path, rows, [f"t{i}" for i in range(6)], files=files)
+    expect(tsv, r"train\.tsv:6: media file not found: .*a4\.wav")
+    (tmp_path / "a4.wav").mkdir()  # a folder of that name is not a media file
+    expect(tsv, r"train\.tsv:6: media file not found: .*a4\.wav")

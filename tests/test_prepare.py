@@ -12,7 +12,8 @@ import pytest
 from avsrctl.cli.main import run
 from avsrctl.data.manifest import read_manifest
 from avsrctl.data.media import load_video, save_audio, save_video
-from avsrctl.data.prepare import PrepareOptions, prepare_corpus, read_transcript_file, safe_name, split_names
+from avsrctl.data.prepare import (PrepareOptions, Shard, merge_parts, prepare_corpus, read_transcript_file, safe_name,
+                                  split_names)
 from avsrctl.errors import DataError, UsageError
 
 N_CLIPS = 5
@@ -193,3 +194,145 @@ def test_grid_clip_gets_a_mouth_crop(media_dir, tmp_path):
     utt = read_manifest(tmp_path / "out" / "train.tsv")[0]
     assert (utt.n_video_frames, utt.n_audio_samples) == (75, 47648)
     assert load_video(utt.video).shape == (75, 96, 96, 3)
+
+
+# ------------------------------------------------------------ shards, workers, merge, --split
+
+N_MANY = 8
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    """8 good clips and one that cannot be decoded."""
+    src = tmp_path_factory.mktemp("many")
+    for i in range(N_MANY):
+        make_clip(src / f"spk{i % 3}", f"utt{i}", frames=5 + i % 4, text=f"clip number {i}")
+    broken = make_clip(src / "spk0", "broken", frames=6)
+    broken.write_bytes(broken.read_bytes()[:200])
+    return src
+
+
+@pytest.fixture(scope="module")
+def single(many, tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("single") / "corpus"
+    return out, prepare_corpus(many, out, options())
+
+
+def corpus_files(out: Path) -> dict[str, str]:
+    names = [f"{s}.{e}" for s in ("train", "valid", "test") for e in ("tsv", "wrd")] + ["failures.tsv"]
+    files = {n: (out / n).read_text() for n in names if (out / n).is_file()}
+    return {n: text.split("\n", 1)[1] if n.endswith(".tsv") else text for n, text in files.items()}  # no root line
+
+
+def test_failures_are_recorded_with_their_reason_and_the_run_goes_on(single):
+    out, result = single
+    assert list(result.failed) == ["spk0/broken"] and sum(result.splits.values()) == N_MANY
+    rows = (out / "failures.tsv").read_text().splitlines()
+    assert rows[0] == "clip\treason" and rows[1].startswith("spk0/broken\t") and "broken.mp4" in rows[1]
+    assert len(rows) == 2
+
+
+def test_shards_merge_to_the_single_run_whatever_the_workers(many, single, tmp_path):
+    """Three shards (one with two worker processes) joined by --merge give the single run's corpus."""
+    out = tmp_path / "corpus"
+    results = [prepare_corpus(many, out, options(), shard=Shard(i, 3), workers=2 if i == 0 else 1)
+               for i in range(3)]
+    assert sum(sum(r.splits.values()) for r in results) == N_MANY
+    assert not (out / "train.tsv").exists()  # a shard writes only its part
+    assert [r.shard for r in results] == ["0/3", "1/3", "2/3"]
+    merged = merge_parts(out)
+    assert corpus_files(out) == corpus_files(single[0])
+    assert merged.splits == single[1].splits and merged.failed == single[1].failed
+    assert json.loads((out / "prepare.json").read_text())["merged_parts"] == 3
+
+
+def test_split_depends_on_names_and_seed_only():
+    names = [f"u{i}" for i in range(40)]
+    whole = split_names(names, 0.1, 0.2, seed=5)
+    assert split_names(list(reversed(names)), 0.1, 0.2, seed=5) == whole  # order of discovery is irrelevant
+    assert [len(whole[s]) for s in ("train", "valid", "test")] == [28, 4, 8]
+    assert split_names(names, 0.0, 0.0, seed=0, only="test") == {"train": [], "valid": [], "test": sorted(names)}
+
+
+def test_merge_refuses_missing_unfinished_duplicate_and_mixed_parts(many, tmp_path):
+    out = tmp_path / "corpus"
+    with pytest.raises(UsageError, match="nothing to merge"):
+        merge_parts(out)
+    for i in (0, 2):
+        prepare_corpus(many, out, options(), shard=Shard(i, 3))
+    with pytest.raises(DataError, match=r"missing part 1/3: .*shard-00001-of-00003 not found"):
+        merge_parts(out)
+    prepare_corpus(many, out, options(), shard=Shard(1, 3))
+    done = out / "parts" / "shard-00001-of-00003" / "done.json"
+    done.rename(done.with_name("saved.json"))
+    with pytest.raises(DataError, match=r"part 1/3 is not finished: .*done\.json not found"):
+        merge_parts(out)
+    done.with_name("saved.json").rename(done)
+
+    part0, part2 = (out / "parts" / f"shard-0000{i}-of-00003" for i in (0, 2))
+    split = next(s for s in ("train", "valid", "test") if (part0 / f"{s}.tsv").is_file())
+    stolen = (part0 / f"{split}.tsv").read_text().splitlines()[1]
+    other = next(s for s in ("train", "valid", "test") if (part2 / f"{s}.tsv").is_file())
+    saved = {p: p.read_text() for p in (part2 / f"{other}.tsv", part2 / f"{other}.wrd")}
+    (part2 / f"{other}.tsv").write_text(saved[part2 / f"{other}.tsv"] + stolen + "\n")
+    (part2 / f"{other}.wrd").write_text(saved[part2 / f"{other}.wrd"] + "stolen words\n")
+    with pytest.raises(DataError, match=rf"duplicate id '{stolen.split()[0]}' in part 2/3 \({other}\) and part 0/3"):
+        merge_parts(out)
+    assert not (out / "train.tsv").exists()  # nothing written before every check passed
+    for p, text in saved.items():
+        p.write_text(text)
+
+    prepare_corpus(many, out, options(), shard=Shard(0, 2))
+    with pytest.raises(DataError, match=r"parts of different shard counts: 2 \(1 part\(s\)\), 3 \(3 part\(s\)\)"):
+        merge_parts(out)
+    shutil.rmtree(out / "parts" / "shard-00000-of-00002")
+    prepare_corpus(many, out, options(seed=7), shard=Shard(1, 3))
+    with pytest.raises(DataError, match=r"part 1/3 was prepared with other options than part 0/3"):
+        merge_parts(out)
+
+
+@pytest.mark.parametrize("text, message", [("3/3", r"0 <= I < N, got 3/3"), ("1-4", r"must be I/N"),
+                                           ("0/0", r"got 0/0")])
+def test_shard_argument(text, message):
+    with pytest.raises(UsageError, match=message):
+        Shard.parse(text)
+
+
+def test_split_test_turns_own_clips_into_an_evaluation_set(many, single, tmp_path, capsys):
+    """--split test: all 8 clips become test.tsv/.wrd (the fractions used to refuse this)."""
+    out = tmp_path / "eval"
+    shutil.copytree(single[0] / "audio", out / "audio")  # the media are reused, not redone
+    shutil.copytree(single[0] / "video", out / "video")
+    assert run(["prepare", str(many), str(out), "--split", "test", "--workers", "1", "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["splits"] == {"test": N_MANY} and summary["reused"] == N_MANY
+    assert sorted(p.name for p in out.glob("*.tsv")) == ["failures.tsv", "test.tsv"]
+    test = read_manifest(out / "test.tsv", out / "test.wrd")
+    assert sorted(u.text for u in test) == sorted(f"clip number {i}" for i in range(N_MANY))
+    assert run(["prepare", str(many), str(out), "--split", "test", "--test-fraction", "0.5"]) == 2
+    assert "drop --valid-fraction/--test-fraction" in " ".join(capsys.readouterr().err.split())  # rich wraps
+    assert run(["prepare", str(many), str(out), "--split", "dev"]) == 2
+    assert "--split must be one of train, valid, test" in " ".join(capsys.readouterr().err.split())
+
+
+def test_cli_shard_and_merge(many, single, tmp_path, capsys):
+    out = tmp_path / "corpus"
+    for i in range(2):
+        assert run(["prepare", str(many), str(out), "--valid-fraction", "0.2", "--test-fraction", "0.2",
+                    "--shard", f"{i}/2"]) == 0
+        assert f"part {i}/2" in capsys.readouterr().out
+    assert run(["prepare", "--merge", str(out)]) == 0
+    assert corpus_files(out) == corpus_files(single[0])
+    assert "failed 1" in capsys.readouterr().out
+    assert run(["prepare", "--merge", str(out), str(out)]) == 2
+    assert "--merge takes one folder" in " ".join(capsys.readouterr().err.split())
+    assert run(["prepare", str(many), str(out), "--shard", "2/2"]) == 2
+    assert "0 <= I < N" in " ".join(capsys.readouterr().err.split())
+
+
+def test_progress_counts_failures(many, single, tmp_path):
+    seen = []
+    shutil.copytree(single[0], tmp_path / "corpus")
+    prepare_corpus(many, tmp_path / "corpus", options(), progress=lambda *a: seen.append(a))
+    assert [s[0] for s in seen] == list(range(1, N_MANY + 2)) and {s[1] for s in seen} == {N_MANY + 1}
+    assert seen[-1][3] == 1 and [s[2] for s in seen if s[3] == 1][0] == "spk0/broken"  # counted when it failed

@@ -16,6 +16,7 @@ from typer.exceptions import TyperException
 
 from avsrctl import __version__
 from avsrctl.cli import console
+from avsrctl.cli.cache import cache_app
 from avsrctl.cli.decode import decode
 from avsrctl.cli.demo_data import demo_data
 from avsrctl.cli.eval import eval_
@@ -62,6 +63,7 @@ app.command("inspect-params")(inspect_params)
 app.command("transcribe")(transcribe)
 app.command("prepare")(prepare)
 app.command("demo-data")(demo_data)
+app.add_typer(cache_app, name="cache")
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:

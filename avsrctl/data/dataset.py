@@ -7,8 +7,8 @@ in `batch.meta["skipped"]` (also from DataLoader workers, whose `skipped` dict t
 process never sees). No other utterance is substituted: a skipped utterance is missing,
 not duplicated.
 
-`FrameBucketSampler` yields lists of indices whose padded size (count x longest) stays
-within a frame budget, so a batch of long utterances holds fewer of them.
+`FrameBucketSampler` (in `sampler.py`, re-exported here) yields lists of indices whose padded
+size (count x longest) stays within a frame budget, so a batch of long utterances holds fewer.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from avsrctl.data.manifest import SAMPLES_PER_FRAME, Manifest
 from avsrctl.data.media import load_audio, load_video, probe
 from avsrctl.data.noise import ManifestNoiser, NoiseSpec
 from avsrctl.data.roi import apply_roi, check_mode, source_side
+from avsrctl.data.sampler import FrameBucketSampler  # noqa: F401  (re-exported: dataset.FrameBucketSampler)
 from avsrctl.errors import DataError, MediaError, UsageError
 
 STREAMS = {"audio": (True, False), "video": (False, True), "both": (True, True)}  # modality -> (audio, video)
@@ -265,73 +266,6 @@ def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence
             video[i, : s.n_frames] = s.video
         batch.video = video
     return batch
-
-
-class FrameBucketSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of similar-length utterances with count x longest <= max_frames (a batch sampler).
-
-    Utterances are sorted by length (ties broken at random) and packed greedily; one longer
-    than `max_frames` forms a batch alone. The batch order is shuffled per epoch, seeded by
-    (seed, epoch). With several replicas (DistributedDataParallel) each rank takes every
-    `num_replicas`-th batch; the batch list is first padded by repeating batches from its
-    start (or, with drop_last, trimmed) so every rank runs the same number of steps.
-    """
-
-    def __init__(self, lengths: Sequence[int], max_frames: int, max_batch: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
-        if max_frames <= 0 or max_batch <= 0:
-            raise UsageError(f"max_frames ({max_frames}) and max_batch ({max_batch}) must be positive")
-        if num_replicas <= 0 or not 0 <= rank < num_replicas:
-            raise UsageError(f"rank ({rank}) must be in [0, num_replicas={num_replicas})")
-        self.lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
-        self.max_frames, self.max_batch = int(max_frames), int(max_batch)
-        self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
-        self.num_replicas, self.rank = int(num_replicas), int(rank)
-        self.epoch = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def all_batches(self) -> list[list[int]]:
-        """Every batch of this epoch, before sharding across replicas."""
-        rng = np.random.default_rng([self.seed, self.epoch])
-        ties = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        order = np.lexsort((ties, self.lengths))  # by length, then by the random tie-breaker
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order.tolist():
-            longest = int(self.lengths[i])  # ascending order: the newcomer is the longest
-            if current and ((len(current) + 1) * longest > self.max_frames or len(current) + 1 > self.max_batch):
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        if self.shuffle:
-            batches = [batches[k] for k in rng.permutation(len(batches))]
-        return batches
-
-    def _mine(self) -> list[list[int]]:
-        if self._cache is not None and self._cache[0] == self.epoch:
-            return self._cache[1]
-        batches = self.all_batches()
-        r = self.num_replicas
-        if len(batches) % r:
-            if self.drop_last:
-                batches = batches[: len(batches) // r * r]
-            else:
-                need = r - len(batches) % r
-                batches = batches + [batches[k % len(batches)] for k in range(need)]
-        mine = batches[self.rank:: r]
-        self._cache = (self.epoch, mine)
-        return mine
-
-    def __iter__(self):
-        return iter([list(b) for b in self._mine()])
-
-    def __len__(self) -> int:
-        return len(self._mine())
 
 
 def load_clip(path: str | os.PathLike, modality: str | None = None, roi: str = "auto", roi_size: int = 96) -> Batch:

@@ -6,32 +6,46 @@ or one transcripts file of `<clip-stem> <text>` / `<clip-stem>\\t<text>` lines.
 
 Output under OUT: `audio/<name>.wav` (16 kHz mono), `video/<name>.mp4` (square mouth crops
 at 25 fps, when a ROI mode crops; with roi 'none' the manifest points at the source video),
-the three manifests split at random with a seed, and `prepare.json` (options and counts).
+the manifests, `failures.tsv` (clip, reason) and `prepare.json` (options and counts).
 Every file is written under a temporary name and renamed, so a killed run leaves no half
 file, and a re-run reuses outputs that exist with a non-zero size. Output names are
 sanitised clip paths (letters, digits, '.', '_', '-'), so nothing is written outside OUT.
-Clips that fail to decode are reported and left out; they never stop the run.
+Clips that fail to decode are recorded with their reason and left out; they never stop the run.
+
+At scale: `workers` processes prepare clips in parallel, and `shard=Shard(i, n)` prepares
+only the clips whose name hashes to shard i, writing `OUT/parts/shard-<i>-of-<n>/` instead of
+the manifests; `merge_parts(OUT)` joins the n parts. Which split a clip lands in depends only
+on the clip names and the seed (a hash order), never on workers or shards, so n shards merge
+to exactly the corpus of one run.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import multiprocessing
 import os
 import re
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from avsrctl.data.manifest import Utterance, write_manifest
+from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
 from avsrctl.data.media import MEDIA_EXTENSIONS, extract_audio, load_video, probe, save_video
 from avsrctl.data.roi import apply_roi, check_mode, source_side
 from avsrctl.errors import DataError, MediaError, UsageError
+from avsrctl.subtitles import write_atomic
 
 SPLITS = ("train", "valid", "test")
 MAX_NAME = 150  # characters in an output file stem
+FAILURES = "failures.tsv"  # clip key <tab> reason, one line per clip that could not be prepared
+PARTS = "parts"  # OUT/parts/shard-<i>-of-<n>/ holds one shard's manifests until `merge_parts`
+PART_DONE = "done.json"  # written last in a part folder: the part is complete
+FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no later clip could be written either
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,12 @@ class PrepareOptions:
     seed: int = 0
     roi: str = "auto"  # 'auto' | 'haar' write mouth-crop mp4s; 'none' references the source video
     roi_size: int = 96
+    split: str | None = None  # every clip into this one split (an evaluation set); the fractions are unused
 
     def __post_init__(self) -> None:
         check_mode(self.roi)
+        if self.split is not None and self.split not in SPLITS:
+            raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         for name in ("valid_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -64,12 +81,42 @@ class Clip:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0-based, as a job array's task id): the clips whose name hashes to it."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise UsageError(f"--shard must be I/N with 0 <= I < N, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if match is None:
+            raise UsageError(f"--shard must be I/N (e.g. 3/16, I counted from 0), got {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+    def holds(self, name: str) -> bool:
+        return _hash(name) % self.count == self.index
+
+    @property
+    def folder(self) -> str:
+        return f"shard-{self.index:05d}-of-{self.count:05d}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
 class PrepareResult:
     out: Path
     splits: dict[str, int]  # utterances per written split
     prepared: int  # clips whose outputs were written by this run
     reused: int  # clips whose outputs were already there
     failed: dict[str, str] = field(default_factory=dict)  # clip key -> reason
+    shard: str | None = None  # 'i/n' for one shard's part, None for a whole corpus
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -188,6 +235,10 @@ def transcripts_for(clips: list[Clip], transcripts: Path | None) -> dict[str, st
 # ---------------------------------------------------------------------- splitting
 
 
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
+
+
 def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> dict[str, int]:
     """Utterances per split: a non-zero fraction gets at least one; training keeps at least one."""
     def count(f: float) -> int:
@@ -196,16 +247,24 @@ def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> dict[str
     n_valid, n_test = count(valid_fraction), count(test_fraction)
     if n_valid + n_test >= n:
         raise UsageError(f"{n} usable clips are too few for --valid-fraction {valid_fraction} and --test-fraction "
-                         f"{test_fraction}: training would get none", hint="lower the fractions or add clips")
+                         f"{test_fraction}: training would get none",
+                         hint="lower the fractions, add clips, or use --split test for an evaluation set")
     return {"train": n - n_valid - n_test, "valid": n_valid, "test": n_test}
 
 
-def split_names(names: list[str], valid_fraction: float, test_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Seeded random split (the same names and seed give the same split); each split sorted."""
+def split_names(names: list[str], valid_fraction: float, test_fraction: float, seed: int,
+                only: str | None = None) -> dict[str, list[str]]:
+    """Seeded split, each split sorted. `only` puts every name into that one split.
+
+    The names are ordered by a hash of (seed, name): test takes the first, valid the next, train
+    the rest. The same names and seed give the same split in any process, shard or worker count.
+    """
+    if only is not None:
+        return {s: sorted(names) if s == only else [] for s in SPLITS}
     sizes = split_sizes(len(names), valid_fraction, test_fraction)
-    order = [sorted(names)[k] for k in np.random.default_rng(seed).permutation(len(names))]
-    test, valid, train = (order[: sizes["test"]], order[sizes["test"]: sizes["test"] + sizes["valid"]],
-                          order[sizes["test"] + sizes["valid"]:])
+    order = sorted(names, key=lambda n: (_hash(f"{seed}\0{n}"), n))
+    n_test, n_valid = sizes["test"], sizes["valid"]
+    test, valid, train = order[:n_test], order[n_test:n_test + n_valid], order[n_test + n_valid:]
     return {"train": sorted(train), "valid": sorted(valid), "test": sorted(test)}
 
 
@@ -271,48 +330,217 @@ def prepare_clip(clip: Clip, out: Path, roi: str, roi_size: int) -> tuple[Uttera
     return Utterance(clip.name, video, audio, n_frames, n_samples), not written
 
 
-# ----------------------------------------------------------------------- corpus
+def _prepare_one(clip: Clip, out: Path, roi: str, roi_size: int) -> tuple[Utterance | None, bool, str | None]:
+    """(utterance, reused?, None) or (None, False, reason): one clip, in this process or a worker."""
+    try:
+        utt, reused = prepare_clip(clip, out, roi, roi_size)
+        return utt, reused, None
+    except OSError as e:
+        if e.errno in FATAL_ERRNOS:
+            raise
+        return None, False, _one_line(f"{clip.path}: {e}")
+    except (MediaError, DataError) as e:
+        return None, False, _one_line(str(e))
+    except Exception as e:  # noqa: BLE001  a bad clip (a cv2 or decoder error) must not stop a 150k-clip run
+        return None, False, _one_line(f"{clip.path}: {type(e).__name__}: {e}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _worker_init() -> None:
+    try:  # N worker processes each using every core for OpenCV would oversubscribe the machine
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def _run_clips(clips: list[Clip], out: Path, options: PrepareOptions, workers: int
+               ) -> Iterator[tuple[Clip, tuple[Utterance | None, bool, str | None]]]:
+    """Each clip with its `_prepare_one` result, in completion order; `workers` > 1 uses processes."""
+    if workers <= 1 or len(clips) <= 1:
+        for clip in clips:
+            yield clip, _prepare_one(clip, out, options.roi, options.roi_size)
+        return
+    # spawn: the parent may run threads (the progress bar), which fork does not survive safely
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+        todo = iter(clips)
+        pending = {}
+
+        def submit() -> None:
+            clip = next(todo, None)
+            if clip is not None:
+                pending[pool.submit(_prepare_one, clip, out, options.roi, options.roi_size)] = clip
+
+        for _ in range(4 * workers):  # a bounded window: 150k futures at once would cost memory, not speed
+            submit()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                clip = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise DataError(f"a worker process died while preparing {clip.path}",
+                                    hint="re-run the same command: finished clips are reused") from None
+                submit()
+                yield clip, result
 
 
 def prepare_corpus(src: str | os.PathLike, out: str | os.PathLike, options: PrepareOptions = PrepareOptions(),
-                   progress: Callable[[int, int, str], None] | None = None) -> PrepareResult:
+                   progress: Callable[[int, int, str, int], None] | None = None, *, workers: int = 1,
+                   shard: Shard | None = None) -> PrepareResult:
     """Turn SRC's clips and transcripts into OUT/{train,valid,test}.tsv/.wrd plus extracted media.
 
-    `progress(done, total, clip_key)` is called after each clip (the CLI draws a bar with it).
+    `progress(done, total, clip_key, failed)` is called after each clip (the CLI draws a bar with it).
+    `workers` processes prepare clips in parallel. With `shard`, only that shard's clips are prepared
+    and their manifests go to `OUT/parts/<shard>/` for `merge_parts`.
     """
     src, out = Path(src), Path(out)
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"output must be a folder, got a file: {out}")
     clips = find_clips(src, exclude=out)
-    texts = transcripts_for(clips, options.transcripts)
+    mine = clips if shard is None else [c for c in clips if shard.holds(c.name)]
+    texts = transcripts_for(mine, options.transcripts) if mine else {}
+    # every clip's split, from all clip names: the same in every shard and in a single run
+    names = split_names([c.name for c in clips], options.valid_fraction, options.test_fraction, options.seed,
+                        only=options.split)
+    split_of = {n: split for split, members in names.items() for n in members}
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Utterance] = {}
     failed: dict[str, str] = {}
     prepared = reused = 0
-    for k, clip in enumerate(clips, start=1):
-        try:
-            utt, was_reused = prepare_clip(clip, out, options.roi, options.roi_size)
+    for k, (clip, (utt, was_reused, reason)) in enumerate(_run_clips(mine, out, options, workers), start=1):
+        if utt is None:
+            failed[clip.key] = reason or "unknown error"
+        else:
             done[clip.name] = Utterance(utt.id, utt.video, utt.audio, utt.n_video_frames, utt.n_audio_samples,
                                         texts[clip.name])
             reused += was_reused
             prepared += not was_reused
-        except MediaError as e:
-            failed[clip.key] = str(e)
         if progress is not None:
-            progress(k, len(clips), clip.key)
-    if not done:
+            progress(k, len(mine), clip.key, len(failed))
+    if shard is None and not done:
         first = next(iter(failed.items()))
         raise DataError(f"none of the {len(clips)} clips in {src} could be decoded (first: {first[1]})")
-    names = split_names(list(done), options.valid_fraction, options.test_fraction, options.seed)
     root = out.resolve()
-    for split, members in names.items():
-        if members:
-            write_manifest(out / f"{split}.tsv", out / f"{split}.wrd", root, [done[n] for n in members])
-    result = PrepareResult(out=root, splits={s: len(m) for s, m in names.items() if m}, prepared=prepared,
-                           reused=reused, failed=failed)
-    record = {"source": str(src.resolve()), "options": {k: (str(v) if isinstance(v, Path) else v)
-                                                         for k, v in asdict(options).items()}, **result.to_dict()}
-    tmp = out / ".prepare.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "prepare.json")
+    target = out if shard is None else out / PARTS / shard.folder
+    members = {split: sorted(n for n in done if split_of[n] == split) for split in SPLITS}
+    for split, chosen in members.items():
+        if chosen:
+            write_manifest(target / f"{split}.tsv", target / f"{split}.wrd", root, [done[n] for n in chosen])
+    write_failures(target / FAILURES, failed)
+    result = PrepareResult(out=root, splits={s: len(m) for s, m in members.items() if m}, prepared=prepared,
+                           reused=reused, failed=dict(sorted(failed.items())),
+                           shard=None if shard is None else str(shard))
+    record = {"source": str(src.resolve()), "options": _options_record(options), **result.to_dict()}
+    write_atomic(target / ("prepare.json" if shard is None else PART_DONE), json.dumps(record, indent=2) + "\n")
+    return result
+
+
+def _options_record(options: PrepareOptions) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+
+
+def write_failures(path: Path, failed: dict[str, str]) -> None:
+    """`failures.tsv`: a header, then `clip key <tab> reason` per failed clip (sorted); empty when none failed."""
+    lines = ["clip\treason"] + [f"{_one_line(k)}\t{_one_line(v)}" for k, v in sorted(failed.items())]
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+def read_failures(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    rows = path.read_text(encoding="utf-8").splitlines()[1:]
+    return dict(row.split("\t", 1) if "\t" in row else (row, "") for row in rows if row.strip())
+
+
+# ----------------------------------------------------------------------- merging
+
+
+def _parts(out: Path) -> tuple[int, dict[int, Path]]:
+    """(n, {i: folder}) of OUT/parts/shard-<i>-of-<n>; one shard count only."""
+    parts_dir = out / PARTS
+    if not parts_dir.is_dir():
+        raise UsageError(f"nothing to merge: {parts_dir} not found",
+                         hint="prepare the shards first: avsrctl prepare SRC OUT --shard I/N")
+    found: dict[int, dict[int, Path]] = {}
+    for folder in sorted(parts_dir.iterdir()):
+        match = re.fullmatch(r"shard-(\d+)-of-(\d+)", folder.name)
+        if match and folder.is_dir():
+            found.setdefault(int(match[2]), {})[int(match[1])] = folder
+    if not found:
+        raise UsageError(f"nothing to merge: no shard-<i>-of-<n> folders in {parts_dir}")
+    if len(found) > 1:
+        counts = ", ".join(f"{n} ({len(f)} part(s))" for n, f in sorted(found.items()))
+        raise DataError(f"{parts_dir} holds parts of different shard counts: {counts}",
+                        hint="delete the folders of the shard count you no longer use")
+    return next(iter(found.items()))
+
+
+def merge_parts(out: str | os.PathLike) -> PrepareResult:
+    """Join OUT/parts/shard-*-of-N into OUT/{train,valid,test}.tsv/.wrd, failures.tsv and prepare.json.
+
+    Refuses (one line naming the part) a missing or unfinished part, parts made with other options,
+    and an utterance id found in two parts. Writes nothing unless every check passes.
+    """
+    out = Path(out)
+    n, folders = _parts(out)
+    missing = [i for i in range(n) if i not in folders]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        shard = Shard(missing[0], n)
+        raise DataError(f"missing part {shard}: {out / PARTS / shard.folder} not found{more}",
+                        hint=f"run: avsrctl prepare SRC {out} --shard {shard} (same options), then --merge again")
+    records = []
+    for i in range(n):
+        path = folders[i] / PART_DONE
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise DataError(f"part {i}/{n} is not finished: {path} not found",
+                            hint=f"re-run its shard (avsrctl prepare SRC {out} --shard {i}/{n}); it resumes") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"part {i}/{n}: cannot read {path} ({e})",
+                            hint=f"re-run its shard (avsrctl prepare SRC {out} --shard {i}/{n})") from None
+    first = records[0]
+    for i, record in enumerate(records):
+        for key in ("source", "options"):
+            if record.get(key) != first.get(key):
+                raise DataError(f"part {i}/{n} was prepared with other {key} than part 0/{n}: "
+                                f"{record.get(key)!r} vs {first.get(key)!r}",
+                                hint="re-run the odd shard with the same SRC and options")
+    by_split: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
+    seen: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for i, record in enumerate(records):
+        for split in record.get("splits", {}):
+            tsv = folders[i] / f"{split}.tsv"
+            for utt in read_manifest(tsv):
+                where = f"part {i}/{n} ({split})"
+                if utt.id in seen:
+                    raise DataError(f"duplicate id '{utt.id}' in {where} and {seen[utt.id]}: {tsv}:{utt.line}",
+                                    hint="every clip belongs to one shard: were the parts made from different "
+                                         "sources, or is a stale part folder left over?")
+                seen[utt.id] = where
+                by_split[split].append(utt)
+        failed.update(read_failures(folders[i] / FAILURES))
+    if not seen:
+        raise DataError(f"none of the clips in the {n} parts under {out / PARTS} could be decoded")
+    root = out.resolve()
+    for split, utts in by_split.items():
+        if utts:
+            write_manifest(out / f"{split}.tsv", out / f"{split}.wrd", root, sorted(utts, key=lambda u: u.id))
+    write_failures(out / FAILURES, failed)
+    result = PrepareResult(out=root, splits={s: len(u) for s, u in by_split.items() if u},
+                           prepared=sum(r.get("prepared", 0) for r in records),
+                           reused=sum(r.get("reused", 0) for r in records), failed=dict(sorted(failed.items())))
+    record = {"source": first.get("source"), "options": first.get("options"), "merged_parts": n, **result.to_dict()}
+    write_atomic(out / "prepare.json", json.dumps(record, indent=2) + "\n")
     return result

@@ -255,7 +255,7 @@ def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter:
         return None
     from avsrctl.training.cache import FeatureCache, check_cacheable
 
-    identities = check_cacheable(model, modality)
+    identities = check_cacheable(model, modality, video_augment=cfg.data.video_augment)
     if noise is not None and modality in ("audio", "both"):
         reporter.log(
             "[yellow]training noise is on: audio features change every epoch, so they are neither "

@@ -178,6 +178,8 @@ class Trainer:
                 return
         self.epoch += 1
         self.batch_in_epoch = 0
+        if self.cache is not None:
+            self.cache.flush()  # the next epoch's DataLoader workers read what this one computed
         if self.valid_set is not None:
             self._validate()
         if self.tc.save_every and self.epoch % self.tc.save_every == 0:
@@ -400,6 +402,8 @@ class Trainer:
     # ------------------------------------------------------------------ end
 
     def _finish(self, final: Path | None) -> TrainResult:
+        if self.cache is not None:
+            self.cache.flush()
         cache_stats = self.cache.stats() if self.cache is not None else None
         summary = {
             "type": "summary",
