@@ -167,8 +167,11 @@ class FusionConfig(_Section):
     weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Audio weight w in w*audio + (1-w)*video (initial value if learned)."
     )
-    learned: bool = Field(False, description="Static weighting: learn the weight (per feature channel) instead of "
-                          "fixing it. Dynamic weighting always learns its gate.")
+    learned: bool = Field(
+        False,
+        description="Static weighting: learn the weight (per feature channel) instead of "
+        "fixing it. Dynamic weighting always learns its gate.",
+    )
     weighting: Literal["static", "dynamic"] = Field(
         "dynamic",
         description="'dynamic': a small gate reads both streams at every frame and sets that frame's audio "

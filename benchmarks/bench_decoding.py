@@ -71,12 +71,17 @@ def no_cache_greedy(model, batch, max_new_tokens: int) -> list[tuple[int, ...]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="batched runs; the single-utterance pass is split into as many chunks, run between them")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="batched runs; the single-utterance pass is split into as many chunks, run between them",
+    )
     parser.add_argument("--naive", type=int, default=1, help="utterances for the no-cache loop (0 skips it)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: offline-small's decode setting")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: stable on a shared machine; see docs/BENCHMARKS.md)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: stable on a shared machine; see docs/BENCHMARKS.md)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     args = parser.parse_args()
     if not (common.have_tiny_en() and common.have_smollm2()):
@@ -98,8 +103,10 @@ def main() -> int:
     model = build_model(cfg, device=device).eval()
     batch = load_batch(args.batch).to(device)
     n = len(batch)
-    print(f"offline-small audio model built and {n} utterances loaded in {time.perf_counter() - start:.1f} s; "
-          f"greedy, max_new_tokens {options.max_new_tokens}")
+    print(
+        f"offline-small audio model built and {n} utterances loaded in {time.perf_counter() - start:.1f} s; "
+        f"greedy, max_new_tokens {options.max_new_tokens}"
+    )
 
     score_s = [0.0]
     from avsrctl.models import avsr
@@ -111,13 +118,15 @@ def main() -> int:
                 return fn(*a, **k)
             finally:
                 score_s[0] += time.perf_counter() - t
+
         return wrapper
+
     avsr._StepScorer.__call__ = timed(avsr._StepScorer.__call__)  # greedy scoring happens inside the search
     avsr._StepScorer.scores = timed(avsr._StepScorer.scores)
 
     model.generate(batch.select([0]), "audio", DecodingOptions(max_new_tokens=2))  # warm-up: one-time costs
     # Interleaved: batched, half of the single-utterance pass, batched, the other half ...
-    chunks = [list(range(n))[c:: args.repeats] for c in range(args.repeats)]
+    chunks = [list(range(n))[c :: args.repeats] for c in range(args.repeats)]
     runs = {"batched": common.Timing(), "single": common.Timing()}
     scoring = {"batched": 0.0, "single": 0.0}
     outputs = {"batched": None, "single": [None] * n}
@@ -141,16 +150,23 @@ def main() -> int:
     naive_t = naive_out = None
     if args.naive > 0:
         k = min(args.naive, n)
-        naive_t, _, naive_out = common.timed(lambda: no_cache_greedy(model, batch.select(list(range(k))),
-                                                                     options.max_new_tokens))
+        naive_t, _, naive_out = common.timed(
+            lambda: no_cache_greedy(model, batch.select(list(range(k))), options.max_new_tokens)
+        )
     print(f"\n{'way':<10} {'utts':>5} {'seconds':>8} {'utt/s':>7} {'CPU s':>7} {'scoring':>8}  runs")
-    print(f"{'batched':<10} {n:>5} {batched_s:>8.2f} {n / batched_s:>7.2f} {batched_cpu:>7.2f} "
-          f"{scoring['batched'] / sum(runs['batched'].wall):>8.0%}  median of {runs['batched'].show()}")
-    print(f"{'single':<10} {n:>5} {single_s:>8.2f} {n / single_s:>7.2f} {single_cpu:>7.2f} "
-          f"{scoring['single'] / single_s:>8.0%}  sum of {runs['single'].show()}")
+    print(
+        f"{'batched':<10} {n:>5} {batched_s:>8.2f} {n / batched_s:>7.2f} {batched_cpu:>7.2f} "
+        f"{scoring['batched'] / sum(runs['batched'].wall):>8.0%}  median of {runs['batched'].show()}"
+    )
+    print(
+        f"{'single':<10} {n:>5} {single_s:>8.2f} {n / single_s:>7.2f} {single_cpu:>7.2f} "
+        f"{scoring['single'] / single_s:>8.0%}  sum of {runs['single'].show()}"
+    )
     if naive_t is not None:
-        print(f"{'no cache':<10} {len(naive_out):>5} {naive_t:>8.2f} {len(naive_out) / naive_t:>7.2f} "
-              f"{'':>7} {'-':>8}  one run (audio encoder included, no score)")
+        print(
+            f"{'no cache':<10} {len(naive_out):>5} {naive_t:>8.2f} {len(naive_out) / naive_t:>7.2f} "
+            f"{'':>7} {'-':>8}  one run (audio encoder included, no score)"
+        )
 
     lengths = [len(ids) for ids in outputs["batched"]]
     same = outputs["batched"] == outputs["single"]
@@ -158,21 +174,33 @@ def main() -> int:
     if not same:
         diff = [i for i, (a, b) in enumerate(zip(outputs["batched"], outputs["single"])) if a != b]
         print(f"token ids differ for utterances {diff}")
-    print(f"generated tokens per utterance: {min(lengths)}..{max(lengths)} (EOS reached by "
-          f"{sum(x < options.max_new_tokens for x in lengths)}/{n}); batched == single: {same}; "
-          f"no-cache loop == single on its {0 if naive_out is None else len(naive_out)}: {naive_same}")
+    print(
+        f"generated tokens per utterance: {min(lengths)}..{max(lengths)} (EOS reached by "
+        f"{sum(x < options.max_new_tokens for x in lengths)}/{n}); batched == single: {same}; "
+        f"no-cache loop == single on its {0 if naive_out is None else len(naive_out)}: {naive_same}"
+    )
     print(f"example hypothesis: {model.tokenizer.decode(list(outputs['batched'][0]))[:100]!r}")
 
     ratio = single_s / batched_s
     cpu_ratio = single_cpu / batched_cpu
-    common.record(f"decoding: batched ({n}) KV-cache greedy vs one at a time, utt/s", ratio, f">= {TARGET:.0f}x",
-                  ratio >= TARGET and same, unit="x",
-                  detail=f"CPU ratio {cpu_ratio:.2f}x; identical outputs: {same}")
+    common.record(
+        f"decoding: batched ({n}) KV-cache greedy vs one at a time, utt/s",
+        ratio,
+        f">= {TARGET:.0f}x",
+        ratio >= TARGET and same,
+        unit="x",
+        detail=f"CPU ratio {cpu_ratio:.2f}x; identical outputs: {same}",
+    )
     if naive_t is not None:
         single_per_utt = single_s / n
-        common.record("decoding: one at a time with KV cache vs without (no-cache loop), utt/s",
-                      (naive_t / len(naive_out)) / single_per_utt, "info", None, unit="x",
-                      detail=f"identical outputs: {naive_same}")
+        common.record(
+            "decoding: one at a time with KV cache vs without (no-cache loop), utt/s",
+            (naive_t / len(naive_out)) / single_per_utt,
+            "info",
+            None,
+            unit="x",
+            detail=f"identical outputs: {naive_same}",
+        )
     return 0 if ratio >= TARGET and same and naive_same else 1
 
 

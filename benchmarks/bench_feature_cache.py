@@ -96,14 +96,23 @@ class EpochProbe:
             data.from_memory = kind == "warm, no media"
             data.decode_s = self.encoder_s = self.cache_s = 0.0
             wall, cpu, _ = common.timed(run_epoch)
-            row = {"kind": kind, "wall": wall, "cpu": cpu, "decode": data.decode_s,
-                   "encoder": self.encoder_s, "cache": self.cache_s}
+            row = {
+                "kind": kind,
+                "wall": wall,
+                "cpu": cpu,
+                "decode": data.decode_s,
+                "encoder": self.encoder_s,
+                "cache": self.cache_s,
+            }
             # cache.fill runs the encoder on a miss: count that time once, as encoder time
             row["cache_only"] = max(0.0, self.cache_s - (self.encoder_s if kind == "cold" else 0.0))
             row["rest"] = wall - data.decode_s - self.encoder_s - row["cache_only"]
             self.rows.append(row)
-            print(f"  epoch {len(self.rows)} {kind:<15} {wall:6.2f} s wall, {cpu:6.2f} s CPU, "
-                  f"{self.n_utts / wall:6.2f} utt/s", flush=True)
+            print(
+                f"  epoch {len(self.rows)} {kind:<15} {wall:6.2f} s wall, {cpu:6.2f} s CPU, "
+                f"{self.n_utts / wall:6.2f} utt/s",
+                flush=True,
+            )
 
         trainer._run_epoch = epoch
 
@@ -114,6 +123,7 @@ class EpochProbe:
                 return fn(*args, **kwargs)
             finally:
                 setattr(self, counter, getattr(self, counter) + time.perf_counter() - start)
+
         return wrapper
 
 
@@ -140,9 +150,14 @@ def run(config: str, modality: str, n_utts: int, pairs: int, threads: int) -> di
         tmp = Path(tmp)
         n = subset_corpus(corpus, n_utts, tmp)
         overrides = (TINY_REAL_WHISPER if config == "tiny" else []) + [
-            f"model.modality={modality}", f"data.root={tmp}", f"train.output={tmp / 'run'}",
-            f"train.cache_features={tmp / 'cache'}", f"train.max_epochs={len(kinds)}", "train.save_every=0",
-            "train.log_every=1000", "data.num_workers=0",
+            f"model.modality={modality}",
+            f"data.root={tmp}",
+            f"train.output={tmp / 'run'}",
+            f"train.cache_features={tmp / 'cache'}",
+            f"train.max_epochs={len(kinds)}",
+            "train.save_every=0",
+            "train.log_every=1000",
+            "data.num_workers=0",
         ]
         cfg = load_config(config, overrides)
         probe = EpochProbe(kinds, n)
@@ -154,28 +169,46 @@ def run(config: str, modality: str, n_utts: int, pairs: int, threads: int) -> di
 
 def report(out: dict, config: str, modality: str, gate: bool) -> bool:
     rows, n = out["rows"], out["n"]
-    print(f"\n{'epoch':<15} {'wall s':>7} {'utt/s':>7} {'CPU s':>7} | {'media':>6} {'encoder':>8} {'cache':>6} "
-          f"{'rest':>6}  (seconds per epoch)")
+    print(
+        f"\n{'epoch':<15} {'wall s':>7} {'utt/s':>7} {'CPU s':>7} | {'media':>6} {'encoder':>8} {'cache':>6} "
+        f"{'rest':>6}  (seconds per epoch)"
+    )
     for r in rows:
-        print(f"{r['kind']:<15} {r['wall']:>7.2f} {n / r['wall']:>7.2f} {r['cpu']:>7.2f} | {r['decode']:>6.2f} "
-              f"{r['encoder']:>8.2f} {r['cache_only']:>6.2f} {r['rest']:>6.2f}")
+        print(
+            f"{r['kind']:<15} {r['wall']:>7.2f} {n / r['wall']:>7.2f} {r['cpu']:>7.2f} | {r['decode']:>6.2f} "
+            f"{r['encoder']:>8.2f} {r['cache_only']:>6.2f} {r['rest']:>6.2f}"
+        )
     med = {k: statistics.median(r["wall"] for r in rows if r["kind"] == k) for k in KINDS}
     cpu = {k: statistics.median(r["cpu"] for r in rows if r["kind"] == k) for k in KINDS}
     ratio = med["live"] / med["warm"]
     ideal = med["live"] / med["warm, no media"]
-    print(f"\n{n} utterances x {len(rows)} epochs in {out['total']:.0f} s (model build included); "
-          f"cache {out['cache']}")
-    print(f"median utt/s: live {n / med['live']:.2f}, warm {n / med['warm']:.2f}, "
-          f"warm without media decoding {n / med['warm, no media']:.2f}")
-    print(f"warm/live: {ratio:.2f}x wall, {cpu['live'] / cpu['warm']:.2f}x CPU; "
-          f"without media decoding {ideal:.2f}x wall, {cpu['live'] / cpu['warm, no media']:.2f}x CPU")
+    print(f"\n{n} utterances x {len(rows)} epochs in {out['total']:.0f} s (model build included); cache {out['cache']}")
+    print(
+        f"median utt/s: live {n / med['live']:.2f}, warm {n / med['warm']:.2f}, "
+        f"warm without media decoding {n / med['warm, no media']:.2f}"
+    )
+    print(
+        f"warm/live: {ratio:.2f}x wall, {cpu['live'] / cpu['warm']:.2f}x CPU; "
+        f"without media decoding {ideal:.2f}x wall, {cpu['live'] / cpu['warm, no media']:.2f}x CPU"
+    )
     name = f"feature cache, {config}{' + tiny.en' if config == 'tiny' else ''} {modality}: warm/live utt/s"
     passed = ratio >= TARGET if gate else None
     target = f">= {TARGET:.0f}x" + ("" if gate else ", not gated: the LLM dominates")
-    common.record(name, ratio, target, passed, unit="x",
-                  detail=f"live {n / med['live']:.2f} utt/s, warm {n / med['warm']:.2f} utt/s")
-    common.record(f"feature cache, {config} {modality}: warm without media decoding / live", ideal,
-                  "info: if a cache hit skipped media decoding", None, unit="x")
+    common.record(
+        name,
+        ratio,
+        target,
+        passed,
+        unit="x",
+        detail=f"live {n / med['live']:.2f} utt/s, warm {n / med['warm']:.2f} utt/s",
+    )
+    common.record(
+        f"feature cache, {config} {modality}: warm without media decoding / live",
+        ideal,
+        "info: if a cache hit skipped media decoding",
+        None,
+        unit="x",
+    )
     return passed is not False
 
 
@@ -184,12 +217,18 @@ def main() -> int:
     parser.add_argument("--config", choices=("tiny", "offline-small"), default="tiny")
     parser.add_argument("--modality", choices=("audio", "video", "both"), default="audio")
     parser.add_argument("--utterances", type=int, default=None, help="default 48 (tiny), 16 (offline-small)")
-    parser.add_argument("--pairs", type=int, default=None,
-                        help="live/warm epoch pairs (default 2 tiny, 1 offline-small)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: stable on a shared machine; see docs/BENCHMARKS.md)")
-    parser.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
-                        help="exit 1 below the target (default: on for tiny, off for offline-small)")
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="live/warm epoch pairs (default 2 tiny, 1 offline-small)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: stable on a shared machine; see docs/BENCHMARKS.md)"
+    )
+    parser.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="exit 1 below the target (default: on for tiny, off for offline-small)",
+    )
     args = parser.parse_args()
     if not common.have_tiny_en() or (args.config == "offline-small" and not common.have_smollm2()):
         print("skipped: offline weights not installed (make weights)")

@@ -51,8 +51,11 @@ def make_batch(model, modality: str, batch: int, frames: int):
     from avsrctl.data.batch import Batch
 
     g = torch.Generator().manual_seed(0)
-    b = Batch(ids=[f"u{i}" for i in range(batch)], texts=[TEXT] * batch,
-              lengths=torch.full((batch,), frames, dtype=torch.long))
+    b = Batch(
+        ids=[f"u{i}" for i in range(batch)],
+        texts=[TEXT] * batch,
+        lengths=torch.full((batch,), frames, dtype=torch.long),
+    )
     if modality in ("audio", "both"):
         d_a = model.audio_encoder.output_dim
         b.audio_features = torch.randn(batch, 2 * frames, d_a, generator=g)  # (B, 2T, D_a)
@@ -103,13 +106,20 @@ def main() -> int:
         ups = {k: args.batch / statistics.median(t) for k, t in times.items()}
         tokens = {k: -(-args.frames // k) for k in variants}
         for k in variants:
-            print(f"{modality} K={k}: {tokens[k]} speech tokens/utt, steps "
-                  f"{', '.join(f'{t:.2f}' for t in times[k])} s -> {ups[k]:.2f} utt/s")
+            print(
+                f"{modality} K={k}: {tokens[k]} speech tokens/utt, steps "
+                f"{', '.join(f'{t:.2f}' for t in times[k])} s -> {ups[k]:.2f} utt/s"
+            )
         ratio = ups[k_large] / ups[k_small]
         gated = modality == "both"
-        common.record(f"{modality} K={k_large} vs K={k_small}: training utt/s", ratio,
-                      f">= {TARGET}x" if gated else "info", (ratio >= TARGET) if gated else None, unit="x",
-                      detail=f"{ups[k_small]:.2f} -> {ups[k_large]:.2f} utt/s, B={args.batch}, T={args.frames}")
+        common.record(
+            f"{modality} K={k_large} vs K={k_small}: training utt/s",
+            ratio,
+            f">= {TARGET}x" if gated else "info",
+            (ratio >= TARGET) if gated else None,
+            unit="x",
+            detail=f"{ups[k_small]:.2f} -> {ups[k_large]:.2f} utt/s, B={args.batch}, T={args.frames}",
+        )
         if gated and args.gate:
             ok &= ratio >= TARGET
         del variants

@@ -108,8 +108,11 @@ def balance(lengths: list[int], max_frames: int, max_batch: int, replicas: int) 
         counts.append(len(mine))
         padded.append(sum(len(b) * max(lengths[i] for i in b) for b in mine))
         real.append(sum(lengths[i] for b in mine for i in b))
-    return {"counts": sorted(set(counts)), "padded_spread": max(padded) / min(padded) - 1,
-            "real_spread": max(real) / min(real) - 1}
+    return {
+        "counts": sorted(set(counts)),
+        "padded_spread": max(padded) / min(padded) - 1,
+        "real_spread": max(real) / min(real) - 1,
+    }
 
 
 def main() -> int:
@@ -125,39 +128,66 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(common.REPO)}
         hours = sum(lengths) / 25 / 3600
         for training in (False, True):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(tsv), str(args.max_frames), str(args.max_batch),
-                                  str(int(training))], env=env, capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(tsv), str(args.max_frames), str(args.max_batch), str(int(training))],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode:
                 print(out.stderr, file=sys.stderr)
                 return 1
             r = json.loads(out.stdout.strip().splitlines()[-1])
             what = "with torch + AVDataset" if training else "manifest + sampler"
-            print(f"{what}: {r['rows']} rows ({hours:.0f} h), {r['batches']} batches: read+validate "
-                  f"{r['read_s']:.2f} s, lengths {r['dataset_s']:.2f} s, sampler epoch 0 {r['batches_s']:.2f} s; "
-                  f"RSS after imports {r['floor_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB")
+            print(
+                f"{what}: {r['rows']} rows ({hours:.0f} h), {r['batches']} batches: read+validate "
+                f"{r['read_s']:.2f} s, lengths {r['dataset_s']:.2f} s, sampler epoch 0 {r['batches_s']:.2f} s; "
+                f"RSS after imports {r['floor_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB"
+            )
             us_per_row = r["total_s"] / r["rows"] * 1e6
             added = r["peak_mb"] - r["floor_mb"]
             if training:  # torch alone is far above 300 MB: what counts is what the data adds
-                common.record("manifest 150k in a training process: RSS added", added, "info", None, unit=" MB",
-                              detail=f"{r['total_s']:.2f} s; import floor {r['floor_mb']:.0f} MB, "
-                                     f"peak {r['peak_mb']:.0f} MB")
+                common.record(
+                    "manifest 150k in a training process: RSS added",
+                    added,
+                    "info",
+                    None,
+                    unit=" MB",
+                    detail=f"{r['total_s']:.2f} s; import floor {r['floor_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB",
+                )
                 continue
-            common.record("manifest 150k: load+validate+batches", r["total_s"], f"<= {TARGET_S:.0f} s",
-                          r["total_s"] <= TARGET_S, unit=" s",
-                          detail=f"{us_per_row:.1f} us/row; CPU {r['cpu_s']:.2f} s (load {os.getloadavg()[0]:.1f})")
-            common.record("manifest 150k: peak RSS", r["peak_mb"], f"<= {TARGET_MB:.0f} MB",
-                          r["peak_mb"] <= TARGET_MB, unit=" MB", detail=f"{added:.0f} MB above the import floor, "
-                                                                        f"{added * 2**20 / r['rows']:.0f} B/row")
+            common.record(
+                "manifest 150k: load+validate+batches",
+                r["total_s"],
+                f"<= {TARGET_S:.0f} s",
+                r["total_s"] <= TARGET_S,
+                unit=" s",
+                detail=f"{us_per_row:.1f} us/row; CPU {r['cpu_s']:.2f} s (load {os.getloadavg()[0]:.1f})",
+            )
+            common.record(
+                "manifest 150k: peak RSS",
+                r["peak_mb"],
+                f"<= {TARGET_MB:.0f} MB",
+                r["peak_mb"] <= TARGET_MB,
+                unit=" MB",
+                detail=f"{added:.0f} MB above the import floor, {added * 2**20 / r['rows']:.0f} B/row",
+            )
             ok &= r["total_s"] <= TARGET_S and r["peak_mb"] <= TARGET_MB
         for replicas in (8, 64):
             start = time.perf_counter()
             b = balance(lengths, args.max_frames, args.max_batch, replicas)
             equal = len(b["counts"]) == 1
             seconds = time.perf_counter() - start
-            common.record(f"sampler {replicas} ranks: padded-frame spread", b["padded_spread"] * 100,
-                          f"<= {TARGET_SPREAD:.0%}, equal counts", equal and b["padded_spread"] <= TARGET_SPREAD,
-                          unit=" %", detail=f"batches per rank {b['counts']}, real-frame spread "
-                                            f"{b['real_spread']:.2%}, {seconds:.1f} s for all ranks")
+            common.record(
+                f"sampler {replicas} ranks: padded-frame spread",
+                b["padded_spread"] * 100,
+                f"<= {TARGET_SPREAD:.0%}, equal counts",
+                equal and b["padded_spread"] <= TARGET_SPREAD,
+                unit=" %",
+                detail=f"batches per rank {b['counts']}, real-frame spread "
+                f"{b['real_spread']:.2%}, {seconds:.1f} s for all ranks",
+            )
             ok &= equal and b["padded_spread"] <= TARGET_SPREAD
     return 0 if ok else 1
 

@@ -81,21 +81,35 @@ def main() -> int:
         print(f"untrained offline-small checkpoint written in {seconds:.1f} s")
         runs = {
             "import": [sys.executable, "-c", "import torch, transformers, peft"],
-            "train": avsrctl() + ["train", "--config", "tiny", "--data", str(corpus), "--output", str(tmp / "run"),
-                                  "--max-epochs", "1"],
-            "decode": avsrctl() + ["decode", "--checkpoint", str(tmp / "ckpt" / "untrained"), "--tsv",
-                                   str(corpus / "test.tsv"), "--device", "cpu", "-o", str(tmp / "decoded")],
+            "train": avsrctl()
+            + ["train", "--config", "tiny", "--data", str(corpus), "--output", str(tmp / "run"), "--max-epochs", "1"],
+            "decode": avsrctl()
+            + [
+                "decode",
+                "--checkpoint",
+                str(tmp / "ckpt" / "untrained"),
+                "--tsv",
+                str(corpus / "test.tsv"),
+                "--device",
+                "cpu",
+                "-o",
+                str(tmp / "decoded"),
+            ],
         }
-        what = {"import": "import torch, transformers, peft",
-                "train": "tiny training run (48 utts, both)",
-                "decode": "offline-small decoding (16 utts, batch 16)"}
+        what = {
+            "import": "import torch, transformers, peft",
+            "train": "tiny training run (48 utts, both)",
+            "decode": "offline-small decoding (16 utts, batch 16)",
+        }
         print(f"\n{'run':<8} {'peak RSS MB':>12} {'budget MB':>10} {'wall s':>7}  command")
         results = {}
         for name, cmd in runs.items():
             rss, seconds, code = peak_rss(cmd, env, tmp / f"{name}.log")
             results[name] = rss
-            shown = " ".join(Path(c).name if i == 0 else c.replace(str(tmp), "TMP").replace(str(corpus), "CORPUS")
-                             for i, c in enumerate(cmd))
+            shown = " ".join(
+                Path(c).name if i == 0 else c.replace(str(tmp), "TMP").replace(str(corpus), "CORPUS")
+                for i, c in enumerate(cmd)
+            )
             print(f"{name:<8} {rss:>12.0f} {BUDGET_MB[name]:>10} {seconds:>7.1f}  {shown}")
             if code != 0:
                 print(f"  exit code {code}:\n{(tmp / f'{name}.log').read_text()[-2000:]}")
@@ -105,8 +119,14 @@ def main() -> int:
             passed = rss <= BUDGET_MB[name]
             ok &= passed
             extra = f"{rss - results['import']:+.0f} MB over the imports" if name != "import" else ""
-            common.record(f"peak RSS: {what[name]}", rss, f"<= {BUDGET_MB[name]} MB (guard rail)", passed,
-                          unit=" MB", detail=extra)
+            common.record(
+                f"peak RSS: {what[name]}",
+                rss,
+                f"<= {BUDGET_MB[name]} MB (guard rail)",
+                passed,
+                unit=" MB",
+                detail=extra,
+            )
     return 0 if ok else 1
 
 

@@ -66,21 +66,35 @@ def main() -> int:
             wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
             n = result.prepared
             rates[workers] = n / wall
-            print(f"--workers {workers}: {n} clips in {wall:.1f} s = {rates[workers]:.2f} clips/s; CPU {cpu / n:.2f} s "
-                  f"per clip = {cpu / n / GRID_SECONDS:.3f} CPU s per second of video; failed {len(result.failed)}; "
-                  f"load at start {load:.1f}, end {os.getloadavg()[0]:.1f}")
+            print(
+                f"--workers {workers}: {n} clips in {wall:.1f} s = {rates[workers]:.2f} clips/s; CPU {cpu / n:.2f} s "
+                f"per clip = {cpu / n / GRID_SECONDS:.3f} CPU s per second of video; failed {len(result.failed)}; "
+                f"load at start {load:.1f}, end {os.getloadavg()[0]:.1f}"
+            )
             for kind in ("audio", "video"):
                 size = sum(p.stat().st_size for p in (out / kind).iterdir())
                 print(f"  {kind}/: {size / n / GRID_SECONDS / 1e3:.1f} kB per second of speech")
-            common.record(f"prepare --workers {workers}: CPU per second of video", cpu / n / GRID_SECONDS, "info",
-                          None, unit=" s", detail=f"{rates[workers]:.2f} clips/s, {args.clips} GRID clips")
+            common.record(
+                f"prepare --workers {workers}: CPU per second of video",
+                cpu / n / GRID_SECONDS,
+                "info",
+                None,
+                unit=" s",
+                detail=f"{rates[workers]:.2f} clips/s, {args.clips} GRID clips",
+            )
             shutil.rmtree(out)
     ok = True
     if 1 in rates and 2 in rates:
         ratio = rates[2] / rates[1]
         ok = ratio >= TARGET
-        common.record("prepare --workers 2 vs 1: clips/s", ratio, f">= {TARGET}x on an idle 2-core machine", ok,
-                      unit="x", detail=f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        common.record(
+            "prepare --workers 2 vs 1: clips/s",
+            ratio,
+            f">= {TARGET}x on an idle 2-core machine",
+            ok,
+            unit="x",
+            detail=f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+        )
     return 0 if ok else 1
 
 

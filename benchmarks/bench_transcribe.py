@@ -72,8 +72,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-transcribe-") as tmp:
         tmp = Path(tmp)
         clip = args.clip or default_clip(tmp)
-        cli = [sys.executable, "-m", "avsrctl", "transcribe", str(clip), "--device", "cpu", "--beam-size", "5",
-               "--language", "en", "-o", str(tmp / "cli.txt")]
+        cli = [
+            sys.executable,
+            "-m",
+            "avsrctl",
+            "transcribe",
+            str(clip),
+            "--device",
+            "cpu",
+            "--beam-size",
+            "5",
+            "--language",
+            "en",
+            "-o",
+            str(tmp / "cli.txt"),
+        ]
         direct = [sys.executable, "-c", DIRECT, str(clip), str(tmp / "direct.txt")]
         timed(cli), timed(direct)  # warm the page cache and the import caches for both
         cli_runs, direct_runs = [], []
@@ -85,14 +98,21 @@ def main() -> int:
     cli_cpu, direct_cpu = (statistics.median(c for _, c in runs) for runs in (cli_runs, direct_runs))
     ratio = cli_s / direct_s
     print(f"clip: {clip}")
-    for name, wall, cpu, runs in (("avsrctl transcribe", cli_s, cli_cpu, cli_runs),
-                                  ("faster-whisper", direct_s, direct_cpu, direct_runs)):
+    for name, wall, cpu, runs in (
+        ("avsrctl transcribe", cli_s, cli_cpu, cli_runs),
+        ("faster-whisper", direct_s, direct_cpu, direct_runs),
+    ):
         print(f"{name:<19} median wall {wall:.2f} s, CPU {cpu:.2f} s  (wall {', '.join(f'{w:.2f}' for w, _ in runs)})")
     # CPU time is far less sensitive than wall time to other processes on a shared machine.
     print(f"wall ratio {ratio:.2f} (target <= {TARGET}); CPU ratio {cli_cpu / direct_cpu:.2f}; same text: {same}")
-    common.record("avsrctl transcribe / direct faster-whisper, wall", ratio, f"<= {TARGET}x", ratio <= TARGET and same,
-                  unit="x", detail=f"{cli_s:.2f} s vs {direct_s:.2f} s; CPU ratio {cli_cpu / direct_cpu:.2f}; "
-                                   f"same text: {same}")
+    common.record(
+        "avsrctl transcribe / direct faster-whisper, wall",
+        ratio,
+        f"<= {TARGET}x",
+        ratio <= TARGET and same,
+        unit="x",
+        detail=f"{cli_s:.2f} s vs {direct_s:.2f} s; CPU ratio {cli_cpu / direct_cpu:.2f}; same text: {same}",
+    )
     return 0 if ratio <= TARGET and same else 1
 
 

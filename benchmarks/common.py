@@ -41,8 +41,11 @@ def bench_corpus(log: Callable[[str], None] = print) -> Path:
     out = BENCH_DIR / "corpus"
     done = (out / "train.tsv").is_file() and (out / "test.tsv").is_file()
     stored = settings_of(out) or {}
-    wanted = {"utterances": CORPUS_SETTINGS["n_utterances"], "speakers": CORPUS_SETTINGS["n_speakers"],
-              "seed": CORPUS_SETTINGS["seed"]}
+    wanted = {
+        "utterances": CORPUS_SETTINGS["n_utterances"],
+        "speakers": CORPUS_SETTINGS["n_speakers"],
+        "seed": CORPUS_SETTINGS["seed"],
+    }
     if done and all(stored.get(k) == v for k, v in wanted.items()):
         return out  # made by an earlier run (the generator would only start workers to find that out)
     log(f"generating the benchmark corpus in {out} (once, ~10 s)")
@@ -97,8 +100,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - w, time.process_time() - c, out
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True
-                ) -> tuple[dict[str, Timing], dict[str, object]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True
+) -> tuple[dict[str, Timing], dict[str, object]]:
     """Run each function `repeats` times, alternating between them; (timings, last outputs)."""
     outputs = {name: fn() for name, fn in fns.items()} if warmup else {}
     timings = {name: Timing() for name in fns}
@@ -110,8 +114,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool
     return timings, outputs
 
 
-def record(name: str, figure: float, target: str, passed: bool | None, *, unit: str = "",
-           detail: str = "") -> None:
+def record(name: str, figure: float, target: str, passed: bool | None, *, unit: str = "", detail: str = "") -> None:
     """Print a result line and append it to $AVSRCTL_BENCH_RESULTS for run_all.py.
 
     `passed` None marks a figure reported for information, with no target to meet.
@@ -153,5 +156,7 @@ def machine() -> dict[str, str]:
 
 def print_machine(extra: str = "") -> None:
     m = machine()
-    print(f"{m.get('cpu', platform.processor())}, {m['cores']} cores, load {m['load']}; python {m['python']}, "
-          f"torch {m.get('torch', '-')}, transformers {m.get('transformers', '-')}; {m['date']}{extra}")
+    print(
+        f"{m.get('cpu', platform.processor())}, {m['cores']} cores, load {m['load']}; python {m['python']}, "
+        f"torch {m.get('torch', '-')}, transformers {m.get('transformers', '-')}; {m['date']}{extra}"
+    )

@@ -31,13 +31,35 @@ import common
 GiB = 1024**3
 # Published config.json values (hub: meta-llama/Llama-3.2-1B, openai/whisper-medium,
 # openai/clip-vit-base-patch32); hard-coded because nothing may be downloaded here.
-LLAMA_3_2_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                    num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
-                    rope_theta=500000.0, max_position_embeddings=131072)
-WHISPER_MEDIUM = dict(d_model=1024, encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096,
-                      num_mel_bins=80, max_source_positions=1500)
-CLIP_VIT_B_32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                     image_size=224, patch_size=32, hidden_act="quick_gelu")
+LLAMA_3_2_1B = dict(
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=64,
+    vocab_size=128256,
+    tie_word_embeddings=True,
+    rope_theta=500000.0,
+    max_position_embeddings=131072,
+)
+WHISPER_MEDIUM = dict(
+    d_model=1024,
+    encoder_layers=24,
+    encoder_attention_heads=16,
+    encoder_ffn_dim=4096,
+    num_mel_bins=80,
+    max_source_positions=1500,
+)
+CLIP_VIT_B_32 = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    image_size=224,
+    patch_size=32,
+    hidden_act="quick_gelu",
+)
 ADDED_TOKENS = 5  # <pad> (Llama 3.2 has none) and the 4 modality markers: rows added to the vocabulary
 PROMPT_TOKENS = 8  # "Transcribe the speech in the recording." in the Llama 3 tokenizer (estimate)
 WORDS_PER_SECOND = 3.0  # conversational English (LRS3 is TED talks), a generous rate
@@ -66,8 +88,11 @@ def lora_params(llm, rank: int, targets: list[str]) -> int:
     """peft LoRA adds A (r x in) and B (out x r) to every targeted Linear."""
     import torch
 
-    return sum(rank * (m.in_features + m.out_features) for n, m in llm.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+    return sum(
+        rank * (m.in_features + m.out_features)
+        for n, m in llm.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets
+    )
 
 
 def trainable_params(cfg, d_llm: int, d_audio: int, d_video: int) -> dict[str, int]:
@@ -80,10 +105,20 @@ def trainable_params(cfg, d_llm: int, d_audio: int, d_video: int) -> dict[str, i
     with torch.device("meta"):
         audio = AudioConnector(d_audio, m.audio_connector.hidden, d_llm, m.audio_connector.compression)
         video = VideoConnector(d_video, m.video_connector.hidden, d_llm, m.video_connector.compression)
-        fusion = WeightedFusion(d_llm, m.fusion.weight, m.fusion.learned, m.fusion.compression,
-                                weighting=m.fusion.weighting, gate_hidden=m.fusion.gate_hidden)
-    return {"audio connector": count(audio), "video connector": count(video), "fusion": count(fusion),
-            "marker embeddings": 4 * d_llm}
+        fusion = WeightedFusion(
+            d_llm,
+            m.fusion.weight,
+            m.fusion.learned,
+            m.fusion.compression,
+            weighting=m.fusion.weighting,
+            gate_hidden=m.fusion.gate_hidden,
+        )
+    return {
+        "audio connector": count(audio),
+        "video connector": count(video),
+        "fusion": count(fusion),
+        "marker embeddings": 4 * d_llm,
+    }
 
 
 def measure_layer_bytes(rank: int, alpha: float, dropout: float, targets: list[str]) -> float:
@@ -126,12 +161,19 @@ def measure_layer_bytes(rank: int, alpha: float, dropout: float, targets: list[s
 def tokens_per_utterance(cfg, modality: str, frames: int) -> dict[str, int]:
     """LLM row length for an utterance of `frames` 25 Hz frames (avsr.py's layout)."""
     m = cfg.model
-    k = {"both": m.fusion.compression, "audio": m.audio_connector.compression,
-         "video": m.video_connector.compression}[modality]
+    k = {"both": m.fusion.compression, "audio": m.audio_connector.compression, "video": m.video_connector.compression}[
+        modality
+    ]
     markers = 4 if modality == "both" else 2
     text = math.ceil(frames / 25 * WORDS_PER_SECOND * TOKENS_PER_WORD)
-    parts = {"BOS": 1, "markers": markers, "modality tokens": math.ceil(frames / k), "prompt": PROMPT_TOKENS,
-             "transcript": text, "EOS": 1}
+    parts = {
+        "BOS": 1,
+        "markers": markers,
+        "modality tokens": math.ceil(frames / k),
+        "prompt": PROMPT_TOKENS,
+        "transcript": text,
+        "EOS": 1,
+    }
     parts["total"] = sum(parts.values())
     return parts
 
@@ -168,8 +210,14 @@ def estimate(cfg, counts: dict, layer_bytes: float, batch: int, frames: int, mod
         act += bt * (CLIP_VIT_B_32["hidden_size"] + 2 * m.video_connector.hidden + D) * 4
         chunk = min(m.video_encoder.frame_batch, bt)
         patches = (CLIP_VIT_B_32["image_size"] // CLIP_VIT_B_32["patch_size"]) ** 2 + 1
-        clip = chunk * (patches * (CLIP_VIT_B_32["intermediate_size"] + 3 * CLIP_VIT_B_32["hidden_size"]) * 4
-                        + 3 * CLIP_VIT_B_32["image_size"] ** 2 * 4) + bt * 3 * 96 * 96  # + uint8 ROI video
+        clip = (
+            chunk
+            * (
+                patches * (CLIP_VIT_B_32["intermediate_size"] + 3 * CLIP_VIT_B_32["hidden_size"]) * 4
+                + 3 * CLIP_VIT_B_32["image_size"] ** 2 * 4
+            )
+            + bt * 3 * 96 * 96
+        )  # + uint8 ROI video
     else:
         clip = 0
     if modality == "both":
@@ -186,18 +234,27 @@ def show(cfg, counts, layer_bytes, shapes, modality: str) -> dict:
         est = estimate(cfg, counts, layer_bytes, batch, frames, modality)
         total = sum(est.values())
         results[(batch, frames)] = total
-        print(f"\nmicro-batch {batch} x {frames} frames ({frames / 25:.1f} s), modality {modality}: "
-              f"L = {' + '.join(f'{v} {k}' for k, v in parts.items() if k != 'total')} = {parts['total']} tokens "
-              f"per row, {batch * parts['total']} tokens")
+        print(
+            f"\nmicro-batch {batch} x {frames} frames ({frames / 25:.1f} s), modality {modality}: "
+            f"L = {' + '.join(f'{v} {k}' for k, v in parts.items() if k != 'total')} = {parts['total']} tokens "
+            f"per row, {batch * parts['total']} tokens"
+        )
         for name, b in est.items():
             print(f"  {name:<62} {b / GiB:7.2f} GiB")
         print(f"  {'total (plus CUDA context ~0.5 GiB and allocator slack)':<62} {total / GiB:7.2f} GiB")
-        common.record(f"GPU memory estimate, {modality}, micro-batch {batch} x {frames / 25:.1f} s", total / GiB,
-                      "paper estimate, no GPU here", None, unit=" GiB")
+        common.record(
+            f"GPU memory estimate, {modality}, micro-batch {batch} x {frames / 25:.1f} s",
+            total / GiB,
+            "paper estimate, no GPU here",
+            None,
+            unit=" GiB",
+        )
         full = batch * parts["total"] * (LLAMA_3_2_1B["vocab_size"] + ADDED_TOKENS) * 14
-        print(f"  (logits at all {parts['total']} positions, bf16 + fp32 log-softmax as transformers' loss keeps "
-              f"them, would need {full / GiB:.2f} GiB: the forward projects only the "
-              f"{parts['transcript'] + 1} supervised ones)")
+        print(
+            f"  (logits at all {parts['total']} positions, bf16 + fp32 log-softmax as transformers' loss keeps "
+            f"them, would need {full / GiB:.2f} GiB: the forward projects only the "
+            f"{parts['transcript'] + 1} supervised ones)"
+        )
     return results
 
 
@@ -217,16 +274,25 @@ def main() -> int:
     m = cfg.model
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[m.llm.dtype]
     llm, whisper, clip = build_parts(dtype)
-    counts = {"llm": count(llm) + ADDED_TOKENS * LLAMA_3_2_1B["hidden_size"], "whisper": count(whisper),
-              "clip": count(clip), "lora": lora_params(llm, m.llm.lora.rank, list(m.llm.lora.targets)),
-              "trainable": trainable_params(cfg, LLAMA_3_2_1B["hidden_size"], WHISPER_MEDIUM["d_model"],
-                                            CLIP_VIT_B_32["hidden_size"])}
-    print(f"config {args.config}: modality {m.modality}, LLM {m.llm.name} ({m.llm.dtype}), LoRA r={m.llm.lora.rank} "
-          f"on {', '.join(m.llm.lora.targets)}, max_frames_per_batch {cfg.data.max_frames_per_batch}, "
-          f"max_batch_size {cfg.data.max_batch_size}, mixed precision {cfg.train.mixed_precision}")
+    counts = {
+        "llm": count(llm) + ADDED_TOKENS * LLAMA_3_2_1B["hidden_size"],
+        "whisper": count(whisper),
+        "clip": count(clip),
+        "lora": lora_params(llm, m.llm.lora.rank, list(m.llm.lora.targets)),
+        "trainable": trainable_params(
+            cfg, LLAMA_3_2_1B["hidden_size"], WHISPER_MEDIUM["d_model"], CLIP_VIT_B_32["hidden_size"]
+        ),
+    }
+    print(
+        f"config {args.config}: modality {m.modality}, LLM {m.llm.name} ({m.llm.dtype}), LoRA r={m.llm.lora.rank} "
+        f"on {', '.join(m.llm.lora.targets)}, max_frames_per_batch {cfg.data.max_frames_per_batch}, "
+        f"max_batch_size {cfg.data.max_batch_size}, mixed precision {cfg.train.mixed_precision}"
+    )
     print("parameters (meta-device models from published configs):")
-    print(f"  Llama-3.2-1B {counts['llm']:,} (incl. {ADDED_TOKENS} added vocabulary rows); Whisper-medium encoder "
-          f"{counts['whisper']:,}; CLIP ViT-B/32 vision {counts['clip']:,}")
+    print(
+        f"  Llama-3.2-1B {counts['llm']:,} (incl. {ADDED_TOKENS} added vocabulary rows); Whisper-medium encoder "
+        f"{counts['whisper']:,}; CLIP ViT-B/32 vision {counts['clip']:,}"
+    )
     print(f"  trainable: LoRA {counts['lora']:,}; " + "; ".join(f"{k} {v:,}" for k, v in counts["trainable"].items()))
     if args.no_measure:
         layer_bytes = DEFAULT_LAYER_BYTES
@@ -235,8 +301,10 @@ def main() -> int:
         start = time.perf_counter()
         lora = m.llm.lora
         layer_bytes = measure_layer_bytes(lora.rank, lora.alpha, lora.dropout, list(lora.targets))
-        print(f"LLM activations: {layer_bytes / 1024:.1f} KiB per token per layer (measured on one layer in "
-              f"{time.perf_counter() - start:.1f} s: saved-for-backward bytes, bf16 autocast, LoRA fp32)")
+        print(
+            f"LLM activations: {layer_bytes / 1024:.1f} KiB per token per layer (measured on one layer in "
+            f"{time.perf_counter() - start:.1f} s: saved-for-backward bytes, bf16 autocast, LoRA fp32)"
+        )
     B, F = cfg.data.max_batch_size, cfg.data.max_frames_per_batch
     shapes = [(args.batch, args.frames)] if args.batch and args.frames else [(B, F // B), (F // 750, 750)]
     results = show(cfg, counts, layer_bytes, shapes, m.modality)
@@ -245,8 +313,10 @@ def main() -> int:
 
         for (batch, frames), total in results.items():
             peak = run_step(cfg, batch, frames, tokens_per_utterance(cfg, m.modality, frames))
-            print(f"measured on {torch.cuda.get_device_name()}: {peak / GiB:.2f} GiB max allocated for "
-                  f"{batch} x {frames} frames; estimate {total / GiB:.2f} GiB ({total / peak:.2f}x)")
+            print(
+                f"measured on {torch.cuda.get_device_name()}: {peak / GiB:.2f} GiB max allocated for "
+                f"{batch} x {frames} frames; estimate {total / GiB:.2f} GiB ({total / peak:.2f}x)"
+            )
     return 0
 
 

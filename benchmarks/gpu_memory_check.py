@@ -23,6 +23,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 
 def build_model(cfg, device, layers: int | None = None):
     import torch
+    from estimate_gpu_memory import ADDED_TOKENS, CLIP_VIT_B_32, LLAMA_3_2_1B, PROMPT_TOKENS, WHISPER_MEDIUM
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -32,7 +33,6 @@ def build_model(cfg, device, layers: int | None = None):
     from avsrctl.models.llm import MARKERS, apply_lora, char_tokenizer
     from avsrctl.models.vision import VisionEncoder
     from avsrctl.models.whisper import WhisperAudioEncoder
-    from estimate_gpu_memory import ADDED_TOKENS, CLIP_VIT_B_32, LLAMA_3_2_1B, PROMPT_TOKENS, WHISPER_MEDIUM
 
     m = cfg.model
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[m.llm.dtype]
@@ -40,9 +40,13 @@ def build_model(cfg, device, layers: int | None = None):
         dtype = torch.float32  # as avsrctl does: half precision only on a GPU
     tokenizer = char_tokenizer()
     tokenizer.add_tokens(list(MARKERS), special_tokens=True)
-    llm_cfg = {**LLAMA_3_2_1B, "vocab_size": LLAMA_3_2_1B["vocab_size"] + ADDED_TOKENS,
-               "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-               "pad_token_id": tokenizer.pad_token_id}
+    llm_cfg = {
+        **LLAMA_3_2_1B,
+        "vocab_size": LLAMA_3_2_1B["vocab_size"] + ADDED_TOKENS,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if layers:
         llm_cfg["num_hidden_layers"] = layers
     torch.manual_seed(0)
@@ -50,16 +54,28 @@ def build_model(cfg, device, layers: int | None = None):
         llm = LlamaForCausalLM(LlamaConfig(**llm_cfg, attn_implementation="sdpa")).to(dtype)
         apply_lora(llm, m.llm.lora)
         audio = WhisperAudioEncoder(WhisperEncoder(WhisperConfig(**WHISPER_MEDIUM)), identity="random")
-        video = VisionEncoder(CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_B_32)), kind="hf",
-                              feature=m.video_encoder.feature, image_size=CLIP_VIT_B_32["image_size"],
-                              frame_batch=m.video_encoder.frame_batch, identity="random")
+        video = VisionEncoder(
+            CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_B_32)),
+            kind="hf",
+            feature=m.video_encoder.feature,
+            image_size=CLIP_VIT_B_32["image_size"],
+            frame_batch=m.video_encoder.frame_batch,
+            identity="random",
+        )
         d = LLAMA_3_2_1B["hidden_size"]
         connectors = {
             "audio": AudioConnector(audio.output_dim, m.audio_connector.hidden, d, m.audio_connector.compression),
             "video": VideoConnector(video.output_dim, m.video_connector.hidden, d, m.video_connector.compression),
         }
-        fusion = WeightedFusion(d, m.fusion.weight, m.fusion.learned, m.fusion.compression, m.fusion.modality_dropout,
-                                m.fusion.weighting, m.fusion.gate_hidden)
+        fusion = WeightedFusion(
+            d,
+            m.fusion.weight,
+            m.fusion.learned,
+            m.fusion.compression,
+            m.fusion.modality_dropout,
+            m.fusion.weighting,
+            m.fusion.gate_hidden,
+        )
     prompt = "x" * (PROMPT_TOKENS - 1) + "."  # one character per token
     return AVSRModel({"audio": audio, "video": video}, connectors, fusion, llm, tokenizer, prompt=prompt)
 
@@ -72,10 +88,13 @@ def make_batch(batch: int, frames: int, text_tokens: int, device, roi: int = 96)
     g = torch.Generator().manual_seed(0)
     # AVSRModel.target_ids tokenises " " + text: one token for the space, one per letter, then EOS
     text = "".join("abcdefghij"[i % 10] for i in range(text_tokens - 2))
-    return Batch(ids=[f"u{i}" for i in range(batch)], texts=[text] * batch,
-                 lengths=torch.full((batch,), frames, dtype=torch.long),
-                 audio=0.1 * torch.randn(batch, 640 * frames, generator=g),
-                 video=torch.randint(0, 256, (batch, frames, 3, roi, roi), dtype=torch.uint8, generator=g)).to(device)
+    return Batch(
+        ids=[f"u{i}" for i in range(batch)],
+        texts=[text] * batch,
+        lengths=torch.full((batch,), frames, dtype=torch.long),
+        audio=0.1 * torch.randn(batch, 640 * frames, generator=g),
+        video=torch.randint(0, 256, (batch, frames, 3, roi, roi), dtype=torch.uint8, generator=g),
+    ).to(device)
 
 
 def run_step(cfg, batch: int, frames: int, parts: dict, device: str = "cuda", layers: int | None = None) -> int:
@@ -120,14 +139,17 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=50)
     args = parser.parse_args()
-    from avsrctl.config import load_config
     from estimate_gpu_memory import tokens_per_utterance
+
+    from avsrctl.config import load_config
 
     cfg = load_config(args.config)
     parts = tokens_per_utterance(cfg, cfg.model.modality, args.frames)
     peak = run_step(cfg, args.batch, args.frames, parts, args.device, args.layers)
-    print(f"one training step of {args.batch} x {args.frames} frames ({parts['total']} tokens per row) on "
-          f"{args.device}: peak allocated {peak / 1024**3:.2f} GiB" + (" (not tracked on CPU)" if not peak else ""))
+    print(
+        f"one training step of {args.batch} x {args.frames} frames ({parts['total']} tokens per row) on "
+        f"{args.device}: peak allocated {peak / 1024**3:.2f} GiB" + (" (not tracked on CPU)" if not peak else "")
+    )
     return 0
 
 

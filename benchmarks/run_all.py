@@ -43,14 +43,15 @@ def run_one(label: str, args: list[str], limit: int, results: Path) -> tuple[lis
     env = {**os.environ, common.RESULTS_ENV: str(results), "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     try:
-        code = subprocess.run([sys.executable, str(HERE / args[0]), *args[1:]], env=env, cwd=common.REPO,
-                              timeout=limit).returncode
+        code = subprocess.run(
+            [sys.executable, str(HERE / args[0]), *args[1:]], env=env, cwd=common.REPO, timeout=limit
+        ).returncode
         problem = None
     except subprocess.TimeoutExpired:
         code, problem = None, f"no result within {limit} s"
     seconds = time.perf_counter() - start
     lines = results.read_text(encoding="utf-8").splitlines() if results.exists() else []
-    rows = [json.loads(line) for line in lines[len(before):]]
+    rows = [json.loads(line) for line in lines[len(before) :]]
     if problem is None and code != 0 and not any(r["passed"] is False for r in rows):
         problem = f"exit code {code} without a failed figure (see its output above)"
     return rows, seconds, problem
@@ -91,8 +92,7 @@ def main() -> int:
             timings.append(f"{label} {seconds:.0f} s")
             summary += [(label, r) for r in rows]
             if problem:
-                summary.append((label, {"name": label, "figure": None, "unit": "", "target": problem,
-                                        "passed": False}))
+                summary.append((label, {"name": label, "figure": None, "unit": "", "target": problem, "passed": False}))
     print("\n" + table(summary, args.markdown))
     print(f"\ntime per benchmark: {', '.join(timings)}")
     failed = [r["name"] for _, r in summary if r["passed"] is False]

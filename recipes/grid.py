@@ -50,20 +50,51 @@ AVSRCTL = [sys.executable, "-m", "avsrctl"]
 # with babble noise on half its utterances plus modality dropout, so it learns to lean on the lips
 # when the audio is noisy.
 SIZE = 48
-LIP_FRONT_END = ["--set", f"model.video_encoder.image_size={SIZE}", "--set", f"data.roi_size={SIZE}",
-                 "--set", "data.frame_memory_mb=2048"]
+LIP_FRONT_END = [
+    "--set",
+    f"model.video_encoder.image_size={SIZE}",
+    "--set",
+    f"data.roi_size={SIZE}",
+    "--set",
+    "data.frame_memory_mb=2048",
+]
 # The lip reader sees a flip, a shift and a brightness/contrast change per clip and epoch, so it
 # learns lips rather than one rendering of them.
 AUGMENT = ["--set", "data.video_augment=true"]
 TRAIN_SETTINGS = {
     "audio": ["--set", "train.lr=1e-3"],
-    "video-ctc": ["--set", "train.objective=ctc", "--set", "model.ctc_weight=0.5", "--set", "train.lr=2e-3",
-                  "--set", "train.warmup_steps=30", *LIP_FRONT_END, *AUGMENT],
+    "video-ctc": [
+        "--set",
+        "train.objective=ctc",
+        "--set",
+        "model.ctc_weight=0.5",
+        "--set",
+        "train.lr=2e-3",
+        "--set",
+        "train.warmup_steps=30",
+        *LIP_FRONT_END,
+        *AUGMENT,
+    ],
     "video": ["--set", "train.lr=1e-3", "--set", "model.ctc_weight=0.5", *LIP_FRONT_END, *AUGMENT],
-    "both": ["--set", "train.lr=5e-4", "--set", "train.warmup_steps=10", *LIP_FRONT_END,
-             "--set", "data.noise_kind=babble", "--set", "data.noise_snr_db=0", "--set", "data.noise_snr_spread_db=5",
-             "--set", "data.noise_prob=0.5", "--set", "data.video_corruption=0.3",
-             "--set", "model.fusion.modality_dropout=0.2"],
+    "both": [
+        "--set",
+        "train.lr=5e-4",
+        "--set",
+        "train.warmup_steps=10",
+        *LIP_FRONT_END,
+        "--set",
+        "data.noise_kind=babble",
+        "--set",
+        "data.noise_snr_db=0",
+        "--set",
+        "data.noise_snr_spread_db=5",
+        "--set",
+        "data.noise_prob=0.5",
+        "--set",
+        "data.video_corruption=0.3",
+        "--set",
+        "model.fusion.modality_dropout=0.2",
+    ],
 }
 
 
@@ -116,8 +147,11 @@ def babble(tsv: Path, out: Path, *extra: str, snrs: tuple[int, ...] = (-5,)) -> 
     reports = {snr: out / f"snr_{snr}" / "wer.json" for snr in snrs}
     if not all(r.is_file() for r in reports.values()):
         levels = [a for snr in snrs for a in ("--snr", str(snr))]
-        run(AVSRCTL + ["decode", *extra, "--tsv", tsv, "--output-dir", out, *levels, "--noise", "babble",
-                       "--format", "json"], capture=True)
+        run(
+            AVSRCTL
+            + ["decode", *extra, "--tsv", tsv, "--output-dir", out, *levels, "--noise", "babble", "--format", "json"],
+            capture=True,
+        )
     return {snr: json.loads(r.read_text()) for snr, r in reports.items()}
 
 
@@ -162,8 +196,12 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=1200, help="synthetic corpus size")
     parser.add_argument("--heldout-utterances", type=int, default=150, help="second held-out test set size")
     parser.add_argument("--epochs", type=int, default=4, help="audio model epochs")
-    parser.add_argument("--video-ctc-epochs", type=int, default=16,
-                        help="epochs of the lip front-end alone with CTC (before the video LLM run)")
+    parser.add_argument(
+        "--video-ctc-epochs",
+        type=int,
+        default=16,
+        help="epochs of the lip front-end alone with CTC (before the video LLM run)",
+    )
     parser.add_argument("--video-epochs", type=int, default=3, help="video model epochs (after the CTC stage)")
     parser.add_argument("--both-epochs", type=int, default=2, help="fused model epochs (starts from audio + video)")
     parser.add_argument("--modalities", default="audio,video,both")
@@ -172,8 +210,10 @@ def main() -> None:
     work: Path = args.work
     modalities = [m for m in args.modalities.split(",") if m]
     if "both" in modalities and not {"audio", "video"} <= set(modalities):
-        raise SystemExit("[grid-recipe] the fused model starts from the audio and video models: "
-                         "--modalities must include audio and video with both")
+        raise SystemExit(
+            "[grid-recipe] the fused model starts from the audio and video models: "
+            "--modalities must include audio and video with both"
+        )
     timings: dict[str, dict] = {}
     args.mbrola = mbrola_available()
     if not args.mbrola:
@@ -182,29 +222,84 @@ def main() -> None:
 
     corpus, heldout = work / "corpus", work / "heldout"
     if not (corpus / "test.tsv").is_file():
-        _, s, _ = run(AVSRCTL + ["demo-data", corpus, "--utterances", args.utterances, "--speakers", 16,
-                                 "--test-speakers", 3, "--seed", 0, "--size", SIZE, *voices])
+        _, s, _ = run(
+            AVSRCTL
+            + [
+                "demo-data",
+                corpus,
+                "--utterances",
+                args.utterances,
+                "--speakers",
+                16,
+                "--test-speakers",
+                3,
+                "--seed",
+                0,
+                "--size",
+                SIZE,
+                *voices,
+            ]
+        )
         timings["corpus"] = {"seconds": s}
     if not (heldout / "test.tsv").is_file():
-        run(AVSRCTL + ["demo-data", heldout, "--test-only", "--utterances", args.heldout_utterances,
-                       "--speakers", 16, "--test-speakers", 3, "--seed", 1, "--size", SIZE, *voices])
+        run(
+            AVSRCTL
+            + [
+                "demo-data",
+                heldout,
+                "--test-only",
+                "--utterances",
+                args.heldout_utterances,
+                "--speakers",
+                16,
+                "--test-speakers",
+                3,
+                "--seed",
+                1,
+                "--size",
+                SIZE,
+                *voices,
+            ]
+        )
     grid_tsv = real_grid_manifest(work / "real")
 
-    epochs = {"audio": args.epochs, "video-ctc": args.video_ctc_epochs, "video": args.video_epochs,
-              "both": args.both_epochs}
+    epochs = {
+        "audio": args.epochs,
+        "video-ctc": args.video_ctc_epochs,
+        "video": args.video_epochs,
+        "both": args.both_epochs,
+    }
     checkpoints = {}
     stages = [s for m in modalities for s in (("video-ctc", "video") if m == "video" else (m,))]
     for stage in stages:
         m = stage.split("-")[0]
         out = work / f"train-{stage}"
         if not (out / "final").is_dir():
-            extra = {"audio": ["--cache-features", work / "features"],
-                     "video": ["--init-from", work / "train-video-ctc" / "final"],
-                     "both": ["--init-from", checkpoints.get("video"), "--init-from", checkpoints.get("audio")],
-                     }.get(stage, [])
-            _, s, rss = run(AVSRCTL + ["train", "--config", "offline-small", "--data", corpus, "--modality", m,
-                                       "--output", out, "--max-epochs", epochs[stage], *extra, *TRAIN_SETTINGS[stage],
-                                       "--set", "train.valid_max_utts=32"])
+            extra = {
+                "audio": ["--cache-features", work / "features"],
+                "video": ["--init-from", work / "train-video-ctc" / "final"],
+                "both": ["--init-from", checkpoints.get("video"), "--init-from", checkpoints.get("audio")],
+            }.get(stage, [])
+            _, s, rss = run(
+                AVSRCTL
+                + [
+                    "train",
+                    "--config",
+                    "offline-small",
+                    "--data",
+                    corpus,
+                    "--modality",
+                    m,
+                    "--output",
+                    out,
+                    "--max-epochs",
+                    epochs[stage],
+                    *extra,
+                    *TRAIN_SETTINGS[stage],
+                    "--set",
+                    "train.valid_max_utts=32",
+                ]
+            )
             timings[f"train-{stage}"] = {"seconds": s, "peak_rss_mib": rss, "epochs": epochs[stage]}
             (out / "recipe_timing.json").write_text(json.dumps(timings[f"train-{stage}"]))
         elif (out / "recipe_timing.json").is_file():
@@ -241,21 +336,26 @@ def main() -> None:
         control = ["--checkpoint", checkpoints["both"], "--modality", "audio"]
         for name, tsv in tests.items():
             results[f"{name}-babble-5/both-model-audio-only"] = babble(
-                tsv, work / "eval" / f"{name}-both-audio-only-babble-5", *control)[-5]
-        results["heldout/both-model-audio-only"] = evaluate(heldout / "test.tsv",
-                                                            work / "eval" / "heldout-both-audio-only", *control)
+                tsv, work / "eval" / f"{name}-both-audio-only-babble-5", *control
+            )[-5]
+        results["heldout/both-model-audio-only"] = evaluate(
+            heldout / "test.tsv", work / "eval" / "heldout-both-audio-only", *control
+        )
         # The lips frozen on one frame: the fused model must fall back to its audio path.
         still = still_manifest(heldout / "test.tsv", work / "heldout-still")
         folder = work / "eval" / "heldout-still-both"
-        results["heldout-still-video/both"] = evaluate(still, folder, "--checkpoint", checkpoints["both"],
-                                                       "--modality", "both")
+        results["heldout-still-video/both"] = evaluate(
+            still, folder, "--checkpoint", checkpoints["both"], "--modality", "both"
+        )
         weights["heldout-still-video"] = video_weight(folder)
         if grid_tsv is not None:
-            for snr, report in babble(grid_tsv, work / "eval" / "grid-both-audio-only-babble", *control,
-                                      snrs=(0, -5)).items():
+            for snr, report in babble(
+                grid_tsv, work / "eval" / "grid-both-audio-only-babble", *control, snrs=(0, -5)
+            ).items():
                 results[f"real-grid-babble{snr}/both-model-audio-only"] = report
             results["real-grid/both-model-audio-only"] = json.loads(
-                (work / "eval" / "grid-both-audio-only-babble" / "wer.json").read_text())
+                (work / "eval" / "grid-both-audio-only-babble" / "wer.json").read_text()
+            )
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
 
@@ -274,34 +374,46 @@ def _pct(report: dict | None, normalizer: str = "basic") -> str:
 
 def _targets(results: dict) -> list[str]:
     """The issue's targets against what this run measured (the held-out set is the other-seed one)."""
+
     def wer(key: str) -> float | None:
         return results[key]["wer"] if key in results else None
 
     rows = []
-    for label, key, limit in (("real GRID, audio, basic normaliser", "real-grid/audio", 0.10),
-                              ("held-out voices (other seed), audio", "heldout/audio", 0.05),
-                              ("held-out voices (other seed), video", "heldout/video", 0.35)):
+    for label, key, limit in (
+        ("real GRID, audio, basic normaliser", "real-grid/audio", 0.10),
+        ("held-out voices (other seed), audio", "heldout/audio", 0.05),
+        ("held-out voices (other seed), video", "heldout/video", 0.35),
+    ):
         w = wer(key)
         if w is not None:
             rows.append(f"| {label} | <= {limit:.0%} | {100 * w:.1f}% | {'met' if w <= limit else 'missed'} |")
-    for name, test, wanted in (("heldout", "heldout-babble-5", 0.30), ("synthetic-test", "synthetic-test-babble-5", 0.30),
-                               ("real GRID", "real-grid-babble-5", 0.25)):
+    for name, test, wanted in (
+        ("heldout", "heldout-babble-5", 0.30),
+        ("synthetic-test", "synthetic-test-babble-5", 0.30),
+        ("real GRID", "real-grid-babble-5", 0.25),
+    ):
         a, b = wer(f"{test}/audio"), wer(f"{test}/both")
         if a and b is not None:
             cut = 1 - b / a
-            rows.append(f"| {name}, babble -5 dB: both vs audio | >= {wanted:.0%} lower | {100 * b:.1f}% vs "
-                        f"{100 * a:.1f}% ({100 * cut:.0f}% lower) | {'met' if cut >= wanted else 'missed'} |")
+            rows.append(
+                f"| {name}, babble -5 dB: both vs audio | >= {wanted:.0%} lower | {100 * b:.1f}% vs "
+                f"{100 * a:.1f}% ({100 * cut:.0f}% lower) | {'met' if cut >= wanted else 'missed'} |"
+            )
     a, b = wer("real-grid/audio"), wer("real-grid/both")
     if a is not None and b is not None:
-        rows.append(f"| real GRID, clean: both <= audio | <= {100 * a:.1f}% | {100 * b:.1f}% | "
-                    f"{'met' if b <= a else 'missed'} |")
+        rows.append(
+            f"| real GRID, clean: both <= audio | <= {100 * a:.1f}% | {100 * b:.1f}% | "
+            f"{'met' if b <= a else 'missed'} |"
+        )
     v = wer("real-grid/video")
     if v is not None:
         rows.append(f"| real GRID, video | <= 60% | {100 * v:.1f}% | {'met' if v <= 0.60 else 'missed'} |")
     a, b = wer("heldout/both-model-audio-only"), wer("heldout-still-video/both")
     if a is not None and b is not None:
-        rows.append(f"| heldout, video a still frame: both vs its audio path | <= +1 point | {100 * b:.1f}% vs "
-                    f"{100 * a:.1f}% | {'met' if b <= a + 0.01 else 'missed'} |")
+        rows.append(
+            f"| heldout, video a still frame: both vs its audio path | <= +1 point | {100 * b:.1f}% vs "
+            f"{100 * a:.1f}% | {'met' if b <= a + 0.01 else 'missed'} |"
+        )
     if not rows:
         return []
     return ["", "## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|", *rows]
@@ -310,8 +422,9 @@ def _targets(results: dict) -> list[str]:
 def write_json(path: Path, results: dict, weights: dict) -> None:
     """Every figure as {"test-set/modality": {"wer", "errors", "words"}}, plus the fused model's mean
     video weight per test condition under "video-weight/<test-set>"."""
-    figures = {key: {"wer": round(r["wer"], 4), "errors": r["errors"], "words": r["ref_words"]}
-               for key, r in results.items()}
+    figures = {
+        key: {"wer": round(r["wer"], 4), "errors": r["errors"], "words": r["ref_words"]} for key, r in results.items()
+    }
     figures.update({f"video-weight/{k}": round(w, 4) for k, w in weights.items() if w is not None})
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
@@ -320,8 +433,12 @@ def write_results(path: Path, results: dict, timings: dict, args, weights: dict 
     import torch
     import transformers
 
-    voices = ("espeak-ng voices and, for every second speaker, MBROLA diphone voices (en1, us1, us2 in training; "
-              "us3 only in test sets)" if args.mbrola else "espeak-ng voices only (MBROLA not installed)")
+    voices = (
+        "espeak-ng voices and, for every second speaker, MBROLA diphone voices (en1, us1, us2 in training; "
+        "us3 only in test sets)"
+        if args.mbrola
+        else "espeak-ng voices only (MBROLA not installed)"
+    )
     lines = [
         "# Results: the GRID recipe",
         "",
@@ -355,18 +472,33 @@ def write_results(path: Path, results: dict, timings: dict, args, weights: dict 
         test, modality = key.split("/")
         lines.append(f"| {test} | {modality} | {_pct(report)} |")
     if "real-grid/baseline" in results:
-        lines += ["", "Real GRID clips with Whisper's normaliser (numbers as digits, spellings unified):", "",
-                  "| system | basic | whisper |", "|---|---|---|"]
+        lines += [
+            "",
+            "Real GRID clips with Whisper's normaliser (numbers as digits, spellings unified):",
+            "",
+            "| system | basic | whisper |",
+            "|---|---|---|",
+        ]
         for m in ("baseline", "audio", "video", "both"):
             r = results.get(f"real-grid/{m}")
             if r:
                 lines.append(f"| {m} | {_pct(r)} | {_pct(r, 'whisper')} |")
     if weights:
-        lines += ["", "Mean video weight the fused model's gate chose (1 - w, averaged over frames and utterances):",
-                  "", "| test set | video weight |", "|---|---|"]
+        lines += [
+            "",
+            "Mean video weight the fused model's gate chose (1 - w, averaged over frames and utterances):",
+            "",
+            "| test set | video weight |",
+            "|---|---|",
+        ]
         lines += [f"| {k} | {w:.3f} |" for k, w in weights.items() if w is not None]
-    lines += ["", "## Time and memory (2 CPU cores)", "", "| step | epochs | wall time | peak memory (RSS) |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Time and memory (2 CPU cores)",
+        "",
+        "| step | epochs | wall time | peak memory (RSS) |",
+        "|---|---|---|---|",
+    ]
     for step, t in timings.items():
         rss = f"{t['peak_rss_mib']} MiB" if "peak_rss_mib" in t else "-"
         lines.append(f"| {step} | {t.get('epochs', '-')} | {t['seconds'] / 60:.1f} min | {rss} |")

@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--speakers", type=int, default=4)
     args = ap.parse_args()
-    rows = (real_rows(args.media, args.size) if (args.media / "video").is_dir() else [])
+    rows = real_rows(args.media, args.size) if (args.media / "video").is_dir() else []
     rows += rendered_rows(args.speakers, args.size)
     gap = np.full((4, 8 * args.size, 3), 255, np.uint8)
     sheet = np.concatenate([np.concatenate([np.concatenate(list(r), 1), gap]) for r in rows])

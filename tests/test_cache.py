@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_support import (
+    FakeAVSR,
+    fake_batch,
+    make_corpus,
+    memoize_decoding,
+    read_metrics,
+    tiny_config,
+    train_losses,
+)
 
 from avsrctl.cli.main import run
 from avsrctl.errors import UsageError
 from avsrctl.training.cache import FeatureCache, cache_info, cache_streams, check_cacheable
 from avsrctl.training.run import run_training
-from training_support import FakeAVSR, fake_batch, make_corpus, memoize_decoding, read_metrics, tiny_config, train_losses
 
 
 @pytest.fixture
@@ -23,9 +31,13 @@ def media(tmp_path):
 
 
 def _cache(tmp_path, media, model, roi_size=32, **kw):
-    return FeatureCache(tmp_path / "cache", media=media,
-                        identities={"audio": model.audio_encoder.identity, "video": model.video_encoder.identity},
-                        preprocessing={"roi": "none", "roi_size": roi_size}, **kw)
+    return FeatureCache(
+        tmp_path / "cache",
+        media=media,
+        identities={"audio": model.audio_encoder.identity, "video": model.video_encoder.identity},
+        preprocessing={"roi": "none", "roi_size": roi_size},
+        **kw,
+    )
 
 
 def _shards(tmp_path, stream="*"):
@@ -146,8 +158,13 @@ def test_video_augment_with_a_video_cache_is_refused(tmp_path, monkeypatch):
     """Augmented clips would be stored under the clean clip's key (issue 15): refused before training."""
     memoize_decoding(monkeypatch)
     corpus = make_corpus(tmp_path / "corpus", n=4)
-    cfg = tiny_config(corpus, tmp_path / "out", train__max_steps=1, data__video_augment=True,
-                      train__cache_features=str(tmp_path / "features"))
+    cfg = tiny_config(
+        corpus,
+        tmp_path / "out",
+        train__max_steps=1,
+        data__video_augment=True,
+        train__cache_features=str(tmp_path / "features"),
+    )
     with pytest.raises(UsageError, match=r"--cache-features .* data\.video_augment=true"):
         run_training(cfg, modality="both")
     assert check_cacheable(FakeAVSR(), "audio", video_augment=True) == {"audio": "fake-audio-v1"}
@@ -205,8 +222,9 @@ def test_cached_epochs_give_the_uncached_losses(tmp_path, monkeypatch):
     run_training(tiny_config(corpus, plain, train__max_epochs=2), modality="both")
     cached = tmp_path / "cached"
     cache_dir = tmp_path / "features"
-    result = run_training(tiny_config(corpus, cached, train__max_epochs=2, train__cache_features=str(cache_dir)),
-                          modality="both")  # both streams: Whisper and vision features
+    result = run_training(
+        tiny_config(corpus, cached, train__max_epochs=2, train__cache_features=str(cache_dir)), modality="both"
+    )  # both streams: Whisper and vision features
     n_train = sum(1 for _ in open(corpus / "train.tsv")) - 1
     # epoch 1 computes one entry per utterance and stream, epoch 2 reads them all back
     assert result.cache["misses"] >= 2 * n_train and result.cache["hits"] >= 2 * n_train
@@ -216,8 +234,12 @@ def test_cached_epochs_give_the_uncached_losses(tmp_path, monkeypatch):
         assert got[step] == pytest.approx(expected[step], rel=1e-5), step
     valid_plain = [v["loss"] for v in read_metrics(plain, "valid")]
     assert [v["loss"] for v in read_metrics(cached, "valid")] == pytest.approx(valid_plain, rel=1e-5)
-    again = run_training(tiny_config(corpus, tmp_path / "again", train__max_steps=1, train__save_every=0,
-                                     train__cache_features=str(cache_dir)), modality="both")
+    again = run_training(
+        tiny_config(
+            corpus, tmp_path / "again", train__max_steps=1, train__save_every=0, train__cache_features=str(cache_dir)
+        ),
+        modality="both",
+    )
     assert again.cache["misses"] == 0  # a new run reuses the features of the earlier one
 
 
@@ -227,12 +249,20 @@ def test_warm_cache_skips_media_decoding(tmp_path, monkeypatch):
 
     corpus = make_corpus(tmp_path / "corpus", n=12)
     cache_dir = tmp_path / "features"
-    run_training(tiny_config(corpus, tmp_path / "cold", train__max_epochs=1, train__save_every=0,
-                             train__cache_features=str(cache_dir)), modality="both")
+    run_training(
+        tiny_config(
+            corpus, tmp_path / "cold", train__max_epochs=1, train__save_every=0, train__cache_features=str(cache_dir)
+        ),
+        modality="both",
+    )
     decoded = []
     original = dataset.decode_sample
     monkeypatch.setattr(dataset, "decode_sample", lambda uid, *a, **k: decoded.append(uid) or original(uid, *a, **k))
-    warm = run_training(tiny_config(corpus, tmp_path / "warm", train__max_epochs=1, train__save_every=0,
-                                    train__cache_features=str(cache_dir)), modality="both")
+    warm = run_training(
+        tiny_config(
+            corpus, tmp_path / "warm", train__max_epochs=1, train__save_every=0, train__cache_features=str(cache_dir)
+        ),
+        modality="both",
+    )
     assert warm.cache["misses"] == 0 and warm.cache["hits"] > 0
     assert decoded == []  # neither training nor validation batches touched the media

@@ -213,8 +213,9 @@ def test_sampler_is_deterministic_by_seed_and_epoch():
 def test_sampler_shards_across_replicas(replicas, drop_last):
     shards = []
     for rank in range(replicas):
-        s = FrameBucketSampler(LENGTHS, max_frames=120, max_batch=4, seed=2, num_replicas=replicas, rank=rank,
-                               drop_last=drop_last)
+        s = FrameBucketSampler(
+            LENGTHS, max_frames=120, max_batch=4, seed=2, num_replicas=replicas, rank=rank, drop_last=drop_last
+        )
         s.set_epoch(3)
         shards.append(list(s))
     assert len({len(b) for b in shards}) == 1  # every rank runs the same number of steps
@@ -264,8 +265,9 @@ def _lrs3_like_lengths(n: int, seed: int = 0) -> list[int]:
 def test_sampler_shards_have_equal_counts_and_balanced_frames(replicas):
     """Every rank runs the same number of steps and gets padded-frame totals within 5% of the others."""
     lengths = _lrs3_like_lengths(20_000)
-    shards = [list(FrameBucketSampler(lengths, 6000, 32, seed=0, num_replicas=replicas, rank=r))
-              for r in range(replicas)]
+    shards = [
+        list(FrameBucketSampler(lengths, 6000, 32, seed=0, num_replicas=replicas, rank=r)) for r in range(replicas)
+    ]
     assert len({len(s) for s in shards}) == 1
     padded = [sum(len(b) * max(lengths[i] for i in b) for b in s) for s in shards]
     assert max(padded) / min(padded) - 1 <= 0.05
@@ -281,7 +283,7 @@ def test_sampler_ranks_share_each_step_of_the_single_process_order():
     every = FrameBucketSampler(lengths, 2000, 16, seed=4).all_batches()
     shards = [list(FrameBucketSampler(lengths, 2000, 16, seed=4, num_replicas=4, rank=r)) for r in range(4)]
     for k in range(len(every) // 4):
-        assert sorted(map(tuple, (s[k] for s in shards))) == sorted(map(tuple, every[4 * k: 4 * k + 4]))
+        assert sorted(map(tuple, (s[k] for s in shards))) == sorted(map(tuple, every[4 * k : 4 * k + 4]))
 
 
 def test_sampler_needs_no_torch():
@@ -289,6 +291,7 @@ def test_sampler_needs_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import avsrctl.data.sampler, avsrctl.data.manifest; "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = (
+        "import sys; import avsrctl.data.sampler, avsrctl.data.manifest; sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -10,8 +10,13 @@ from avsrctl.data.manifest import Utterance, read_manifest, split_paths, write_m
 from avsrctl.errors import DataError, UsageError
 
 
-def corpus(tmp_path: Path, rows: list[str], texts: list[str] | None, root: str | None = None,
-           files: tuple[str, ...] = ("a.mp4", "a.wav", "b.mp4", "b.wav")) -> tuple[Path, Path]:
+def corpus(
+    tmp_path: Path,
+    rows: list[str],
+    texts: list[str] | None,
+    root: str | None = None,
+    files: tuple[str, ...] = ("a.mp4", "a.wav", "b.mp4", "b.wav"),
+) -> tuple[Path, Path]:
     for name in files:
         (tmp_path / name).write_bytes(b"x")
     tsv, wrd = split_paths(tmp_path, "train")
@@ -49,7 +54,13 @@ def test_round_trip(tmp_path):
     back = read_manifest(tsv)
     for got, want in zip(back, utts, strict=True):
         assert (got.id, got.video, got.audio, got.n_video_frames, got.n_audio_samples, got.text) == (
-            want.id, want.video, want.audio, want.n_video_frames, want.n_audio_samples, want.text)
+            want.id,
+            want.video,
+            want.audio,
+            want.n_video_frames,
+            want.n_audio_samples,
+            want.text,
+        )
     assert back[1].n_frames == 32  # ceil(20000 / 640)
     assert not list(tsv.parent.glob(".*tmp"))
 
@@ -108,8 +119,10 @@ def test_missing_media_file(tmp_path):
     assert len(read_manifest(tsv, check_files=False)) == 3
 
 
-@pytest.mark.parametrize("row, what", [("a\ta.mp4\ta.wav\tseventy\t48000", "n_video_frames"),
-                                       ("a\ta.mp4\ta.wav\t75\t4.8e4", "n_audio_samples")])
+@pytest.mark.parametrize(
+    "row, what",
+    [("a\ta.mp4\ta.wav\tseventy\t48000", "n_video_frames"), ("a\ta.mp4\ta.wav\t75\t4.8e4", "n_audio_samples")],
+)
 def test_non_numeric_counts(tmp_path, row, what):
     tsv, _ = corpus(tmp_path, [row], ["x"])
     expect(tsv, rf"train\.tsv:2: {what} must be a whole number, got '")
@@ -120,8 +133,9 @@ def test_negative_count(tmp_path):
     expect(tsv, r"train\.tsv:2: n_video_frames must not be negative")
 
 
-@pytest.mark.parametrize("row, n", [("a\ta.mp4\ta.wav\t75", 4), ("a\ta.mp4\ta.wav\t75\t48000\textra", 6),
-                                    ("a a.mp4 a.wav 75 48000", 1)])
+@pytest.mark.parametrize(
+    "row, n", [("a\ta.mp4\ta.wav\t75", 4), ("a\ta.mp4\ta.wav\t75\t48000\textra", 6), ("a a.mp4 a.wav 75 48000", 1)]
+)
 def test_wrong_field_count(tmp_path, row, n):
     tsv, _ = corpus(tmp_path, [ROWS[1], row], ["x", "y"])
     expect(tsv, rf"train\.tsv:3: expected 5 tab-separated fields .* got {n}")

@@ -12,8 +12,15 @@ import pytest
 from avsrctl.cli.main import run
 from avsrctl.data.manifest import read_manifest
 from avsrctl.data.media import load_video, save_audio, save_video
-from avsrctl.data.prepare import (PrepareOptions, Shard, merge_parts, prepare_corpus, read_transcript_file, safe_name,
-                                  split_names)
+from avsrctl.data.prepare import (
+    PrepareOptions,
+    Shard,
+    merge_parts,
+    prepare_corpus,
+    read_transcript_file,
+    safe_name,
+    split_names,
+)
 from avsrctl.errors import DataError, UsageError
 
 N_CLIPS = 5
@@ -107,9 +114,18 @@ def test_roi_none_references_the_source(source, tmp_path):
     assert not (out / "video").exists() and not (out / "valid.tsv").exists()
 
 
-@pytest.mark.parametrize("key, name", [("../../etc/passwd", "etc_passwd"), ("/abs/clip", "abs_clip"),
-                                       ("..", "clip"), ("spk 1/a:b?c", "spk_1_a_b_c"), (".hidden", "hidden"),
-                                       ("-rf", "rf"), ("x\\..\\y", "x_y")])
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("/abs/clip", "abs_clip"),
+        ("..", "clip"),
+        ("spk 1/a:b?c", "spk_1_a_b_c"),
+        (".hidden", "hidden"),
+        ("-rf", "rf"),
+        ("x\\..\\y", "x_y"),
+    ],
+)
 def test_safe_name(key, name):
     assert safe_name(key) == name
 
@@ -173,8 +189,24 @@ def test_undecodable_clips_are_reported_not_fatal(source, tmp_path):
 def test_cli(source, prepared, tmp_path, capsys):
     out = tmp_path / "corpus"
     shutil.copytree(prepared[0], out)
-    assert run(["prepare", str(source), str(out), "--valid-fraction", "0.4", "--test-fraction", "0.2",
-                "--seed", "3", "--format", "json"]) == 0
+    assert (
+        run(
+            [
+                "prepare",
+                str(source),
+                str(out),
+                "--valid-fraction",
+                "0.4",
+                "--test-fraction",
+                "0.2",
+                "--seed",
+                "3",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["splits"] == {"train": 2, "valid": 2, "test": 1} and summary["reused"] == N_CLIPS
     assert len(read_manifest(out / "valid.tsv")) == 2
@@ -235,8 +267,7 @@ def test_failures_are_recorded_with_their_reason_and_the_run_goes_on(single):
 def test_shards_merge_to_the_single_run_whatever_the_workers(many, single, tmp_path):
     """Three shards (one with two worker processes) joined by --merge give the single run's corpus."""
     out = tmp_path / "corpus"
-    results = [prepare_corpus(many, out, options(), shard=Shard(i, 3), workers=2 if i == 0 else 1)
-               for i in range(3)]
+    results = [prepare_corpus(many, out, options(), shard=Shard(i, 3), workers=2 if i == 0 else 1) for i in range(3)]
     assert sum(sum(r.splits.values()) for r in results) == N_MANY
     assert not (out / "train.tsv").exists()  # a shard writes only its part
     assert [r.shard for r in results] == ["0/3", "1/3", "2/3"]
@@ -291,8 +322,9 @@ def test_merge_refuses_missing_unfinished_duplicate_and_mixed_parts(many, tmp_pa
         merge_parts(out)
 
 
-@pytest.mark.parametrize("text, message", [("3/3", r"0 <= I < N, got 3/3"), ("1-4", r"must be I/N"),
-                                           ("0/0", r"got 0/0")])
+@pytest.mark.parametrize(
+    "text, message", [("3/3", r"0 <= I < N, got 3/3"), ("1-4", r"must be I/N"), ("0/0", r"got 0/0")]
+)
 def test_shard_argument(text, message):
     with pytest.raises(UsageError, match=message):
         Shard.parse(text)
@@ -318,8 +350,22 @@ def test_split_test_turns_own_clips_into_an_evaluation_set(many, single, tmp_pat
 def test_cli_shard_and_merge(many, single, tmp_path, capsys):
     out = tmp_path / "corpus"
     for i in range(2):
-        assert run(["prepare", str(many), str(out), "--valid-fraction", "0.2", "--test-fraction", "0.2",
-                    "--shard", f"{i}/2"]) == 0
+        assert (
+            run(
+                [
+                    "prepare",
+                    str(many),
+                    str(out),
+                    "--valid-fraction",
+                    "0.2",
+                    "--test-fraction",
+                    "0.2",
+                    "--shard",
+                    f"{i}/2",
+                ]
+            )
+            == 0
+        )
         assert f"part {i}/2" in capsys.readouterr().out
     assert run(["prepare", "--merge", str(out)]) == 0
     assert corpus_files(out) == corpus_files(single[0])

@@ -11,8 +11,14 @@ import pytest
 from avsrctl.cli.main import run
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, read_manifest
 from avsrctl.data.synth import (
-    TEST_VARIANTS, TRAIN_VARIANTS, UtterancePlan, generate_corpus, is_grammatical, make_speakers,
-    render_utterance, settings_of,
+    TEST_VARIANTS,
+    TRAIN_VARIANTS,
+    UtterancePlan,
+    generate_corpus,
+    is_grammatical,
+    make_speakers,
+    render_utterance,
+    settings_of,
 )
 from avsrctl.data.synth_mouth import OPEN, PRESS
 from avsrctl.data.synth_speech import build_word_bank, ffmpeg_exe, parse_phonemes
@@ -39,8 +45,11 @@ def _decode(path, size):
     try:
         from avsrctl.data.media import load_video
     except ImportError:
-        proc = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24",
-                               "pipe:1"], capture_output=True, check=True)
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+            capture_output=True,
+            check=True,
+        )
         return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
     return load_video(path)
 
@@ -128,8 +137,12 @@ def test_test_only_uses_held_out_voices(tmp_path):
 
 
 def test_bad_options_are_usage_errors(tmp_path):
-    for kwargs, msg in [({"size": 33}, "--size"), ({"n_test_speakers": 4}, "--test-speakers"),
-                        ({"valid_fraction": 1.0}, "--valid-fraction"), ({"n_utterances": 2}, "--utterances")]:
+    for kwargs, msg in [
+        ({"size": 33}, "--size"),
+        ({"n_test_speakers": 4}, "--test-speakers"),
+        ({"valid_fraction": 1.0}, "--valid-fraction"),
+        ({"n_utterances": 2}, "--utterances"),
+    ]:
         with pytest.raises(UsageError, match=msg):
             generate_corpus(tmp_path / "x", **{**SMALL, **kwargs}, jobs=1)
 
@@ -163,8 +176,27 @@ def test_mouth_closes_for_b_and_opens_for_vowels():
 
 def test_cli_writes_corpus_and_json_summary(tmp_path, capsys):
     out = tmp_path / "c"
-    assert run(["demo-data", str(out), "-n", "6", "--speakers", "3", "--test-speakers", "1", "--size", "16",
-                "-j", "1", "--format", "json"]) == 0
+    assert (
+        run(
+            [
+                "demo-data",
+                str(out),
+                "-n",
+                "6",
+                "--speakers",
+                "3",
+                "--test-speakers",
+                "1",
+                "--size",
+                "16",
+                "-j",
+                "1",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert sum(s["utterances"] for s in summary["splits"].values()) == 6
     assert run(["demo-data", str(out), "-n", "9", "--size", "16"]) == 2
@@ -187,8 +219,10 @@ def test_mbrola_speakers_alternate_and_keep_train_and_test_voices_apart(monkeypa
         make_speakers(4, False, 3, mbrola=True)
 
 
-@pytest.mark.skipif(not __import__("avsrctl.data.synth_speech", fromlist=["x"]).installed_mbrola(),
-                    reason="no MBROLA English voices installed (make voices)")
+@pytest.mark.skipif(
+    not __import__("avsrctl.data.synth_speech", fromlist=["x"]).installed_mbrola(),
+    reason="no MBROLA English voices installed (make voices)",
+)
 def test_mbrola_corpus_speaks_and_records_the_setting(tmp_path):
     generate_corpus(tmp_path, 10, 5, 2, seed=0, size=16, jobs=1, valid_fraction=0.0, mbrola=True)
     assert settings_of(tmp_path)["mbrola"] is True

@@ -33,8 +33,10 @@ def info(
         per_hour = f", {_size(s['bytes_per_hour'])}/h" if s["bytes_per_hour"] else ""
         dtypes = ", ".join(f"{n} {d}" for d, n in s["dtypes"].items())
         encoders = ", ".join(f"{e} ({n})" for e, n in s["encoders"].items()) or "-"
-        print(f"  {stream}: {s['entries']} entries in {s['shards']} shards, {_size(s['bytes'])}, "
-              f"{s['hours']:.2f} h{per_hour}; {dtypes or 'no entries'}; encoders {encoders}")
+        print(
+            f"  {stream}: {s['entries']} entries in {s['shards']} shards, {_size(s['bytes'])}, "
+            f"{s['hours']:.2f} h{per_hour}; {dtypes or 'no entries'}; encoders {encoders}"
+        )
         if s["damaged"]:
             print(f"    damaged shards (ignored, entries recomputed): {', '.join(s['damaged'])}")
         if s["unfinished"]:

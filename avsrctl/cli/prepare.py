@@ -16,34 +16,62 @@ SPLIT_CHOICES = ("train", "valid", "test")  # avsrctl.data.prepare.SPLITS, witho
 
 
 def prepare(
-    src: Annotated[Optional[Path], typer.Argument(
-        metavar="SRC", help="Folder of clips (any container ffmpeg reads), searched recursively. "
-                            "With --merge: the OUT folder whose parts to join.")] = None,
-    out: Annotated[Optional[Path], typer.Argument(
-        metavar="OUT", help="Output corpus folder: {train,valid,test}.tsv/.wrd, audio/, video/.")] = None,
+    src: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="SRC",
+            help="Folder of clips (any container ffmpeg reads), searched recursively. "
+            "With --merge: the OUT folder whose parts to join.",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="OUT", help="Output corpus folder: {train,valid,test}.tsv/.wrd, audio/, video/."),
+    ] = None,
     transcripts: Annotated[
         Optional[Path],
-        typer.Option("--transcripts", help="One file of '<clip-stem> <text>' lines (or TSV) instead of a .txt per clip."),
+        typer.Option(
+            "--transcripts", help="One file of '<clip-stem> <text>' lines (or TSV) instead of a .txt per clip."
+        ),
     ] = None,
     valid_fraction: Annotated[float, typer.Option("--valid-fraction", help="Share of clips for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of clips for the test split.")] = 0.1,
-    split: Annotated[Optional[str], typer.Option(
-        "--split", help="Put every clip into this one split (train, valid or test), e.g. --split test to turn "
-                        "your own clips into test.tsv/.wrd for `avsrctl eval`; the fractions are then unused.")] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option(
+            "--split",
+            help="Put every clip into this one split (train, valid or test), e.g. --split test to turn "
+            "your own clips into test.tsv/.wrd for `avsrctl eval`; the fractions are then unused.",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     roi: Annotated[
         str,
-        typer.Option("--roi", help="Mouth crop: 'auto' crops frames larger than 2 x roi-size, 'haar' always crops, "
-                                   "'none' keeps the source video (already mouth crops)."),
+        typer.Option(
+            "--roi",
+            help="Mouth crop: 'auto' crops frames larger than 2 x roi-size, 'haar' always crops, "
+            "'none' keeps the source video (already mouth crops).",
+        ),
     ] = "auto",
     roi_size: Annotated[int, typer.Option("--roi-size", help="Side of the square mouth crop in pixels.")] = 96,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes preparing clips in parallel "
-                                                                  "(about one per core).")] = 1,
-    shard: Annotated[Optional[str], typer.Option(
-        "--shard", metavar="I/N", help="Prepare only shard I of N (I from 0, e.g. $SLURM_ARRAY_TASK_ID) into "
-                                       "OUT/parts/; join the N parts with --merge.")] = None,
-    merge: Annotated[bool, typer.Option("--merge", help="Join OUT/parts/ (from --shard runs) into the manifests: "
-                                                        "avsrctl prepare --merge OUT.")] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes preparing clips in parallel (about one per core).")
+    ] = 1,
+    shard: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            help="Prepare only shard I of N (I from 0, e.g. $SLURM_ARRAY_TASK_ID) into "
+            "OUT/parts/; join the N parts with --merge.",
+        ),
+    ] = None,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge", help="Join OUT/parts/ (from --shard runs) into the manifests: avsrctl prepare --merge OUT."
+        ),
+    ] = False,
     format: FormatOpt = "text",
 ) -> None:
     """Build {train,valid,test}.tsv/.wrd from a folder of clips with transcripts.
@@ -70,8 +98,15 @@ def prepare(
         raise UsageError("prepare needs SRC and OUT (or --merge OUT)")
     if split is not None and (valid_fraction, test_fraction) != (0.1, 0.1):
         raise UsageError(f"--split {split} puts every clip into {split}: drop --valid-fraction/--test-fraction")
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
-                               TextColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class Rate(ProgressColumn):
@@ -81,12 +116,25 @@ def prepare(
     from avsrctl.data.prepare import PrepareOptions, Shard, prepare_corpus
 
     part = Shard.parse(shard) if shard is not None else None
-    options = PrepareOptions(transcripts=transcripts, valid_fraction=valid_fraction, test_fraction=test_fraction,
-                             seed=seed, roi=roi, roi_size=roi_size, split=split)
+    options = PrepareOptions(
+        transcripts=transcripts,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        roi=roi,
+        roi_size=roi_size,
+        split=split,
+    )
     label = f"prepare {part}" if part is not None else "prepare"
-    columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               Rate(), TimeRemainingColumn(),
-               TextColumn("[yellow]{task.fields[failed]} failed[/] {task.description}"))
+    columns = (
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+        TextColumn("[yellow]{task.fields[failed]} failed[/] {task.description}"),
+    )
     with Progress(*columns, console=console.stderr(), transient=True) as bar:
         task = bar.add_task("", total=None, failed=0)
 
@@ -103,8 +151,10 @@ def _report(result, format: str) -> None:
         from avsrctl.data.prepare import FAILURES, PARTS, Shard
 
         folder = result.out if result.shard is None else result.out / PARTS / Shard.parse(result.shard).folder
-        console.log(f"[yellow]warning:[/] {len(result.failed)} clip(s) could not be prepared and were left out "
-                    f"(reasons in {folder / FAILURES}): {shown}")
+        console.log(
+            f"[yellow]warning:[/] {len(result.failed)} clip(s) could not be prepared and were left out "
+            f"(reasons in {folder / FAILURES}): {shown}"
+        )
         for key, reason in list(result.failed.items())[:3]:
             console.log(f"[dim]  {key}: {reason}[/]")
     if format == "json":
@@ -112,5 +162,7 @@ def _report(result, format: str) -> None:
         return
     splits = ", ".join(f"{name} {n}" for name, n in result.splits.items()) or "no"
     where = f"{result.out} part {result.shard}" if result.shard is not None else f"{result.out}"
-    print(f"{where}: {splits} utterances (prepared {result.prepared}, reused {result.reused}, "
-          f"failed {len(result.failed)})")
+    print(
+        f"{where}: {splits} utterances (prepared {result.prepared}, reused {result.reused}, "
+        f"failed {len(result.failed)})"
+    )

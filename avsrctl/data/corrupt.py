@@ -27,8 +27,9 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y.reshape(T, C, H, W)
 
 
-def corrupt_video(video: torch.Tensor, rng: np.random.Generator, kind: str | None = None,
-                  other: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+def corrupt_video(
+    video: torch.Tensor, rng: np.random.Generator, kind: str | None = None, other: torch.Tensor | None = None
+) -> tuple[torch.Tensor, str]:
     """(T, 3, H, W) uint8 -> (corrupted copy, the kind used). `kind` None draws one at random.
 
     `other` is another utterance's (T', 3, H, W) frames for 'swap' (without it, 'swap' becomes
@@ -55,7 +56,7 @@ def corrupt_video(video: torch.Tensor, rng: np.random.Generator, kind: str | Non
         h, w = int(H * rng.uniform(0.4, 0.7)), int(W * rng.uniform(0.5, 0.9))
         top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
         x = x.clone()
-        x[:, :, top:top + h, left:left + w] = float(rng.uniform(0, 255))
+        x[:, :, top : top + h, left : left + w] = float(rng.uniform(0, 255))
     elif kind == "swap":  # another speaker saying something else
         src = other.float()
         idx = torch.arange(T) % src.shape[0]

@@ -100,7 +100,7 @@ def augment_video(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
     if dy or dx:
         x = F.pad(x.float(), (dx, dx, dy, dy), mode="replicate")  # (T, 3, H + 2dy, W + 2dx)
         top, left = int(rng.integers(0, 2 * dy + 1)), int(rng.integers(0, 2 * dx + 1))
-        x = x[:, :, top:top + H, left:left + W]
+        x = x[:, :, top : top + H, left : left + W]
     x = x.float()
     mean = x.mean()
     contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-20.0, 20.0)
@@ -170,25 +170,33 @@ class AVDataset(torch.utils.data.Dataset):
         utt = self.manifest[index]
         if self.features is not None:
             found = self.features(utt.id, utt.n_frames)
-            need = [name for name, read in (("audio_features", self.read_audio), ("video_features", self.read_video))
-                    if read]
+            need = [
+                name
+                for name, read in (("audio_features", self.read_audio), ("video_features", self.read_video))
+                if read
+            ]
             if found is not None and all(found.get(n) is not None for n in need):
-                return Sample(utt.id, utt.text, utt.n_frames, None, None,
-                              **{n: found[n] for n in need})
+                return Sample(utt.id, utt.text, utt.n_frames, None, None, **{n: found[n] for n in need})
         return self._decode(index)
 
     def _decode(self, index: int) -> Sample | None:
         utt = self.manifest[index]
         transform = None
         if self.noiser is not None:
+
             def transform(audio, _i=index):
                 return self.noiser(_i, audio, self.epoch)
+
         try:
             sample = decode_sample(
-                utt.id, utt.text,
+                utt.id,
+                utt.text,
                 utt.video if self.read_video else None,
                 utt.audio if self.read_audio else None,
-                roi=self.roi, roi_size=self.roi_size, transform_audio=transform, video=self._frames.get(index),
+                roi=self.roi,
+                roi_size=self.roi_size,
+                transform_audio=transform,
+                video=self._frames.get(index),
             )
             if sample.video is not None and index not in self._frames and sample.video.numel() <= self._frame_budget:
                 self._frames[index] = sample.video
@@ -220,10 +228,13 @@ class AVDataset(torch.utils.data.Dataset):
         batch has the same kind of input.
         """
         kept = [s for s in samples if s is not None]
-        if any(s.audio is None and s.video is None for s in kept) and any(s.audio is not None or s.video is not None
-                                                                         for s in kept):
-            samples = [s if s is None or s.audio is not None or s.video is not None else self._decode(self._index[s.id])
-                       for s in samples]
+        if any(s.audio is None and s.video is None for s in kept) and any(
+            s.audio is not None or s.video is not None for s in kept
+        ):
+            samples = [
+                s if s is None or s.audio is not None or s.video is not None else self._decode(self._index[s.id])
+                for s in samples
+            ]
         pending, self._pending = self._pending, []
         return collate(samples, skipped=dict(pending))
 
@@ -259,8 +270,10 @@ def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence
     if has_video == {True}:
         shapes = {tuple(s.video.shape[1:]) for s in kept}
         if len(shapes) > 1:
-            raise DataError(f"cannot batch videos of different frame sizes {sorted(shapes)} ({[s.id for s in kept]}); "
-                            "use one roi_size")
+            raise DataError(
+                f"cannot batch videos of different frame sizes {sorted(shapes)} ({[s.id for s in kept]}); "
+                "use one roi_size"
+            )
         video = torch.zeros(len(kept), t_max, *shapes.pop(), dtype=torch.uint8)  # (B, T, 3, H, W)
         for i, s in enumerate(kept):
             video[i, : s.n_frames] = s.video
@@ -286,10 +299,13 @@ def load_clip(path: str | os.PathLike, modality: str | None = None, roi: str = "
         for wanted, present, stream in ((want_audio, info.has_audio, "audio"), (want_video, info.has_video, "video")):
             if wanted and not present:
                 other = "video" if stream == "audio" else "audio"
-                raise MediaError(f"{path}: --modality {modality} needs {stream}, but the file has no {stream} stream",
-                                 hint=f"use --modality {other}" if (info.has_audio or info.has_video) else None)
-    sample = decode_sample(path.stem, "", path if want_video else None, path if want_audio else None,
-                           roi=roi, roi_size=roi_size)
+                raise MediaError(
+                    f"{path}: --modality {modality} needs {stream}, but the file has no {stream} stream",
+                    hint=f"use --modality {other}" if (info.has_audio or info.has_video) else None,
+                )
+    sample = decode_sample(
+        path.stem, "", path if want_video else None, path if want_audio else None, roi=roi, roi_size=roi_size
+    )
     batch = collate([sample])
     batch.meta["path"] = str(path)
     return batch
@@ -299,5 +315,9 @@ def bucket_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> di
     """Padding efficiency of a batching: real frames / padded frames, and batch count."""
     real = sum(int(lengths[i]) for b in batches for i in b)
     padded = sum(len(b) * max(int(lengths[i]) for i in b) for b in batches)
-    return {"batches": len(batches), "real_frames": real, "padded_frames": padded,
-            "efficiency": real / padded if padded else math.nan}
+    return {
+        "batches": len(batches),
+        "real_frames": real,
+        "padded_frames": padded,
+        "efficiency": real / padded if padded else math.nan,
+    }

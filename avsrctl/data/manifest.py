@@ -34,8 +34,10 @@ class Utterance:
     line: int = 0  # 1-based line in the .tsv (0 for utterances built in code)
 
     def __reduce__(self):  # frozen + slots does not unpickle on Python 3.10 without this (DataLoader workers)
-        return (Utterance, (self.id, self.video, self.audio, self.n_video_frames, self.n_audio_samples, self.text,
-                            self.line))
+        return (
+            Utterance,
+            (self.id, self.video, self.audio, self.n_video_frames, self.n_audio_samples, self.text, self.line),
+        )
 
     @property
     def n_frames(self) -> int:
@@ -102,8 +104,9 @@ def _read_lines(path: Path) -> list[str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x})",
-                        hint="re-encode the file as UTF-8") from None
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x})", hint="re-encode the file as UTF-8"
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     return text.splitlines()
@@ -148,11 +151,7 @@ def _count(value: str, what: str, tsv: Path, line: int) -> int:
 
 
 def read_manifest(
-    tsv: str | os.PathLike,
-    wrd: str | os.PathLike | None = None,
-    *,
-    check_files: bool = True,
-    require_text: bool = True,
+    tsv: str | os.PathLike, wrd: str | os.PathLike | None = None, *, check_files: bool = True, require_text: bool = True
 ) -> Manifest:
     """Read and validate a `.tsv` and its `.wrd` (default: the `.wrd` beside the `.tsv`, if any).
 
@@ -167,12 +166,16 @@ def read_manifest(
 
     lines = _read_lines(tsv)
     if not lines or not lines[0].strip():
-        raise DataError(f"{tsv}:1: the first line must be the root folder of the corpus",
-                        hint="AV-HuBERT manifests start with the root directory on a line of its own")
+        raise DataError(
+            f"{tsv}:1: the first line must be the root folder of the corpus",
+            hint="AV-HuBERT manifests start with the root directory on a line of its own",
+        )
     root_text = lines[0].strip()
     if "\t" in root_text:
-        raise DataError(f"{tsv}:1: the first line must be the root folder, found tab-separated fields",
-                        hint="add the root folder (or '.') as line 1")
+        raise DataError(
+            f"{tsv}:1: the first line must be the root folder, found tab-separated fields",
+            hint="add the root folder (or '.') as line 1",
+        )
     root = Path(root_text)
     if not root.is_absolute():
         root = (tsv.parent / root).resolve()
@@ -182,8 +185,10 @@ def read_manifest(
         texts = _read_lines(wrd)
         n_rows = sum(1 for line in lines[1:] if line.strip())
         if len(texts) != n_rows:
-            raise DataError(f"{wrd}: {len(texts)} transcripts for {n_rows} utterances in {tsv}",
-                            hint="the .wrd needs exactly one line per .tsv row, in the same order")
+            raise DataError(
+                f"{wrd}: {len(texts)} transcripts for {n_rows} utterances in {tsv}",
+                hint="the .wrd needs exactly one line per .tsv row, in the same order",
+            )
 
     prefix = str(root).rstrip(os.sep) + os.sep
     exists = _FileCheck()
@@ -194,8 +199,9 @@ def read_manifest(
             continue
         fields = line.split("\t")
         if len(fields) != 5:
-            raise DataError(f"{tsv}:{i}: expected 5 tab-separated fields (id, video, audio, n_video, n_audio), "
-                            f"got {len(fields)}")
+            raise DataError(
+                f"{tsv}:{i}: expected 5 tab-separated fields (id, video, audio, n_video, n_audio), got {len(fields)}"
+            )
         uid, video, audio, n_video, n_audio = fields
         uid, video, audio = uid.strip(), video.strip(), audio.strip()
         if not uid:
@@ -213,16 +219,18 @@ def read_manifest(
         if check_files:
             for p in (v, a):
                 if p is not None and not exists(p):
-                    raise DataError(f"{tsv}:{i}: media file not found: {p}",
-                                    hint="paths are relative to the root folder on line 1")
+                    raise DataError(
+                        f"{tsv}:{i}: media file not found: {p}", hint="paths are relative to the root folder on line 1"
+                    )
         text = ""
         if texts is not None:
             k = len(utterances)
             text = " ".join(texts[k].split())
             if require_text and not text:
                 raise DataError(f"{wrd}:{k + 1}: empty transcript for '{uid}'")
-        utterances.append(Utterance(uid, None if v is None else Path(v), None if a is None else Path(a),
-                                    nv, na, text, i))
+        utterances.append(
+            Utterance(uid, None if v is None else Path(v), None if a is None else Path(a), nv, na, text, i)
+        )
     if not utterances:
         raise DataError(f"{tsv}: no utterances after the root line")
     return Manifest(root, tsv, wrd, utterances)
@@ -237,16 +245,26 @@ def _relative(path: Path | None, root: Path) -> str:
         return str(Path(path).resolve())
 
 
-def write_manifest(tsv: str | os.PathLike, wrd: str | os.PathLike | None, root: str | os.PathLike,
-                   utterances: list[Utterance]) -> None:
+def write_manifest(
+    tsv: str | os.PathLike, wrd: str | os.PathLike | None, root: str | os.PathLike, utterances: list[Utterance]
+) -> None:
     """Write a `.tsv` (paths relative to `root` where possible) and `.wrd`, each atomically."""
     tsv, root = Path(tsv), Path(root)
     rows = [str(root)]
     for u in utterances:
         if "\t" in u.id or "\n" in u.id:
             raise DataError(f"utterance id {u.id!r} contains a tab or newline")
-        rows.append("\t".join([u.id, _relative(u.video, root), _relative(u.audio, root),
-                               str(u.n_video_frames), str(u.n_audio_samples)]))
+        rows.append(
+            "\t".join(
+                [
+                    u.id,
+                    _relative(u.video, root),
+                    _relative(u.audio, root),
+                    str(u.n_video_frames),
+                    str(u.n_audio_samples),
+                ]
+            )
+        )
     _atomic_write(tsv, "\n".join(rows) + "\n")
     if wrd is not None:
         _atomic_write(Path(wrd), "".join(" ".join(u.text.split()) + "\n" for u in utterances))

@@ -34,11 +34,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
 from avsrctl.data.media import MEDIA_EXTENSIONS, extract_audio, load_video, probe, save_video
 from avsrctl.data.roi import apply_roi, check_mode, source_side
 from avsrctl.errors import DataError, MediaError, UsageError
-from avsrctl.subtitles import write_atomic
 
 SPLITS = ("train", "valid", "test")
 MAX_NAME = 150  # characters in an output file stem
@@ -67,8 +67,10 @@ class PrepareOptions:
             if not 0.0 <= value < 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
         if self.valid_fraction + self.test_fraction >= 1.0:
-            raise UsageError(f"--valid-fraction ({self.valid_fraction}) + --test-fraction ({self.test_fraction}) "
-                             "must leave something for training")
+            raise UsageError(
+                f"--valid-fraction ({self.valid_fraction}) + --test-fraction ({self.test_fraction}) "
+                "must leave something for training"
+            )
         if self.roi_size <= 0:
             raise UsageError(f"--roi-size must be positive, got {self.roi_size}")
 
@@ -153,13 +155,16 @@ def find_clips(src: Path, exclude: Path | None = None) -> list[Clip]:
             key = rel.with_suffix("").as_posix()
             clips.append(Clip(path, key, safe_name(key)))
     if not clips:
-        raise UsageError(f"no media clips found in {src}",
-                         hint=f"prepare reads files ending in {', '.join(MEDIA_EXTENSIONS)}")
+        raise UsageError(
+            f"no media clips found in {src}", hint=f"prepare reads files ending in {', '.join(MEDIA_EXTENSIONS)}"
+        )
     by_name: dict[str, Clip] = {}
     for clip in clips:
         if clip.name in by_name:
-            raise DataError(f"two clips map to the same output name '{clip.name}': {by_name[clip.name].path} and "
-                            f"{clip.path}", hint="keep one media file per clip name (e.g. not both clip.mp4 and clip.wav)")
+            raise DataError(
+                f"two clips map to the same output name '{clip.name}': {by_name[clip.name].path} and {clip.path}",
+                hint="keep one media file per clip name (e.g. not both clip.mp4 and clip.wav)",
+            )
         by_name[clip.name] = clip
     return clips
 
@@ -190,8 +195,10 @@ def read_transcript_file(path: Path) -> dict[str, str]:
         key, _, text = line.partition("\t") if "\t" in line else line.strip().partition(" ")
         key, text = key.strip(), " ".join(text.split())
         if not text:
-            raise DataError(f"{path}:{i}: no transcript after the clip name '{key}'",
-                            hint="each line is '<clip-stem> <text>' (space or tab separated)")
+            raise DataError(
+                f"{path}:{i}: no transcript after the clip name '{key}'",
+                hint="each line is '<clip-stem> <text>' (space or tab separated)",
+            )
         if key in texts:
             raise DataError(f"{path}:{i}: clip '{key}' listed twice (first on line {texts[key][1]})")
         texts[key] = (text, i)
@@ -205,7 +212,7 @@ def read_txt(path: Path) -> str:
     lines = _text_lines(path)
     for line in lines:
         if line.startswith("Text:"):
-            return " ".join(line[len("Text:"):].split())
+            return " ".join(line[len("Text:") :].split())
     return " ".join(" ".join(lines).split())
 
 
@@ -227,8 +234,10 @@ def transcripts_for(clips: list[Clip], transcripts: Path | None) -> dict[str, st
     if missing:
         where = f"in {transcripts}" if transcripts is not None else "(no non-empty .txt beside the clip)"
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DataError(f"{len(missing)} of {len(clips)} clips have no transcript {where}: {shown}",
-                        hint="give each clip a same-named .txt file, or pass --transcripts FILE")
+        raise DataError(
+            f"{len(missing)} of {len(clips)} clips have no transcript {where}: {shown}",
+            hint="give each clip a same-named .txt file, or pass --transcripts FILE",
+        )
     return found
 
 
@@ -241,19 +250,23 @@ def _hash(text: str) -> int:
 
 def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> dict[str, int]:
     """Utterances per split: a non-zero fraction gets at least one; training keeps at least one."""
+
     def count(f: float) -> int:
         return 0 if f <= 0 else max(1, round(n * f))
 
     n_valid, n_test = count(valid_fraction), count(test_fraction)
     if n_valid + n_test >= n:
-        raise UsageError(f"{n} usable clips are too few for --valid-fraction {valid_fraction} and --test-fraction "
-                         f"{test_fraction}: training would get none",
-                         hint="lower the fractions, add clips, or use --split test for an evaluation set")
+        raise UsageError(
+            f"{n} usable clips are too few for --valid-fraction {valid_fraction} and --test-fraction "
+            f"{test_fraction}: training would get none",
+            hint="lower the fractions, add clips, or use --split test for an evaluation set",
+        )
     return {"train": n - n_valid - n_test, "valid": n_valid, "test": n_test}
 
 
-def split_names(names: list[str], valid_fraction: float, test_fraction: float, seed: int,
-                only: str | None = None) -> dict[str, list[str]]:
+def split_names(
+    names: list[str], valid_fraction: float, test_fraction: float, seed: int, only: str | None = None
+) -> dict[str, list[str]]:
     """Seeded split, each split sorted. `only` puts every name into that one split.
 
     The names are ordered by a hash of (seed, name): test takes the first, valid the next, train
@@ -264,7 +277,7 @@ def split_names(names: list[str], valid_fraction: float, test_fraction: float, s
     sizes = split_sizes(len(names), valid_fraction, test_fraction)
     order = sorted(names, key=lambda n: (_hash(f"{seed}\0{n}"), n))
     n_test, n_valid = sizes["test"], sizes["valid"]
-    test, valid, train = order[:n_test], order[n_test:n_test + n_valid], order[n_test + n_valid:]
+    test, valid, train = order[:n_test], order[n_test : n_test + n_valid], order[n_test + n_valid :]
     return {"train": sorted(train), "valid": sorted(valid), "test": sorted(test)}
 
 
@@ -358,8 +371,9 @@ def _worker_init() -> None:
         pass
 
 
-def _run_clips(clips: list[Clip], out: Path, options: PrepareOptions, workers: int
-               ) -> Iterator[tuple[Clip, tuple[Utterance | None, bool, str | None]]]:
+def _run_clips(
+    clips: list[Clip], out: Path, options: PrepareOptions, workers: int
+) -> Iterator[tuple[Clip, tuple[Utterance | None, bool, str | None]]]:
     """Each clip with its `_prepare_one` result, in completion order; `workers` > 1 uses processes."""
     if workers <= 1 or len(clips) <= 1:
         for clip in clips:
@@ -385,15 +399,23 @@ def _run_clips(clips: list[Clip], out: Path, options: PrepareOptions, workers: i
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    raise DataError(f"a worker process died while preparing {clip.path}",
-                                    hint="re-run the same command: finished clips are reused") from None
+                    raise DataError(
+                        f"a worker process died while preparing {clip.path}",
+                        hint="re-run the same command: finished clips are reused",
+                    ) from None
                 submit()
                 yield clip, result
 
 
-def prepare_corpus(src: str | os.PathLike, out: str | os.PathLike, options: PrepareOptions = PrepareOptions(),
-                   progress: Callable[[int, int, str, int], None] | None = None, *, workers: int = 1,
-                   shard: Shard | None = None) -> PrepareResult:
+def prepare_corpus(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    options: PrepareOptions = PrepareOptions(),
+    progress: Callable[[int, int, str, int], None] | None = None,
+    *,
+    workers: int = 1,
+    shard: Shard | None = None,
+) -> PrepareResult:
     """Turn SRC's clips and transcripts into OUT/{train,valid,test}.tsv/.wrd plus extracted media.
 
     `progress(done, total, clip_key, failed)` is called after each clip (the CLI draws a bar with it).
@@ -409,8 +431,9 @@ def prepare_corpus(src: str | os.PathLike, out: str | os.PathLike, options: Prep
     mine = clips if shard is None else [c for c in clips if shard.holds(c.name)]
     texts = transcripts_for(mine, options.transcripts) if mine else {}
     # every clip's split, from all clip names: the same in every shard and in a single run
-    names = split_names([c.name for c in clips], options.valid_fraction, options.test_fraction, options.seed,
-                        only=options.split)
+    names = split_names(
+        [c.name for c in clips], options.valid_fraction, options.test_fraction, options.seed, only=options.split
+    )
     split_of = {n: split for split, members in names.items() for n in members}
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Utterance] = {}
@@ -420,8 +443,9 @@ def prepare_corpus(src: str | os.PathLike, out: str | os.PathLike, options: Prep
         if utt is None:
             failed[clip.key] = reason or "unknown error"
         else:
-            done[clip.name] = Utterance(utt.id, utt.video, utt.audio, utt.n_video_frames, utt.n_audio_samples,
-                                        texts[clip.name])
+            done[clip.name] = Utterance(
+                utt.id, utt.video, utt.audio, utt.n_video_frames, utt.n_audio_samples, texts[clip.name]
+            )
             reused += was_reused
             prepared += not was_reused
         if progress is not None:
@@ -436,9 +460,14 @@ def prepare_corpus(src: str | os.PathLike, out: str | os.PathLike, options: Prep
         if chosen:
             write_manifest(target / f"{split}.tsv", target / f"{split}.wrd", root, [done[n] for n in chosen])
     write_failures(target / FAILURES, failed)
-    result = PrepareResult(out=root, splits={s: len(m) for s, m in members.items() if m}, prepared=prepared,
-                           reused=reused, failed=dict(sorted(failed.items())),
-                           shard=None if shard is None else str(shard))
+    result = PrepareResult(
+        out=root,
+        splits={s: len(m) for s, m in members.items() if m},
+        prepared=prepared,
+        reused=reused,
+        failed=dict(sorted(failed.items())),
+        shard=None if shard is None else str(shard),
+    )
     record = {"source": str(src.resolve()), "options": _options_record(options), **result.to_dict()}
     write_atomic(target / ("prepare.json" if shard is None else PART_DONE), json.dumps(record, indent=2) + "\n")
     return result
@@ -468,8 +497,10 @@ def _parts(out: Path) -> tuple[int, dict[int, Path]]:
     """(n, {i: folder}) of OUT/parts/shard-<i>-of-<n>; one shard count only."""
     parts_dir = out / PARTS
     if not parts_dir.is_dir():
-        raise UsageError(f"nothing to merge: {parts_dir} not found",
-                         hint="prepare the shards first: avsrctl prepare SRC OUT --shard I/N")
+        raise UsageError(
+            f"nothing to merge: {parts_dir} not found",
+            hint="prepare the shards first: avsrctl prepare SRC OUT --shard I/N",
+        )
     found: dict[int, dict[int, Path]] = {}
     for folder in sorted(parts_dir.iterdir()):
         match = re.fullmatch(r"shard-(\d+)-of-(\d+)", folder.name)
@@ -479,8 +510,10 @@ def _parts(out: Path) -> tuple[int, dict[int, Path]]:
         raise UsageError(f"nothing to merge: no shard-<i>-of-<n> folders in {parts_dir}")
     if len(found) > 1:
         counts = ", ".join(f"{n} ({len(f)} part(s))" for n, f in sorted(found.items()))
-        raise DataError(f"{parts_dir} holds parts of different shard counts: {counts}",
-                        hint="delete the folders of the shard count you no longer use")
+        raise DataError(
+            f"{parts_dir} holds parts of different shard counts: {counts}",
+            hint="delete the folders of the shard count you no longer use",
+        )
     return next(iter(found.items()))
 
 
@@ -496,26 +529,34 @@ def merge_parts(out: str | os.PathLike) -> PrepareResult:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         shard = Shard(missing[0], n)
-        raise DataError(f"missing part {shard}: {out / PARTS / shard.folder} not found{more}",
-                        hint=f"run: avsrctl prepare SRC {out} --shard {shard} (same options), then --merge again")
+        raise DataError(
+            f"missing part {shard}: {out / PARTS / shard.folder} not found{more}",
+            hint=f"run: avsrctl prepare SRC {out} --shard {shard} (same options), then --merge again",
+        )
     records = []
     for i in range(n):
         path = folders[i] / PART_DONE
         try:
             records.append(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            raise DataError(f"part {i}/{n} is not finished: {path} not found",
-                            hint=f"re-run its shard (avsrctl prepare SRC {out} --shard {i}/{n}); it resumes") from None
+            raise DataError(
+                f"part {i}/{n} is not finished: {path} not found",
+                hint=f"re-run its shard (avsrctl prepare SRC {out} --shard {i}/{n}); it resumes",
+            ) from None
         except (OSError, ValueError) as e:
-            raise DataError(f"part {i}/{n}: cannot read {path} ({e})",
-                            hint=f"re-run its shard (avsrctl prepare SRC {out} --shard {i}/{n})") from None
+            raise DataError(
+                f"part {i}/{n}: cannot read {path} ({e})",
+                hint=f"re-run its shard (avsrctl prepare SRC {out} --shard {i}/{n})",
+            ) from None
     first = records[0]
     for i, record in enumerate(records):
         for key in ("source", "options"):
             if record.get(key) != first.get(key):
-                raise DataError(f"part {i}/{n} was prepared with other {key} than part 0/{n}: "
-                                f"{record.get(key)!r} vs {first.get(key)!r}",
-                                hint="re-run the odd shard with the same SRC and options")
+                raise DataError(
+                    f"part {i}/{n} was prepared with other {key} than part 0/{n}: "
+                    f"{record.get(key)!r} vs {first.get(key)!r}",
+                    hint="re-run the odd shard with the same SRC and options",
+                )
     by_split: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
     seen: dict[str, str] = {}
     failed: dict[str, str] = {}
@@ -525,9 +566,11 @@ def merge_parts(out: str | os.PathLike) -> PrepareResult:
             for utt in read_manifest(tsv):
                 where = f"part {i}/{n} ({split})"
                 if utt.id in seen:
-                    raise DataError(f"duplicate id '{utt.id}' in {where} and {seen[utt.id]}: {tsv}:{utt.line}",
-                                    hint="every clip belongs to one shard: were the parts made from different "
-                                         "sources, or is a stale part folder left over?")
+                    raise DataError(
+                        f"duplicate id '{utt.id}' in {where} and {seen[utt.id]}: {tsv}:{utt.line}",
+                        hint="every clip belongs to one shard: were the parts made from different "
+                        "sources, or is a stale part folder left over?",
+                    )
                 seen[utt.id] = where
                 by_split[split].append(utt)
         failed.update(read_failures(folders[i] / FAILURES))
@@ -538,9 +581,13 @@ def merge_parts(out: str | os.PathLike) -> PrepareResult:
         if utts:
             write_manifest(out / f"{split}.tsv", out / f"{split}.wrd", root, sorted(utts, key=lambda u: u.id))
     write_failures(out / FAILURES, failed)
-    result = PrepareResult(out=root, splits={s: len(u) for s, u in by_split.items() if u},
-                           prepared=sum(r.get("prepared", 0) for r in records),
-                           reused=sum(r.get("reused", 0) for r in records), failed=dict(sorted(failed.items())))
+    result = PrepareResult(
+        out=root,
+        splits={s: len(u) for s, u in by_split.items() if u},
+        prepared=sum(r.get("prepared", 0) for r in records),
+        reused=sum(r.get("reused", 0) for r in records),
+        failed=dict(sorted(failed.items())),
+    )
     record = {"source": first.get("source"), "options": first.get("options"), "merged_parts": n, **result.to_dict()}
     write_atomic(out / "prepare.json", json.dumps(record, indent=2) + "\n")
     return result

@@ -28,8 +28,17 @@ class FrameBucketSampler:
     the ranks' padded-frame totals stay within one batch of each other.
     """
 
-    def __init__(self, lengths: Sequence[int], max_frames: int, max_batch: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_frames: int,
+        max_batch: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         if max_frames <= 0 or max_batch <= 0:
             raise UsageError(f"max_frames ({max_frames}) and max_batch ({max_batch}) must be positive")
         if num_replicas <= 0 or not 0 <= rank < num_replicas:
@@ -88,7 +97,7 @@ class FrameBucketSampler:
         load = np.zeros(r, dtype=np.int64)  # padded frames given to each rank so far
         mine = []
         for start in range(0, len(batches), r):
-            group = batches[start:start + r]
+            group = batches[start : start + r]
             costs = [self.padded_frames(b) for b in group]
             by_cost = sorted(range(r), key=lambda j: -costs[j])  # stable: ties keep their order
             by_load = np.argsort(load, kind="stable")  # least loaded first, ties by rank

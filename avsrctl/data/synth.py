@@ -33,7 +33,15 @@ from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, Utterance, wri
 from avsrctl.data.synth_face import FaceLook, FaceRenderer, random_look
 from avsrctl.data.synth_mouth import mouth_track
 from avsrctl.data.synth_speech import (
-    Voice, WordBank, _run, build_word_bank, ffmpeg_exe, installed_mbrola, installed_voices, speak, write_wav,
+    Voice,
+    WordBank,
+    _run,
+    build_word_bank,
+    ffmpeg_exe,
+    installed_mbrola,
+    installed_voices,
+    speak,
+    write_wav,
 )
 from avsrctl.errors import UsageError
 
@@ -101,10 +109,16 @@ class CorpusSummary:
     elapsed_s: float
 
     def to_dict(self) -> dict:
-        return {"root": str(self.root), "generated": self.generated, "reused": self.reused,
-                "elapsed_s": round(self.elapsed_s, 2),
-                "splits": {s.name: {"utterances": s.n_utterances, "speakers": s.n_speakers,
-                                    "hours": round(s.hours, 4)} for s in self.splits}}
+        return {
+            "root": str(self.root),
+            "generated": self.generated,
+            "reused": self.reused,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "splits": {
+                s.name: {"utterances": s.n_utterances, "speakers": s.n_speakers, "hours": round(s.hours, 4)}
+                for s in self.splits
+            },
+        }
 
 
 def sample_sentence(rng: np.random.Generator) -> tuple[str, ...]:
@@ -130,8 +144,10 @@ def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False) -> li
         wanted_mb = TEST_MBROLA if held_out else TRAIN_MBROLA
         diphone = [v for v in installed_mbrola() if v in wanted_mb]
         if not diphone:
-            raise UsageError(f"--mbrola: none of the MBROLA voices {', '.join(wanted_mb)} is installed",
-                             hint="install them with `make voices` (Debian/Ubuntu packages mbrola-en1, mbrola-us1..3)")
+            raise UsageError(
+                f"--mbrola: none of the MBROLA voices {', '.join(wanted_mb)} is installed",
+                hint="install them with `make voices` (Debian/Ubuntu packages mbrola-en1, mbrola-us1..3)",
+            )
     rng = np.random.default_rng([seed, 1 if held_out else 0, 0x5EED])
     order = rng.permutation(len(combos))
     speakers = []
@@ -139,8 +155,14 @@ def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False) -> li
         lang, var = combos[order[i % len(combos)]]
         if diphone and i % 2 == 1:
             lang, var = diphone[(i // 2) % len(diphone)], ""
-        voice = Voice(language=lang, variant=var, rate=int(rng.integers(140, 186)), pitch=int(rng.integers(30, 71)),
-                      amplitude=int(rng.integers(70, 131)), gap_s=float(rng.uniform(0.02, 0.10)))
+        voice = Voice(
+            language=lang,
+            variant=var,
+            rate=int(rng.integers(140, 186)),
+            pitch=int(rng.integers(30, 71)),
+            amplitude=int(rng.integers(70, 131)),
+            gap_s=float(rng.uniform(0.02, 0.10)),
+        )
         # the look comes from a stream of its own, so a change to the face renderer never changes a voice
         look = random_look(np.random.default_rng([seed, 1 if held_out else 0, 0xFACE, i]))
         speakers.append(Speaker(f"{'t' if held_out else 's'}{i + 1:02d}", voice, look, held_out))
@@ -180,10 +202,36 @@ def _codec_args() -> tuple[str, ...]:
 def write_mp4(path: Path, frames: np.ndarray) -> None:
     """(T, H, W, 3) uint8 RGB -> 25 fps mp4 through an ffmpeg pipe (argument list, no shell)."""
     n, h, w, _ = frames.shape
-    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "25", "-i", "pipe:0",
-            *_codec_args(), "-r", "25", "-frames:v", str(n), "-map_metadata", "-1", "-fflags", "+bitexact",
-            "-f", "mp4", str(path)]
+    args = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        "25",
+        "-i",
+        "pipe:0",
+        *_codec_args(),
+        "-r",
+        "25",
+        "-frames:v",
+        str(n),
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-f",
+        "mp4",
+        str(path),
+    ]
     _run(args, f"ffmpeg encode {path}", np.ascontiguousarray(frames).tobytes())
 
 
@@ -262,12 +310,16 @@ def _check_out(out: Path, settings: dict) -> None:
     try:
         previous = json.loads(stamp.read_text(encoding="utf-8"))["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{out} is not empty and is not a demo-data corpus (no readable {SETTINGS_FILE})",
-                         hint="choose an empty or new folder; demo-data never overwrites other files") from None
+        raise UsageError(
+            f"{out} is not empty and is not a demo-data corpus (no readable {SETTINGS_FILE})",
+            hint="choose an empty or new folder; demo-data never overwrites other files",
+        ) from None
     if previous != settings:
         diff = ", ".join(f"{k} {previous.get(k)!r} (now {v!r})" for k, v in settings.items() if previous.get(k) != v)
-        raise UsageError(f"{out} holds a demo-data corpus made with other settings: {diff}",
-                         hint="rerun with the same settings to resume, or choose a new folder")
+        raise UsageError(
+            f"{out} holds a demo-data corpus made with other settings: {diff}",
+            hint="rerun with the same settings to resume, or choose a new folder",
+        )
 
 
 def generate_corpus(
@@ -298,32 +350,44 @@ def generate_corpus(
     if n_test_speakers < 1:
         raise UsageError(f"--test-speakers must be at least 1, got {n_test_speakers}")
     if not test_only and n_test_speakers >= n_speakers:
-        raise UsageError(f"--test-speakers ({n_test_speakers}) must be fewer than --speakers ({n_speakers})",
-                         hint="--speakers counts all speakers, including the held-out test speakers")
+        raise UsageError(
+            f"--test-speakers ({n_test_speakers}) must be fewer than --speakers ({n_speakers})",
+            hint="--speakers counts all speakers, including the held-out test speakers",
+        )
     total_speakers = n_test_speakers if test_only else n_speakers
     if n_utterances < total_speakers:
         raise UsageError(f"--utterances ({n_utterances}) must be at least the number of speakers ({total_speakers})")
     if size < 16 or size > 512 or size % 2:
-        raise UsageError(f"--size must be an even number of pixels from 16 to 512, got {size}",
-                         hint="H.264 with yuv420p needs even sides; LRS3 ROIs are 96")
+        raise UsageError(
+            f"--size must be an even number of pixels from 16 to 512, got {size}",
+            hint="H.264 with yuv420p needs even sides; LRS3 ROIs are 96",
+        )
     if not 0.0 <= valid_fraction < 1.0:
         raise UsageError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
 
     out = Path(out).expanduser().resolve()
-    settings = {"format": FORMAT_VERSION, "utterances": n_utterances, "speakers": n_speakers,
-                "test_speakers": n_test_speakers, "seed": seed, "size": size,
-                "valid_fraction": valid_fraction, "test_only": test_only}
+    settings = {
+        "format": FORMAT_VERSION,
+        "utterances": n_utterances,
+        "speakers": n_speakers,
+        "test_speakers": n_test_speakers,
+        "seed": seed,
+        "size": size,
+        "valid_fraction": valid_fraction,
+        "test_only": test_only,
+    }
     if mbrola:  # recorded only when on, so corpora made before the option still resume
         settings["mbrola"] = True
     _check_out(out, settings)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / "video").mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS_FILE).write_text(json.dumps({"generator": "avsrctl demo-data", "settings": settings}, indent=2)
-                                     + "\n", encoding="utf-8")
+    (out / SETTINGS_FILE).write_text(
+        json.dumps({"generator": "avsrctl demo-data", "settings": settings}, indent=2) + "\n", encoding="utf-8"
+    )
 
-    speakers = ([] if test_only else make_speakers(n_speakers - n_test_speakers, False, seed, mbrola))
+    speakers = [] if test_only else make_speakers(n_speakers - n_test_speakers, False, seed, mbrola)
     speakers += make_speakers(n_test_speakers, True, seed, mbrola)
     plans = plan_corpus(n_utterances, speakers, seed, valid_fraction)
     banks = _word_banks(speakers, plans, jobs, progress)
@@ -348,8 +412,11 @@ def generate_corpus(
             video, audio = _paths(out, p.id)
             rows.append(Utterance(p.id, video, audio, frames[p.id], SAMPLES_PER_FRAME * frames[p.id], p.text))
         write_manifest(out / f"{split}.tsv", out / f"{split}.wrd", out, rows)
-        summaries.append(SplitSummary(split, len(rows), len({p.speaker for p in chosen}),
-                                      sum(u.n_audio_samples for u in rows) / SAMPLE_RATE))
+        summaries.append(
+            SplitSummary(
+                split, len(rows), len({p.speaker for p in chosen}), sum(u.n_audio_samples for u in rows) / SAMPLE_RATE
+            )
+        )
     return CorpusSummary(out, tuple(summaries), len(plans) - reused, reused, time.monotonic() - start)
 
 
@@ -372,5 +439,18 @@ def settings_of(out: str | os.PathLike) -> dict | None:
         return None
 
 
-__all__ = ["GRAMMAR", "VOCABULARY", "CorpusSummary", "SplitSummary", "Speaker", "UtterancePlan", "generate_corpus",
-           "is_grammatical", "make_speakers", "plan_corpus", "render_utterance", "sample_sentence", "settings_of"]
+__all__ = [
+    "GRAMMAR",
+    "VOCABULARY",
+    "CorpusSummary",
+    "SplitSummary",
+    "Speaker",
+    "UtterancePlan",
+    "generate_corpus",
+    "is_grammatical",
+    "make_speakers",
+    "plan_corpus",
+    "render_utterance",
+    "sample_sentence",
+    "settings_of",
+]

@@ -22,11 +22,13 @@ from avsrctl.data.synth_mouth import OPEN, smooth_walk
 
 SUPERSAMPLE = 2  # draw at 2x, box-filter down: smooth edges at 32-96 px
 # skin tones, light to dark (RGB under white light)
-_SKIN = np.array([(232, 190, 164), (220, 170, 138), (200, 146, 112), (168, 116, 84), (128, 86, 60), (94, 62, 46)],
-                 dtype=np.float32)
+_SKIN = np.array(
+    [(232, 190, 164), (220, 170, 138), (200, 146, 112), (168, 116, 84), (128, 86, 60), (94, 62, 46)], dtype=np.float32
+)
 # colour casts of studio and office light (multipliers per channel)
-_CASTS = np.array([(1.0, 1.0, 1.0), (1.08, 1.0, 0.82), (1.15, 0.98, 0.72), (0.96, 1.0, 1.06), (1.04, 1.02, 0.9)],
-                  dtype=np.float32)
+_CASTS = np.array(
+    [(1.0, 1.0, 1.0), (1.08, 1.0, 0.82), (1.15, 0.98, 0.72), (0.96, 1.0, 1.06), (1.04, 1.02, 0.9)], dtype=np.float32
+)
 
 
 @dataclass(frozen=True)
@@ -80,21 +82,35 @@ def random_look(rng: np.random.Generator) -> FaceLook:
     mx, my = rng.uniform(0.46, 0.54), rng.uniform(0.55, 0.64)
     hw = rng.uniform(0.17, 0.23)
     return FaceLook(
-        skin=_rgb(skin), cast=tuple(float(c) for c in cast), lip=_rgb(lip),
+        skin=_rgb(skin),
+        cast=tuple(float(c) for c in cast),
+        lip=_rgb(lip),
         cavity=_rgb(np.array([60, 22, 26]) * rng.uniform(0.5, 1.1)),
         teeth=_rgb(np.array([226, 218, 190]) * rng.uniform(0.7, 1.0)),
-        tongue=_rgb(np.array([180, 92, 96]) * rng.uniform(0.7, 1.0)), outside=_rgb(outside),
-        mouth=(float(mx), float(my)), half_width=float(hw), lip_upper=float(rng.uniform(0.2, 0.34)),
-        lip_lower=float(rng.uniform(0.28, 0.44)), nose_y=float(my - rng.uniform(0.30, 0.40)),
-        nose_width=float(rng.uniform(0.11, 0.16)), face_width=float(rng.uniform(0.48, 0.72)),
+        tongue=_rgb(np.array([180, 92, 96]) * rng.uniform(0.7, 1.0)),
+        outside=_rgb(outside),
+        mouth=(float(mx), float(my)),
+        half_width=float(hw),
+        lip_upper=float(rng.uniform(0.2, 0.34)),
+        lip_lower=float(rng.uniform(0.28, 0.44)),
+        nose_y=float(my - rng.uniform(0.30, 0.40)),
+        nose_width=float(rng.uniform(0.11, 0.16)),
+        face_width=float(rng.uniform(0.48, 0.72)),
         chin_y=float(my + rng.uniform(0.27, 0.36)),
         light=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.85, 1.35))),
-        ambient=float(rng.uniform(0.25, 0.5)), shine=float(rng.uniform(0.05, 0.3)),
-        stubble=float(rng.uniform(0.2, 1.0) if rng.random() < 0.4 else 0.0), spots=int(rng.integers(0, 6)),
-        expressiveness=float(rng.uniform(0.7, 1.15)), coarticulation_s=float(rng.uniform(0.016, 0.030)),
-        angle_deg=float(rng.uniform(-7, 7)), scale=float(rng.uniform(0.88, 1.12)),
-        jitter=float(rng.uniform(0.5, 3.0)), blur=float(rng.uniform(0.3, 1.1)), jpeg=int(rng.integers(25, 80)),
-        noise=float(rng.uniform(1.0, 4.0)), texture_seed=int(rng.integers(2**31)),
+        ambient=float(rng.uniform(0.25, 0.5)),
+        shine=float(rng.uniform(0.05, 0.3)),
+        stubble=float(rng.uniform(0.2, 1.0) if rng.random() < 0.4 else 0.0),
+        spots=int(rng.integers(0, 6)),
+        expressiveness=float(rng.uniform(0.7, 1.15)),
+        coarticulation_s=float(rng.uniform(0.016, 0.030)),
+        angle_deg=float(rng.uniform(-7, 7)),
+        scale=float(rng.uniform(0.88, 1.12)),
+        jitter=float(rng.uniform(0.5, 3.0)),
+        blur=float(rng.uniform(0.3, 1.1)),
+        jpeg=int(rng.integers(25, 80)),
+        noise=float(rng.uniform(1.0, 4.0)),
+        texture_seed=int(rng.integers(2**31)),
     )
 
 
@@ -123,8 +139,9 @@ class FaceRenderer:
         rng = np.random.default_rng(lk.texture_seed)
         # height: a cylinder across the cheeks, the nose tip and wings, the philtrum ridges
         cyl = np.sqrt(np.clip(1 - ((x - mx) / (lk.face_width * 1.3)) ** 2, 0, 1)) * 0.22
-        nose = (0.07 * _gauss(x, y, mx, lk.nose_y - 0.07, 0.075, 0.09)
-                + sum(0.025 * _gauss(x, y, mx + s * lk.nose_width, lk.nose_y - 0.005, 0.045, 0.045) for s in (-1, 1)))
+        nose = 0.07 * _gauss(x, y, mx, lk.nose_y - 0.07, 0.075, 0.09) + sum(
+            0.025 * _gauss(x, y, mx + s * lk.nose_width, lk.nose_y - 0.005, 0.045, 0.045) for s in (-1, 1)
+        )
         under_nose = -0.012 * _gauss(x, y, mx, lk.nose_y + 0.035, 0.06, 0.025)
         philtrum = sum(0.003 * _gauss(x, y, mx + s * 0.028, (lk.nose_y + my) / 2, 0.014, 0.05) for s in (-1, 1))
         folds = np.zeros_like(x)
@@ -137,8 +154,12 @@ class FaceRenderer:
         folds = -0.006 * cv2.GaussianBlur(folds, (0, 0), 0.025 * self.R)
         self.h_upper = (cyl + nose + under_nose + philtrum + folds).astype(np.float32)
         # height below the mouth, which the jaw carries: the groove under the lower lip, the chin
-        self.h_lower = (cyl + folds - 0.012 * _gauss(x, y, mx, my + 0.11, 0.11, 0.03)
-                        + 0.04 * _gauss(x, y, mx, lk.chin_y, 0.16, 0.1)).astype(np.float32)
+        self.h_lower = (
+            cyl
+            + folds
+            - 0.012 * _gauss(x, y, mx, my + 0.11, 0.11, 0.03)
+            + 0.04 * _gauss(x, y, mx, lk.chin_y, 0.16, 0.1)
+        ).astype(np.float32)
         # albedo: skin with blotches and pores, spots, nostrils, stubble
         skin = np.asarray(lk.skin, np.float32)
         blotch = cv2.GaussianBlur(rng.normal(0, 1, x.shape).astype(np.float32), (0, 0), 0.06 * self.R) * 0.6
@@ -151,8 +172,9 @@ class FaceRenderer:
             tone *= 1 - 0.75 * _gauss(x, y, mx + s * 0.45 * lk.nose_width, lk.nose_y, 0.028, 0.014)
         if lk.stubble > 0:
             # thickest over the upper lip and on the chin, fading in below the nose and out on the cheeks
-            beard = (np.clip((y - lk.nose_y - 0.04) / 0.16, 0, 1)
-                     * (0.2 + 0.8 * np.exp(-0.5 * ((x - mx) / (0.5 * lk.face_width)) ** 2)))
+            beard = np.clip((y - lk.nose_y - 0.04) / 0.16, 0, 1) * (
+                0.2 + 0.8 * np.exp(-0.5 * ((x - mx) / (0.5 * lk.face_width)) ** 2)
+            )
             dots = (rng.random(x.shape) < 0.3).astype(np.float32)
             hair = cv2.GaussianBlur(dots, (0, 0), 0.5) * 0.6 + 0.4
             tone *= 1 - 0.35 * lk.stubble * beard * hair
@@ -200,16 +222,37 @@ class FaceRenderer:
         cx, cy, iw, oh, th, tg, s, tk, W0 = geo
         layer = np.empty((self.R, self.R, 3), np.float32)
         layer[:] = lk.cavity
-        cv2.ellipse(layer, (int(cx), int(cy + 0.65 * oh * (1 - 0.45 * tg))), (max(1, int(0.6 * iw)), max(1, int(0.4 * oh))),
-                    0, 0, 360, lk.tongue, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            layer,
+            (int(cx), int(cy + 0.65 * oh * (1 - 0.45 * tg))),
+            (max(1, int(0.6 * iw)), max(1, int(0.4 * oh))),
+            0,
+            0,
+            360,
+            lk.tongue,
+            -1,
+            cv2.LINE_AA,
+        )
         teeth_h = th * (0.12 * W0 + 0.3 * oh) + tk * 0.1 * W0
         if teeth_h >= 0.5:
-            cv2.rectangle(layer, (int(cx - 0.8 * iw), int(cy - 0.35 * oh - 2)), (int(cx + 0.8 * iw), int(cy - 0.35 * oh + teeth_h)),
-                          lk.teeth, -1, cv2.LINE_AA)
+            cv2.rectangle(
+                layer,
+                (int(cx - 0.8 * iw), int(cy - 0.35 * oh - 2)),
+                (int(cx + 0.8 * iw), int(cy - 0.35 * oh + teeth_h)),
+                lk.teeth,
+                -1,
+                cv2.LINE_AA,
+            )
         low_h = th * max(s - 0.2, 0) * 0.25 * oh
         if low_h >= 0.5:
-            cv2.rectangle(layer, (int(cx - 0.6 * iw), int(cy + 0.65 * oh - low_h)), (int(cx + 0.6 * iw), int(cy + 0.65 * oh + 2)),
-                          lk.teeth, -1, cv2.LINE_AA)
+            cv2.rectangle(
+                layer,
+                (int(cx - 0.6 * iw), int(cy + 0.65 * oh - low_h)),
+                (int(cx + 0.6 * iw), int(cy + 0.65 * oh + 2)),
+                lk.teeth,
+                -1,
+                cv2.LINE_AA,
+            )
         # depth: the cavity darkens away from the lips
         return cv2.GaussianBlur(layer, (0, 0), 0.6)
 
@@ -232,8 +275,9 @@ class FaceRenderer:
         lips = np.clip(m_up + m_lo, 0, 1)
         # lips bulge out: a rounded volume over each lip
         h = h + 0.03 * cv2.GaussianBlur(m_up, (0, 0), 0.025 * R) + 0.04 * cv2.GaussianBlur(m_lo, (0, 0), 0.03 * R)
-        corner = sum(_gauss(x, y, (geo[0] + sg * (geo[2] / 0.86 + 0.01 * R)) / R, geo[1] / R, 0.012, 0.01)
-                     for sg in (-1, 1))
+        corner = sum(
+            _gauss(x, y, (geo[0] + sg * (geo[2] / 0.86 + 0.01 * R)) / R, geo[1] / R, 0.012, 0.01) for sg in (-1, 1)
+        )
         h = h - 0.02 * corner
         lip_colour = np.asarray(lk.lip, np.float32)
         albedo = albedo * (1 - lips[..., None]) + lip_colour * lips[..., None] * (1 - 0.12 * m_up[..., None])

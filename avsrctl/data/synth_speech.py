@@ -38,26 +38,63 @@ TRIM_MARGIN_S = 0.012  # keep a little of the onset/release around the trimmed w
 # Diphthongs and r-coloured vowels are two visemes so the mouth glides between them.
 _V = 1.0  # plain vowel
 _PHONEMES: dict[str, tuple[tuple[str, float], ...]] = {
-    "p": (("bilabial", 0.7),), "b": (("bilabial", 0.6),), "m": (("bilabial", 0.7),),
-    "f": (("labiodental", 0.8),), "v": (("labiodental", 0.6),),
-    "T": (("dental", 0.8),), "D": (("dental", 0.5),),
-    "s": (("sibilant", 0.9),), "z": (("sibilant", 0.7),),
-    "S": (("postalveolar", 0.9),), "Z": (("postalveolar", 0.7),),
-    "tS": (("postalveolar", 0.9),), "dZ": (("postalveolar", 0.8),),
-    "t": (("alveolar", 0.6),), "d": (("alveolar", 0.5),), "n": (("alveolar", 0.6),),
-    "l": (("lateral", 0.6),), "L": (("lateral", 0.6),),
-    "k": (("velar", 0.6),), "g": (("velar", 0.5),), "N": (("velar", 0.6),), "x": (("velar", 0.7),),
-    "h": (("glottal", 0.5),), "?": (("glottal", 0.3),),
-    "r": (("rhotic", 0.5),), "R": (("rhotic", 0.5),), "w": (("round", 0.5),), "j": (("palatal", 0.4),),
-    "i": (("i", _V),), "I": (("I", 0.8 * _V),), "e": (("e", _V),), "E": (("e", 0.9 * _V),),
-    "a": (("a", _V),), "A": (("a", 1.1 * _V),), "0": (("O", _V),), "O": (("O", 1.1 * _V),),
-    "o": (("O", _V),), "V": (("V", 0.9 * _V),), "@": (("@", 0.6 * _V),), "3": (("@", _V),),
-    "U": (("U", 0.8 * _V),), "u": (("u", _V),), "Y": (("U", _V),),
-    "aI": (("a", 0.9), ("I", 0.7)), "aU": (("a", 0.9), ("U", 0.7)), "eI": (("e", 0.9), ("I", 0.6)),
-    "oU": (("O", 0.9), ("U", 0.7)), "OI": (("O", 0.9), ("I", 0.7)), "@U": (("@", 0.7), ("U", 0.7)),
-    "i@": (("i", 0.8), ("@", 0.5)), "I@": (("I", 0.8), ("@", 0.5)), "e@": (("e", 0.9), ("@", 0.5)),
-    "U@": (("U", 0.8), ("@", 0.5)), "A@": (("a", 1.0), ("rhotic", 0.5)), "o@": (("O", 0.9), ("rhotic", 0.5)),
-    "O@": (("O", 0.9), ("@", 0.5)), "@L": (("@", 0.4), ("lateral", 0.5)),
+    "p": (("bilabial", 0.7),),
+    "b": (("bilabial", 0.6),),
+    "m": (("bilabial", 0.7),),
+    "f": (("labiodental", 0.8),),
+    "v": (("labiodental", 0.6),),
+    "T": (("dental", 0.8),),
+    "D": (("dental", 0.5),),
+    "s": (("sibilant", 0.9),),
+    "z": (("sibilant", 0.7),),
+    "S": (("postalveolar", 0.9),),
+    "Z": (("postalveolar", 0.7),),
+    "tS": (("postalveolar", 0.9),),
+    "dZ": (("postalveolar", 0.8),),
+    "t": (("alveolar", 0.6),),
+    "d": (("alveolar", 0.5),),
+    "n": (("alveolar", 0.6),),
+    "l": (("lateral", 0.6),),
+    "L": (("lateral", 0.6),),
+    "k": (("velar", 0.6),),
+    "g": (("velar", 0.5),),
+    "N": (("velar", 0.6),),
+    "x": (("velar", 0.7),),
+    "h": (("glottal", 0.5),),
+    "?": (("glottal", 0.3),),
+    "r": (("rhotic", 0.5),),
+    "R": (("rhotic", 0.5),),
+    "w": (("round", 0.5),),
+    "j": (("palatal", 0.4),),
+    "i": (("i", _V),),
+    "I": (("I", 0.8 * _V),),
+    "e": (("e", _V),),
+    "E": (("e", 0.9 * _V),),
+    "a": (("a", _V),),
+    "A": (("a", 1.1 * _V),),
+    "0": (("O", _V),),
+    "O": (("O", 1.1 * _V),),
+    "o": (("O", _V),),
+    "V": (("V", 0.9 * _V),),
+    "@": (("@", 0.6 * _V),),
+    "3": (("@", _V),),
+    "U": (("U", 0.8 * _V),),
+    "u": (("u", _V),),
+    "Y": (("U", _V),),
+    "aI": (("a", 0.9), ("I", 0.7)),
+    "aU": (("a", 0.9), ("U", 0.7)),
+    "eI": (("e", 0.9), ("I", 0.6)),
+    "oU": (("O", 0.9), ("U", 0.7)),
+    "OI": (("O", 0.9), ("I", 0.7)),
+    "@U": (("@", 0.7), ("U", 0.7)),
+    "i@": (("i", 0.8), ("@", 0.5)),
+    "I@": (("I", 0.8), ("@", 0.5)),
+    "e@": (("e", 0.9), ("@", 0.5)),
+    "U@": (("U", 0.8), ("@", 0.5)),
+    "A@": (("a", 1.0), ("rhotic", 0.5)),
+    "o@": (("O", 0.9), ("rhotic", 0.5)),
+    "O@": (("O", 0.9), ("@", 0.5)),
+    "@L": (("@", 0.4), ("lateral", 0.5)),
 }
 _SYMBOLS = sorted(_PHONEMES, key=len, reverse=True)  # longest match first ("aI" before "a")
 _DROP = re.compile(r"[',%=#!\-\[\]^1-9]")  # stress, variant and tie marks ("0" is a vowel, kept)
@@ -102,8 +139,10 @@ class SpokenUtterance:
 def espeak_exe() -> str:
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise UsageError("espeak-ng is not installed; demo-data synthesises speech with it",
-                         hint="install it: `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng`")
+        raise UsageError(
+            "espeak-ng is not installed; demo-data synthesises speech with it",
+            hint="install it: `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng`",
+        )
     return exe
 
 
@@ -152,8 +191,11 @@ def installed_voices() -> tuple[list[str], list[str]]:
 
 def installed_mbrola() -> list[str]:
     """The MBROLA English voices espeak-ng can use here, as espeak-ng voice names ("mb-en1")."""
-    return [f"mb-{name}" for name in MBROLA_VOICES
-            if any((Path(d) / name / name).is_file() or (Path(d) / name).is_file() for d in MBROLA_DIRS)]
+    return [
+        f"mb-{name}"
+        for name in MBROLA_VOICES
+        if any((Path(d) / name / name).is_file() or (Path(d) / name).is_file() for d in MBROLA_DIRS)
+    ]
 
 
 def parse_phonemes(text: str) -> tuple[tuple[str, float], ...]:
@@ -180,8 +222,22 @@ def parse_phonemes(text: str) -> tuple[tuple[str, float], ...]:
 def _espeak(voice: Voice, word: str) -> tuple[np.ndarray, int, tuple[tuple[str, float], ...]]:
     """One word: 16-bit samples, their rate (22.05 kHz, or 16 kHz for MBROLA) and its visemes,
     from a single espeak-ng run (WAV on stdout, the phoneme string it spoke on stderr)."""
-    args = [espeak_exe(), "--stdout", "-x", "--sep=_", "--phonout=/dev/stderr", "-v", voice.espeak_name,
-            "-s", str(voice.rate), "-p", str(voice.pitch), "-a", str(voice.amplitude), word]
+    args = [
+        espeak_exe(),
+        "--stdout",
+        "-x",
+        "--sep=_",
+        "--phonout=/dev/stderr",
+        "-v",
+        voice.espeak_name,
+        "-s",
+        str(voice.rate),
+        "-p",
+        str(voice.pitch),
+        "-a",
+        str(voice.amplitude),
+        word,
+    ]
     data, err = _run_both(args, f"espeak-ng {voice.espeak_name} {word!r}")
     lines = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
     segs = parse_phonemes(lines[-1]) if lines else ()
@@ -191,8 +247,10 @@ def _espeak(voice: Voice, word: str) -> tuple[np.ndarray, int, tuple[tuple[str, 
     except (wave.Error, EOFError) as e:
         raise MediaError(f"espeak-ng {voice.espeak_name} {word!r}: unreadable WAV output ({e})") from None
     if rate not in (ESPEAK_RATE, SAMPLE_RATE) or width != 2:
-        raise MediaError(f"espeak-ng {voice.espeak_name}: expected 16-bit {ESPEAK_RATE} or {SAMPLE_RATE} Hz, "
-                         f"got {8 * width}-bit {rate} Hz")
+        raise MediaError(
+            f"espeak-ng {voice.espeak_name}: expected 16-bit {ESPEAK_RATE} or {SAMPLE_RATE} Hz, "
+            f"got {8 * width}-bit {rate} Hz"
+        )
     return np.frombuffer(raw, dtype="<i2"), rate, segs or (("@", 1.0),)
 
 
@@ -200,9 +258,28 @@ def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
     """int16 at `rate` -> float32 at 16 kHz through ffmpeg's resampler (one pipe)."""
     if rate == SAMPLE_RATE:
         return samples.astype(np.float32) / np.float32(32768.0)
-    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0",
-            "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "pipe:1"]
+    args = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-f",
+        "s16le",
+        "-ar",
+        str(rate),
+        "-ac",
+        "1",
+        "-i",
+        "pipe:0",
+        "-f",
+        "f32le",
+        "-ar",
+        str(SAMPLE_RATE),
+        "-ac",
+        "1",
+        "pipe:1",
+    ]
     out = _run(args, "ffmpeg resample", samples.astype("<i2").tobytes())
     return np.frombuffer(out, dtype="<f4").copy()
 
@@ -243,7 +320,7 @@ def build_word_bank(voice: Voice, words: list[str]) -> WordBank:
     for word, (a, b) in zip(words, starts):
         # the padding keeps resampler ringing of neighbours out of each word's window
         lo, hi = round(a * scale) - int(0.1 * SAMPLE_RATE), round(b * scale) + int(0.1 * SAMPLE_RATE)
-        seg = trim_silence(y[max(0, lo):hi])
+        seg = trim_silence(y[max(0, lo) : hi])
         if seg.size == 0:
             raise MediaError(f"espeak-ng {voice.espeak_name} produced silence for {word!r}")
         audio[word] = seg.astype(np.float32)

@@ -92,7 +92,9 @@ def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: st
     if "both" in wanted:
         _seed(cfg, "fusion")
         f = m.fusion
-        fusion = WeightedFusion(d_llm, f.weight, f.learned, f.compression, f.modality_dropout, f.weighting, f.gate_hidden)
+        fusion = WeightedFusion(
+            d_llm, f.weight, f.learned, f.compression, f.modality_dropout, f.weighting, f.gate_hidden
+        )
     _seed(cfg, "ctc_heads")
     model = AVSRModel(encoders, connectors, fusion, llm, tokenizer, prompt=m.llm.prompt, ctc_weight=m.ctc_weight)
     # The LLM is already on `device` in its dtype; everything else moves here and stays float32.

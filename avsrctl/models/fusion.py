@@ -84,8 +84,9 @@ class WeightedFusion(nn.Module):
         if self.weighting == "static":
             return torch.sigmoid(self.logit) if self.learned else self.fixed_weight
         logit = self.gate(torch.cat([audio, video], -1).float())  # (B, T, 1)
-        smooth = F.avg_pool1d(logit.transpose(1, 2), GATE_SMOOTH, stride=1, padding=GATE_SMOOTH // 2,
-                              count_include_pad=False)  # (B, 1, T)
+        smooth = F.avg_pool1d(
+            logit.transpose(1, 2), GATE_SMOOTH, stride=1, padding=GATE_SMOOTH // 2, count_include_pad=False
+        )  # (B, 1, T)
         return torch.sigmoid(smooth.transpose(1, 2))  # (B, T, 1)
 
     def sample_dropout(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,8 +49,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from avsrctl.atomic import write_atomic
 from avsrctl.errors import DataError, UsageError
-from avsrctl.models.weights import write_atomic
 
 STREAMS = ("audio", "video")
 FORMAT = 2  # 1: one float32 file per utterance under DIR/<stream>/<key[:2]>/ (refused)
@@ -92,17 +92,23 @@ def check_format(root: Path, create: bool) -> None:
         except (OSError, ValueError, AttributeError) as e:
             raise UsageError(f"{marker}: unreadable feature cache description ({e})", hint=rebuild) from None
         if found != FORMAT:
-            raise UsageError(f"{root} is a feature cache in format {found}; this avsrctl reads format {FORMAT}",
-                             hint=rebuild)
+            raise UsageError(
+                f"{root} is a feature cache in format {found}; this avsrctl reads format {FORMAT}", hint=rebuild
+            )
         return
     for stream in STREAMS:
         folder = root / stream
         if folder.is_dir() and any(p.is_dir() and len(p.name) == 2 for p in folder.iterdir()):
-            raise UsageError(f"{root} holds a feature cache of an earlier avsrctl (one float32 file per utterance, "
-                             f"{folder}/<xx>/...)", hint=rebuild)
+            raise UsageError(
+                f"{root} holds a feature cache of an earlier avsrctl (one float32 file per utterance, "
+                f"{folder}/<xx>/...)",
+                hint=rebuild,
+            )
     if create:  # concurrent ranks write the same bytes
-        write_atomic(marker, lambda tmp: tmp.write_text(json.dumps({"format": FORMAT, "dtype": "float16"}) + "\n",
-                                                        encoding="utf-8"))
+        write_atomic(
+            marker,
+            lambda tmp: tmp.write_text(json.dumps({"format": FORMAT, "dtype": "float16"}) + "\n", encoding="utf-8"),
+        )
 
 
 def to_storage(features: torch.Tensor) -> torch.Tensor:
@@ -178,9 +184,17 @@ class FeatureCache:
     Call `flush()` at the end of an epoch so DataLoader workers and other ranks see its entries.
     """
 
-    def __init__(self, root: str | os.PathLike, *, media: dict[str, dict[str, Path | None]],
-                 identities: dict[str, str | None], preprocessing: dict[str, Any],
-                 dtype: torch.dtype = torch.float32, shard_bytes: int = SHARD_BYTES, rescan_s: float = 30.0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        media: dict[str, dict[str, Path | None]],
+        identities: dict[str, str | None],
+        preprocessing: dict[str, Any],
+        dtype: torch.dtype = torch.float32,
+        shard_bytes: int = SHARD_BYTES,
+        rescan_s: float = 30.0,
+    ):
         self.root = Path(root)
         self.media = media
         self.identities = {s: i for s, i in identities.items() if i}
@@ -201,8 +215,16 @@ class FeatureCache:
         self.pending_bytes = {s: 0 for s in self.identities}
         self.written = [0]  # shards written by this object (shared with the exit hook)
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns():x}"
-        self._finalizer = weakref.finalize(self, FeatureCache._flush_all, self.root, self.writer, self.identities,
-                                           self.pending, self.pending_bytes, self.written)
+        self._finalizer = weakref.finalize(
+            self,
+            FeatureCache._flush_all,
+            self.root,
+            self.writer,
+            self.identities,
+            self.pending,
+            self.pending_bytes,
+            self.written,
+        )
 
     def __getstate__(self) -> dict:  # a worker reads; the parent alone writes its pending entries
         state = {k: v for k, v in self.__dict__.items() if k != "_finalizer"}
@@ -217,8 +239,12 @@ class FeatureCache:
         path = self.media.get(uid, {}).get(stream)
         if path is None or stream not in self.identities:
             return None
-        parts = {"stream": stream, "media": file_sha1(Path(path)), "encoder": self.identities[stream],
-                 "frames": int(n_frames)}
+        parts = {
+            "stream": stream,
+            "media": file_sha1(Path(path)),
+            "encoder": self.identities[stream],
+            "frames": int(n_frames),
+        }
         if stream == "video":
             parts.update(self.preprocessing)
         return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -238,8 +264,9 @@ class FeatureCache:
             self._flush_stream(stream)
 
     def _flush_stream(self, stream: str) -> None:
-        path = FeatureCache._write_shard(self.root, self.writer, stream, self.identities[stream],
-                                         self.pending[stream], self.written)
+        path = FeatureCache._write_shard(
+            self.root, self.writer, stream, self.identities[stream], self.pending[stream], self.written
+        )
         if path is not None:
             shards = self.shards[stream]
             for key in self.pending[stream]:
@@ -249,8 +276,9 @@ class FeatureCache:
         self.pending_bytes[stream] = 0
 
     @staticmethod
-    def _write_shard(root: Path, writer: str, stream: str, identity: str, rows: dict[str, torch.Tensor],
-                     written: list[int]) -> Path | None:
+    def _write_shard(
+        root: Path, writer: str, stream: str, identity: str, rows: dict[str, torch.Tensor], written: list[int]
+    ) -> Path | None:
         if not rows:
             return None
         path = root / stream / f"{writer}-{written[0]:05d}.safetensors"
@@ -337,15 +365,24 @@ def cache_info(root: str | os.PathLike) -> dict[str, Any]:
         raise UsageError(f"feature cache folder not found: {root}")
     check_format(root, create=False)
     if not (root / MANIFEST).is_file():
-        raise DataError(f"{root} is not a feature cache (no {MANIFEST})",
-                        hint="point at the folder given to --cache-features")
+        raise DataError(
+            f"{root} is not a feature cache (no {MANIFEST})", hint="point at the folder given to --cache-features"
+        )
     info: dict[str, Any] = {"path": str(root.resolve()), "format": FORMAT, "bytes": 0, "entries": 0, "streams": {}}
     for stream in STREAMS:
         folder = root / stream
         if not folder.is_dir():
             continue
-        s = {"shards": 0, "entries": 0, "bytes": 0, "hours": 0.0, "dtypes": {}, "encoders": {}, "damaged": [],
-             "unfinished": 0}
+        s = {
+            "shards": 0,
+            "entries": 0,
+            "bytes": 0,
+            "hours": 0.0,
+            "dtypes": {},
+            "encoders": {},
+            "damaged": [],
+            "unfinished": 0,
+        }
         keys: set[str] = set()
         per_second = 50 if stream == "audio" else 25  # rows per second of speech
         for path in sorted(folder.iterdir()):
@@ -391,9 +428,11 @@ def check_cacheable(model: Any, modality: str, *, video_augment: bool = False) -
     """Encoder identities for the streams of `modality`; a trainable encoder cannot be cached, nor
     augmented video (its features would be stored under the clean clip's key)."""
     if video_augment and "video" in cache_streams(modality, noisy_audio=False):
-        raise UsageError("--cache-features cannot store video features with data.video_augment=true: each epoch's "
-                         "augmented clip would be saved and reused under the clean clip's key",
-                         hint="drop --cache-features or set data.video_augment=false (or train --modality audio)")
+        raise UsageError(
+            "--cache-features cannot store video features with data.video_augment=true: each epoch's "
+            "augmented clip would be saved and reused under the clean clip's key",
+            hint="drop --cache-features or set data.video_augment=false (or train --modality audio)",
+        )
     out = {}
     for stream in cache_streams(modality, noisy_audio=False):
         enc = getattr(model, f"{stream}_encoder", None)
