@@ -320,6 +320,16 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def _static_fusion_by_default(data) -> None:
+    """Checkpoints written before `model.fusion.weighting` existed used the static weight (today's
+    default is dynamic): their config gets the setting they were trained with."""
+    fusion = (
+        data.get("model", {}).get("fusion") if isinstance(data, dict) and isinstance(data.get("model"), dict) else None
+    )
+    if isinstance(fusion, dict) and "weighting" not in fusion:
+        fusion["weighting"] = "static"
+
+
 def read_checkpoint_config(path: str | os.PathLike) -> Config:
     path = Path(path)
     _check_folder(path, (CONFIG,))
@@ -332,6 +342,7 @@ def read_checkpoint_config(path: str | os.PathLike) -> Config:
         raise CheckpointError(f"{where}: unreadable ({problem})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG}: unreadable ({e})") from None
+    _static_fusion_by_default(data)
     try:
         return config_from_dict(data or {}, origin=str(path / CONFIG))
     except ConfigError as e:

@@ -53,6 +53,7 @@ class DecodingResult:
     modality: str  # 'audio', 'video' or 'both'
     n_input_tokens: int  # LLM input length for this utterance (markers + modality tokens + prompt)
     stopped_at_eos: bool  # False when max_new_tokens cut the hypothesis short
+    video_weight: float | None = None  # 'both': mean weight the fusion gave the video over the clip's frames
 
     def to_dict(self) -> dict:
         return {
@@ -63,6 +64,7 @@ class DecodingResult:
             "modality": self.modality,
             "n_input_tokens": self.n_input_tokens,
             "stopped_at_eos": self.stopped_at_eos,
+            **({} if self.video_weight is None else {"video_weight": self.video_weight}),
         }
 
 
@@ -115,6 +117,8 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
     model.eval()
     try:
         embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False)
+        fusion = getattr(model, "fusion", None)
+        video_weights = fusion.last_video_weight.tolist() if modality == "both" and fusion is not None else None
         greedy = options.beam_size == 1
         # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
         # applies the suppression itself, after reading the model's own distribution.
@@ -159,6 +163,7 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
                 modality=modality,
                 n_input_tokens=int(n_inputs[b]),
                 stopped_at_eos=stopped,
+                video_weight=None if video_weights is None else video_weights[b],
             )
         )
     return results

@@ -41,6 +41,12 @@ class DecodeOutput:
     failed: dict[str, str] = field(default_factory=dict)  # id -> reason the media could not be decoded
     seconds: float = 0.0
     snr_db: float | None = None
+    video_weights: list[float | None] | None = None  # 'both': each row's mean fusion weight on the video
+
+    @property
+    def mean_video_weight(self) -> float | None:
+        known = [w for w in self.video_weights or [] if w is not None]
+        return sum(known) / len(known) if known else None
 
     @property
     def utterances_per_second(self) -> float:
@@ -86,6 +92,7 @@ def decode_manifest(
         dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=cfg.data.num_workers
     )
     by_id: dict[str, str] = {}
+    weight_by_id: dict[str, float | None] = {}
     failed: dict[str, str] = {}
     start = time.perf_counter()
     model.eval()
@@ -95,13 +102,15 @@ def decode_manifest(
             if len(batch):
                 for result in model.generate(batch.to(device), modality, options):
                     by_id[result.id] = result.text
+                    weight_by_id[result.id] = result.video_weight
             if on_batch is not None:
                 on_batch(len(batch) + len(batch.meta.get("skipped", [])))
     hypotheses = [by_id.get(u.id, "") for u in manifest]
     missing = [u.id for u in manifest if u.id not in by_id and u.id not in failed]
     assert not missing, f"utterances neither decoded nor reported as failed: {missing[:3]}"
+    weights = [weight_by_id.get(u.id) for u in manifest] if modality == "both" else None
     return DecodeOutput(
-        modality, hypotheses, failed, time.perf_counter() - start, noise.snr_db if noise is not None else None
+        modality, hypotheses, failed, time.perf_counter() - start, noise.snr_db if noise is not None else None, weights
     )
 
 
@@ -130,11 +139,15 @@ def write_condition(
         "n_failed": len(out.failed),
         "seconds": round(out.seconds, 3),
         "utterances_per_second": round(out.utterances_per_second, 3) if out.seconds > 0 else None,
+        **({} if out.mean_video_weight is None else {"mean_video_weight": round(out.mean_video_weight, 4)}),
         "manifest": str(manifest.tsv),
         "references": str(manifest.wrd) if manifest.wrd else None,
         "settings": settings,
     }
-    return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary)
+    extra = None
+    if out.video_weights is not None:
+        extra = [{} if w is None else {"video_weight": round(w, 4)} for w in out.video_weights]
+    return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary, extra=extra)
 
 
 def _progress_task(progress, description: str, total: int) -> Callable[[int], None] | None:

@@ -303,15 +303,18 @@ def write_results(
     raw_hypotheses: Sequence[str],
     *,
     summary: dict | None = None,
+    extra: Sequence[dict] | None = None,
 ) -> dict[str, Path]:
     """Write `wer.json` (summary), `hyp.wrd` (raw hypotheses, one per line) and `results.jsonl`
-    (one object per utterance: raw and normalised text and its errors), all three or none."""
+    (one object per utterance: raw and normalised text and its errors, plus that row of `extra`,
+    e.g. the fused model's video weight), all three or none."""
     out = Path(output_dir)
     paths = {"wer": out / "wer.json", "hyp": out / "hyp.wrd", "results": out / "results.jsonl"}
     rows = []
-    for utt, ref, hyp in zip(report.utterances, raw_references, raw_hypotheses):
+    extra = extra if extra is not None else [{}] * len(report.utterances)
+    for utt, ref, hyp, more in zip(report.utterances, raw_references, raw_hypotheses, extra):
         rows.append(
-            json.dumps({"id": utt.id, "reference": ref, "hypothesis": hyp, **utt.to_dict()}, ensure_ascii=False)
+            json.dumps({"id": utt.id, "reference": ref, "hypothesis": hyp, **utt.to_dict(), **more}, ensure_ascii=False)
         )
     write_files(
         {

@@ -221,3 +221,21 @@ def test_a_tiny_model_round_trips_through_the_checkpoint_format(tmp_path):
     want, got = model.trainable_state_dict(), loaded.trainable_state_dict()
     assert set(got) == set(want)
     assert all(torch.equal(got[k].cpu(), want[k].cpu()) for k in want)
+
+
+def test_a_checkpoint_from_before_dynamic_fusion_loads_with_its_static_weight(tmp_path):
+    """Configs written before `model.fusion.weighting` existed name no weighting; they were static."""
+    import yaml
+
+    from avsrctl.models.builder import build_model
+
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.weighting=static"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    path = ckpt.save_checkpoint(tmp_path, "final", model=model, cfg=cfg, meta={"modality": "both", "step": 1})
+    data = yaml.safe_load((path / "config.yaml").read_text())
+    del data["model"]["fusion"]["weighting"]  # as an older avsrctl wrote it
+    (path / "config.yaml").write_text(yaml.safe_dump(data))
+    loaded, loaded_cfg, _ = ckpt.load_checkpoint(path)
+    assert loaded_cfg.model.fusion.weighting == "static" and loaded.fusion.weighting == "static"
+    torch.testing.assert_close(loaded.fusion.audio_weight(), model.fusion.audio_weight())

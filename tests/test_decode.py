@@ -172,3 +172,34 @@ def test_modality_the_manifest_lacks_is_refused(trained, tmp_path, capsys):
 def test_missing_checkpoint_is_a_usage_error(capsys):
     assert run(["decode", "--tsv", "x.tsv"]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_fused_decode_reports_each_utterances_video_weight(trained, tmp_path):
+    """results.jsonl and wer.json carry the fusion's mean video weight for 'both'; none for one stream."""
+    import json
+
+    import torch
+
+    from avsrctl.config import load_config
+    from avsrctl.data.manifest import read_manifest
+    from avsrctl.decoding import DecodingOptions
+    from avsrctl.evaluate import decode_manifest, score_hypotheses, write_condition
+    from avsrctl.models.builder import build_model
+
+    corpus, _ = trained
+    cfg = load_config("tiny", ["model.modality=both"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.fusion.gate[2].weight)  # a gate that reads its streams
+    manifest = read_manifest(corpus / "test.tsv", corpus / "test.wrd")
+    out = decode_manifest(model, manifest, "both", DecodingOptions(max_new_tokens=4), cfg)
+    assert len(out.video_weights) == len(manifest) and all(0 < w < 1 for w in out.video_weights)
+    assert len(set(out.video_weights)) > 1  # per utterance, not one constant
+    write_condition(tmp_path / "o", manifest, out, score_hypotheses(manifest, out.hypotheses, "basic"), {})
+    rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert [r["video_weight"] for r in rows] == [round(w, 4) for w in out.video_weights]
+    summary = json.loads((tmp_path / "o" / "wer.json").read_text())
+    assert summary["mean_video_weight"] == round(sum(out.video_weights) / len(manifest), 4)
+    audio_only = decode_manifest(model, manifest, "audio", DecodingOptions(max_new_tokens=4), cfg)
+    assert audio_only.video_weights is None and audio_only.mean_video_weight is None

@@ -12,7 +12,7 @@ from pathlib import Path
 import avsrctl
 
 PACKAGE = Path(avsrctl.__file__).parent
-MAY_IMPORT_TRAINING = ("training/", "cli/train.py")
+MAY_IMPORT_TRAINING = ("training/", "cli/train.py", "cli/cache.py")  # cache info reads the training cache
 
 
 def training_imports(source: str) -> list[int]:

@@ -49,13 +49,15 @@ def results_table(rows: list[tuple[str, object, object]], title: str):
     return table
 
 
-def print_verbose(manifest, report) -> None:
+def print_verbose(manifest, report, video_weights=None) -> None:
     from avsrctl.metrics import render_diff
 
     con = console.stdout()
-    for utt, u in zip(report.utterances, manifest):
+    weights = video_weights or [None] * len(manifest)
+    for utt, u, w in zip(report.utterances, manifest, weights):
         mark = "[green]ok[/]" if utt.errors == 0 else f"[red]{utt.errors} err[/]"
-        con.print(f"[bold]{u.id}[/] {mark}")
+        lips = "" if w is None else f"  video weight {w:.2f}"
+        con.print(f"[bold]{u.id}[/] {mark}{lips}")
         con.print(f"  REF: {utt.reference}", markup=False)
         con.print(f"  HYP: {utt.hypothesis}", markup=False)
         if utt.errors:
@@ -217,7 +219,7 @@ def _decode_manifest(
         )
     clean_out, clean_report = results[0]
     if verbose:
-        print_verbose(manifest, clean_report)
+        print_verbose(manifest, clean_report, clean_out.video_weights)
     if clean_out.failed:
         first = next(iter(clean_out.failed.items()))
         console.log(
