@@ -205,6 +205,11 @@ def main() -> None:
     parser.add_argument("--video-epochs", type=int, default=3, help="video model epochs (after the CTC stage)")
     parser.add_argument("--both-epochs", type=int, default=2, help="fused model epochs (starts from audio + video)")
     parser.add_argument("--modalities", default="audio,video,both")
+    parser.add_argument(
+        "--tests",
+        default="synthetic-test,heldout",
+        help="synthetic test sets to evaluate on (the real GRID clips are always used when present)",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
     args = parser.parse_args()
     work: Path = args.work
@@ -309,7 +314,11 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     weights: dict[str, float] = {}  # the fused model's mean video weight per test condition
-    tests = {"synthetic-test": corpus / "test.tsv", "heldout": heldout / "test.tsv"}
+    tests = {
+        name: tsv
+        for name, tsv in (("synthetic-test", corpus / "test.tsv"), ("heldout", heldout / "test.tsv"))
+        if name in args.tests.split(",")
+    }
     for m, ckpt in checkpoints.items():
         common = ["--checkpoint", ckpt, "--modality", m]
         for name, tsv in tests.items():
@@ -444,7 +453,7 @@ def write_results(path: Path, results: dict, timings: dict, args, weights: dict 
         "",
         f"Produced by `python recipes/grid.py --utterances {args.utterances} --epochs {args.epochs} "
         f"--video-ctc-epochs {args.video_ctc_epochs} --video-epochs {args.video_epochs} "
-        f"--both-epochs {args.both_epochs} --modalities {args.modalities}` "
+        f"--both-epochs {args.both_epochs} --modalities {args.modalities} --tests {args.tests}` "
         f"(`make grid-recipe`) on {time.strftime('%Y-%m-%d')}; "
         f"{platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}, transformers {transformers.__version__}. Model: configs/offline-small.yaml "
