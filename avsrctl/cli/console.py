@@ -39,7 +39,7 @@ def chatter() -> Console:
 
 
 def log(message: str) -> None:
-    chatter().print(message)
+    chatter().print(message, soft_wrap=True)  # a path is not broken across lines either
 
 
 def error(message: str, hint: str | None = None) -> None:
