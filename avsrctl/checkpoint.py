@@ -104,6 +104,12 @@ def recover_replaced(final: Path) -> None:
         os.replace(old, final)
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _write_folder(
     tmp: Path,
     final: Path,
@@ -140,7 +146,9 @@ def _write_folder(
     if trainer_state is not None:
         _write_json(tmp / STATE, {"format_version": FORMAT_VERSION, **trainer_state})
         written.append(tmp / STATE)
+    mode = 0o666 & ~_umask()  # safetensors creates its files 0600 whatever the umask: make them like the others
     for path in written:
+        os.chmod(path, mode)
         fsync_file(path)
     fsync_dir(tmp)
     if final.exists():

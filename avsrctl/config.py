@@ -387,7 +387,14 @@ def read_config_source(name_or_path: str | Path | None) -> tuple[dict[str, Any],
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text") from None
-        return _read_yaml(text, str(path)), str(path)
+        data = _read_yaml(text, str(path))
+        if not data:  # an empty file would silently mean every default (the hub GPU recipe)
+            raise ConfigError(
+                f"{path}: empty config file (no sections)",
+                hint=f"write the sections to change (data, model, train, decode), or name a preset: "
+                f"{', '.join(preset_names())}",
+            )
+        return data, str(path)
     name = str(name_or_path)
     if name not in preset_names():
         close = difflib.get_close_matches(name, preset_names(), n=1)

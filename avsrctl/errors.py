@@ -30,7 +30,7 @@ class UsageError(AvsrError):
 class ConfigError(UsageError):
     """A configuration file, preset or `--set` override is invalid."""
 
-    hint = "run `avsrctl <command> --help` or look at configs/tiny.yaml for a valid example"
+    hint = "run `avsrctl <command> --help`, or start from a preset: --config tiny (any run) or --config offline-small"
 
 
 class DataError(AvsrError):

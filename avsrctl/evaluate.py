@@ -250,11 +250,15 @@ def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: st
     return reports, summary
 
 
-def baseline_run(manifest: Manifest, model: str | None, beam_size: int, device: str | None, progress=None) -> Run:
+def baseline_run(
+    manifest: Manifest, model: str | None, beam_size: int, device: str | None, progress=None, cpu_threads: int = 0
+) -> Run:
     """faster-whisper (the offline tiny.en unless `model` names another) over the manifest's audio."""
     from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions, recognize_manifest
 
-    recognizer = FasterWhisperRecognizer(WhisperOptions(model=model, beam_size=beam_size, device=device or "auto"))
+    recognizer = FasterWhisperRecognizer(
+        WhisperOptions(model=model, beam_size=beam_size, device=device or "auto", cpu_threads=cpu_threads)
+    )
     on_utterance = _progress_task(progress, "transcribing", len(manifest))
     hyps, failed = recognize_manifest(
         manifest, recognizer, progress=(lambda i: on_utterance(1)) if on_utterance else None
@@ -272,6 +276,7 @@ def checkpoint_runs(
     modality: str | None,
     beam_size: int | None,
     progress=None,
+    batch_size: int | None = None,
 ) -> list[Run]:
     """Decode the manifest with a loaded checkpoint in `modality` ('all': each it serves; None: its own)."""
     from avsrctl.checkpoint import trained_modality
@@ -286,11 +291,12 @@ def checkpoint_runs(
     runs = []
     for mod in modalities:
         on_batch = _progress_task(progress, f"decoding ({mod})", len(manifest))
-        out = decode_manifest(model, manifest, mod, options, cfg, device=dev, on_batch=on_batch)
+        out = decode_manifest(model, manifest, mod, options, cfg, batch_size=batch_size, device=dev, on_batch=on_batch)
         settings = {
             "checkpoint": str(checkpoint),
             "beam_size": options.beam_size,
             "max_new_tokens": options.max_new_tokens,
+            "batch_size": batch_size or cfg.decode.batch_size,
             "device": dev,
         }
         runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings))

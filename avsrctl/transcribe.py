@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,11 @@ from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from avsrctl.errors import MediaError
 from avsrctl.subtitles import Segment, Transcript
 
+BLOCK_FRAMES = 60 * VIDEO_FPS  # a long clip's audio is read and cut 60 s at a time (3.8 MB of samples)
+VIDEO_CHUNK_FRAMES = 5 * VIDEO_FPS  # raw frames held at once before the mouth crop (~115 MB at 640x480)
+CARRY_SAMPLES = SAMPLE_RATE // 2  # a piece ending this close to a block's end is still speaking there
+Progress = Callable[[float, float], None]  # progress(seconds done, seconds in all)
+
 
 class ClipRecognizer(Protocol):
     """What `transcribe` needs from a recogniser."""
@@ -30,7 +36,7 @@ class ClipRecognizer(Protocol):
     name: str  # shown on stderr and stored in the transcript's `source`
     modalities: tuple[str, ...]  # streams it reads from the clip
 
-    def transcribe_file(self, path: Path) -> Transcript: ...
+    def transcribe_file(self, path: Path, progress: Progress | None = None) -> Transcript: ...
 
 
 def embedded_default(
@@ -40,21 +46,34 @@ def embedded_default(
     beam_size: int = 5,
     device: str = "auto",
     vad_filter: bool | None = None,
+    temperature_fallback: bool = False,
+    cpu_threads: int = 0,
 ):
-    """The faster-whisper recogniser (offline tiny.en unless `model` names another)."""
-    from avsrctl.baseline import FasterWhisperRecognizer, WhisperOptions
+    """The faster-whisper recogniser (offline tiny.en unless `model` names another).
+
+    Deterministic by default (temperature 0 only); `temperature_fallback` re-decodes a window
+    that fails faster-whisper's checks at rising sampling temperatures, so reruns can differ."""
+    from avsrctl.baseline import FALLBACK_TEMPERATURES, FasterWhisperRecognizer, WhisperOptions
 
     return FasterWhisperRecognizer(
-        WhisperOptions(model=model, language=language, beam_size=beam_size, device=device, vad_filter=vad_filter)
+        WhisperOptions(
+            model=model,
+            language=language,
+            beam_size=beam_size,
+            device=device,
+            vad_filter=vad_filter,
+            temperature=FALLBACK_TEMPERATURES if temperature_fallback else (0.0,),
+            cpu_threads=cpu_threads,
+        )
     )
 
 
-def transcribe(path: str | os.PathLike, recognizer: ClipRecognizer) -> Transcript:
-    """Transcribe one audio or video file with `recognizer`."""
+def transcribe(path: str | os.PathLike, recognizer: ClipRecognizer, progress: Progress | None = None) -> Transcript:
+    """Transcribe one audio or video file with `recognizer`; `progress(done_s, total_s)` as it goes."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
-    return recognizer.transcribe_file(path)
+    return recognizer.transcribe_file(path, progress)
 
 
 def speech_segments(
@@ -150,41 +169,149 @@ class CheckpointRecognizer:
             return fixed_windows(duration_s, self.max_segment_s)
         return speech_segments(audio, max_segment_s=self.max_segment_s)
 
-    def transcribe_file(self, path: Path) -> Transcript:
+    def transcribe_file(self, path: Path, progress: Progress | None = None) -> Transcript:
+        from avsrctl.data.media import probe
+
+        info = probe(path)
+        if info.duration is not None and info.duration > self.max_segment_s:
+            return self._streamed(path, info, progress)
+        return self._whole(path)
+
+    def _decode(self, batch: list[tuple[int, int, object]], texts: dict[int, str]) -> None:
+        """Generate the text of each (f0, f1, Sample) piece into texts[f0]."""
         import torch
 
-        from avsrctl.data.dataset import Sample, collate, load_clip
+        from avsrctl.data.dataset import collate
+
+        with torch.no_grad():
+            results = self.model.generate(
+                collate([s for _, _, s in batch]).to(self.device), self.modality, self.options
+            )
+        by_id = {r.id: r.text.strip() for r in results}
+        for f0, _, sample in batch:
+            texts[f0] = by_id.get(sample.id, "")
+
+    def _whole(self, path: Path) -> Transcript:
+        """A clip no longer than one piece, decoded whole as in training."""
+        from avsrctl.data.dataset import Sample, load_clip
 
         clip = load_clip(path, self.modality, roi=self.cfg.data.roi, roi_size=self.cfg.data.roi_size)
         n_frames = int(clip.lengths[0])
         duration = n_frames / VIDEO_FPS
         audio = clip.audio[0].numpy() if clip.audio is not None else None  # (640*T,)
-        spans = []
+        pieces = []
         for start, end in self.pieces(audio, duration):
             f0, f1 = int(math.floor(start * VIDEO_FPS)), min(n_frames, int(math.ceil(end * VIDEO_FPS)))
             if f1 > f0:
-                spans.append((f0, f1))
-        samples = [
-            Sample(
-                id=f"{i}",
-                text="",
-                n_frames=f1 - f0,
-                audio=clip.audio[0, f0 * SAMPLES_PER_FRAME : f1 * SAMPLES_PER_FRAME]
-                if clip.audio is not None
-                else None,
-                video=clip.video[0, f0:f1] if clip.video is not None else None,  # (T, 3, H, W)
-            )
-            for i, (f0, f1) in enumerate(spans)
-        ]
-        texts: dict[str, str] = {}
-        with torch.no_grad():
-            for k in range(0, len(samples), self.batch_size):
-                batch = collate(samples[k : k + self.batch_size]).to(self.device)
-                for result in self.model.generate(batch, self.modality, self.options):
-                    texts[result.id] = result.text.strip()
-        segments = tuple(
-            Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, texts.get(f"{i}", "")) for i, (f0, f1) in enumerate(spans)
-        )
+                a = clip.audio[0, f0 * SAMPLES_PER_FRAME : f1 * SAMPLES_PER_FRAME] if clip.audio is not None else None
+                v = clip.video[0, f0:f1] if clip.video is not None else None  # (T, 3, H, W)
+                pieces.append((f0, f1, Sample(id=str(f0), text="", n_frames=f1 - f0, audio=a, video=v)))
+        texts: dict[int, str] = {}
+        for k in range(0, len(pieces), self.batch_size):
+            self._decode(pieces[k : k + self.batch_size], texts)
+        return self._transcript(path, [(f0, f1) for f0, f1, _ in pieces], texts, duration)
+
+    def _streamed(self, path: Path, info, progress: Progress | None) -> Transcript:
+        """A long clip read front to back, BLOCK_FRAMES of audio at a time: each block is cut into
+        pieces (at pauses), each piece's video decoded and cropped VIDEO_CHUNK_FRAMES at a time, and
+        the pieces decoded `batch_size` at a time. Peak memory does not grow with the clip's length.
+
+        A piece still speaking at a block's end is left for the next block, which starts where that
+        piece starts, so no word is cut at a block boundary that is not also a pause."""
+        from contextlib import ExitStack
+
+        from avsrctl.data.align import align_audio, frames_for_samples
+        from avsrctl.data.dataset import Sample, clip_streams
+        from avsrctl.data.media import AudioStream, VideoStream
+        from avsrctl.data.roi import source_side
+
+        want_audio, want_video = clip_streams(path, info, self.modality)
+        total = info.duration
+        spans: list[tuple[int, int]] = []
+        texts: dict[int, str] = {}
+        pending: list[tuple[int, int, object]] = []
+
+        def flush(limit: int) -> None:
+            if len(pending) >= limit and pending:
+                self._decode(pending, texts)
+                pending.clear()
+
+        with ExitStack() as stack:
+            audio_in = stack.enter_context(AudioStream(path)) if want_audio else None
+            video_in = None
+            if want_video:
+                side = source_side(self.cfg.data.roi_size)
+                video_in = stack.enter_context(VideoStream(path, info, max_short_side=side))
+            buf, f = np.zeros(0, np.float32), 0  # audio from frame f on (640 samples per frame)
+            while True:
+                if audio_in is not None:
+                    have = f * SAMPLES_PER_FRAME + buf.shape[0]
+                    more = audio_in.read(have, (f + BLOCK_FRAMES) * SAMPLES_PER_FRAME)
+                    buf = np.concatenate([buf, more]) if buf.size else more  # (S,) of this block
+                    if buf.size == 0:
+                        break
+                    last = audio_in.ended and buf.shape[0] < BLOCK_FRAMES * SAMPLES_PER_FRAME
+                    n_block = frames_for_samples(buf.shape[0])
+                    cuts = self.pieces_of_block(buf, n_block / VIDEO_FPS)
+                    next_f = f + n_block
+                    if not last and cuts and cuts[-1][1] * SAMPLE_RATE >= buf.shape[0] - CARRY_SAMPLES:
+                        carried = f + int(math.floor(cuts[-1][0] * VIDEO_FPS))
+                        if carried > f:  # still speaking at the block's end: the next block takes it whole
+                            next_f, cuts = carried, cuts[:-1]
+                else:  # video only: fixed windows until the video ends
+                    n_block = BLOCK_FRAMES
+                    cuts = fixed_windows(n_block / VIDEO_FPS, self.max_segment_s)
+                    next_f, last = f + n_block, False
+                for a, b in cuts:
+                    f0, f1 = f + int(math.floor(a * VIDEO_FPS)), f + int(math.ceil(b * VIDEO_FPS))
+                    video = None
+                    if video_in is not None:
+                        video = self._video(video_in, f0, f1)  # (T, 3, H, W), T <= f1 - f0
+                        if video is None:
+                            last = True  # the video ended
+                            break
+                        f1 = f0 + video.shape[0]
+                    audio = None
+                    if audio_in is not None:
+                        lo = (f0 - f) * SAMPLES_PER_FRAME
+                        audio = torch_audio(align_audio(buf[lo : lo + (f1 - f0) * SAMPLES_PER_FRAME], f1 - f0))
+                    spans.append((f0, f1))
+                    pending.append((f0, f1, Sample(id=str(f0), text="", n_frames=f1 - f0, audio=audio, video=video)))
+                    flush(self.batch_size)
+                if audio_in is not None:
+                    buf = buf[(next_f - f) * SAMPLES_PER_FRAME :]
+                f = next_f
+                if progress is not None and total:
+                    progress(min(f / VIDEO_FPS, total), total)
+                if last or (video_in is not None and video_in.ended):
+                    break
+        flush(1)
+        duration = total if total else f / VIDEO_FPS
+        return self._transcript(path, spans, texts, duration)
+
+    def pieces_of_block(self, audio: np.ndarray, duration_s: float) -> list[tuple[float, float]]:
+        if self.vad is False:
+            return fixed_windows(duration_s, self.max_segment_s)
+        return speech_segments(audio, max_segment_s=self.max_segment_s)
+
+    def _video(self, stream, f0: int, f1: int):
+        """Mouth crops (T, 3, H, W) uint8 of frames [f0, f1), cropped VIDEO_CHUNK_FRAMES at a time; None past the end."""
+        import torch
+
+        from avsrctl.data.roi import apply_roi
+
+        crops = []
+        for c in range(f0, f1, VIDEO_CHUNK_FRAMES):
+            frames = stream.read(c, min(f1, c + VIDEO_CHUNK_FRAMES))  # (t, H, W, 3)
+            if frames.shape[0] == 0:
+                break
+            crops.append(apply_roi(frames, self.cfg.data.roi, self.cfg.data.roi_size, path=stream.path))
+        if not crops:
+            return None
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(crops))).permute(0, 3, 1, 2).contiguous()
+
+    def _transcript(self, path: Path, spans: list[tuple[int, int]], texts: dict[int, str], duration: float):
+        segments = tuple(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, texts.get(f0, "")) for f0, f1 in spans)
         return Transcript(
             text=join_segments(list(segments)),
             segments=segments,
@@ -193,6 +320,12 @@ class CheckpointRecognizer:
             duration=round(duration, 3),
             meta={"modality": self.modality, "pieces": len(spans)},
         )
+
+
+def torch_audio(audio: np.ndarray):
+    import torch
+
+    return torch.from_numpy(audio)  # (640*T,)
 
 
 def checkpoint_recognizer(

@@ -208,12 +208,12 @@ MANIFEST_CASES = {  # case: (spoil the corpus, fragments of the error line, frag
     "empty transcript": (
         lambda d: _edit(d / "train.wrd", lambda b: b.replace(b"set red by g nine soon", b"  ")),
         ["train.wrd:2: empty transcript for 'b'"],
-        LAYOUT,
+        "write the words spoken in 'b' on line 2",
     ),
     "duplicate id": (
         lambda d: _edit(d / "train.tsv", lambda b: b.replace(b"\nb\t", b"\na\t")),
         ["train.tsv:3: duplicate id 'a' (first on line 2)"],
-        LAYOUT,
+        "ids must be unique: rename or drop one of lines 2 and 3",
     ),
 }
 

@@ -17,11 +17,15 @@ from avsrctl.cli.options import (
     DeviceOpt,
     FormatOpt,
     ModalityOpt,
+    QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     TsvOpt,
     WrdOpt,
     check_choice,
     require_writable_folder,
+    use_quiet,
+    use_threads,
 )
 from avsrctl.errors import UsageError
 
@@ -98,8 +102,12 @@ def decode(
     device: DeviceOpt = None,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Decode a manifest with a trained checkpoint and score it (WER/CER, optionally per noise level)."""
+    use_quiet(quiet)
+    use_threads(threads)
     if checkpoint is None:
         raise UsageError(
             "--checkpoint is required", hint="point it at a folder written by `avsrctl train`, e.g. runs/tiny/best"
@@ -115,13 +123,16 @@ def decode(
     if single_file is not None and (tsv is not None or snr):
         raise UsageError("--single-file cannot be combined with --tsv or --snr")
     check_choice("--modality", modality, MODALITIES)
-    if output_dir is not None and single_file is None:
-        require_writable_folder(output_dir, "--output-dir")  # before loading the model and decoding
+    if single_file is None:  # every output place before loading the model and decoding
+        if output_dir is not None:
+            require_writable_folder(output_dir, "--output-dir")
+        else:
+            _check_default_output(Path(checkpoint))
 
     from avsrctl.checkpoint import load_checkpoint, trained_modality
     from avsrctl.decoding import DecodingOptions
 
-    with console.stderr().status(f"loading {checkpoint}"):
+    with console.chatter().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)
     modality = modality or trained_modality(cfg, meta)
@@ -147,6 +158,20 @@ def decode(
         seed,
         fmt,
     )
+
+
+def _check_default_output(checkpoint: Path) -> None:
+    """The default output folder, CHECKPOINT/decode/..., must be writable before any work starts."""
+    folder = checkpoint / "decode"
+    if not checkpoint.is_dir():
+        return  # loading names the missing checkpoint
+    try:
+        require_writable_folder(folder, "--output-dir")
+    except UsageError as e:
+        raise UsageError(
+            f"default output folder {folder} (inside the checkpoint): {str(e).split(': ', 1)[-1]}",
+            hint="write the results elsewhere with --output-dir DIR",
+        ) from None
 
 
 def _decode_single(model, cfg, path: Path, modality: str, options, device: str, fmt: str) -> None:
@@ -201,7 +226,7 @@ def _decode_manifest(
         cfg.decode.batch_size = batch_size
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console.stderr(), transient=True) as progress:
+    with Progress(*columns, console=console.chatter(), transient=True) as progress:
         results = run_decode(
             model,
             cfg,

@@ -22,9 +22,14 @@ from avsrctl.cli.options import (
     BeamSizeOpt,
     CheckpointOpt,
     DeviceOpt,
+    QuietOpt,
+    ThreadsOpt,
     TsvOpt,
     WrdOpt,
     check_choice,
+    require_writable_folder,
+    use_quiet,
+    use_threads,
 )
 from avsrctl.errors import UsageError
 
@@ -79,8 +84,18 @@ def eval_(
         bool,
         typer.Option("--verbose", "-v", help="Show each utterance's alignment (substitutions, deletions, insertions)."),
     ] = False,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size", min=1, help="With --checkpoint: utterances generated together (default: its config's)."
+        ),
+    ] = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Score hypotheses, a checkpoint, or the faster-whisper baseline against references."""
+    use_quiet(quiet)
+    use_threads(threads)
     if tsv is None:
         raise UsageError("--tsv is required (the manifest whose .wrd holds the references)")
     check_choice("--format", fmt, ("table", "json"))
@@ -97,6 +112,10 @@ def eval_(
         )
     if hyp is not None and (beam_size is not None or device is not None):
         raise UsageError("--beam-size and --device apply to decoding, not to a --hyp file")
+    if batch_size is not None and checkpoint is None:
+        raise UsageError("--batch-size applies to --checkpoint decoding (the baseline decodes one clip at a time)")
+    if output_dir is not None:  # before any decoding or scoring
+        require_writable_folder(output_dir, "--output-dir")
 
     from avsrctl.data.manifest import read_manifest
     from avsrctl.evaluate import Run, score_run
@@ -107,9 +126,9 @@ def eval_(
 
         runs = [Run(f"hypotheses from {hyp}", read_hypotheses(hyp), settings={"hyp": str(hyp)})]
     elif checkpoint is not None:
-        runs = _checkpoint_runs(checkpoint, manifest, modality, beam_size, device)
+        runs = _checkpoint_runs(checkpoint, manifest, modality, beam_size, device, batch_size)
     else:
-        runs = [_baseline_run(manifest, baseline_model, beam_size or 5, device)]
+        runs = [_baseline_run(manifest, baseline_model, beam_size or 5, device, threads or 0)]
 
     names = list(NORMALIZERS) if normalizer == "all" else [normalizer]
     results = [score_run(run, manifest, names, hyp_name=str(hyp) if hyp is not None else run.system) for run in runs]
@@ -138,7 +157,7 @@ def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console.stderr(), transient=True)
+    return Progress(*columns, console=console.chatter(), transient=True)
 
 
 def _warn_failed(failed: dict[str, str]) -> None:
@@ -148,7 +167,7 @@ def _warn_failed(failed: dict[str, str]) -> None:
         console.log(f"[yellow]warning:[/] {escape(uid)}: scored as an empty hypothesis: {escape(reason)}")
 
 
-def _baseline_run(manifest, model: str | None, beam_size: int, device: str | None):
+def _baseline_run(manifest, model: str | None, beam_size: int, device: str | None, threads: int = 0):
     from avsrctl.baseline import describe_model
     from avsrctl.evaluate import baseline_run
 
@@ -156,19 +175,23 @@ def _baseline_run(manifest, model: str | None, beam_size: int, device: str | Non
         f"[dim]no --hyp or --checkpoint: scoring the baseline, faster-whisper {describe_model(model)} (audio only)[/]"
     )
     with _progress() as bar:
-        run = baseline_run(manifest, model, beam_size, device, progress=bar)
+        run = baseline_run(manifest, model, beam_size, device, progress=bar, cpu_threads=threads)
     _warn_failed(run.failed)
     return run
 
 
-def _checkpoint_runs(checkpoint: Path, manifest, modality: str | None, beam_size: int | None, device: str | None):
+def _checkpoint_runs(
+    checkpoint: Path, manifest, modality: str | None, beam_size: int | None, device: str | None, batch_size=None
+):
     from avsrctl.checkpoint import load_checkpoint
     from avsrctl.evaluate import checkpoint_runs
 
-    with console.stderr().status(f"loading {checkpoint}"):
+    with console.chatter().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     with _progress() as bar:
-        runs = checkpoint_runs(model, cfg, meta, checkpoint, manifest, modality, beam_size, progress=bar)
+        runs = checkpoint_runs(
+            model, cfg, meta, checkpoint, manifest, modality, beam_size, progress=bar, batch_size=batch_size
+        )
     for run in runs:
         _warn_failed(run.failed)
     return runs

@@ -30,7 +30,7 @@ app = typer.Typer(
     name="avsrctl",
     help="Audio-visual speech recognition with an LLM decoder: prepare data, train, decode, evaluate, transcribe.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (Typer; imports nothing heavy)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -112,6 +112,7 @@ def _os_error(e: OSError) -> tuple[str, str]:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (the error boundary; used by `main` and tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    console.set_quiet(False)  # per invocation (tests run many in one process); commands set it from -q
     if "--debug" in argv:
         _state["debug"] = True
     try:

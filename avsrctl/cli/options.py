@@ -4,6 +4,7 @@ check of a flag's value against its choices (which come from the library: config
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,3 +65,35 @@ def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None
     """A usage error naming the flag, the choices and the value, unless `value` is None or one of them."""
     if value is not None and value not in choices:
         raise UsageError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+
+
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, help="CPU threads for the computation (torch, CTranslate2). Default: all cores."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No logs or progress on stderr; errors still show.")]
+
+
+def use_threads(threads: int | None) -> None:
+    """Limit the CPU threads of torch (and OpenMP/MKL) and CTranslate2 for this process."""
+    if threads is None:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read when torch is first imported
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def use_quiet(quiet: bool) -> None:
+    from avsrctl.cli import console
+
+    console.set_quiet(quiet)
+
+
+def check_device(device: str | None) -> None:
+    """cpu, cuda or cuda:N (None: the default)."""
+    if device is None:
+        return
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {device!r}")

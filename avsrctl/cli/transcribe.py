@@ -1,29 +1,50 @@
-"""`avsrctl transcribe`: Transcribe one audio or video file.
+"""`avsrctl transcribe`: Transcribe audio or video files, folders of them, or stdin.
 
 Without --checkpoint it runs the embedded default (faster-whisper with the offline Whisper
 tiny.en weights, audio only) and never imports torch. With --checkpoint it runs a trained
-AVSR model on the clip's audio, video (mouth crops) or both.
+AVSR model on the clip's audio, video (mouth crops) or both. The model loads once for all
+inputs; one input goes to stdout or `-o`, several to `--output-dir`. An input that fails is
+named and skipped: the others are written, and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import BeamSizeOpt, CheckpointOpt, ModalityOpt, check_choice, require_writable_folder
-from avsrctl.errors import UsageError
+from avsrctl.cli.options import (
+    BeamSizeOpt,
+    CheckpointOpt,
+    ModalityOpt,
+    QuietOpt,
+    ThreadsOpt,
+    check_choice,
+    require_writable_folder,
+    use_quiet,
+    use_threads,
+)
+from avsrctl.errors import AvsrError, MediaError, UsageError
+from avsrctl.wording import plural
 
-FORMATS = ("txt", "srt", "vtt", "json")
+STDIN = "-"
 
 
 def transcribe(
-    clip: Annotated[
-        Path, typer.Argument(help="Audio or video file (anything ffmpeg reads: mp4, mpg, wav, flac, ...).")
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Audio or video files (anything ffmpeg reads: mp4, mpg, wav, flac, ...), folders (their media "
+            "files, recursively), or - to read one file from stdin.",
+            metavar="CLIP...",
+            show_default=False,
+        ),
     ],
     checkpoint: CheckpointOpt = None,
     modality: ModalityOpt = None,
@@ -32,7 +53,16 @@ def transcribe(
         typer.Option("--format", "-f", help="txt, srt, vtt or json. Default: from --output's suffix, else txt."),
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.")
+        Optional[Path], typer.Option("--output", "-o", help="One input: write here (atomically) instead of stdout.")
+    ] = None,
+    output_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output-dir",
+            "-d",
+            help="Write one transcript per input here (NAME.FORMAT; a folder's layout is kept). Needed for "
+            "several inputs.",
+        ),
     ] = None,
     language: Annotated[str, typer.Option("--language", help="Spoken language (English for tiny.en).")] = "en",
     model: Annotated[
@@ -44,6 +74,14 @@ def transcribe(
         ),
     ] = None,
     beam_size: BeamSizeOpt = None,
+    temperature_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--temperature-fallback",
+            help="Default path: re-decode a window that fails faster-whisper's checks by sampling at rising "
+            "temperatures (can help on hard audio; reruns may then differ). Off: the same file gives the same text.",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     vad: Annotated[
         Optional[bool],
@@ -62,53 +100,209 @@ def transcribe(
             "(longer clips are cut at pauses; lower it if memory runs out).",
         ),
     ] = 20.0,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Transcribe one audio or video file."""
+    """Transcribe audio or video files, folders of them, or stdin (-), loading the model once."""
     from avsrctl.subtitles import FORMATS as KNOWN
     from avsrctl.subtitles import format_from_suffix
 
-    if fmt is None:
-        fmt = (format_from_suffix(output) if output is not None else None) or "txt"
+    use_quiet(quiet)
+    use_threads(threads)
+    if fmt is None and output is not None:
+        fmt = format_from_suffix(output)
+        if fmt is None:
+            raise UsageError(
+                f"-o {output}: unknown suffix {output.suffix or '(none)'!r}; use "
+                f"{', '.join('.' + k for k in KNOWN)}, or name the format with --format",
+                hint="e.g. -o talk.srt, or --format txt -o notes",
+            )
+    fmt = fmt or "txt"
     check_choice("--format", fmt, KNOWN)
     if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
         raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
-    if not clip.is_file():
-        raise UsageError(f"{clip}: no such file", hint="pass an audio or video file")
-    if output is not None:
-        require_writable_folder(output.parent, "--output folder")  # before a long transcription
-    started = time.perf_counter()
+    if checkpoint is not None and model is not None:
+        raise UsageError("--model picks the faster-whisper default; it cannot be combined with --checkpoint")
+    if checkpoint is None and modality not in (None, "audio"):
+        raise UsageError(f"--modality {modality} needs --checkpoint: the embedded default is audio only")
+    if output is not None and output_dir is not None:
+        raise UsageError("-o names one output file and --output-dir a folder for them: pass one")
+
+    with ExitStack() as stack:
+        jobs = _jobs(inputs, output, output_dir, fmt, stack)
+        # every output place is checked before the model loads
+        if output is not None:
+            require_writable_folder(output.parent, "--output folder")
+        if output_dir is not None:
+            require_writable_folder(output_dir, "--output-dir")
+        recognizer = _recognizer(
+            checkpoint, modality, model, language, beam_size, device, vad, max_segment, temperature_fallback, threads
+        )
+        _run(jobs, recognizer, fmt)
+
+
+def _jobs(inputs: list[str], output: Path | None, output_dir: Path | None, fmt: str, stack: ExitStack):
+    """[(file to read, name to show, where to write or None for stdout)], checked before any work."""
+    from avsrctl.data.media import MEDIA_EXTENSIONS
+
+    if not inputs:
+        raise UsageError("no input: name audio or video files, folders, or - for stdin")
+    if inputs.count(STDIN) > 1:
+        raise UsageError("- (stdin) can be given once")
+    found: list[tuple[Path, str, Path]] = []  # (file, shown name, path relative to the output folder)
+    for item in inputs:
+        if item == STDIN:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsrctl-stdin-")))
+            data = sys.stdin.buffer.read()
+            if not data:
+                raise UsageError("- : nothing on stdin", hint="pipe a media file in: avsrctl transcribe - < talk.mp4")
+            (tmp / "stdin").write_bytes(data)
+            found.append((tmp / "stdin", "stdin", Path("stdin")))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            media = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+            if not media:
+                raise UsageError(
+                    f"{path}: no audio or video files in this folder",
+                    hint=f"files ending in {', '.join(MEDIA_EXTENSIONS)} are transcribed",
+                )
+            found.extend((p, str(p), p.relative_to(path)) for p in media)
+        elif path.is_file():
+            found.append((path, str(path), Path(path.name)))
+        else:
+            raise UsageError(f"{path}: no such file or folder", hint="pass audio or video files, folders, or -")
+    several = len(found) > 1 or any(Path(i).is_dir() for i in inputs if i != STDIN)
+    if several and output is not None:
+        raise UsageError(
+            f"-o {output} takes one input, but {plural(len(found), 'file')} were given",
+            hint="write one transcript per input with --output-dir DIR",
+        )
+    if several and output_dir is None:
+        raise UsageError(
+            f"{plural(len(found), 'input file')} need --output-dir DIR (one transcript file each)",
+            hint="e.g. --output-dir transcripts; one input can go to stdout or -o",
+        )
+    if output_dir is None:
+        return [(src, name, output) for src, name, _ in found]
+    jobs, taken = [], {}
+    sources = {src.resolve() for src, _, _ in found}
+    for src, name, rel in found:
+        target = output_dir / rel.with_name(f"{rel.stem}.{fmt}")
+        key = target.resolve()
+        if key in taken:
+            raise UsageError(
+                f"{taken[key]} and {name} would both be written to {target}",
+                hint="transcribe them into different --output-dir folders",
+            )
+        if key in sources:
+            raise UsageError(f"{target} is an input: writing its transcript there would replace it")
+        taken[key] = name
+        jobs.append((src, name, target))
+    return jobs
+
+
+def _recognizer(checkpoint, modality, model, language, beam_size, device, vad, max_segment, fallback, threads):
     if checkpoint is not None:
-        if model is not None:
-            raise UsageError("--model picks the faster-whisper default; it cannot be combined with --checkpoint")
         from avsrctl.transcribe import checkpoint_recognizer
 
-        with console.stderr().status(f"loading {checkpoint}"):
+        with console.chatter().status(f"loading {checkpoint}"):
             recognizer = checkpoint_recognizer(
                 checkpoint, modality, beam_size=beam_size, device=device, max_segment_s=max_segment, vad=vad
             )
         console.log(f"[dim]transcribing with {recognizer.name}[/]")
-    else:
-        if modality not in (None, "audio"):
-            raise UsageError(f"--modality {modality} needs --checkpoint: the embedded default is audio only")
-        from avsrctl.baseline import describe_model
-        from avsrctl.transcribe import embedded_default
+        return recognizer
+    from avsrctl.baseline import describe_model
+    from avsrctl.transcribe import embedded_default
 
-        what = "the embedded default" if model is None else "faster-whisper"
-        console.log(f"[dim]no --checkpoint: using {what}, faster-whisper {describe_model(model)} (audio only)[/]")
-        recognizer = embedded_default(model, language=language, beam_size=beam_size or 5, device=device, vad_filter=vad)
+    what = "the embedded default" if model is None else "faster-whisper"
+    console.log(f"[dim]no --checkpoint: using {what}, faster-whisper {describe_model(model)} (audio only)[/]")
+    return embedded_default(
+        model,
+        language=language,
+        beam_size=beam_size or 5,
+        device=device,
+        vad_filter=vad,
+        temperature_fallback=fallback,
+        cpu_threads=threads or 0,
+    )
+
+
+def _streams_read(recognizer) -> str:
+    """What a duration is 'of': the streams the recogniser reads."""
+    mods = set(recognizer.modalities)
+    if mods == {"audio"}:
+        return "audio"
+    if mods == {"video"}:
+        return "video"
+    return "audio and video"
+
+
+def _run(jobs, recognizer, fmt: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from avsrctl.atomic import write_atomic
+    from avsrctl.data.media import probe
     from avsrctl.subtitles import render
     from avsrctl.transcribe import transcribe as run_transcribe
 
-    result = run_transcribe(clip, recognizer)
-    text = render(result, fmt)
-    if output is not None:
-        write_atomic(output, text)
-        console.log(f"wrote {output} ({fmt}, {len(result.segments)} segments)")
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    started = time.perf_counter()
+    lengths = {}
+    for src, _, _ in jobs:  # for the ETA: seconds of media in all (a file ffmpeg cannot read counts 0)
+        try:
+            lengths[src] = probe(src).duration or 0.0
+        except AvsrError:
+            lengths[src] = 0.0
+    total = sum(lengths.values())
+    failed: dict[str, str] = {}
+    seconds = 0.0
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    show = len(jobs) > 1 or total > 60
+    with Progress(*columns, console=console.chatter(), transient=True, disable=not show) as bar:
+        task = bar.add_task("transcribing", total=max(total, 1e-9))
+        done_before = 0.0
+        for src, name, target in jobs:
+            bar.update(task, description=f"{name[-40:]}")
+
+            def progress(done_s, _total_s, _base=done_before):
+                bar.update(task, completed=_base + done_s)
+
+            try:
+                result = run_transcribe(src, recognizer, progress)
+            except AvsrError as e:
+                if len(jobs) == 1:
+                    raise
+                failed[name] = str(e)
+                console.warning(str(e) if name in str(e) else f"{name}: {e}")
+            else:
+                text = render(result, fmt)
+                if target is not None:
+                    write_atomic(target, text)
+                    console.log(f"wrote {target} ({fmt}, {plural(len(result.segments), 'segment')})")
+                else:
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+                seconds += result.duration or 0.0
+            done_before += lengths[src]
+            bar.update(task, completed=done_before)
     elapsed = time.perf_counter() - started
-    if result.duration:
-        console.log(f"[dim]{result.duration:.1f} s of audio in {elapsed:.1f} s[/]")
+    if len(jobs) > 1:
+        console.log(
+            f"[dim]{len(jobs) - len(failed)} of {plural(len(jobs), 'file')} transcribed: "
+            f"{seconds:.1f} s of {_streams_read(recognizer)} in {elapsed:.1f} s[/]"
+        )
+    elif seconds:
+        console.log(f"[dim]{seconds:.1f} s of {_streams_read(recognizer)} in {elapsed:.1f} s[/]")
+    if failed:
+        reason = next(iter(failed.values()))
+        raise MediaError(
+            f"{len(failed)} of {plural(len(jobs), 'input')} could not be transcribed (first: {reason})",
+            hint="the others were written; each failure is named in a warning above (check those files with ffprobe)",
+        )

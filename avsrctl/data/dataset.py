@@ -281,6 +281,24 @@ def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence
     return batch
 
 
+def clip_streams(path: Path, info, modality: str | None) -> tuple[bool, bool]:
+    """(read audio, read video) of one file for `modality` (None or 'auto': the streams it has);
+    MediaError naming the file when it lacks a stream the modality needs."""
+    if modality in (None, "auto"):
+        if not (info.has_audio or info.has_video):
+            raise MediaError(f"{path}: no audio or video stream")
+        return info.has_audio, info.has_video
+    want_audio, want_video = _streams(modality)
+    for wanted, present, stream in ((want_audio, info.has_audio, "audio"), (want_video, info.has_video, "video")):
+        if wanted and not present:
+            other = "video" if stream == "audio" else "audio"
+            raise MediaError(
+                f"{path}: --modality {modality} needs {stream}, but the file has no {stream} stream",
+                hint=f"use --modality {other}" if (info.has_audio or info.has_video) else None,
+            )
+    return want_audio, want_video
+
+
 def load_clip(path: str | os.PathLike, modality: str | None = None, roi: str = "auto", roi_size: int = 96) -> Batch:
     """One media file as a Batch of one (transcribe, decode --single-file).
 
@@ -289,20 +307,7 @@ def load_clip(path: str | os.PathLike, modality: str | None = None, roi: str = "
     """
     path = Path(path)
     check_mode(roi)
-    info = probe(path)
-    if modality in (None, "auto"):
-        want_audio, want_video = info.has_audio, info.has_video
-        if not (want_audio or want_video):
-            raise MediaError(f"{path}: no audio or video stream")
-    else:
-        want_audio, want_video = _streams(modality)
-        for wanted, present, stream in ((want_audio, info.has_audio, "audio"), (want_video, info.has_video, "video")):
-            if wanted and not present:
-                other = "video" if stream == "audio" else "audio"
-                raise MediaError(
-                    f"{path}: --modality {modality} needs {stream}, but the file has no {stream} stream",
-                    hint=f"use --modality {other}" if (info.has_audio or info.has_video) else None,
-                )
+    want_audio, want_video = clip_streams(path, probe(path), modality)
     sample = decode_sample(
         path.stem, "", path if want_video else None, path if want_audio else None, roi=roi, roi_size=roi_size
     )

@@ -207,7 +207,10 @@ def read_manifest(
         if not uid:
             raise DataError(f"{tsv}:{i}: empty utterance id")
         if uid in seen:
-            raise DataError(f"{tsv}:{i}: duplicate id '{uid}' (first on line {seen[uid]})")
+            raise DataError(
+                f"{tsv}:{i}: duplicate id '{uid}' (first on line {seen[uid]})",
+                hint=f"ids must be unique: rename or drop one of lines {seen[uid]} and {i} (and its .wrd line)",
+            )
         seen[uid] = i
         # plain strings first: pathlib parsing is most of the cost of a row, so it happens once per path
         v = None if video in MISSING else video if video.startswith(os.sep) else prefix + video
@@ -227,7 +230,11 @@ def read_manifest(
             k = len(utterances)
             text = " ".join(texts[k].split())
             if require_text and not text:
-                raise DataError(f"{wrd}:{k + 1}: empty transcript for '{uid}'")
+                raise DataError(
+                    f"{wrd}:{k + 1}: empty transcript for '{uid}'",
+                    hint=f"write the words spoken in '{uid}' on line {k + 1}, or drop the utterance from both "
+                    f"{tsv.name} and {wrd.name}",
+                )
         utterances.append(
             Utterance(uid, None if v is None else Path(v), None if a is None else Path(a), nv, na, text, i)
         )
@@ -246,11 +253,19 @@ def _relative(path: Path | None, root: Path) -> str:
 
 
 def write_manifest(
-    tsv: str | os.PathLike, wrd: str | os.PathLike | None, root: str | os.PathLike, utterances: list[Utterance]
+    tsv: str | os.PathLike,
+    wrd: str | os.PathLike | None,
+    root: str | os.PathLike,
+    utterances: list[Utterance],
+    *,
+    relative_root: bool = False,
 ) -> None:
-    """Write a `.tsv` (paths relative to `root` where possible) and `.wrd`, each atomically."""
+    """Write a `.tsv` (paths relative to `root` where possible) and `.wrd`, each atomically.
+
+    `relative_root` writes the root line relative to the `.tsv`'s folder ('.' when it is that
+    folder), so the corpus can be moved or copied as a whole and still reads."""
     tsv, root = Path(tsv), Path(root)
-    rows = [str(root)]
+    rows = [os.path.relpath(root.resolve(), tsv.parent.resolve()) if relative_root else str(root)]
     for u in utterances:
         if "\t" in u.id or "\n" in u.id:
             raise DataError(f"utterance id {u.id!r} contains a tab or newline")

@@ -361,3 +361,116 @@ def save_video(
     finally:
         if wav is not None:
             wav.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------- streams
+
+
+def scaled_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
+    """(width, height) after `load_video`'s `max_short_side` shrink (never enlarged; even sides)."""
+    if max_short_side is None or min(width, height) <= max_short_side:
+        return width, height
+    if width < height:
+        return max_short_side, 2 * round(height * max_short_side / width / 2)
+    return 2 * round(width * max_short_side / height / 2), max_short_side
+
+
+class _Stream:
+    """One ffmpeg process decoding to a pipe, read front to back in pieces (see the two readers below).
+
+    Memory stays at the piece asked for, whatever the length of the file. Errors ffmpeg reports
+    (it runs with -xerror) become a MediaError naming the file when the stream ends.
+    """
+
+    def __init__(self, path: Path, graph, what: str, item_bytes: int):
+        _check_file(path)
+        self.path, self.what, self.item_bytes, self.position = path, what, item_bytes, 0
+        self._err = tempfile.TemporaryFile()  # a pipe for stderr could fill up and stall ffmpeg
+        args = graph.global_args(*_QUIET).compile(cmd=ffmpeg_exe())
+        try:
+            # its own session, as in _ffmpeg: Ctrl-C in a terminal must not kill it mid-file
+            self._proc = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        except FileNotFoundError:
+            self._err.close()
+            raise MediaError(f"ffmpeg binary not found: {args[0]}") from None
+        self.ended = False
+
+    def _take(self, n_items: int) -> bytes:
+        want, chunks = n_items * self.item_bytes, []
+        while want > 0 and not self.ended:
+            data = self._proc.stdout.read(min(want, 1 << 24))
+            if not data:
+                self._finish()
+                break
+            chunks.append(data)
+            want -= len(data)
+        data = b"".join(chunks)
+        whole = len(data) // self.item_bytes * self.item_bytes
+        self.position += whole // self.item_bytes
+        return data[:whole]
+
+    def read(self, start: int, stop: int) -> bytes:
+        """Items [start, stop) (fewer at the end of the stream); `start` below the position reads from it."""
+        if start > self.position:
+            while self.position < start and not self.ended:  # skip in bounded pieces
+                self._take(min(start - self.position, max(1, (1 << 24) // self.item_bytes)))
+        return self._take(max(0, stop - max(start, self.position)))
+
+    def _finish(self) -> None:
+        self.ended = True
+        rc = self._proc.wait()
+        self._err.seek(0)
+        err = self._err.read()
+        if b"matches no streams" in err:
+            raise MediaError(f"{self.path}: no {self.what} stream")
+        if rc != 0 or err.strip():
+            raise MediaError(f"{self.path}: cannot decode {self.what}: {_reason(err, self.path)}")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
+        self._err.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AudioStream(_Stream):
+    """A file's first audio stream as float32 16 kHz mono, read front to back: `read(s0, s1) -> (S,)`."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        graph = ffmpeg.input(_url(path))["a:0"].output(
+            "pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE
+        )
+        super().__init__(path, graph, "audio", 4)
+
+    def read(self, start: int, stop: int) -> np.ndarray:  # type: ignore[override]
+        return np.frombuffer(super().read(start, stop), dtype="<f4").astype(np.float32)  # (S,)
+
+
+class VideoStream(_Stream):
+    """A file's first video stream as uint8 RGB at 25 fps, read front to back: `read(f0, f1) -> (T, H, W, 3)`.
+
+    Frames are shrunk as `load_video(max_short_side=...)` does; `info` is the file's `probe`.
+    """
+
+    def __init__(self, path: str | os.PathLike, info: MediaInfo, *, max_short_side: int | None = None):
+        path = Path(path)
+        if not (info.width and info.height):
+            raise MediaError(f"{path}: cannot tell the video's frame size")
+        self.width, self.height = scaled_size(info.width, info.height, max_short_side)
+        chain = f"fps={VIDEO_FPS},scale={self.width}:{self.height}:flags=area"
+        graph = ffmpeg.input(_url(path))["V:0"].output("pipe:", vf=chain, format="rawvideo", pix_fmt="rgb24")
+        super().__init__(path, graph, "video", self.width * self.height * 3)
+
+    def read(self, start: int, stop: int) -> np.ndarray:  # type: ignore[override]
+        data = bytearray(super().read(start, stop))  # writable: torch.from_numpy takes it as it is
+        return np.frombuffer(data, np.uint8).reshape(-1, self.height, self.width, 3)  # (T, H, W, 3)

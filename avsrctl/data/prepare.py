@@ -458,7 +458,9 @@ def prepare_corpus(
     members = {split: sorted(n for n in done if split_of[n] == split) for split in SPLITS}
     for split, chosen in members.items():
         if chosen:
-            write_manifest(target / f"{split}.tsv", target / f"{split}.wrd", root, [done[n] for n in chosen])
+            write_manifest(
+                target / f"{split}.tsv", target / f"{split}.wrd", root, [done[n] for n in chosen], relative_root=True
+            )
     write_failures(target / FAILURES, failed)
     result = PrepareResult(
         out=root,
@@ -579,7 +581,9 @@ def merge_parts(out: str | os.PathLike) -> PrepareResult:
     root = out.resolve()
     for split, utts in by_split.items():
         if utts:
-            write_manifest(out / f"{split}.tsv", out / f"{split}.wrd", root, sorted(utts, key=lambda u: u.id))
+            write_manifest(
+                out / f"{split}.tsv", out / f"{split}.wrd", root, sorted(utts, key=lambda u: u.id), relative_root=True
+            )
     write_failures(out / FAILURES, failed)
     result = PrepareResult(
         out=root,

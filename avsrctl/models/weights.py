@@ -135,3 +135,59 @@ def hub_error(kind: str, name: str, err: Exception) -> ModelError:
     )
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ModelError(f"cannot load {kind} from {where} '{name}': {first_line}", hint=hint)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection within `timeout` s (False when hub access is off).
+
+    Checked before a run that needs hub weights, so an offline machine gets one line at once
+    instead of a minute of download retries.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if hub_offline():
+        return False
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    if not url.hostname:
+        return False
+    try:
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a name that is not a valid repo id
+        return False
+
+
+def hub_models(model_cfg) -> list[tuple[str, str]]:
+    """(config key, hub id) of every weight a model config takes from the hub and the local cache
+    does not hold (local paths, `offline:` names and random components need no hub)."""
+    found = []
+    sections = [("model.llm", model_cfg.llm)]
+    if model_cfg.modality in ("audio", "both"):
+        sections.insert(0, ("model.audio_encoder", model_cfg.audio_encoder))
+    if model_cfg.modality in ("video", "both"):
+        sections.insert(-1, ("model.video_encoder", model_cfg.video_encoder))
+    for key, section in sections:
+        name = section.name
+        if section.source not in ("hf", "open_clip") or not name or is_offline_name(name):
+            continue
+        if Path(str(name)).expanduser().exists():
+            continue
+        if section.source == "open_clip":  # 'ARCH/tag' downloads the tag's weights; a file path is local
+            if "/" not in str(name):
+                continue
+        elif _hub_cached(str(name)):
+            continue
+        found.append((f"{key}.name", str(name)))
+    return found

@@ -27,8 +27,9 @@ from avsrctl.errors import CheckpointError, TrainingError, UsageError
 from avsrctl.models.avsr import trainable_mismatches
 from avsrctl.training import distributed as D
 from avsrctl.training.progress import Reporter
-from avsrctl.training.run_folder import check_free_space, check_output
+from avsrctl.training.run_folder import RunLock, check_free_space, check_output, clean_leftovers
 from avsrctl.training.trainer import Trainer, TrainResult
+from avsrctl.wording import plural
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +77,15 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
 
 
 def _check_same_model(cfg: Config, path: Path) -> None:
+    """A resumed run continues the same run: the model config and the seed (which drives the data
+    order, dropout and noise draws) must be the checkpoint's."""
     old = read_checkpoint_config(path)
+    if old.train.seed != cfg.train.seed:
+        raise UsageError(
+            f"--resume {path}: the checkpoint was trained with seed {old.train.seed}, now seed {cfg.train.seed}; "
+            "resuming would continue a different run",
+            hint=f"resume with --seed {old.train.seed}, or start a new run with another --output",
+        )
     if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
         a, b = old.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
         diff = _first_difference(a, b, "model")
@@ -123,17 +132,29 @@ def run_training(
     if modality != cfg.model.modality:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modality": modality})})
     ctx = D.init_distributed(device)
+    lock, fresh_folder = None, False
     try:
         output = Path(cfg.train.output).expanduser()
         train_m, valid_m = load_manifests(cfg, modality)
         resume_path = None
         if ctx.is_main:
+            fresh_folder = not output.exists()
+            lock = RunLock(output).acquire()  # before anything is written: one run per folder
             resume_path = check_output(output, resume)
         resume_path = D.broadcast_object(ctx, str(resume_path) if resume_path else None)
         resume_path = Path(resume_path) if resume_path else None
         if resume_path is not None:
             _check_same_model(cfg, resume_path)
+        seed_everything(cfg.train.seed)  # same initial weights on every rank
+        if model is None:  # built before the run folder is written to: a config that cannot build leaves it as it was
+            from avsrctl.models.builder import build_model
+
+            model = build_model(cfg)
         reporter = Reporter(output, console, enabled=ctx.is_main, live=live, log_every=cfg.train.log_every)
+        if ctx.is_main:
+            removed = clean_leftovers(output)
+            if removed:
+                reporter.log(f"[dim]removed what an interrupted save left: {', '.join(removed)}[/]")
         if resume is not None and resume_path is None:
             reporter.log(f"--resume {resume}: no checkpoint in {output} yet, starting a new run")
         if resume_path is None:
@@ -142,11 +163,6 @@ def run_training(
             cfg.save(output / CONFIG)
         D.barrier(ctx)
 
-        seed_everything(cfg.train.seed)  # same initial weights on every rank
-        if model is None:
-            from avsrctl.models.builder import build_model
-
-            model = build_model(cfg)
         if resume_path is None and cfg.train.init_from:
             _init_from(model, cfg.train.init_from, reporter)
         model.to(ctx.device)
@@ -203,6 +219,10 @@ def run_training(
         _report(reporter, result)
         return result
     finally:
+        if lock is not None:
+            lock.release()
+            if fresh_folder and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()  # a run that failed before writing anything leaves no empty folder behind
         D.shutdown(ctx)
 
 
@@ -275,16 +295,18 @@ def _report(reporter: Reporter, r: TrainResult) -> None:
     best = f"{r.best_valid_loss:.4f}" if r.best_valid_loss is not None else "n/a"
     wer = r.last_valid.get("wer") if r.last_valid else None
     reporter.log(
-        f"done: {r.steps} steps, {r.epochs} epoch(s); last train loss {r.last_loss:.4f}; "
+        f"done: {plural(r.steps, 'step')}, {plural(r.epochs, 'epoch')}; last train loss {r.last_loss:.4f}; "
         f"best valid loss {best}; last valid WER {f'{wer:.2%}' if wer is not None else 'n/a'}"
     )
     notes = []
     if r.skipped_media:
-        notes.append(f"{r.skipped_media} utterance(s) skipped because their media failed (ids in metrics.jsonl)")
+        notes.append(
+            f"{plural(r.skipped_media, 'utterance')} skipped because their media failed (ids in metrics.jsonl)"
+        )
     if r.nonfinite_steps:
-        notes.append(f"{r.nonfinite_steps} step(s) skipped for a non-finite loss or gradient")
+        notes.append(f"{plural(r.nonfinite_steps, 'step')} skipped for a non-finite loss or gradient")
     if r.oom_splits:
-        notes.append(f"{r.oom_splits} micro-batch(es) split after running out of memory")
+        notes.append(f"{plural(r.oom_splits, 'micro-batch', 'micro-batches')} split after running out of memory")
     if r.cache:
         notes.append(f"feature cache: {r.cache['hits']} hits, {r.cache['misses']} computed")
     for n in notes:

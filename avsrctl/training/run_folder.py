@@ -4,6 +4,7 @@ run resumes from. Writing and finding one checkpoint is avsrctl/checkpoint.py.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -15,6 +16,76 @@ from avsrctl.errors import TrainingError, UsageError
 
 PERIODIC = re.compile(r"^(epoch-\d{4,}|step-\d{6,})$")
 STATE_BYTES = 64 * 1024  # trainer_state.json (RNG states), meta.json and config.yaml, rounded up
+LOCK = ".lock"  # held (flock) by the one `avsrctl train` writing into the run folder; holds its PID
+
+
+class RunLock:
+    """One training per run folder: an exclusive `flock` on OUTPUT/.lock, held for the whole run.
+
+    The operating system drops the lock when the process dies (even by SIGKILL), so a crash never
+    leaves the folder locked. A second run into the folder is refused naming the holder's PID.
+    """
+
+    def __init__(self, output: Path):
+        self.output, self.path, self.fd = Path(output), Path(output) / LOCK, None
+
+    def acquire(self) -> RunLock:
+        while True:
+            try:
+                self.output.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise not_writable(self.output, e) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise UsageError(
+                    f"{self.output} is in use by another training (pid {holder} holds {self.path})",
+                    hint="wait for that run to finish or stop it, or train into another --output",
+                ) from None
+            # The holder removes the file when it releases: a lock on a file no longer under the
+            # name would not exclude the next run, so open the name again.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # still locked: no other run can take the old file meanwhile
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def clean_leftovers(output: Path) -> list[str]:
+    """Remove what interrupted saves left in OUTPUT: `.tmp-<name>` checkpoint folders and
+    `.<name>.<pid>.tmp.<suffix>` files. Call it only while holding the run's `RunLock`: then no
+    other process can be writing them, so they are provably dead. Returns the names removed."""
+    removed = []
+    for p in sorted(Path(output).iterdir()):
+        if p.name.startswith(".tmp-") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif re.match(r"^\..+\.\d+\.tmp(\.[^.]+)?$", p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(p.name)
+    return removed
 
 
 def epoch_name(epoch: int) -> str:
@@ -43,6 +114,12 @@ def prune_checkpoints(output: str | os.PathLike, keep_last: int | None) -> list[
     return deleted
 
 
+def not_writable(output: Path, e: OSError) -> UsageError:
+    return UsageError(
+        f"output folder {output} is not writable ({e.strerror or e})", hint="choose another folder with --output"
+    )
+
+
 def check_output(output: Path, resume: str | None) -> Path | None:
     """Make sure OUTPUT is writable and decide what to resume from (None: a fresh run).
 
@@ -54,9 +131,7 @@ def check_output(output: Path, resume: str | None) -> Path | None:
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as e:
-        raise UsageError(
-            f"output folder {output} is not writable ({e.strerror})", hint="choose another folder with --output"
-        ) from None
+        raise not_writable(output, e) from None
     existing = list_checkpoints(output)
     if resume is None:
         if existing:

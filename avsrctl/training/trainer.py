@@ -180,6 +180,7 @@ class Trainer:
         self.batch_in_epoch = 0
         if self.cache is not None:
             self.cache.flush()  # the next epoch's DataLoader workers read what this one computed
+        self._check_stop()  # an interrupt saves at once: no validation pass first
         if self.valid_set is not None:
             self._validate()
         if self.tc.save_every and self.epoch % self.tc.save_every == 0:
@@ -188,6 +189,7 @@ class Trainer:
 
     def _after_step(self, stepped: bool) -> bool:
         """Periodic work after an optimiser step; True ends the epoch early (max_steps)."""
+        self._check_stop()  # an interrupt saves at once: no validation pass first
         if stepped and self.tc.eval_steps and self.step % self.tc.eval_steps == 0 and self.valid_set is not None:
             self._validate()
         if stepped and self.tc.save_steps and self.step % self.tc.save_steps == 0:
@@ -336,9 +338,12 @@ class Trainer:
                     prepare=lambda b: self._prepare(b, self.valid_streams),
                     autocast=self._autocast,
                     sampler_cls=self.sampler_cls,
+                    stopped=lambda: self.stop.pending,
                 )
             self.model.train()
         result = dist.broadcast_object(self.ctx, result)
+        if result is None:  # interrupted: the caller's stop check saves the checkpoint
+            return
         self.last_valid = result
         self.reporter.record(result.to_record())
         wer = f"{result.wer:.2%}" if result.wer is not None else "n/a"

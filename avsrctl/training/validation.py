@@ -58,8 +58,11 @@ def validate(
     prepare: Callable[[Any], Any],
     autocast: Callable[[], Any],
     sampler_cls: Any,
-) -> ValidResult:
-    """Evaluate `model` (the bare module, put in eval mode here) on `dataset`."""
+    stopped: Callable[[], bool] = lambda: False,
+) -> ValidResult | None:
+    """Evaluate `model` (the bare module, put in eval mode here) on `dataset`.
+
+    None when `stopped()` turns true on the way (Ctrl-C): the run saves instead of waiting for it."""
     model.eval()
     lengths = list(dataset.lengths)
     sampler = sampler_cls(
@@ -67,6 +70,8 @@ def validate(
     )
     loss_sum, tokens, n_utts = 0.0, 0, 0
     for mb in _loader(dataset, list(range(len(dataset))), list(sampler)):
+        if stopped():
+            return None
         if not len(mb):
             continue
         batch = prepare(mb)
@@ -90,6 +95,8 @@ def validate(
             lengths[:cap], cfg.data.max_frames_per_batch, cfg.decode.batch_size, shuffle=False, seed=cfg.train.seed
         )
         for mb in _loader(dataset, first, list(wer_sampler)):
+            if stopped():
+                return None
             if not len(mb):
                 continue
             batch = prepare(mb)
