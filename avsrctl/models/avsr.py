@@ -334,7 +334,8 @@ def trainable_mismatches(
     ]
     parts = []
     if strict and missing:
-        parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+        parts_missing = sorted({k.split(".")[0] for k in missing})
+        parts.append(f"{len(missing)} weights missing from {', '.join(parts_missing)} (e.g. {', '.join(missing[:3])})")
     if strict and extra:
         parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
     if shapes:
