@@ -302,10 +302,8 @@ def comparisons(ctx: DemoContext) -> list[str]:
     m = ctx.model_name
     a, b = ctx.wer.get((m, "synthetic test", "audio", babble)), ctx.wer.get((m, "synthetic test", "both", babble))
     if a is not None and b is not None:
-        cut = f"{100 * (1 - b / a):.0f}% lower" if a > 0 else "audio already perfect"
-        lines.append(
-            f"synthetic test, {babble}: both {100 * b:.1f}% vs audio {100 * a:.1f}% ({cut}): the lips rescue it"
-        )
+        cut = f"{100 * (1 - b / a):.0f}% lower with the lips" if b < a else "the lips do not lower it here"
+        lines.append(f"synthetic test, {babble}: both {100 * b:.1f}% vs audio {100 * a:.1f}% ({cut})")
     a, b = ctx.wer.get((m, "real GRID", "audio", "clean")), ctx.wer.get((m, "real GRID", "both", "clean"))
     w = ctx.wer.get((BASELINE, "real GRID", "audio", "clean"))
     if a is not None and b is not None:
