@@ -172,6 +172,8 @@ def compare_figures(new: dict[str, dict], installed: dict[str, dict]) -> str | N
 
 def git_commit(repo: Path = REPO) -> str:
     """HEAD of the clone avsrctl runs from ('unknown' outside one), marked when the tree has changes."""
+    if not (repo / ".git").exists():  # an installed package: never report an enclosing repository's commit
+        return "unknown"
     try:
         head = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
@@ -312,6 +314,7 @@ def export_builtin(
         (tmp / PROVENANCE_MD).write_text(_provenance_md(prov), encoding="utf-8")
         (tmp / PROVENANCE_JSON).write_text(json.dumps(prov, indent=1) + "\n", encoding="utf-8")  # last: complete
         for path in tmp.iterdir():
+            path.chmod(0o644)  # safetensors writes 0600: an installed package must be readable by every user
             fsync_file(path)
         fsync_dir(tmp)
         old = root / f".old-{name}"

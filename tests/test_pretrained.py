@@ -71,6 +71,7 @@ def test_export_writes_float16_weights_that_load_back_in_the_models_dtype(tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["config.yaml", "meta.json", WEIGHTS, "LICENCES.md", "PROVENANCE.md", "PROVENANCE.json"]
     )
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}  # readable once installed
     with safe_open(str(folder / WEIGHTS), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     prov = json.loads((folder / "PROVENANCE.json").read_text())
