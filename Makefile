@@ -34,7 +34,8 @@ bench: install weights system
 	$(BIN)/python benchmarks/run_all.py
 
 # Train on the synthetic GRID corpus, test on held-out voices and the real GRID clips,
-# write docs/RESULTS.md (about two hours on 2 CPU cores; resumes where it stopped).
+# write docs/RESULTS.md and, when its figures improve, the built-in model avsrctl/builtin/grid-small
+# (about two hours on 2 CPU cores; resumes where it stopped).
 grid-recipe: install weights system voices
 	HF_HUB_OFFLINE=1 $(BIN)/python recipes/grid.py --work runs/grid
 

@@ -15,7 +15,8 @@ A checkpoint is written to `OUTPUT/.tmp-<name>`, every file fsync'd, then rename
 so a crash leaves either the previous checkpoint or the new one, never half of one. Reading
 uses safetensors and JSON only: a pickle planted where weights belong is refused.
 `load_checkpoint` is what decode, eval, transcribe and inspect-params call; training adds
-the optimiser state, periodic names and pruning (avsrctl/training/).
+the optimiser state, periodic names and pruning (avsrctl/training/). Wherever a checkpoint path
+is read, a built-in name (`grid-small`, avsrctl/pretrained.py) is accepted too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from avsrctl.atomic import fsync_dir, fsync_file, write_atomic
 from avsrctl.config import Config, config_from_dict
 from avsrctl.errors import CheckpointError, ConfigError
 from avsrctl.models.avsr import trainable_mismatches
+from avsrctl.pretrained import resolve_checkpoint
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, META = "config.yaml", "model.safetensors", "meta.json"
@@ -412,8 +414,9 @@ def check_tokenizer(model: Any, meta: dict, what: str) -> None:
 
 def checkpoint_folder(path: str | os.PathLike) -> Path:
     """A checkpoint folder (or its model.safetensors) as a checked folder path; a crash that left it
-    moved aside is undone first."""
-    path = Path(path).expanduser()
+    moved aside is undone first. A built-in name (`grid-small`) gives the folder shipped in the
+    package, unless a real path of that name exists (avsrctl/pretrained.py)."""
+    path = resolve_checkpoint(path)
     if path.is_file() and path.name == WEIGHTS:
         path = path.parent
     recover_replaced(path)

@@ -1,25 +1,31 @@
-"""`make demo` (`python -m avsrctl.demo`): the tool's main job end to end, offline, in a few minutes.
+"""`make demo` (`python -m avsrctl.demo`): avsrctl recognising speech, offline, in a few minutes.
 
 Every step runs the real command in a subprocess and prints it first, so what scrolls by is
-what a user can type next:
-  1. corpus     - `avsrctl demo-data`: a small synthetic GRID-grammar corpus, test speakers held out;
-  2. train      - `avsrctl train --modality both` with modality dropout, so each stream alone works;
-  3. evaluate   - `avsrctl eval --checkpoint .../final --modality all`: WER for audio, video and both;
-  4. baseline   - `avsrctl eval` without a checkpoint: faster-whisper tiny.en on the same test split;
-  5. transcribe - `avsrctl transcribe` a test clip (its audio and video muxed into one file), and a
-                  real GRID recording from ../shared/media when present;
-then one table with every figure and the seconds each step took.
+what a user can type next; each step's time is printed as it ends:
+  1. train      - `avsrctl demo-data`: a small synthetic GRID-grammar corpus (48 px lips, test
+                  speakers held out), then `avsrctl train` from scratch: live progress, one
+                  parameter-update table, the loss falling. A few minutes only start the learning;
+  2. synthetic  - the built-in model (`--checkpoint grid-small`, trained by `make grid-recipe`) on
+                  that corpus's test split: audio, video and both, clean and in babble at -5 dB;
+  3. real       - the built-in model on the real GRID recordings shipped in avsrctl/samples
+                  (audio, video, both) next to faster-whisper tiny.en, and `avsrctl transcribe`
+                  of one recording by each;
+  4. summary    - one table of every figure this run computed (nothing is read from a file of
+                  earlier results).
+Without the built-in model (a build that has not run `make grid-recipe`), steps 2 and 3 say so
+in one line and the rest still runs.
 
-    python -m avsrctl.demo                             # offline-small in a temporary folder
-    python -m avsrctl.demo --work runs/demo            # keep corpus, checkpoint and results
-    python -m avsrctl.demo --config tiny --utterances 24 --epochs 1   # random tiny models
+    python -m avsrctl.demo                             # offline-small training, grid-small
+    python -m avsrctl.demo --work runs/demo            # keep corpus, checkpoints and results
+    python -m avsrctl.demo --model runs/grid/train-both/final   # another trained checkpoint
+    python -m avsrctl.demo --config tiny --utterances 24 --epochs 1 --model CKPT   # seconds (tests)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 import os
 import shlex
 import shutil
@@ -35,18 +41,20 @@ from rich.markup import escape
 
 from avsrctl.cli import console
 from avsrctl.data.manifest import read_manifest
-from avsrctl.errors import AvsrError, UsageError
+from avsrctl.errors import AvsrError, CheckpointError, UsageError
 
-REPO = Path(__file__).resolve().parents[1]
 AVSRCTL = [sys.executable, "-m", "avsrctl"]
 MARKER = ".avsrctl-demo"  # marks a --work folder as the demo's own, so a rerun may replace its outputs
-OUTPUTS = ("corpus", "train", "eval", "baseline", "transcripts")  # what a rerun in the same folder replaces
-UTTERANCES, EPOCHS = 48, 2  # about 2 minutes with offline-small on 2 quiet CPU cores (7 when shared with two trainings)
-VIDEO_SIZE = 48  # mouth video side in pixels, the input size of the video encoder below
+OUTPUTS = ("corpus", "train", "synthetic", "real", "transcripts")  # what a rerun in the same folder replaces
+UTTERANCES, EPOCHS = 48, 2  # about 2 minutes of offline-small training on 2 quiet CPU cores
+VIDEO_SIZE = 48  # mouth video side in pixels: the GRID recipe's, so the built-in model reads this corpus
+BABBLE_SNR_DB = -5  # other voices 5 dB louder than the speaker: audio alone mostly fails here
+MODEL = "grid-small"  # the built-in model (avsrctl/pretrained.py)
+BASELINE = "faster-whisper tiny.en"  # what `eval` / `transcribe` run without --checkpoint
 
-# On top of the chosen config. The video encoder (offline-small's lip front-end) sees the corpus's
-# 48 px frames as they are, as in the GRID recipe. It trains, so --cache-features cannot be used
-# here: the feature cache only holds frozen encoders' outputs (`avsrctl train` refuses the combination).
+# On top of the chosen config for the from-scratch run. The video encoder (offline-small's lip
+# front-end) sees the corpus's 48 px frames as they are, as in the GRID recipe. It trains, so
+# --cache-features cannot be used here: the feature cache only holds frozen encoders' outputs.
 TRAIN_SETTINGS = {
     "model.video_encoder.image_size": VIDEO_SIZE,
     "data.roi_size": VIDEO_SIZE,
@@ -55,6 +63,7 @@ TRAIN_SETTINGS = {
     "data.max_batch_size": 4,  # a short run needs updates more than large batches (same compute per epoch)
     "train.warmup_steps": 5,  # a demo run has a few dozen steps; offline-small's 50 would never reach the peak
     "train.valid_max_utts": 8,  # validation decodes with the LLM: keep it a small share of the run
+    "train.log_every": 2,  # enough loss records to see it fall in a run of a few dozen steps
     # GRID sentences are six words (~7 tokens); a briefly trained model babbles until this cap.
     "decode.max_new_tokens": 16,
 }
@@ -66,7 +75,9 @@ class Row:
 
     step: str
     model: str
+    data: str
     modality: str
+    condition: str
     result: str
     seconds: float | None = None  # on the first row of each step
 
@@ -77,8 +88,11 @@ class DemoContext:
     config: str
     utterances: int
     epochs: int
+    model: str = MODEL  # a built-in name or a checkpoint folder
+    missing: str | None = None  # why the model cannot run (a built-in not installed in this build)
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    wer: dict[tuple[str, str, str, str], float] = field(default_factory=dict)  # (model, data, modality, condition)
     step: str = ""  # the step running now, named in a failure
 
     @property
@@ -87,7 +101,13 @@ class DemoContext:
 
     @property
     def checkpoint(self) -> Path:
+        """The from-scratch run's final checkpoint."""
         return self.workdir / "train" / "final"
+
+    @property
+    def model_name(self) -> str:
+        path = Path(self.model)
+        return self.model if len(path.parts) < 3 else str(Path(*path.parts[-2:]))
 
 
 @dataclass(frozen=True)
@@ -98,19 +118,6 @@ class Step:
 
 class StepFailed(AvsrError):
     """A command of the demo exited non-zero (its own error is printed just above)."""
-
-
-def media_dir() -> Path | None:
-    """$AVSRCTL_MEDIA, else ../shared/media beside the repository (absent in a user's clone)."""
-    candidates = [
-        os.environ.get("AVSRCTL_MEDIA"),
-        REPO.parent / "shared" / "media",
-        Path.cwd().parent / "shared" / "media",
-    ]
-    for c in candidates:
-        if c and (Path(c) / "MANIFEST.tsv").is_file():
-            return Path(c)
-    return None
 
 
 def run_command(ctx: DemoContext, program: list[str], args: list[str | Path], *, shown: str) -> None:
@@ -128,13 +135,36 @@ def avsrctl(ctx: DemoContext, *args: str | Path) -> None:
     run_command(ctx, AVSRCTL, list(args), shown="avsrctl")
 
 
+def say(message: str) -> None:
+    console.stderr().print(message, soft_wrap=True, highlight=False)
+
+
+# ----------------------------------------------------------------------- 1. corpus and a short training run
+
+
 def make_corpus(ctx: DemoContext) -> None:
     avsrctl(ctx, "demo-data", ctx.corpus, "--utterances", str(ctx.utterances), "--size", str(VIDEO_SIZE))
     splits = {s: len(read_manifest(ctx.corpus / f"{s}.tsv")) for s in ("train", "valid", "test")}
-    ctx.rows.append(Row("corpus", "-", "-", ", ".join(f"{n} {s}" for s, n in splits.items()) + " utterances"))
+    ctx.rows.append(
+        Row("1 corpus", "-", "synthetic", "-", "-", ", ".join(f"{n} {s}" for s, n in splits.items()) + " utterances")
+    )
+
+
+def table_every(n_train: int, batch: int, epochs: int) -> int:
+    """`--log-param-updates N` that prints the table once: past the middle of the run, before its end.
+
+    Batches hold at most `batch` utterances, so a run has at least ceil(n_train / batch) steps an
+    epoch (bucketing by length can add a few); 0.6 of that lands once, and 1.2 seldom exists."""
+    return max(1, math.ceil(0.6 * math.ceil(n_train / batch) * epochs))
 
 
 def train(ctx: DemoContext) -> None:
+    n_train = len(read_manifest(ctx.corpus / "train.tsv"))
+    every = table_every(n_train, TRAIN_SETTINGS["data.max_batch_size"], ctx.epochs)
+    say(
+        f"training {ctx.config} from scratch for {ctx.epochs} epoch(s) of {n_train} utterances: enough to see the "
+        "loss fall, not to recognise speech (that takes `make grid-recipe`, about two hours; its model is step 2's)"
+    )
     sets = [a for key, value in TRAIN_SETTINGS.items() for a in ("--set", f"{key}={value}")]
     avsrctl(
         ctx,
@@ -151,131 +181,178 @@ def train(ctx: DemoContext) -> None:
         str(ctx.epochs),
         "--save-every",
         "0",
+        "--log-param-updates",
+        str(every),
         *sets,
     )
-    summary = _training_summary(ctx.checkpoint.parent / "metrics.jsonl")
-    loss = summary.get("valid_loss")
-    ctx.rows.append(
-        Row(
-            "train",
-            ctx.config,
-            "both",
-            f"{summary.get('epochs', ctx.epochs)} epoch(s), "
-            f"{summary.get('step', '?')} steps, valid loss {'-' if loss is None else f'{loss:.2f}'}",
-        )
-    )
-
-
-def evaluate(ctx: DemoContext) -> None:
-    out = ctx.workdir / "eval"
-    avsrctl(
-        ctx,
-        "eval",
-        "--tsv",
-        ctx.corpus / "test.tsv",
-        "--checkpoint",
-        ctx.checkpoint,
-        "--modality",
-        "all",
-        "--output-dir",
-        out,
-    )
-    for modality in ("audio", "video", "both"):
-        ctx.rows.append(Row("eval", ctx.config, modality, _wer(out / modality / "wer.json")))
+    records = _records(ctx.checkpoint.parent / "metrics.jsonl")
+    losses = [(r["step"], r["loss"]) for r in records if r.get("type") == "train" and r.get("loss") is not None]
+    summary = next((r for r in reversed(records) if r.get("type") == "summary"), {})
+    valid = summary.get("valid_loss")
+    result = f"{summary.get('step', '?')} steps"
+    if losses:
+        result = f"train loss {losses[0][1]:.2f} (step {losses[0][0]}) -> {losses[-1][1]:.2f} (step {losses[-1][0]})"
+    if valid is not None:
+        result += f", valid loss {valid:.2f}"
+    ctx.rows.append(Row("1 train", f"{ctx.config}, from scratch", f"synthetic train ({n_train})", "both", "-", result))
     ctx.notes.append(
-        "a few minutes of training shows the pipeline, not what the model can learn: raise --utterances "
-        "and --epochs, or run `make grid-recipe` (about two hours; figures in docs/RESULTS.md)"
+        "a few minutes of training only starts learning: the loss falls, the transcripts are not right yet; "
+        f"the built-in model {MODEL} is what `make grid-recipe` (about two hours on 2 cores) trains"
     )
 
 
-def baseline(ctx: DemoContext) -> None:
-    out = ctx.workdir / "baseline"
-    avsrctl(ctx, "eval", "--tsv", ctx.corpus / "test.tsv", "--output-dir", out)
-    ctx.rows.append(Row("baseline", "faster-whisper tiny.en", "audio", _wer(out / "wer.json")))
+# ----------------------------------------------------------------------- 2. the built-in model, synthetic test split
 
 
-def transcribe_test_clip(ctx: DemoContext) -> None:
-    from avsrctl.data.media import ffmpeg_exe
-
-    # The corpus keeps each utterance's audio and video in two files; a user's clip has both in one.
-    first = read_manifest(ctx.corpus / "test.tsv")[0]
-    clip = ctx.workdir / "transcripts" / f"{first.id}.mkv"
-    clip.parent.mkdir(parents=True, exist_ok=True)
-    run_command(
-        ctx,
-        [ffmpeg_exe()],
-        ["-loglevel", "error", "-y", "-i", first.video, "-i", first.audio, "-c", "copy", clip],
-        shown="ffmpeg",
-    )
-    _transcribe(ctx, clip, first.text)
+def _model_ready(ctx: DemoContext, what: str) -> bool:
+    if ctx.missing is None:
+        return True
+    say(f"[yellow]skipped {what}:[/] {escape(ctx.missing)}")
+    return False
 
 
-def transcribe_real_clip(ctx: DemoContext) -> None:
-    folder = media_dir()
-    if folder is None:
-        ctx.notes.append("no ../shared/media here: skipped the real GRID recording")
+def synthetic(ctx: DemoContext) -> None:
+    if not _model_ready(ctx, "the built-in model on the synthetic test split"):
         return
-    with (folder / "MANIFEST.tsv").open(encoding="utf-8") as f:
-        grid = [r for r in csv.DictReader(f, delimiter="\t") if Path(r["file"]).name.startswith("grid_")]
-    grid = [r for r in grid if (folder / r["file"]).is_file()]
-    if not grid:
-        ctx.notes.append(f"no GRID recording in {folder}: skipped the real clip")
-        return
-    _transcribe(ctx, folder / grid[0]["file"], grid[0]["reference_transcript"])
+    test = ctx.corpus / "test.tsv"
+    data = ("synthetic test", len(read_manifest(test)))
+    babble = f"babble {BABBLE_SNR_DB} dB"
+    for modality in ("audio", "video", "both"):
+        out = ctx.workdir / "synthetic" / modality
+        noisy = ["--snr", str(BABBLE_SNR_DB), "--noise", "babble"] if modality != "video" else []  # noise is audio
+        avsrctl(
+            ctx, "decode", "--checkpoint", ctx.model, "--tsv", test, "--modality", modality, "--output-dir", out, *noisy
+        )
+        _score(ctx, "2 built-in", ctx.model_name, data, modality, "clean", out / "wer.json")
+        if noisy:
+            from avsrctl.evaluate import snr_dirname
+
+            _score(
+                ctx, "2 built-in", ctx.model_name, data, modality, babble, out / snr_dirname(BABBLE_SNR_DB) / "wer.json"
+            )
 
 
-def _transcribe(ctx: DemoContext, clip: Path, reference: str) -> None:
-    out = ctx.workdir / "transcripts" / f"{clip.stem}.txt"
-    avsrctl(ctx, "transcribe", clip, "--checkpoint", ctx.checkpoint, "--output", out)
-    text = " ".join(out.read_text(encoding="utf-8").split())
-    result = escape(f'{clip.name}: "{text}"') + f'\n[dim]reference: "{escape(reference)}"[/]'
-    ctx.rows.append(Row("transcribe", ctx.config, "both", result))
+# ----------------------------------------------------------------------- 3. the real GRID recordings
 
 
-def _training_summary(metrics: Path) -> dict:
-    """The last `summary` record `avsrctl train` wrote to metrics.jsonl (empty when there is none)."""
-    records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return next((r for r in reversed(records) if r.get("type") == "summary"), {})
+def real(ctx: DemoContext) -> None:
+    from avsrctl.data.samples import SAMPLES_DIR, write_sample_manifest
+
+    tsv = write_sample_manifest(ctx.workdir / "real")
+    n = len(read_manifest(tsv))
+    say(f"wrote {tsv}: the {n} real GRID recordings shipped in {SAMPLES_DIR} (CC BY 4.0, see its README.md)")
+    data = ("real GRID", n)
+    if _model_ready(ctx, "the built-in model on the real GRID recordings"):
+        out = ctx.workdir / "real" / "model"
+        avsrctl(ctx, "eval", "--tsv", tsv, "--checkpoint", ctx.model, "--modality", "all", "--output-dir", out)
+        for modality in ("audio", "video", "both"):
+            _score(ctx, "3 real", ctx.model_name, data, modality, "clean", out / modality / "wer.json")
+    out = ctx.workdir / "real" / "baseline"
+    avsrctl(ctx, "eval", "--tsv", tsv, "--output-dir", out)
+    _score(ctx, "3 real", BASELINE, data, "audio", "clean", out / "wer.json")
 
 
-def _wer(report: Path) -> str:
+def transcribe(ctx: DemoContext) -> None:
+    from avsrctl.data.samples import sample_clips
+
+    clip = sample_clips()[0]
+    folder = ctx.workdir / "transcripts"
+    systems = [(BASELINE, [])]
+    if _model_ready(ctx, f"`avsrctl transcribe --checkpoint {ctx.model}`"):
+        systems.insert(0, (ctx.model_name, ["--checkpoint", ctx.model]))
+    for name, extra in systems:
+        out = folder / f"{clip.id}.{name.replace('/', '_').replace(' ', '_')}.txt"
+        avsrctl(ctx, "transcribe", clip.path, *extra, "--output", out)
+        text = " ".join(out.read_text(encoding="utf-8").split())
+        words = _words_right(clip.text, text)
+        result = escape(f'"{text}"') + f"  {words}\n[dim]reference: {escape(clip.text)}[/]"
+        ctx.rows.append(Row("3 transcribe", name, clip.path.name, "both" if extra else "audio", "clean", result))
+
+
+def _words_right(reference: str, hypothesis: str) -> str:
+    from avsrctl.metrics import score
+
+    r = score([reference], [hypothesis])
+    return f"({r.hits}/{r.ref_words} words right)"
+
+
+# ----------------------------------------------------------------------- 4. summary
+
+
+def _records(metrics: Path) -> list[dict]:
+    if not metrics.is_file():
+        return []
+    return [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _score(
+    ctx: DemoContext, step: str, model: str, data: tuple[str, int], modality: str, condition: str, report: Path
+) -> None:
+    """A row for the WER report a command wrote; `data` is (test set, utterances)."""
     r = json.loads(report.read_text(encoding="utf-8"))
-    return f"WER {100 * r['wer']:.1f}% ({r['errors']}/{r['ref_words']} words)"
+    ctx.wer[(model, data[0], modality, condition)] = r["wer"]
+    result = f"WER {100 * r['wer']:.1f}% ({r['errors']}/{r['ref_words']} words)"
+    ctx.rows.append(Row(step, model, f"{data[0]} ({data[1]})", modality, condition, result))
+
+
+def comparisons(ctx: DemoContext) -> list[str]:
+    """Lines that set this run's figures side by side (only those it computed)."""
+    lines = []
+    babble = f"babble {BABBLE_SNR_DB} dB"
+    m = ctx.model_name
+    a, b = ctx.wer.get((m, "synthetic test", "audio", babble)), ctx.wer.get((m, "synthetic test", "both", babble))
+    if a is not None and b is not None:
+        cut = f"{100 * (1 - b / a):.0f}% lower with the lips" if b < a else "the lips do not lower it here"
+        lines.append(f"synthetic test, {babble}: both {100 * b:.1f}% vs audio {100 * a:.1f}% ({cut})")
+    a, b = ctx.wer.get((m, "real GRID", "audio", "clean")), ctx.wer.get((m, "real GRID", "both", "clean"))
+    w = ctx.wer.get((BASELINE, "real GRID", "audio", "clean"))
+    if a is not None and b is not None:
+        base = f", {BASELINE} {100 * w:.1f}%" if w is not None else ""
+        lines.append(f"real GRID, clean: both {100 * b:.1f}%, audio {100 * a:.1f}%{base}")
+    return lines
 
 
 def report(ctx: DemoContext, elapsed: float) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"avsrctl demo: {ctx.config}, {ctx.utterances} utterances, {ctx.epochs} epoch(s)",
+        title=f"avsrctl demo: every figure of this run (model {ctx.model_name}; training {ctx.config}, "
+        f"{ctx.utterances} utterances, {ctx.epochs} epoch(s))",
         title_justify="left",
         caption=f"total {elapsed:.0f} s",
         caption_justify="left",
     )
-    for col in ("step", "model", "modality", "result", "seconds"):
+    for col in ("step", "model", "data", "modality", "condition", "result", "s"):
         table.add_column(
             col,
-            justify="right" if col == "seconds" else "left",
+            justify="right" if col == "s" else "left",
             overflow="fold",
-            no_wrap=col in ("step", "modality", "seconds"),
-            max_width=14 if col == "model" else None,
+            no_wrap=col in ("step", "modality", "s"),
+            max_width=22 if col in ("model", "data") else None,
         )
     for r in ctx.rows:
         table.add_row(
-            escape(r.step), escape(r.model), r.modality, r.result, "" if r.seconds is None else f"{r.seconds:.0f}"
+            escape(r.step),
+            escape(r.model),
+            escape(r.data),
+            r.modality,
+            escape(r.condition),
+            r.result,
+            "" if r.seconds is None else f"{r.seconds:.0f}",
         )
     console.stdout().print(table)
+    for line in comparisons(ctx):
+        console.stdout().print(line, highlight=False)
     for note in ctx.notes:
-        console.log(f"[yellow]note:[/] {note}")
+        console.log(f"[yellow]note:[/] {escape(note)}")
 
 
 STEPS: tuple[Step, ...] = (
     Step("corpus", make_corpus),
     Step("train", train),
-    Step("eval", evaluate),
-    Step("baseline", baseline),
-    Step("transcribe", transcribe_test_clip),
-    Step("transcribe-real", transcribe_real_clip),
+    Step("synthetic", synthetic),
+    Step("real", real),
+    Step("transcribe", transcribe),
 )
 
 
@@ -294,6 +371,22 @@ def prepare_workdir(work: Path) -> None:
     (work / MARKER).write_text("made by `python -m avsrctl.demo`; a rerun replaces its outputs\n", encoding="utf-8")
 
 
+def model_missing(model: str) -> str | None:
+    """Why MODEL cannot run (a built-in not installed in this build), or None when it can. A name
+    that is neither a built-in nor an existing folder is a usage error."""
+    from avsrctl.pretrained import is_builtin_name, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(model)
+    except CheckpointError as e:
+        if is_builtin_name(model):  # known, but not installed in this build
+            return str(e)
+        raise UsageError(f"--model {model}: {e}", hint=e.hint) from None
+    if not path.is_dir():
+        raise UsageError(f"--model {model}: no such checkpoint folder", hint="pass a folder written by `avsrctl train`")
+    return None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m avsrctl.demo", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -308,7 +401,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         default="offline-small",
-        help="preset or YAML file (default offline-small; tiny: random tiny models, seconds)",
+        help="preset or YAML file of the from-scratch run (default offline-small; tiny: random tiny models, seconds)",
+    )
+    parser.add_argument(
+        "--model",
+        default=MODEL,
+        help=f"trained model of steps 2 and 3: a built-in name or a checkpoint folder (default {MODEL})",
     )
     return parser.parse_args(argv)
 
@@ -320,19 +418,23 @@ def main(argv: list[str] | None = None, steps: tuple[Step, ...] = STEPS) -> int:
     started = time.perf_counter()
     work = args.work.expanduser().resolve() if args.work else Path(tempfile.mkdtemp(prefix="avsrctl-demo-"))
     try:
+        missing = model_missing(args.model)
         if args.work:
             prepare_workdir(work)
-        ctx = DemoContext(work, args.config, args.utterances, args.epochs)
+        model = args.model if missing or not Path(args.model).exists() else str(Path(args.model).resolve())
+        ctx = DemoContext(work, args.config, args.utterances, args.epochs, model, missing)
         for step in steps:
             console.log(f"[bold]{step.name}[/]")
             ctx.step, first, t0 = step.name, len(ctx.rows), time.perf_counter()
             step.run(ctx)
+            seconds = time.perf_counter() - t0
             if len(ctx.rows) > first:
-                ctx.rows[first].seconds = time.perf_counter() - t0
+                ctx.rows[first].seconds = seconds
+            console.log(f"[bold]{step.name}[/]: {seconds:.0f} s")
         report(ctx, time.perf_counter() - started)
         if args.work:
             console.log(
-                f"kept {work}: checkpoint train/final, WER reports in eval/ and baseline/, transcripts in transcripts/"
+                f"kept {work}: checkpoint train/final, WER reports in synthetic/ and real/, transcripts in transcripts/"
             )
     except KeyboardInterrupt:
         console.error("interrupted")

@@ -371,6 +371,20 @@ def main() -> None:
     write_results(args.results, results, timings, args, weights)
     write_json(args.results.with_name("results.json"), results, weights)
     log(f"wrote {args.results} and {args.results.with_name('results.json')}")
+    if "both" in checkpoints:  # the built-in `--checkpoint grid-small`, replaced only when its figures improve
+        import shlex
+
+        from avsrctl.errors import AvsrError
+        from avsrctl.pretrained import export_builtin
+
+        recipe = shlex.join(["python", "recipes/grid.py", *sys.argv[1:]])
+        try:
+            folder = export_builtin(
+                checkpoints["both"], "grid-small", args.results.with_name("results.json"), recipe=recipe
+            )
+            log(f"wrote the built-in model grid-small to {folder}")
+        except AvsrError as e:
+            log(f"kept the installed built-in model: {e}")
 
 
 def _pct(report: dict | None, normalizer: str = "basic") -> str:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 from conftest import requires_whisper_weights
+from pretrained_support import standin_checkpoint
 
-from avsrctl import demo
+from avsrctl import demo, pretrained
+from avsrctl.cli import console
 
 
 def _error_lines(err: str) -> list[str]:
@@ -57,16 +60,74 @@ def test_failing_step_stops_the_demo_with_one_line_naming_step_and_command(tmp_p
     assert line == "error: step 'score' failed (exit 2): avsrctl eval"
 
 
-@pytest.mark.slow  # a real demo-data, train, eval x2 and transcribe x2 on tiny models (~75 s on two busy cores)
-@requires_whisper_weights  # the baseline step runs faster-whisper tiny.en
-def test_full_demo_with_tiny_models(tmp_path, media_dir, monkeypatch, capsys):
-    monkeypatch.setenv("AVSRCTL_MEDIA", str(media_dir))
+def test_without_the_builtin_model_its_steps_say_so_in_one_line_and_the_demo_completes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "BUILTIN_ROOT", tmp_path / "empty")
+    monkeypatch.setattr(console.stderr(), "width", 10_000)
+    after = []
+    steps = (demo.Step("synthetic", demo.synthetic), demo.Step("after", after.append))
+    assert demo.main(["--work", str(tmp_path / "demo")], steps=steps) == 0
+    assert len(after) == 1
+    err = capsys.readouterr().err
+    assert "$ avsrctl" not in err  # nothing ran for the missing model
+    [line] = [line for line in err.splitlines() if "not installed" in line]
+    assert line == (
+        "skipped the built-in model on the synthetic test split: "
+        "built-in model grid-small is not installed in this build; run `make grid-recipe`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [("no/such/final", "--model no/such/final: no such checkpoint folder"), ("grid-smal", "(built-in: grid-small)")],
+)
+def test_a_model_that_is_neither_builtin_nor_a_folder_is_a_usage_error(tmp_path, capsys, model, fragment):
+    ran = []
+    assert demo.main(["--work", str(tmp_path / "demo"), "--model", model], steps=(demo.Step("a", ran.append),)) == 2
+    assert ran == []
+    [line] = _error_lines(capsys.readouterr().err)
+    assert fragment in line
+
+
+def test_the_parameter_table_is_due_once_in_the_run():
+    for n_train in range(1, 120):
+        for epochs in (1, 2, 3):
+            steps = math.ceil(n_train / 4) * epochs  # the fewest steps the run can take
+            every = demo.table_every(n_train, 4, epochs)
+            assert every <= steps < 2 * every or steps == every == 1, (n_train, epochs)
+
+
+def test_comparisons_set_only_this_runs_figures_side_by_side():
+    ctx = demo.DemoContext(demo.Path("."), "tiny", 24, 1)
+    assert demo.comparisons(ctx) == []
+    ctx.wer[("grid-small", "synthetic test", "audio", "babble -5 dB")] = 0.5
+    ctx.wer[("grid-small", "synthetic test", "both", "babble -5 dB")] = 0.2
+    assert demo.comparisons(ctx) == [
+        "synthetic test, babble -5 dB: both 20.0% vs audio 50.0% (60% lower with the lips)"
+    ]
+    ctx.wer[("grid-small", "synthetic test", "both", "babble -5 dB")] = 0.5
+    assert demo.comparisons(ctx)[0].endswith("(the lips do not lower it here)")
+
+
+@pytest.mark.slow  # demo-data, train, 3 decodes, 2 evals and 2 transcribes on tiny models (~2 min on two busy cores)
+@requires_whisper_weights  # the baseline runs faster-whisper tiny.en
+def test_full_demo_with_tiny_models_and_a_standin_builtin(tmp_path, capfd, monkeypatch):
+    model = standin_checkpoint(tmp_path / "standin")
+    monkeypatch.setattr(console.stdout(), "width", 250)
     work = tmp_path / "demo"
-    assert demo.main(["--config", "tiny", "--utterances", "24", "--epochs", "1", "--work", str(work)]) == 0
-    out = capsys.readouterr().out
+    argv = ["--config", "tiny", "--utterances", "24", "--epochs", "1", "--work", str(work), "--model", str(model)]
+    assert demo.main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "$ avsrctl train --config tiny" in err and "--log-param-updates" in err
+    assert err.count("parameter updates at step") == 1
+    assert re.search(r"│ 1 train +│ tiny, from scratch +│ synthetic train \(\d+\) +│ both +│ - +│ train loss \d", out)
+    wer = r"WER \d+\.\d% \(\d+/\d+ words\)"
+    for modality, condition in (("audio", "clean"), ("audio", "babble -5 dB"), ("video", "clean"), ("both", "clean")):
+        assert re.search(rf"│ standin/final +│ synthetic test \(\d+\) +│ {modality} +│ {condition} +│ {wer}", out)
     for modality in ("audio", "video", "both"):
-        assert re.search(rf"│ eval +│ tiny +│ {modality} +│ WER \d+\.\d% \(\d+/\d+ words\)", out), modality
-    assert re.search(r"│ baseline +│ faster-whisper[^│]*│ audio +│ WER \d+\.\d%", out)
-    assert out.count("│ transcribe") == 2 and "grid_" in out
+        assert re.search(rf"│ 3 real +│ standin/final +│ real GRID \(2\) +│ {modality} +│ clean +│ {wer}", out)
+    assert re.search(rf"│ 3 real +│ faster-whisper tiny.en +│ real GRID \(2\) +│ audio +│ clean +│ {wer}", out)
+    assert len(re.findall(r"│ 3 transcribe +│ (standin/final|faster-whisper tiny.en) +│ grid_bbaf2n.mpg", out)) == 2
+    assert "synthetic test, babble -5 dB: both" in out and "real GRID, clean: both" in out
+    assert re.search(r"train: \d+ s", err) and re.search(r"transcribe: \d+ s", err)
     assert (work / "train" / "final" / "model.safetensors").is_file()
-    assert (work / "eval" / "both" / "wer.json").is_file()
+    assert (work / "real" / "model" / "both" / "wer.json").is_file()

@@ -210,6 +210,7 @@ def _decode_manifest(
 
     from avsrctl.data.manifest import read_manifest, split_paths
     from avsrctl.evaluate import run_decode
+    from avsrctl.pretrained import outputs_beside
 
     if tsv is None:
         if cfg.data.root is None:
@@ -220,7 +221,7 @@ def _decode_manifest(
         wrd = wrd or default_wrd
     manifest = read_manifest(tsv, wrd)
     manifest.require(modality)
-    out_dir = output_dir or Path(checkpoint) / "decode" / f"{Path(tsv).stem}-{modality}"
+    out_dir = output_dir or outputs_beside(checkpoint) / "decode" / f"{Path(tsv).stem}-{modality}"
     out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size is not None:
         cfg.decode.batch_size = batch_size

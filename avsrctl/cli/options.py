@@ -12,6 +12,7 @@ import typer
 
 from avsrctl.config import MODALITIES, NORMALIZERS
 from avsrctl.errors import UsageError
+from avsrctl.pretrained import builtin_names
 
 __all__ = ["MODALITIES", "NORMALIZERS", "check_choice", "require_writable_folder"]
 
@@ -29,7 +30,11 @@ DataOpt = Annotated[
     Optional[Path], typer.Option("--data", help="Corpus folder with {train,valid,test}.tsv/.wrd (sets data.root).")
 ]
 CheckpointOpt = Annotated[
-    Optional[Path], typer.Option("--checkpoint", help="Checkpoint folder written by `avsrctl train`.")
+    Optional[Path],
+    typer.Option(
+        "--checkpoint",
+        help=f"Checkpoint folder written by `avsrctl train`, or a built-in model ({', '.join(builtin_names())}).",
+    ),
 ]
 TsvOpt = Annotated[Optional[Path], typer.Option("--tsv", help="Manifest (.tsv) to read.")]
 WrdOpt = Annotated[Optional[Path], typer.Option("--wrd", help="Transcripts (.wrd); default: beside the .tsv.")]

@@ -59,7 +59,10 @@ def train(
     ] = None,
     init_from: Annotated[
         Optional[list[Path]],
-        typer.Option("--init-from", help="Start from the matching weights of a checkpoint (repeatable; later wins)."),
+        typer.Option(
+            "--init-from",
+            help="Start from the matching weights of a checkpoint folder or built-in model (repeatable; later wins).",
+        ),
     ] = None,
     overrides: SetOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (sets train.seed).")] = None,
