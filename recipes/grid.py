@@ -58,9 +58,6 @@ LIP_FRONT_END = [
     "--set",
     "data.frame_memory_mb=2048",
 ]
-# The lip reader sees a flip, a shift and a brightness/contrast change per clip and epoch, so it
-# learns lips rather than one rendering of them.
-AUGMENT = ["--set", "data.video_augment=true"]
 TRAIN_SETTINGS = {
     "audio": ["--set", "train.lr=1e-3"],
     "video-ctc": [
@@ -73,9 +70,8 @@ TRAIN_SETTINGS = {
         "--set",
         "train.warmup_steps=30",
         *LIP_FRONT_END,
-        *AUGMENT,
     ],
-    "video": ["--set", "train.lr=1e-3", "--set", "model.ctc_weight=0.5", *LIP_FRONT_END, *AUGMENT],
+    "video": ["--set", "train.lr=1e-3", "--set", "model.ctc_weight=0.5", *LIP_FRONT_END],
     "both": [
         "--set",
         "train.lr=5e-4",
