@@ -421,7 +421,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     cfg = read_checkpoint_config(path)
     meta = read_meta(path)
     modalities = meta.get("modalities") or None
-    model = build_model(cfg, modalities=modalities)
+    # Built on `device`, so model.llm.dtype resolves for the device that runs it (see models/llm.py)
+    model = build_model(cfg, modalities=modalities, device=device)
     load_weights_into(model, path, device="cpu")
     model.to(device)
     model.eval()

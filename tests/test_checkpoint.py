@@ -221,3 +221,28 @@ def test_a_tiny_model_round_trips_through_the_checkpoint_format(tmp_path):
     want, got = model.trainable_state_dict(), loaded.trainable_state_dict()
     assert set(got) == set(want)
     assert all(torch.equal(got[k].cpu(), want[k].cpu()) for k in want)
+
+
+class _Built(Exception):
+    """Raised by a build_model spy once it has seen its arguments."""
+
+
+def test_a_checkpoint_is_rebuilt_on_the_device_it_is_loaded_to(tmp_path, monkeypatch):
+    """model.llm.dtype resolves for the device the model runs on: a GPU load must build for the GPU
+    (bfloat16 there), not build for the CPU (float32) and move the float32 model afterwards."""
+    from avsrctl.models import builder
+
+    cfg = load_config("tiny", ["model.modality=audio"])
+    path = ckpt.save_checkpoint(
+        tmp_path, "final", model=builder.build_model(cfg), cfg=cfg, meta={"modality": "audio", "step": 1}
+    )
+    seen = {}
+
+    def spy(cfg, modalities=None, device="cpu"):
+        seen["device"] = str(device)
+        raise _Built
+
+    monkeypatch.setattr(builder, "build_model", spy)
+    with pytest.raises(_Built):
+        ckpt.load_checkpoint(path, device="cuda:0")
+    assert seen["device"] == "cuda:0"

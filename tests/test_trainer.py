@@ -138,7 +138,7 @@ def test_param_update_table_moves_only_trainable_parts(corpus, tmp_path, monkeyp
     assert {r["step"] for r in records} == {1, 2}
     by_comp = {r["component"]: r for r in records if r["step"] == 2}
     assert by_comp["video encoder"]["trainable"] is False and by_comp["video encoder"]["update_ratio"] == 0
-    assert by_comp["LLM"]["update_ratio"] == 0 and by_comp["LLM"]["grad_norm"] == 0
+    assert by_comp["LLM base"]["update_ratio"] == 0 and by_comp["LLM base"]["grad_norm"] == 0
     for comp in ("video connector", "LoRA adapters"):
         assert by_comp[comp]["trainable"] and by_comp[comp]["update_ratio"] > 0 and by_comp[comp]["grad_norm"] > 0
     text = buf.getvalue()
@@ -404,3 +404,24 @@ def test_init_from_a_checkpoint_of_another_shape_is_refused(baseline, corpus, tm
     )
     err = _err(capsys)
     assert "--init-from" in err and "video_connector" in err and "shape" in err
+
+
+class _Built(Exception):
+    """Raised by a build_model spy once it has seen its arguments."""
+
+
+def test_training_builds_the_model_on_its_device(corpus, tmp_path, monkeypatch):
+    """`train` must build for the device it trains on, so model.llm.dtype=bfloat16 applies on a GPU
+    (building on the CPU resolves it to float32, and moving the model afterwards keeps float32)."""
+    from avsrctl.models import builder
+
+    seen = {}
+
+    def spy(cfg, modalities=None, device="cpu"):
+        seen["device"] = str(device)
+        raise _Built
+
+    monkeypatch.setattr(builder, "build_model", spy)
+    with pytest.raises(_Built):
+        run_training(tiny_config(corpus, tmp_path / "run"), modality="video", device="cuda:0")
+    assert seen["device"] == "cuda:0"

@@ -146,7 +146,9 @@ def run_training(
         if model is None:
             from avsrctl.models.builder import build_model
 
-            model = build_model(cfg)
+            # Built for the device it trains on: model.llm.dtype resolves per device (bfloat16 on a
+            # GPU, float32 on the CPU), and a float32 model moved to the GPU afterwards stays float32.
+            model = build_model(cfg, device=ctx.device)
         if resume_path is None and cfg.train.init_from:
             _init_from(model, cfg.train.init_from, reporter)
         model.to(ctx.device)

@@ -107,7 +107,6 @@ class Trainer:
         noisy = cfg.data.noise_kind != "none" and cfg.data.noise_prob > 0
         self.train_streams = cache_streams(modality, noisy_audio=noisy)
         self.valid_streams = cache_streams(modality, noisy_audio=False)
-        self.ddp = model
         # progress through the run (saved in trainer_state.json)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_valid_loss: float | None = None
@@ -123,11 +122,7 @@ class Trainer:
     def fit(self, resume: Path | None = None) -> TrainResult:
         if resume is not None:
             restore_trainer(self, resume)
-        # modality dropout leaves a stream unused; the CTC objective alone never runs the LLM
-        find_unused = (
-            self.modality == "both" and self.cfg.model.fusion.modality_dropout > 0
-        ) or self.tc.objective == "ctc"
-        self.ddp = dist.wrap_model(self.model, self.ctx, find_unused=find_unused or self._has_unused_streams())
+        dist.broadcast_params(self.ctx, self.params)  # every rank starts from rank 0's weights
         self.model.train()
         self.reporter.start(self.total_steps, self.step)
         restore = self.stop.install()
@@ -142,11 +137,6 @@ class Trainer:
             restore()
             self.reporter.stop()
         return self._finish(final)
-
-    def _has_unused_streams(self) -> bool:
-        mods = set(ckpt.model_modalities(self.model))
-        need = {"audio": {"audio"}, "video": {"video"}, "both": {"audio", "video", "both"}}[self.modality]
-        return bool(mods - need)
 
     def _max_steps_reached(self) -> bool:
         return bool(self.tc.max_steps) and self.step >= self.tc.max_steps
@@ -219,13 +209,15 @@ class Trainer:
                 )
         pieces = [b for b in micro if len(b)]
         loss_sum, tokens, utts, bad_ids, ctc_sum = accumulate(self, pieces) if pieces else (0.0, 0, 0, [], 0.0)
+        # The same collectives on every rank, in this order, whether or not it had data (distributed.py)
         loss_all, tok_all, utt_all, ctc_all = dist.all_reduce(self.ctx, [loss_sum, tokens, utts, ctc_sum])
         if tok_all == 0:  # every utterance of the step failed to decode on every rank
             self.optimizer.zero_grad(set_to_none=True)
             return False
+        dist.all_reduce_grads(self.ctx, self.params)  # summed over ranks
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        factor = self.ctx.world_size / tok_all  # DDP averaged over ranks; we want the sum / tokens
+        factor = 1.0 / tok_all  # the gradient of the summed token loss -> the step's mean
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(factor)
@@ -405,6 +397,9 @@ class Trainer:
         if self.cache is not None:
             self.cache.flush()
         cache_stats = self.cache.stats() if self.cache is not None else None
+        # counted per rank: the summary holds the whole job's (a collective every rank reaches here)
+        skipped, ooms = (int(v) for v in dist.all_reduce(self.ctx, [self.skipped_media, self.oom_splits]))
+        self.skipped_media, self.oom_splits = skipped, ooms
         summary = {
             "type": "summary",
             "step": self.step,
