@@ -365,6 +365,8 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     _check_folder(path, REQUIRED)
     meta = read_meta(path)
     state = read_tensors(path / WEIGHTS, device)
+    if hasattr(model, "keep_loaded"):  # frozen weights a run stored (it was initialised with them)
+        model.keep_loaded(state)
     problems = trainable_mismatches(model.trainable_state_dict(), state)
     if problems:
         have = ",".join(meta.get("modalities") or []) or "?"

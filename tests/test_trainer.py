@@ -425,3 +425,36 @@ def test_training_builds_the_model_on_its_device(corpus, tmp_path, monkeypatch):
     with pytest.raises(_Built):
         run_training(tiny_config(corpus, tmp_path / "run"), modality="video", device="cuda:0")
     assert seen["device"] == "cuda:0"
+
+
+def test_init_from_loads_a_trained_encoder_that_the_new_config_freezes(tmp_path):
+    """A lip front-end trained in one run (unfrozen) must reach the next run that freezes it, be
+    logged, and stay in that run's checkpoints: a rebuild from config.yaml alone gives random weights."""
+    from avsrctl.config import load_config
+    from avsrctl.models.builder import build_model
+    from avsrctl.training.run import _init_from
+
+    first_cfg = load_config("tiny", ["model.modality=video", "model.video_encoder.frozen=false"])
+    first = build_model(first_cfg)
+    with torch.no_grad():
+        for name, p in first.named_parameters():
+            if name.startswith("video_encoder."):
+                p.add_(torch.randn_like(p))  # "trained": away from any initialisation
+    src = ckpt.save_checkpoint(tmp_path, "first", model=first, cfg=first_cfg, meta={"modality": "video", "step": 5})
+
+    cfg = load_config("tiny", ["model.modality=video"])  # the encoder is frozen again
+    model = build_model(cfg)
+    log = io.StringIO()
+    _init_from(model, [src], Reporter(tmp_path / "out", Console(file=log, width=300), live=False))
+    trained = dict(first.named_parameters())
+    encoder = {n: p for n, p in model.named_parameters() if n.startswith("video_encoder.")}
+    assert encoder and not any(p.requires_grad for p in encoder.values())
+    assert all(torch.equal(p, trained[n]) for n, p in encoder.items())
+    text = " ".join(log.getvalue().split())
+    assert f"{len(encoder)} frozen" in text and "video encoder" in text
+
+    # the next checkpoint keeps them, and what decode loads has them
+    path = ckpt.save_checkpoint(tmp_path, "second", model=model, cfg=cfg, meta={"modality": "video", "step": 1})
+    loaded, _, _ = ckpt.load_checkpoint(path)
+    again = dict(loaded.named_parameters())
+    assert all(torch.equal(again[n], trained[n]) for n in encoder)

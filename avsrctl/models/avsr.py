@@ -103,6 +103,9 @@ class AVSRModel(nn.Module):
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         # Auxiliary CTC: one linear head per stream on its 25 Hz connector output (training only).
         self.ctc_weight = float(ctc_weight)
+        # Frozen parameters whose values came from a checkpoint (--init-from a run that trained
+        # them): saved with the trainable ones, since a rebuild from the config cannot restore them.
+        self.loaded_frozen: set[str] = set()
         self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
 
     # ------------------------------------------------------------------ properties
@@ -306,12 +309,21 @@ class AVSRModel(nn.Module):
     # ------------------------------------------------------------------ trainable weights
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only parameters that train (connectors, fusion, markers, LoRA, unfrozen encoders)."""
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        """What a checkpoint stores: the parameters that train (connectors, fusion, markers, LoRA,
+        unfrozen encoders) plus the frozen ones loaded from a checkpoint (`keep_loaded`)."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad or n in self.loaded_frozen}
+
+    def keep_loaded(self, names) -> set[str]:
+        """Mark frozen parameters among `names` as loaded from a checkpoint, so they are loaded by
+        `load_trainable_state_dict` and saved with the trainable weights. Returns those marked."""
+        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
+        marked = frozen & set(names)
+        self.loaded_frozen |= marked
+        return marked
 
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load weights saved by `trainable_state_dict`; strict checks the keys match exactly."""
-        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad or n in self.loaded_frozen}
         problems = trainable_mismatches(params, state_dict, strict=strict)
         if problems:
             raise CheckpointError("trainable weights do not fit this model: " + "; ".join(problems))
@@ -319,6 +331,14 @@ class AVSRModel(nn.Module):
             for k, p in params.items():
                 if k in state_dict:
                     p.copy_(state_dict[k].to(device=p.device, dtype=p.dtype))
+        for stream in ("audio", "video"):  # a frozen encoder with loaded weights is another encoder
+            enc = self.encoder(stream)
+            prefix = f"{stream}_encoder."
+            if enc is not None and any(k.startswith(prefix) and k in self.loaded_frozen for k in state_dict):
+                from avsrctl.models.weights import params_fingerprint
+
+                base = str(getattr(enc, "identity", "") or "").split("+loaded:")[0]
+                enc.identity = f"{base}+loaded:{params_fingerprint(enc)}"  # keys the feature cache
 
 
 def trainable_mismatches(
