@@ -30,7 +30,6 @@ LoRA weights are kept in float32 in every case so AdamW updates them at full pre
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import cache_dir, hub_error, is_offline_name, offline_path
+from avsrctl.models.weights import cache_dir, file_fingerprint, hub_error, is_offline_name, offline_path
 
 AUDIO_START, AUDIO_END, VIDEO_START, VIDEO_END = "<audio>", "</audio>", "<video>", "</video>"
 MARKERS: tuple[str, ...] = (AUDIO_START, AUDIO_END, VIDEO_START, VIDEO_END)
@@ -208,14 +207,9 @@ def resolve_gguf(name: str) -> Path:
 
 
 def _file_key(path: Path) -> str:
-    """Size plus SHA-256 of the whole file (~0.1 s per 100 MB). Not weights.file_fingerprint's
-    first-MiB hash: two fine-tunes of one base share the GGUF header (metadata, vocabulary) and
-    size, and differ only in the tensor data further on."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return f"{path.stat().st_size}-{digest.hexdigest()[:16]}"
+    """Size plus SHA-256 of the whole file (weights.file_fingerprint, memoised): two fine-tunes of
+    one base share the GGUF header (metadata, vocabulary) and size, and differ only in the tensors."""
+    return f"{path.stat().st_size}-{file_fingerprint(path)[:16]}"
 
 
 def gguf_cache_path(path: Path) -> Path:
