@@ -458,3 +458,42 @@ def test_init_from_loads_a_trained_encoder_that_the_new_config_freezes(tmp_path)
     loaded, _, _ = ckpt.load_checkpoint(path)
     again = dict(loaded.named_parameters())
     assert all(torch.equal(again[n], trained[n]) for n in encoder)
+
+
+class CountingDataset:
+    """Mixed into the run's AVDataset by the test below: logs every video read from disk to a file
+    (DataLoader workers are other processes)."""
+
+    def _decode(self, index):
+        if index not in self._frames:
+            with open(self.decode_log, "a") as f:
+                f.write(f"{index}\n")
+        return super()._decode(index)
+
+
+@pytest.mark.slow
+def test_worker_processes_and_their_frame_memory_last_across_epochs(corpus, tmp_path):
+    """data.frame_memory_mb with num_workers > 0: the workers (and the frames they keep) must live
+    across epochs, so each clip is decoded once in a two-epoch run, not once per epoch."""
+    from avsrctl.data.dataset import AVDataset
+
+    log = tmp_path / "decoded.txt"
+
+    def hook(trainer):
+        cls = type("Counting", (CountingDataset, AVDataset), {})
+        globals()["Counting"] = cls  # picklable by name for the worker process
+        cls.__qualname__ = "Counting"
+        trainer.train_set.__class__ = cls
+        trainer.train_set.decode_log = str(log)
+
+    cfg = tiny_config(
+        corpus,
+        tmp_path / "run",
+        train__max_epochs=2,
+        train__save_every=0,
+        data__num_workers=1,
+        data__frame_memory_mb=64,
+    )
+    run_training(cfg, modality="video", trainer_hook=hook)
+    decoded = log.read_text().split()
+    assert decoded and len(decoded) == len(set(decoded))  # every clip once, over both epochs

@@ -17,8 +17,9 @@ right padded; generation rows are left padded so every row's next token sits at 
 
 The marker embeddings the LLM reads are a trainable float32 copy (`marker_embeddings`, 4 x D) of the
 rows added to the vocabulary: LoRA freezes the embedding matrix, and markers that cannot
-learn would stay random-ish mean vectors. Connectors and fusion compute in float32; their
-tokens are cast to the LLM dtype at the boundary.
+learn would stay random-ish mean vectors. Encoders, connectors and fusion compute in float32
+(autocast off for the encoders, so live and cached features agree); their tokens are cast to
+the LLM dtype at the boundary.
 
 Auxiliary CTC (`ctc_weight > 0`, models/ctc.py) reads each stream's 25 Hz connector output;
 the 'ctc' objective trains with it alone, without running the LLM. Generation (greedy and
@@ -141,11 +142,15 @@ class AVSRModel(nn.Module):
     # ------------------------------------------------------------------ encoders
 
     def _run_encoder(self, name: str, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoders compute in float32 with autocast off, like the connectors: the features of a
+        live step under the trainer's bf16 autocast, of the feature cache (filled outside
+        autocast) and of decoding (no autocast) are then the same float32 features."""
         enc = self.encoder(name)
-        if _frozen(enc):
-            with torch.no_grad():
-                return enc(x, lengths)
-        return enc(x, lengths)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if _frozen(enc):
+                with torch.no_grad():
+                    return enc(x, lengths).float()
+            return enc(x, lengths).float()
 
     def encode_audio(self, batch: Batch) -> torch.Tensor:
         """(B, 2T, D_a) Whisper features of the batch audio (what the feature cache stores)."""

@@ -107,6 +107,8 @@ class Trainer:
         noisy = cfg.data.noise_kind != "none" and cfg.data.noise_prob > 0
         self.train_streams = cache_streams(modality, noisy_audio=noisy)
         self.valid_streams = cache_streams(modality, noisy_audio=False)
+        self._batches: list[list[tuple[int, int]]] = []  # this epoch's batches (the loader's batch_sampler)
+        self._loader: torch.utils.data.DataLoader | None = None
         # progress through the run (saved in trainer_state.json)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_valid_loss: float | None = None
@@ -150,16 +152,9 @@ class Trainer:
         batches = batches[:n]
         accum = self.tc.grad_accum
         start = self.batch_in_epoch
-        loader = torch.utils.data.DataLoader(
-            self.train_set,
-            batch_sampler=batches[start:],
-            collate_fn=self.train_set.collate,
-            num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            # a private generator: creating the iterator must not draw from the global RNG (resume)
-            generator=torch.Generator().manual_seed(self.tc.seed + self.epoch),
-        )
-        it = iter(loader)
+        # (index, epoch) pairs: workers kept alive across epochs never see set_epoch
+        self._batches[:] = [[(i, self.epoch) for i in b] for b in batches[start:]]
+        it = iter(self._train_loader())
         for g in range(start, n, accum):
             micro = [next(it) for _ in range(min(accum, n - g))]
             stepped = self._optimizer_step(micro)
@@ -175,6 +170,24 @@ class Trainer:
         if self.tc.save_every and self.epoch % self.tc.save_every == 0:
             self._save(epoch_name(self.epoch))
         self._check_stop()
+
+    def _train_loader(self) -> torch.utils.data.DataLoader:
+        """One DataLoader for the whole run: with data.num_workers > 0 its workers stay alive across
+        epochs (persistent_workers), so what they keep (data.frame_memory_mb of decoded frames, per
+        worker) is not thrown away each epoch. Each epoch refills `self._batches` in place."""
+        if self._loader is None:
+            workers = self.cfg.data.num_workers
+            self._loader = torch.utils.data.DataLoader(
+                self.train_set,
+                batch_sampler=self._batches,
+                collate_fn=self.train_set.collate,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=self.device.type == "cuda",  # Batch.pin_memory
+                # a private generator: creating the iterator must not draw from the global RNG (resume)
+                generator=torch.Generator().manual_seed(self.tc.seed),
+            )
+        return self._loader
 
     def _after_step(self, stepped: bool) -> bool:
         """Periodic work after an optimiser step; True ends the epoch early (max_steps)."""
