@@ -16,6 +16,7 @@ from training_support import make_corpus, memoize_decoding, read_metrics, tiny_c
 
 from avsrctl import checkpoint as ckpt
 from avsrctl.cli.main import run
+from avsrctl.data.dataset import AVDataset
 from avsrctl.errors import TrainingError
 from avsrctl.training import run_folder
 from avsrctl.training.progress import Reporter
@@ -460,8 +461,8 @@ def test_init_from_loads_a_trained_encoder_that_the_new_config_freezes(tmp_path)
     assert all(torch.equal(again[n], trained[n]) for n in encoder)
 
 
-class CountingDataset:
-    """Mixed into the run's AVDataset by the test below: logs every video read from disk to a file
+class CountingDataset(AVDataset):
+    """The run's AVDataset in the test below: logs every clip read from disk to a file
     (DataLoader workers are other processes)."""
 
     def _decode(self, index):
@@ -475,15 +476,10 @@ class CountingDataset:
 def test_worker_processes_and_their_frame_memory_last_across_epochs(corpus, tmp_path):
     """data.frame_memory_mb with num_workers > 0: the workers (and the frames they keep) must live
     across epochs, so each clip is decoded once in a two-epoch run, not once per epoch."""
-    from avsrctl.data.dataset import AVDataset
-
     log = tmp_path / "decoded.txt"
 
     def hook(trainer):
-        cls = type("Counting", (CountingDataset, AVDataset), {})
-        globals()["Counting"] = cls  # picklable by name for the worker process
-        cls.__qualname__ = "Counting"
-        trainer.train_set.__class__ = cls
+        trainer.train_set.__class__ = CountingDataset
         trainer.train_set.decode_log = str(log)
 
     cfg = tiny_config(
