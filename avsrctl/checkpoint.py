@@ -386,6 +386,8 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     _check_folder(path, REQUIRED)
     meta = read_meta(path)
     state = read_tensors(path / WEIGHTS, device)
+    if hasattr(model, "keep_loaded"):  # frozen weights a run stored (it was initialised with them)
+        model.keep_loaded(state)
     problems = trainable_mismatches(model.trainable_state_dict(), state)
     if problems:
         have = ",".join(meta.get("modalities") or []) or "?"
@@ -443,7 +445,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     cfg = read_checkpoint_config(path)
     meta = read_meta(path)
     modalities = meta.get("modalities") or None
-    model = build_model(cfg, modalities=modalities)
+    # Built on `device`, so model.llm.dtype resolves for the device that runs it (see models/llm.py)
+    model = build_model(cfg, modalities=modalities, device=device)
     load_weights_into(model, path, device="cpu")
     model.to(device)
     model.eval()

@@ -7,6 +7,7 @@ that `AVSRModel.build_inputs` makes, and scores each hypothesis by its mean log-
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -135,12 +136,13 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
             suppress_tokens=None if greedy else never_generated(model),
             use_cache=True,
         )
-        new = model.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=attn,
-            generation_config=gen_cfg,
-            logits_processor=[scorer] if greedy else None,
-        )  # (B, L_new)
+        with only_these_settings(model.llm, gen_cfg):
+            new = model.llm.generate(
+                inputs_embeds=embeds,
+                attention_mask=attn,
+                generation_config=gen_cfg,
+                logits_processor=[scorer] if greedy else None,
+            )  # (B, L_new)
         if greedy:
             scores = scorer.scores(new, kept_tokens(new, model.eos_id))
         else:
@@ -167,6 +169,21 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
             )
         )
     return results
+
+
+@contextlib.contextmanager
+def only_these_settings(llm, gen_cfg):
+    """Run `generate` with `gen_cfg` alone. transformers fills every setting a passed config
+    leaves unset from `llm.generation_config`, which a hub model loads from its
+    generation_config.json (repetition_penalty, suppress_tokens, temperature, ...): they would
+    change the search and the processed scores that _StepScorer reads. The model's own config is
+    the passed one for the call, and is restored after it."""
+    saved = llm.generation_config
+    llm.generation_config = gen_cfg
+    try:
+        yield
+    finally:
+        llm.generation_config = saved
 
 
 def never_generated(model) -> list[int]:

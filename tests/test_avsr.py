@@ -474,3 +474,39 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(ctc_cfg, monkeypatch):
     )
     texts = m.ctc_transcribe(media_batch(lengths=(10, 4), texts=("x", "y")), "video")
     assert texts == ["ii a", "i"]
+
+
+def test_encoders_compute_in_float32_under_the_trainers_autocast(model):
+    """Live features under bf16 autocast must equal what the feature cache stores (computed
+    outside autocast) and what decoding sees (no autocast)."""
+    batch = media_batch(lengths=(6, 4))
+    plain = {s: getattr(model, f"encode_{s}")(batch) for s in ("audio", "video")}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = {s: getattr(model, f"encode_{s}")(batch) for s in ("audio", "video")}
+    for s in ("audio", "video"):
+        assert mixed[s].dtype == torch.float32
+        torch.testing.assert_close(mixed[s], plain[s], rtol=0, atol=0)
+
+
+def test_hub_generation_defaults_do_not_change_decoding(cfg):
+    """A hub model's generation_config.json (repetition penalty, suppressed tokens) must not reach
+    generate() or the scores: decoding is what DecodingOptions says."""
+    model = build_model(cfg, {"audio"}).eval()
+    batch = media_batch(lengths=(6, 4))
+    options = DecodingOptions(max_new_tokens=6)
+    clean = model.generate(batch, "audio", options)
+    first = clean[0].token_ids[0] if clean[0].token_ids else model.eos_id
+    model.llm.generation_config.repetition_penalty = 50.0
+    model.llm.generation_config.suppress_tokens = [first]
+    model.llm.generation_config.no_repeat_ngram_size = 1
+    for beam in (1, 2):
+        opts = DecodingOptions(max_new_tokens=6, beam_size=beam)
+        model.llm.generation_config.repetition_penalty = 50.0
+        hub = model.generate(batch, "audio", opts)
+        saved = model.llm.generation_config
+        model.llm.generation_config = type(saved)()
+        want = model.generate(batch, "audio", opts)
+        model.llm.generation_config = saved
+        assert [r.token_ids for r in hub] == [r.token_ids for r in want]
+        assert [r.score for r in hub] == pytest.approx([r.score for r in want], abs=1e-5)
+    assert model.llm.generation_config.repetition_penalty == 50.0  # the model's own config is left as it was

@@ -239,3 +239,28 @@ def test_a_checkpoint_from_before_dynamic_fusion_loads_with_its_static_weight(tm
     loaded, loaded_cfg, _ = ckpt.load_checkpoint(path)
     assert loaded_cfg.model.fusion.weighting == "static" and loaded.fusion.weighting == "static"
     torch.testing.assert_close(loaded.fusion.audio_weight(), model.fusion.audio_weight())
+
+
+class _Built(Exception):
+    """Raised by a build_model spy once it has seen its arguments."""
+
+
+def test_a_checkpoint_is_rebuilt_on_the_device_it_is_loaded_to(tmp_path, monkeypatch):
+    """model.llm.dtype resolves for the device the model runs on: a GPU load must build for the GPU
+    (bfloat16 there), not build for the CPU (float32) and move the float32 model afterwards."""
+    from avsrctl.models import builder
+
+    cfg = load_config("tiny", ["model.modality=audio"])
+    path = ckpt.save_checkpoint(
+        tmp_path, "final", model=builder.build_model(cfg), cfg=cfg, meta={"modality": "audio", "step": 1}
+    )
+    seen = {}
+
+    def spy(cfg, modalities=None, device="cpu"):
+        seen["device"] = str(device)
+        raise _Built
+
+    monkeypatch.setattr(builder, "build_model", spy)
+    with pytest.raises(_Built):
+        ckpt.load_checkpoint(path, device="cuda:0")
+    assert seen["device"] == "cuda:0"

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -13,12 +11,13 @@ from avsrctl.models.connector import AudioConnector, VideoConnector, compress_to
     "T, k, expected", [(75, 3, 25), (75, 2, 38), (74, 3, 25), (76, 3, 26), (1, 3, 1), (2, 2, 1), (3, 2, 2), (40, 1, 40)]
 )
 def test_token_count_is_ceil_T_over_K(T, k, expected):
-    x = torch.randn(1, T, 8)
+    x = torch.arange(T, dtype=torch.float32).view(1, T, 1)  # frame t carries the value t
     tokens, mask = compress_tokens(x, torch.tensor([T]), k)
-    assert expected == math.ceil(T / k)
-    assert tokens.shape == (1, expected, 8)
+    assert tokens.shape == (1, expected, 1)
     assert int(mask.sum()) == expected
     assert int(n_compressed(torch.tensor([T]), k)) == expected
+    groups = [range(T)[i : i + k] for i in range(0, T, k)]  # consecutive frames, the last group partial
+    assert tokens[0, :, 0].tolist() == pytest.approx([sum(g) / len(g) for g in groups])
 
 
 def test_compression_is_a_mean_over_real_frames_only():

@@ -295,3 +295,15 @@ def test_sampler_needs_no_torch():
         "import sys; import avsrctl.data.sampler, avsrctl.data.manifest; sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_epoch_travels_with_the_index(corpus):
+    """Workers kept alive across epochs hold their own dataset copy: (index, epoch) reaches it."""
+    manifest = read_manifest(corpus / "av.tsv")
+    ds = AVDataset(manifest, "video", roi="none", roi_size=24, video_augment=True, seed=1)
+    ds.set_epoch(3)
+    want = ds[0].video
+    fresh = AVDataset(manifest, "video", roi="none", roi_size=24, video_augment=True, seed=1)
+    got = fresh[(0, 3)].video
+    assert torch.equal(got, want) and fresh.epoch == 3
+    assert not torch.equal(fresh[(0, 4)].video, want)  # another epoch, another draw

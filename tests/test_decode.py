@@ -95,7 +95,19 @@ def test_decode_rerun_writes_identical_files(trained, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_snr_gives_one_row_per_level(trained, tmp_path, capsys):
+def test_snr_gives_one_row_per_level(trained, tmp_path, capsys, monkeypatch):
+    from avsrctl.data.noise import snr_db
+    from avsrctl.models.avsr import AVSRModel
+
+    seen = []  # the audio each condition really decodes, (id, samples) per utterance
+    generate = AVSRModel.generate
+
+    def spy(self, batch, modality, options=None):
+        for uid, n, audio in zip(batch.ids, batch.audio_lengths.tolist(), batch.audio):
+            seen.append((uid, audio[:n].cpu().numpy().copy()))
+        return generate(self, batch, modality, options)
+
+    monkeypatch.setattr(AVSRModel, "generate", spy)
     corpus, ckpt = trained
     out = tmp_path / "snr"
     code = run(
@@ -128,6 +140,12 @@ def test_snr_gives_one_row_per_level(trained, tmp_path, capsys):
         wer = json.loads((out / level / "wer.json").read_text())
         assert wer["settings"]["noise"]["kind"] == "white"
         assert len((out / level / "hyp.wrd").read_text().splitlines()) == wer["n_utterances"]
+    # each level decoded the clean audio plus noise at that SNR (a noiser returning clean audio fails)
+    n = len(seen) // 3
+    clean, levels = dict(seen[:n]), [seen[n : 2 * n], seen[2 * n :]]
+    for want, rows in zip((-5.0, 10.0), levels):
+        for uid, noisy in rows:
+            assert snr_db(clean[uid], noisy) == pytest.approx(want, abs=1.0), uid
 
 
 def test_single_file_prints_one_hypothesis(trained, capsys):
@@ -142,7 +160,15 @@ def test_single_file_prints_one_hypothesis(trained, capsys):
     )
     result = json.loads(capsys.readouterr().out)
     assert result["file"] == str(clip) and result["modality"] == "video"
-    assert isinstance(result["text"], str)
+    # the hypothesis of that clip: what the library gives for it, not just some string
+    from avsrctl.checkpoint import load_checkpoint
+    from avsrctl.data.dataset import load_clip
+    from avsrctl.decoding import DecodingOptions
+
+    model, cfg, _ = load_checkpoint(ckpt)
+    batch = load_clip(clip, "video", roi=cfg.data.roi, roi_size=cfg.data.roi_size)
+    want = model.generate(batch, "video", DecodingOptions.from_config(cfg.decode))[0]
+    assert result["text"] == want.text
 
 
 def test_modality_the_manifest_lacks_is_refused(trained, tmp_path, capsys):

@@ -44,10 +44,11 @@ def test_learned_weight_starts_at_the_config_value_stays_in_0_1_and_trains():
     a, v = _streams()
     fusion(a, v).sum().backward()
     assert fusion.logit.grad is not None and fusion.logit.grad.abs().sum() > 0
-    with torch.no_grad():
-        fusion.logit.fill_(50.0)
-    w = fusion.audio_weight()
-    assert bool(((w > 0) & (w <= 1)).all())
+    for far in (50.0, -50.0, 1e4):  # a float32 sigmoid alone gives exactly 1.0 (or 0.0) here
+        with torch.no_grad():
+            fusion.logit.fill_(far)
+        w = fusion.audio_weight()
+        assert bool(((w > 0) & (w < 1)).all()), far
     assert WeightedFusion(6, weight=1.0, learned=True).audio_weight().max() < 1.0  # finite logit at the edge
 
 
@@ -97,6 +98,16 @@ def test_dynamic_weight_starts_at_the_config_value_for_every_frame():
     fusion = WeightedFusion(6, weight=0.3, weighting="dynamic").eval()
     torch.testing.assert_close(fusion(a, v), 0.3 * a + 0.7 * v)
     torch.testing.assert_close(fusion.last_video_weight, torch.full((3,), 0.7))
+
+
+def test_dynamic_weight_stays_strictly_inside_0_1():
+    a, v = _streams()
+    fusion = WeightedFusion(6, weight=0.5, weighting="dynamic")
+    for far in (60.0, -60.0):
+        with torch.no_grad():
+            fusion.gate[2].bias.fill_(far)
+        w = fusion.audio_weight(a, v)
+        assert bool(((w > 0) & (w < 1)).all()), far
 
 
 def test_dynamic_weight_is_local_in_time():

@@ -117,3 +117,33 @@ def test_checkpoint_is_inspected_with_its_own_config(tmp_path, capsys):
     assert data["built_total"]["params"] == sum(p.numel() for p in trained.parameters())
     assert run(["inspect-params", "--checkpoint", str(path), "-m", "video"]) == 2
     assert "serves audio" in capsys.readouterr().err
+
+
+def test_the_llm_is_reported_in_the_dtype_train_builds_on_a_gpu(capsys):
+    assert run(["inspect-params", "-c", "tiny", "-f", "json", "--set", "model.llm.dtype=bfloat16"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {c["name"]: c for c in data["components"]}
+    assert rows["LLM base"]["dtype"] == "bfloat16"
+    assert rows["LoRA adapters"]["dtype"] == "float32" and rows["marker embeddings"]["dtype"] == "float32"
+    assert any("float32 on cpu" in n for n in data["notes"])  # and what a CPU run really uses
+
+
+def test_a_model_with_ctc_heads_is_inspected(capsys):
+    assert run(["inspect-params", "-c", "tiny", "-m", "video", "-f", "json", "--set", "model.ctc_weight=0.5"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {c["name"]: c for c in data["components"]}
+    cfg = load_config("tiny", ["model.ctc_weight=0.5"])
+    heads = build_model(cfg, ALL).ctc_heads
+    for stream in ("audio", "video"):
+        row = rows[f"{stream} CTC head"]
+        assert row["total"] == row["trainable"] == sum(p.numel() for p in heads[stream].parameters()) > 0
+    active = {c["name"] for c in data["components"] if c["active"]}
+    assert "video CTC head" in active and "audio CTC head" not in active
+
+
+def test_training_table_and_inspect_params_name_the_same_components():
+    from avsrctl.training.param_table import ParamUpdateTracker
+
+    model = build_model(load_config("tiny", ["model.ctc_weight=0.5"]), ALL)
+    report = param_report(model, "both")
+    assert set(ParamUpdateTracker(model).groups) == {r.name for r in report.rows if r.total > 0}

@@ -18,7 +18,9 @@ from avsrctl.training.schedule import build_optimizer
         ("module.video_connector.mlp.2.bias", "video connector"),
         ("fusion.weight", "fusion"),
         ("llm.base_model.model.layers.0.self_attn.q_proj.lora_A.default.weight", "LoRA adapters"),
-        ("llm.model.embed_tokens.weight", "LLM"),
+        ("llm.model.embed_tokens.weight", "LLM base"),
+        ("ctc_heads.video.weight", "video CTC head"),
+        ("marker_embeddings", "marker embeddings"),
         ("audio_encoder.encoder.conv1.weight", "audio encoder"),
         ("video_encoder.tower.proj", "video encoder"),
         ("something_new.weight", OTHER),
@@ -48,12 +50,12 @@ def test_updates_only_in_trainable_components():
         "fusion",
         "audio encoder",
         "video encoder",
-        "LLM",
+        "LLM base",
     }
     for comp in ("LoRA adapters", "audio connector", "video connector", "fusion"):
         s = stats[comp]
         assert s.trainable and s.grad_norm > 0 and 0 < s.update_ratio < 0.5 and s.lr == pytest.approx(1e-2)
-    for comp in ("audio encoder", "video encoder", "LLM"):
+    for comp in ("audio encoder", "video encoder", "LLM base"):
         s = stats[comp]
         assert not s.trainable and s.update_ratio == 0 and s.grad_norm == 0 and s.param_norm > 0
 

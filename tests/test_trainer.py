@@ -16,6 +16,7 @@ from training_support import make_corpus, memoize_decoding, read_metrics, tiny_c
 
 from avsrctl import checkpoint as ckpt
 from avsrctl.cli.main import run
+from avsrctl.data.dataset import AVDataset
 from avsrctl.errors import TrainingError
 from avsrctl.training import run_folder
 from avsrctl.training.progress import Reporter
@@ -138,7 +139,7 @@ def test_param_update_table_moves_only_trainable_parts(corpus, tmp_path, monkeyp
     assert {r["step"] for r in records} == {1, 2}
     by_comp = {r["component"]: r for r in records if r["step"] == 2}
     assert by_comp["video encoder"]["trainable"] is False and by_comp["video encoder"]["update_ratio"] == 0
-    assert by_comp["LLM"]["update_ratio"] == 0 and by_comp["LLM"]["grad_norm"] == 0
+    assert by_comp["LLM base"]["update_ratio"] == 0 and by_comp["LLM base"]["grad_norm"] == 0
     for comp in ("video connector", "LoRA adapters"):
         assert by_comp[comp]["trainable"] and by_comp[comp]["update_ratio"] > 0 and by_comp[comp]["grad_norm"] > 0
     text = buf.getvalue()
@@ -404,3 +405,91 @@ def test_init_from_a_checkpoint_of_another_shape_is_refused(baseline, corpus, tm
     )
     err = _err(capsys)
     assert "--init-from" in err and "video_connector" in err and "shape" in err
+
+
+class _Built(Exception):
+    """Raised by a build_model spy once it has seen its arguments."""
+
+
+def test_training_builds_the_model_on_its_device(corpus, tmp_path, monkeypatch):
+    """`train` must build for the device it trains on, so model.llm.dtype=bfloat16 applies on a GPU
+    (building on the CPU resolves it to float32, and moving the model afterwards keeps float32)."""
+    from avsrctl.models import builder
+
+    seen = {}
+
+    def spy(cfg, modalities=None, device="cpu"):
+        seen["device"] = str(device)
+        raise _Built
+
+    monkeypatch.setattr(builder, "build_model", spy)
+    with pytest.raises(_Built):
+        run_training(tiny_config(corpus, tmp_path / "run"), modality="video", device="cuda:0")
+    assert seen["device"] == "cuda:0"
+
+
+def test_init_from_loads_a_trained_encoder_that_the_new_config_freezes(tmp_path):
+    """A lip front-end trained in one run (unfrozen) must reach the next run that freezes it, be
+    logged, and stay in that run's checkpoints: a rebuild from config.yaml alone gives random weights."""
+    from avsrctl.config import load_config
+    from avsrctl.models.builder import build_model
+    from avsrctl.training.run import _init_from
+
+    first_cfg = load_config("tiny", ["model.modality=video", "model.video_encoder.frozen=false"])
+    first = build_model(first_cfg)
+    with torch.no_grad():
+        for name, p in first.named_parameters():
+            if name.startswith("video_encoder."):
+                p.add_(torch.randn_like(p))  # "trained": away from any initialisation
+    src = ckpt.save_checkpoint(tmp_path, "first", model=first, cfg=first_cfg, meta={"modality": "video", "step": 5})
+
+    cfg = load_config("tiny", ["model.modality=video"])  # the encoder is frozen again
+    model = build_model(cfg)
+    log = io.StringIO()
+    _init_from(model, [src], Reporter(tmp_path / "out", Console(file=log, width=300), live=False))
+    trained = dict(first.named_parameters())
+    encoder = {n: p for n, p in model.named_parameters() if n.startswith("video_encoder.")}
+    assert encoder and not any(p.requires_grad for p in encoder.values())
+    assert all(torch.equal(p, trained[n]) for n, p in encoder.items())
+    text = " ".join(log.getvalue().split())
+    assert f"{len(encoder)} frozen" in text and "video encoder" in text
+
+    # the next checkpoint keeps them, and what decode loads has them
+    path = ckpt.save_checkpoint(tmp_path, "second", model=model, cfg=cfg, meta={"modality": "video", "step": 1})
+    loaded, _, _ = ckpt.load_checkpoint(path)
+    again = dict(loaded.named_parameters())
+    assert all(torch.equal(again[n], trained[n]) for n in encoder)
+
+
+class CountingDataset(AVDataset):
+    """The run's AVDataset in the test below: logs every clip read from disk to a file
+    (DataLoader workers are other processes)."""
+
+    def _decode(self, index):
+        if index not in self._frames:
+            with open(self.decode_log, "a") as f:
+                f.write(f"{index}\n")
+        return super()._decode(index)
+
+
+@pytest.mark.slow
+def test_worker_processes_and_their_frame_memory_last_across_epochs(corpus, tmp_path):
+    """data.frame_memory_mb with num_workers > 0: the workers (and the frames they keep) must live
+    across epochs, so each clip is decoded once in a two-epoch run, not once per epoch."""
+    log = tmp_path / "decoded.txt"
+
+    def hook(trainer):
+        trainer.train_set.__class__ = CountingDataset
+        trainer.train_set.decode_log = str(log)
+
+    cfg = tiny_config(
+        corpus,
+        tmp_path / "run",
+        train__max_epochs=2,
+        train__save_every=0,
+        data__num_workers=1,
+        data__frame_memory_mb=64,
+    )
+    run_training(cfg, modality="video", trainer_hook=hook)
+    decoded = log.read_text().split()
+    assert decoded and len(decoded) == len(set(decoded))  # every clip once, over both epochs

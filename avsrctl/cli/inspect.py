@@ -112,7 +112,7 @@ def inspect_params(
     """
     _check_args(config, checkpoint, overrides, modality, fmt)
     from avsrctl.config import load_config
-    from avsrctl.models.llm import resolve_dtype
+    from avsrctl.models.llm import cast_base, resolve_dtype
 
     if checkpoint is not None:
         model, cfg, what = _from_checkpoint(checkpoint)
@@ -130,8 +130,13 @@ def inspect_params(
         )
     from avsrctl.models.inspect import param_report
 
-    _, note = resolve_dtype(cfg.model.llm.dtype, "cpu")
-    report = param_report(model, modality, notes=(note,) if note else ())
+    # Built on the CPU (no GPU memory needed to count), reported in the dtypes `train` builds on
+    # a GPU: model.llm.dtype applies there; the note says what a CPU run uses instead.
+    gpu_dtype, _ = resolve_dtype(cfg.model.llm.dtype, "cuda")
+    cast_base(model.llm, gpu_dtype)
+    _, cpu_note = resolve_dtype(cfg.model.llm.dtype, "cpu")
+    notes = (f"dtypes as `avsrctl train` builds them on a GPU; {cpu_note}",) if cpu_note else ()
+    report = param_report(model, modality, notes=notes)
     if fmt == "json":
         data = {"source": what, **report.to_dict()}
         sys.stdout.write(json.dumps(data, indent=1) + "\n")

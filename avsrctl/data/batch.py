@@ -53,6 +53,15 @@ class Batch:
                 moved[k] = v.to(device, non_blocking=True)
         return replace(self, **moved)
 
+    def pin_memory(self) -> "Batch":
+        """The batch with its tensors in page-locked memory: DataLoader(pin_memory=True) calls this
+        on custom batch types, so the copies to the GPU in `to()` can be asynchronous."""
+        pinned = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in pinned.items():
+            if isinstance(v, torch.Tensor):
+                pinned[k] = v.pin_memory()
+        return replace(self, **pinned)
+
     def select(self, index: list[int]) -> "Batch":
         """A sub-batch of the given rows (used to split a micro-batch after out-of-memory)."""
         idx = torch.as_tensor(index, dtype=torch.long)

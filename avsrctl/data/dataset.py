@@ -138,7 +138,8 @@ class AVDataset(torch.utils.data.Dataset):
         self.features = None  # optional lookup(uid, n_frames) -> {'audio_features': ..., ...} or None
         self._index = {u.id: i for i, u in enumerate(manifest)}
         # Decoded ROI frames by manifest index, up to frame_memory_mb (ffmpeg costs more than a small
-        # trainable video encoder's step); each DataLoader worker fills its own copy.
+        # trainable video encoder's step); each DataLoader worker fills its own copy (the budget
+        # is per worker), which lasts because the trainer keeps its workers across epochs.
         self._frames: dict[int, torch.Tensor] = {}
         self._frame_budget = frame_memory_mb << 20
         self.video_augment = video_augment
@@ -166,7 +167,12 @@ class AVDataset(torch.utils.data.Dataset):
         """Noise is drawn per (seed, epoch, index): call once per epoch, as for the sampler."""
         self.epoch = int(epoch)
 
-    def __getitem__(self, index: int) -> Sample | None:
+    def __getitem__(self, index: int | tuple[int, int]) -> Sample | None:
+        """Sample `index`, or `(index, epoch)`: DataLoader workers that stay alive across epochs
+        hold their own copy of the dataset, which `set_epoch` in the main process never reaches."""
+        if isinstance(index, tuple):
+            index, epoch = index
+            self.epoch = int(epoch)
         utt = self.manifest[index]
         if self.features is not None:
             found = self.features(utt.id, utt.n_frames)

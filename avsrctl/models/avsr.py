@@ -17,8 +17,9 @@ right padded; generation rows are left padded so every row's next token sits at 
 
 The marker embeddings the LLM reads are a trainable float32 copy (`marker_embeddings`, 4 x D) of the
 rows added to the vocabulary: LoRA freezes the embedding matrix, and markers that cannot
-learn would stay random-ish mean vectors. Connectors and fusion compute in float32; their
-tokens are cast to the LLM dtype at the boundary.
+learn would stay random-ish mean vectors. Encoders, connectors and fusion compute in float32
+(autocast off for the encoders, so live and cached features agree); their tokens are cast to
+the LLM dtype at the boundary.
 
 Auxiliary CTC (`ctc_weight > 0`, models/ctc.py) reads each stream's 25 Hz connector output;
 the 'ctc' objective trains with it alone, without running the LLM. Generation (greedy and
@@ -103,6 +104,9 @@ class AVSRModel(nn.Module):
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         # Auxiliary CTC: one linear head per stream on its 25 Hz connector output (training only).
         self.ctc_weight = float(ctc_weight)
+        # Frozen parameters whose values came from a checkpoint (--init-from a run that trained
+        # them): saved with the trainable ones, since a rebuild from the config cannot restore them.
+        self.loaded_frozen: set[str] = set()
         self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
 
     # ------------------------------------------------------------------ properties
@@ -138,11 +142,15 @@ class AVSRModel(nn.Module):
     # ------------------------------------------------------------------ encoders
 
     def _run_encoder(self, name: str, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoders compute in float32 with autocast off, like the connectors: the features of a
+        live step under the trainer's bf16 autocast, of the feature cache (filled outside
+        autocast) and of decoding (no autocast) are then the same float32 features."""
         enc = self.encoder(name)
-        if _frozen(enc):
-            with torch.no_grad():
-                return enc(x, lengths)
-        return enc(x, lengths)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if _frozen(enc):
+                with torch.no_grad():
+                    return enc(x, lengths).float()
+            return enc(x, lengths).float()
 
     def encode_audio(self, batch: Batch) -> torch.Tensor:
         """(B, 2T, D_a) Whisper features of the batch audio (what the feature cache stores)."""
@@ -306,12 +314,21 @@ class AVSRModel(nn.Module):
     # ------------------------------------------------------------------ trainable weights
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only parameters that train (connectors, fusion, markers, LoRA, unfrozen encoders)."""
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        """What a checkpoint stores: the parameters that train (connectors, fusion, markers, LoRA,
+        unfrozen encoders) plus the frozen ones loaded from a checkpoint (`keep_loaded`)."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad or n in self.loaded_frozen}
+
+    def keep_loaded(self, names) -> set[str]:
+        """Mark frozen parameters among `names` as loaded from a checkpoint, so they are loaded by
+        `load_trainable_state_dict` and saved with the trainable weights. Returns those marked."""
+        frozen = {n for n, p in self.named_parameters() if not p.requires_grad}
+        marked = frozen & set(names)
+        self.loaded_frozen |= marked
+        return marked
 
     def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load weights saved by `trainable_state_dict`; strict checks the keys match exactly."""
-        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad or n in self.loaded_frozen}
         problems = trainable_mismatches(params, state_dict, strict=strict)
         if problems:
             raise CheckpointError("trainable weights do not fit this model: " + "; ".join(problems))
@@ -319,6 +336,14 @@ class AVSRModel(nn.Module):
             for k, p in params.items():
                 if k in state_dict:
                     p.copy_(state_dict[k].to(device=p.device, dtype=p.dtype))
+        for stream in ("audio", "video"):  # a frozen encoder with loaded weights is another encoder
+            enc = self.encoder(stream)
+            prefix = f"{stream}_encoder."
+            if enc is not None and any(k.startswith(prefix) and k in self.loaded_frozen for k in state_dict):
+                from avsrctl.models.weights import params_fingerprint
+
+                base = str(getattr(enc, "identity", "") or "").split("+loaded:")[0]
+                enc.identity = f"{base}+loaded:{params_fingerprint(enc)}"  # keys the feature cache
 
 
 def trainable_mismatches(

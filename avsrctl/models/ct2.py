@@ -226,7 +226,7 @@ def whisper_config(sizes: dict):
 class ConvertedEncoder:
     config: object  # transformers.WhisperConfig
     state_dict: dict[str, torch.Tensor]
-    fingerprint: str  # sha1 of model.bin's first MiB + size
+    fingerprint: str  # SHA-256 of the whole model.bin (weights.file_fingerprint)
     cache_folder: Path
     from_cache: bool
 

@@ -14,7 +14,9 @@ Weighting:
   seen. The gate starts at the configured `weight` for every frame (zero output layer, bias at
   its logit).
 - 'static': w fixed, or learned per feature channel (D values) and then the same for every
-  frame and utterance. A learned w is the sigmoid of a learned logit (no clamping needed).
+  frame and utterance. A learned w is the sigmoid of a learned logit, squeezed into
+  [1e-6, 1 - 1e-6] so that it stays strictly inside (0, 1) however far the logit goes (a float32
+  sigmoid reaches exactly 1.0 from a logit of ~17).
 
 Modality dropout (training only): for each utterance, with probability p, one stream is
 dropped (audio or video with equal chance) and the utterance uses the other stream alone.
@@ -37,6 +39,14 @@ from torch import nn
 from avsrctl.errors import ModelError
 
 _W_EPS = 1e-3  # keeps a learned weight's initial logit finite when weight is 0 or 1
+_W_BOUND = 1e-6  # a learned weight lies in [_W_BOUND, 1 - _W_BOUND]: each stream keeps a share
+
+
+def _bounded_sigmoid(logit: torch.Tensor) -> torch.Tensor:
+    """sigmoid squeezed into [_W_BOUND, 1 - _W_BOUND] (float32 sigmoid alone rounds to 0 and 1)."""
+    return _W_BOUND + (1.0 - 2.0 * _W_BOUND) * torch.sigmoid(logit)
+
+
 WEIGHTINGS = ("static", "dynamic")
 GATE_SMOOTH = 5  # frames over which the dynamic weight is averaged (200 ms at 25 Hz)
 
@@ -82,12 +92,12 @@ class WeightedFusion(nn.Module):
         """Audio weight w (video gets 1 - w): (D,) per channel for static weighting; (B, T, 1) per
         frame for dynamic weighting, computed from the streams audio, video (B, T, D)."""
         if self.weighting == "static":
-            return torch.sigmoid(self.logit) if self.learned else self.fixed_weight
+            return _bounded_sigmoid(self.logit) if self.learned else self.fixed_weight
         logit = self.gate(torch.cat([audio, video], -1).float())  # (B, T, 1)
         smooth = F.avg_pool1d(
             logit.transpose(1, 2), GATE_SMOOTH, stride=1, padding=GATE_SMOOTH // 2, count_include_pad=False
         )  # (B, 1, T)
-        return torch.sigmoid(smooth.transpose(1, 2))  # (B, T, 1)
+        return _bounded_sigmoid(smooth.transpose(1, 2))  # (B, T, 1)
 
     def sample_dropout(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(drop_audio, drop_video), each (B,) bool: p per utterance, then audio or video 50/50."""

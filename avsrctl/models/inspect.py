@@ -13,17 +13,33 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+# The one component table of the codebase: inspect-params here, the training parameter-update
+# table (training/param_table.py) and --init-from's log all name parameters by it.
 # (label, parameter-name test, modalities that use it). The first match wins: LoRA before the LLM.
-_COMPONENTS: tuple[tuple[str, object, tuple[str, ...]], ...] = (
+COMPONENTS: tuple[tuple[str, object, tuple[str, ...]], ...] = (
     ("audio encoder", lambda n: n.startswith("audio_encoder."), ("audio", "both")),
     ("audio connector", lambda n: n.startswith("audio_connector."), ("audio", "both")),
     ("video encoder", lambda n: n.startswith("video_encoder."), ("video", "both")),
     ("video connector", lambda n: n.startswith("video_connector."), ("video", "both")),
     ("fusion", lambda n: n.startswith("fusion."), ("both",)),
+    ("audio CTC head", lambda n: n.startswith("ctc_heads.audio."), ("audio", "both")),
+    ("video CTC head", lambda n: n.startswith("ctc_heads.video."), ("video", "both")),
     ("LoRA adapters", lambda n: n.startswith("llm.") and "lora_" in n, ("audio", "video", "both")),
     ("LLM base", lambda n: n.startswith("llm."), ("audio", "video", "both")),
     ("marker embeddings", lambda n: n == "marker_embeddings", ("audio", "video", "both")),
 )
+OTHER = "other"  # a parameter no row names (a module added later): shown, never a crash
+_USES = {label: uses for label, _, uses in COMPONENTS} | {OTHER: ("audio", "video", "both")}
+LABELS: tuple[str, ...] = (*(label for label, _, _ in COMPONENTS), OTHER)
+
+
+def component_of(name: str) -> str:
+    """The component label of a parameter name (a DDP 'module.' prefix is ignored)."""
+    name = name.removeprefix("module.")
+    for label, test, _ in COMPONENTS:
+        if test(name):
+            return label
+    return OTHER
 
 
 @dataclass(frozen=True)
@@ -58,13 +74,6 @@ class ParamReport:
             "built_total": {"params": self.built_total, "trainable": self.built_trainable},
             "notes": list(self.notes),
         }
-
-
-def _component(name: str) -> tuple[str, tuple[str, ...]]:
-    for label, test, uses in _COMPONENTS:
-        if test(name):
-            return label, uses
-    raise AssertionError(f"parameter {name} belongs to no inspect-params component")
 
 
 def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
@@ -112,14 +121,17 @@ def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
         return None, None, f"r={cfg.r}, alpha={cfg.lora_alpha:g} on {targets}"
     if label == "marker embeddings":
         return None, emb.embedding_dim, "<audio> </audio> <video> </video>, trainable copy"
+    if label.endswith("CTC head"):
+        head = model.ctc_heads[label.split()[0]]
+        return head.in_features, head.out_features, "25 Hz connector output -> characters + blank (auxiliary CTC)"
     return None, None, ""
 
 
 def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -> ParamReport:
     """Per-component parameter counts of `model`, with the components `modality` uses marked active."""
-    counts: dict[str, list] = {label: [0, 0, set()] for label, _, _ in _COMPONENTS}
+    counts: dict[str, list] = {label: [0, 0, set()] for label in LABELS}
     for name, p in model.named_parameters():
-        label, _ = _component(name)
+        label = component_of(name)
         counts[label][0] += p.numel()
         counts[label][1] += p.numel() if p.requires_grad else 0
         counts[label][2].add(str(p.dtype).replace("torch.", ""))
@@ -129,13 +141,18 @@ def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -
         "video encoder": getattr(model, "video_encoder", None) is not None,
         "video connector": getattr(model, "video_connector", None) is not None,
         "fusion": getattr(model, "fusion", None) is not None,
+        "audio CTC head": counts["audio CTC head"][0] > 0,
+        "video CTC head": counts["video CTC head"][0] > 0,
         "LoRA adapters": counts["LoRA adapters"][0] > 0,
         "LLM base": True,
         "marker embeddings": counts["marker embeddings"][0] > 0,
+        OTHER: counts[OTHER][0] > 0,
     }
     rows = []
-    for label, _, uses in _COMPONENTS:
+    for label in LABELS:
         total, trainable, dtypes = counts[label]
+        if label == OTHER and not built[label]:
+            continue  # the catch-all row appears only when something falls into it
         if not built[label]:
             status = "not built"
         elif label == "LoRA adapters":
@@ -149,7 +166,7 @@ def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -
             ComponentRow(
                 name=label,
                 built=built[label],
-                active=built[label] and modality in uses,
+                active=built[label] and modality in _USES[label],
                 input_dim=in_dim,
                 output_dim=out_dim,
                 detail=detail,

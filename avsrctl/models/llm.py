@@ -21,13 +21,15 @@ the LLM actually reads are a small trainable copy owned by `AVSRModel` (see avsr
 learn even though LoRA freezes the embedding matrix. The LLM never has to emit a marker.
 
 dtype: bfloat16/float16 are used only on a GPU; on CPU the LLM stays float32 (half-precision
-matmuls on CPU are slow or unsupported); `resolve_dtype` returns the dtype and why.
+matmuls on CPU are slow or unsupported); `resolve_dtype` returns the dtype and why. It resolves
+for the device `build_llm` is given, so every caller builds on the device the model will run
+on (train on its rank's device, `load_checkpoint` on the decode device): a model built on the
+CPU and moved to a GPU afterwards would keep float32.
 LoRA weights are kept in float32 in every case so AdamW updates them at full precision.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -36,7 +38,7 @@ from pathlib import Path
 import torch
 
 from avsrctl.errors import ModelError
-from avsrctl.models.weights import cache_dir, hub_error, is_offline_name, offline_path
+from avsrctl.models.weights import cache_dir, file_fingerprint, hub_error, is_offline_name, offline_path
 
 AUDIO_START, AUDIO_END, VIDEO_START, VIDEO_END = "<audio>", "</audio>", "<video>", "</video>"
 MARKERS: tuple[str, ...] = (AUDIO_START, AUDIO_END, VIDEO_START, VIDEO_END)
@@ -58,6 +60,13 @@ def resolve_dtype(name: str, device: str | torch.device) -> tuple[torch.dtype, s
     if dtype != torch.float32 and torch.device(device).type != "cuda":
         return torch.float32, f"model.llm.dtype={name} applies on GPU only; the LLM runs in float32 on {device}"
     return dtype, None
+
+
+def cast_base(model, dtype: torch.dtype) -> None:
+    """The frozen (base) floating-point weights in `dtype`; trainable ones (LoRA) stay float32."""
+    for p in model.parameters():
+        if not p.requires_grad and p.dtype != dtype and p.is_floating_point():
+            p.data = p.data.to(dtype)
 
 
 def char_tokenizer():
@@ -198,14 +207,9 @@ def resolve_gguf(name: str) -> Path:
 
 
 def _file_key(path: Path) -> str:
-    """Size plus SHA-256 of the whole file (~0.1 s per 100 MB). Not weights.file_fingerprint's
-    first-MiB hash: two fine-tunes of one base share the GGUF header (metadata, vocabulary) and
-    size, and differ only in the tensor data further on."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return f"{path.stat().st_size}-{digest.hexdigest()[:16]}"
+    """Size plus SHA-256 of the whole file (weights.file_fingerprint, memoised): two fine-tunes of
+    one base share the GGUF header (metadata, vocabulary) and size, and differ only in the tensors."""
+    return f"{path.stat().st_size}-{file_fingerprint(path)[:16]}"
 
 
 def gguf_cache_path(path: Path) -> Path:
@@ -279,7 +283,5 @@ def build_llm(cfg, device: str | torch.device = "cpu"):
     add_marker_tokens(model, tokenizer)
     apply_lora(model, cfg.lora)
     model.to(device=device)
-    for p in model.parameters():  # base weights in the LLM dtype, adapters float32
-        if not p.requires_grad and p.dtype != dtype and p.is_floating_point():
-            p.data = p.data.to(dtype)
+    cast_base(model, dtype)  # base weights in the LLM dtype, adapters float32
     return model, tokenizer

@@ -24,7 +24,9 @@ from pathlib import Path
 from avsrctl.errors import ModelError
 
 OFFLINE_PREFIX = "offline:"
-FINGERPRINT_BYTES = 1 << 20  # hash the first MiB plus the size: cheap on 1 GB files, still distinct
+_READ_CHUNK = 1 << 22  # 4 MiB reads while hashing
+# (resolved path, size, mtime_ns) -> SHA-256 of the file: each weights file is read once per process
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -80,30 +82,48 @@ def cache_dir(kind: str | None = None) -> Path:
     return folder
 
 
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_READ_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_fingerprint(path: str | Path) -> str:
-    """sha1 of the first MiB of a file plus its size (hex): a cache key that does not read all of it."""
+    """SHA-256 (hex) of the whole file: the key of converted-weight caches and encoder identities.
+
+    The whole file, because fine-tunes of one base model share its header and size and differ
+    only in tensor data further on (~1 s per GB). Memoised per process by (path, size, mtime), so
+    each file is read once however often a run asks.
+    """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(FINGERPRINT_BYTES)
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FINGERPRINTS:
+            _FINGERPRINTS[key] = _hash_file(path)
     except OSError as e:
         raise ModelError(f"cannot read weights file {path}: {e.strerror}") from None
-    h = hashlib.sha1(head)
-    h.update(str(size).encode())
-    return h.hexdigest()
+    return _FINGERPRINTS[key]
 
 
 def path_fingerprint(path: str | Path) -> str | None:
-    """`file_fingerprint` of a weights file, or of the first weights file in a folder (None if none)."""
+    """`file_fingerprint` of a weights file, or of every weights file of the first kind a folder
+    holds (all shards of a sharded checkpoint); None when there is none."""
     path = Path(path).expanduser()
     if path.is_file():
         return file_fingerprint(path)
     if path.is_dir():
         for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth"):
             files = sorted(path.glob(pattern))
-            if files:
+            if len(files) == 1:
                 return file_fingerprint(files[0])
+            if files:
+                h = hashlib.sha256()
+                for f in files:
+                    h.update(f"{f.name}:{file_fingerprint(f)}\n".encode())
+                return h.hexdigest()
     return None
 
 

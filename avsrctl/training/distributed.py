@@ -4,11 +4,19 @@
 MASTER_ADDR and MASTER_PORT; `init_distributed` reads them (backend nccl on CUDA, gloo on
 CPU). With WORLD_SIZE unset or 1 every helper here is a no-op, so the trainer has one code
 path. Only rank 0 writes checkpoints, metrics and progress.
+
+Gradients are summed by one explicit collective per optimiser step (`all_reduce_grads`), not
+by DistributedDataParallel's backward hooks. DDP starts its all-reduce inside backward, so a
+rank whose step had no data (every clip failed to decode) or that redid a backward after an
+out-of-memory error would call collectives the others are not in, and the job would hang.
+Here every rank calls the same collectives in the same order whatever its data: forward and
+backward are local, then `all_reduce` of the step's sums, then `all_reduce_grads`. The price
+is no overlap of communication with backward, small for what trains here (connectors, fusion,
+LoRA: tens of MB of gradients).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,25 +93,57 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: torch.nn.Module, ctx: DistContext, *, find_unused: bool) -> torch.nn.Module:
-    """DistributedDataParallel over the trainable parameters (frozen ones are skipped by DDP)."""
+_BUCKET = 1 << 25  # gradient elements summed per all_reduce call (128 MB in float32)
+
+
+def broadcast_params(ctx: DistContext, params: list[torch.Tensor]) -> None:
+    """Rank 0's values of `params` on every rank (what DDP does when it wraps a model)."""
     if not ctx.enabled:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [ctx.local_rank] if ctx.device.startswith("cuda") else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
-
-
-def unwrap(model: torch.nn.Module) -> Any:
-    return getattr(model, "module", model)
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src=0)
 
 
-def no_sync(model: torch.nn.Module, skip: bool):
-    """Skip DDP's gradient all-reduce on accumulation micro-batches (all but the last)."""
-    if skip and hasattr(model, "no_sync"):
-        return model.no_sync()
-    return contextlib.nullcontext()
+def _buckets(params: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of `params` grouped by dtype and device, at most _BUCKET elements a group (one
+    oversized tensor forms its own)."""
+    groups: dict[tuple, list[list[int]]] = {}
+    for i, p in enumerate(params):
+        runs = groups.setdefault((p.dtype, p.device), [[]])
+        if runs[-1] and sum(params[j].numel() for j in runs[-1]) + p.numel() > _BUCKET:
+            runs.append([])
+        runs[-1].append(i)
+    return [run for runs in groups.values() for run in runs if run]
+
+
+def all_reduce_grads(ctx: DistContext, params: list[torch.Tensor]) -> None:
+    """Sum every parameter's .grad over ranks (not the mean: the caller divides by the step's tokens).
+
+    A collective every rank must call once per optimiser step with the same `params`, whatever
+    its data: a rank that computed no gradient (no data this step, or a parameter its modality
+    dropout left unused) contributes zeros. A parameter no rank has a gradient for keeps
+    `grad=None`, as in a single process, so the optimiser skips it there too.
+    """
+    if not ctx.enabled or not params:
+        return
+    dev = ctx.device if ctx.backend == "nccl" else "cpu"
+    present = torch.tensor([float(p.grad is not None) for p in params], dtype=torch.float32, device=dev)
+    dist.all_reduce(present)
+    for idx in _buckets(params):
+        flat = torch.cat(
+            [
+                params[i].grad.reshape(-1) if params[i].grad is not None else params[i].new_zeros(params[i].numel())
+                for i in idx
+            ]
+        )  # (sum of numel,)
+        dist.all_reduce(flat)
+        offset = 0
+        for i in idx:
+            p, n = params[i], params[i].numel()
+            if present[i] > 0:
+                p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
 
 
 def all_reduce(ctx: DistContext, values: list[float], op: str = "sum") -> list[float]:

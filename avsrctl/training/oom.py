@@ -12,7 +12,6 @@ import torch
 
 from avsrctl.data.manifest import VIDEO_FPS
 from avsrctl.errors import TrainingError
-from avsrctl.training import distributed as dist
 
 
 def split_in_halves(mb: Any, reporter: Any, step: int) -> list[Any]:
@@ -60,15 +59,16 @@ def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], 
     while i < len(queue):
         mb, phase = queue[i], "forward"
         try:
-            with dist.no_sync(tr.ddp, skip=i < len(queue) - 1):
-                batch = tr._prepare(mb, tr.train_streams)
-                with tr._autocast():
-                    out = tr.ddp(batch, tr.modality, tr.tc.objective)
-                n = _n_tokens(out, batch)
-                phase = "backward"
-                objective = out.loss if getattr(out, "objective", None) is None else out.objective
-                weighted = objective.float() * n  # summed token loss; divided by all tokens later
-                (tr.scaler.scale(weighted) if tr.scaler is not None else weighted).backward()
+            # Local work only: no collective runs inside forward or backward (distributed.py), so a
+            # retry here, on one rank, cannot leave the other ranks waiting.
+            batch = tr._prepare(mb, tr.train_streams)
+            with tr._autocast():
+                out = tr.model(batch, tr.modality, tr.tc.objective)
+            n = _n_tokens(out, batch)
+            phase = "backward"
+            objective = out.loss if getattr(out, "objective", None) is None else out.objective
+            weighted = objective.float() * n  # summed token loss; divided by all tokens later
+            (tr.scaler.scale(weighted) if tr.scaler is not None else weighted).backward()
         except torch.OutOfMemoryError:
             out = batch = weighted = objective = None  # drop references so the memory can be freed
             if tr.device.type == "cuda":

@@ -1,7 +1,7 @@
 """Per-component parameter-update table: is each part learning, frozen, or exploding?
 
-Every `--log-param-updates N` steps the trainer measures, per component (audio connector,
-video connector, fusion, LoRA adapters, other trainable, and each frozen part):
+Every `--log-param-updates N` steps the trainer measures, per component (the rows of inspect-params:
+connectors, fusion, CTC heads, LoRA adapters, marker embeddings, and each frozen part):
 gradient norm (before clipping), parameter norm, update-to-weight ratio ||ΔW|| / ||W|| of
 that one optimiser step, and the lr. Healthy Adam training shows ratios around 1e-4..1e-2;
 0 means the part is not learning, >1e-1 means it is being overwritten.
@@ -14,28 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-# Components in display order: (label, test on the parameter name). The first match wins;
-# LoRA is tested first because adapters live inside the LLM's module names.
-COMPONENTS: tuple[tuple[str, object], ...] = (
-    ("LoRA adapters", lambda n: "lora_" in n),
-    ("audio connector", lambda n: n.startswith("audio_connector.")),
-    ("video connector", lambda n: n.startswith("video_connector.")),
-    ("fusion", lambda n: n.startswith("fusion.")),
-    ("audio encoder", lambda n: n.startswith("audio_encoder.")),
-    ("video encoder", lambda n: n.startswith("video_encoder.")),
-    ("LLM", lambda n: n.startswith("llm.")),
-)
-OTHER = "other"
+# Components, their labels and display order come from the one table in models/inspect.py
+# (what inspect-params shows); component_of and OTHER are re-exported from here.
+from avsrctl.models.inspect import LABELS, OTHER, component_of
 
-
-def component_of(name: str) -> str:
-    """Component label of a parameter name (a DDP 'module.' prefix is ignored)."""
-    if name.startswith("module."):
-        name = name[len("module.") :]
-    for label, test in COMPONENTS:
-        if test(name):
-            return label
-    return OTHER
+__all__ = ["OTHER", "ComponentStats", "ParamUpdateTracker", "component_of", "render_table"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +60,7 @@ class ParamUpdateTracker:
         self.groups: dict[str, list[tuple[str, torch.nn.Parameter]]] = {}
         for name, p in model.named_parameters():
             self.groups.setdefault(component_of(name), []).append((name, p))
-        order = [label for label, _ in COMPONENTS] + [OTHER]
-        self.groups = {k: self.groups[k] for k in order if k in self.groups}
+        self.groups = {k: self.groups[k] for k in LABELS if k in self.groups}
         self._before: dict[str, list[torch.Tensor]] = {}
         self._frozen_norm: dict[str, float] = {}
         self._grad: dict[str, float] = {}

@@ -149,7 +149,9 @@ def run_training(
         if model is None:  # built before the run folder is written to: a config that cannot build leaves it as it was
             from avsrctl.models.builder import build_model
 
-            model = build_model(cfg)
+            # Built for the device it trains on: model.llm.dtype resolves per device (bfloat16 on a
+            # GPU, float32 on the CPU), and a float32 model moved to the GPU afterwards stays float32.
+            model = build_model(cfg, device=ctx.device)
         reporter = Reporter(output, console, enabled=ctx.is_main, live=live, log_every=cfg.train.log_every)
         if ctx.is_main:
             removed = clean_leftovers(output)
@@ -227,14 +229,19 @@ def run_training(
 
 
 def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
-    """Warm-start a new run (--init-from): copy every trainable weight of `model` that a checkpoint also holds.
+    """Warm-start a new run (--init-from): copy every weight of `model` that a checkpoint also holds.
 
+    Frozen parameters load too: a lip front-end trained (unfrozen) in one run and frozen in this
+    one keeps its trained weights, and is stored in this run's checkpoints from then on
+    (`AVSRModel.keep_loaded`), since a rebuild from config.yaml would give its initial weights.
     Checkpoints apply in order, so a later one wins where two hold the same weight (e.g. a video
     model's vision tower, then an audio model's LoRA). A weight with another shape is an error;
     weights the model does not have are ignored (an audio model's checkpoint into a fused model is
     the point). Returns, per checkpoint, the names it set.
     """
-    params = model.trainable_state_dict()
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    if not hasattr(model, "keep_loaded"):  # a model that can only store its trainable weights
+        params = model.trainable_state_dict()
     merged: dict[str, torch.Tensor] = {}
     report = []
     for p in paths:
@@ -255,6 +262,8 @@ def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[
         check_tokenizer(model, read_meta(path), f"--init-from {path}")
         merged.update({k: state[k] for k in taken})
         report.append((path, taken))
+    if hasattr(model, "keep_loaded"):
+        model.keep_loaded(merged)
     model.load_trainable_state_dict(merged, strict=False)
     return report
 
@@ -264,10 +273,17 @@ def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
 
     from avsrctl.training.param_table import component_of
 
-    total = len(model.trainable_state_dict())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     for path, names in init_weights_from(model, paths):
         parts = ", ".join(f"{c} {n}" for c, n in Counter(component_of(k) for k in names).items())
-        reporter.log(f"initialised {len(names)} of {total} trainable tensors from {path} ({parts})")
+        reporter.log(f"initialised {len(names)} tensors from {path} ({parts})")
+        frozen = [k for k in names if k not in trainable]
+        if frozen:
+            where = ", ".join(sorted({component_of(k) for k in frozen}))
+            reporter.log(
+                f"[yellow]{len(frozen)} frozen tensors ({where}) took their trained weights from {path}; "
+                "they stay frozen and are saved in this run's checkpoints[/]"
+            )
 
 
 def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter, *manifests: Any) -> Any:

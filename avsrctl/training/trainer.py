@@ -107,7 +107,8 @@ class Trainer:
         noisy = cfg.data.noise_kind != "none" and cfg.data.noise_prob > 0
         self.train_streams = cache_streams(modality, noisy_audio=noisy)
         self.valid_streams = cache_streams(modality, noisy_audio=False)
-        self.ddp = model
+        self._batches: list[list[tuple[int, int]]] = []  # this epoch's batches (the loader's batch_sampler)
+        self._loader: torch.utils.data.DataLoader | None = None
         # progress through the run (saved in trainer_state.json)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_valid_loss: float | None = None
@@ -123,11 +124,7 @@ class Trainer:
     def fit(self, resume: Path | None = None) -> TrainResult:
         if resume is not None:
             restore_trainer(self, resume)
-        # modality dropout leaves a stream unused; the CTC objective alone never runs the LLM
-        find_unused = (
-            self.modality == "both" and self.cfg.model.fusion.modality_dropout > 0
-        ) or self.tc.objective == "ctc"
-        self.ddp = dist.wrap_model(self.model, self.ctx, find_unused=find_unused or self._has_unused_streams())
+        dist.broadcast_params(self.ctx, self.params)  # every rank starts from rank 0's weights
         self.model.train()
         self.reporter.start(self.total_steps, self.step)
         restore = self.stop.install()
@@ -143,11 +140,6 @@ class Trainer:
             self.reporter.stop()
         return self._finish(final)
 
-    def _has_unused_streams(self) -> bool:
-        mods = set(ckpt.model_modalities(self.model))
-        need = {"audio": {"audio"}, "video": {"video"}, "both": {"audio", "video", "both"}}[self.modality]
-        return bool(mods - need)
-
     def _max_steps_reached(self) -> bool:
         return bool(self.tc.max_steps) and self.step >= self.tc.max_steps
 
@@ -160,16 +152,9 @@ class Trainer:
         batches = batches[:n]
         accum = self.tc.grad_accum
         start = self.batch_in_epoch
-        loader = torch.utils.data.DataLoader(
-            self.train_set,
-            batch_sampler=batches[start:],
-            collate_fn=self.train_set.collate,
-            num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            # a private generator: creating the iterator must not draw from the global RNG (resume)
-            generator=torch.Generator().manual_seed(self.tc.seed + self.epoch),
-        )
-        it = iter(loader)
+        # (index, epoch) pairs: workers kept alive across epochs never see set_epoch
+        self._batches[:] = [[(i, self.epoch) for i in b] for b in batches[start:]]
+        it = iter(self._train_loader())
         for g in range(start, n, accum):
             micro = [next(it) for _ in range(min(accum, n - g))]
             stepped = self._optimizer_step(micro)
@@ -186,6 +171,24 @@ class Trainer:
         if self.tc.save_every and self.epoch % self.tc.save_every == 0:
             self._save(epoch_name(self.epoch))
         self._check_stop()
+
+    def _train_loader(self) -> torch.utils.data.DataLoader:
+        """One DataLoader for the whole run: with data.num_workers > 0 its workers stay alive across
+        epochs (persistent_workers), so what they keep (data.frame_memory_mb of decoded frames, per
+        worker) is not thrown away each epoch. Each epoch refills `self._batches` in place."""
+        if self._loader is None:
+            workers = self.cfg.data.num_workers
+            self._loader = torch.utils.data.DataLoader(
+                self.train_set,
+                batch_sampler=self._batches,
+                collate_fn=self.train_set.collate,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=self.device.type == "cuda",  # Batch.pin_memory
+                # a private generator: creating the iterator must not draw from the global RNG (resume)
+                generator=torch.Generator().manual_seed(self.tc.seed),
+            )
+        return self._loader
 
     def _after_step(self, stepped: bool) -> bool:
         """Periodic work after an optimiser step; True ends the epoch early (max_steps)."""
@@ -221,13 +224,15 @@ class Trainer:
                 )
         pieces = [b for b in micro if len(b)]
         loss_sum, tokens, utts, bad_ids, ctc_sum = accumulate(self, pieces) if pieces else (0.0, 0, 0, [], 0.0)
+        # The same collectives on every rank, in this order, whether or not it had data (distributed.py)
         loss_all, tok_all, utt_all, ctc_all = dist.all_reduce(self.ctx, [loss_sum, tokens, utts, ctc_sum])
         if tok_all == 0:  # every utterance of the step failed to decode on every rank
             self.optimizer.zero_grad(set_to_none=True)
             return False
+        dist.all_reduce_grads(self.ctx, self.params)  # summed over ranks
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        factor = self.ctx.world_size / tok_all  # DDP averaged over ranks; we want the sum / tokens
+        factor = 1.0 / tok_all  # the gradient of the summed token loss -> the step's mean
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(factor)
@@ -410,6 +415,9 @@ class Trainer:
         if self.cache is not None:
             self.cache.flush()
         cache_stats = self.cache.stats() if self.cache is not None else None
+        # counted per rank: the summary holds the whole job's (a collective every rank reaches here)
+        skipped, ooms = (int(v) for v in dist.all_reduce(self.ctx, [self.skipped_media, self.oom_splits]))
+        self.skipped_media, self.oom_splits = skipped, ooms
         summary = {
             "type": "summary",
             "step": self.step,
