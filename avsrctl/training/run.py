@@ -219,6 +219,9 @@ def run_training(
             trainer_hook(trainer)
         result = trainer.fit(resume_path)
         _report(reporter, result)
+        # Every rank reaches here before any tears the process group down: rank 0 may still be
+        # saving the final checkpoint, and a peer leaving mid-way aborts gloo's worker threads.
+        D.barrier(ctx)
         return result
     finally:
         if lock is not None:
