@@ -80,7 +80,7 @@ def random_look(rng: np.random.Generator) -> FaceLook:
     lip = skin * rng.uniform(0.72, 0.92) * (1 - redness * np.array([0.0, 0.32, 0.26])) + redness * np.array([18, 0, 4])
     outside = skin * rng.uniform(0.35, 0.6) if rng.random() < 0.6 else rng.uniform(20, 160, 3)
     mx, my = rng.uniform(0.46, 0.54), rng.uniform(0.55, 0.64)
-    hw = rng.uniform(0.17, 0.23)
+    hw = rng.uniform(0.19, 0.25)
     return FaceLook(
         skin=_rgb(skin),
         cast=tuple(float(c) for c in cast),
@@ -97,8 +97,8 @@ def random_look(rng: np.random.Generator) -> FaceLook:
         nose_width=float(rng.uniform(0.11, 0.16)),
         face_width=float(rng.uniform(0.48, 0.72)),
         chin_y=float(my + rng.uniform(0.27, 0.36)),
-        light=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.85, 1.35))),
-        ambient=float(rng.uniform(0.25, 0.5)),
+        light=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(1.0, 1.4))),
+        ambient=float(rng.uniform(0.35, 0.6)),
         shine=float(rng.uniform(0.05, 0.3)),
         stubble=float(rng.uniform(0.2, 1.0) if rng.random() < 0.4 else 0.0),
         spots=int(rng.integers(0, 6)),
@@ -107,8 +107,8 @@ def random_look(rng: np.random.Generator) -> FaceLook:
         angle_deg=float(rng.uniform(-7, 7)),
         scale=float(rng.uniform(0.88, 1.12)),
         jitter=float(rng.uniform(0.5, 3.0)),
-        blur=float(rng.uniform(0.3, 1.1)),
-        jpeg=int(rng.integers(25, 80)),
+        blur=float(rng.uniform(0.2, 0.7)),
+        jpeg=int(rng.integers(50, 90)),
         noise=float(rng.uniform(1.0, 4.0)),
         texture_seed=int(rng.integers(2**31)),
     )
@@ -192,7 +192,7 @@ class FaceRenderer:
         o, s, r, th, tg, pr, tk = (float(v) for v in p)
         W0 = lk.half_width * R
         cx, cy = lk.mouth[0] * R, lk.mouth[1] * R
-        oh = min(o, 1.0) * 0.6 * W0  # opening height
+        oh = min(o, 1.0) * 0.75 * W0  # opening height
         hw = W0 * (1 + 0.14 * s - 0.28 * r - 0.05 * o)
         iw = hw * (0.86 - 0.36 * r)
         thick = (1 - 0.3 * pr) * (1 + 0.35 * r)  # pressed lips thin, rounded lips pout
