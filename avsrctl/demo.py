@@ -42,6 +42,7 @@ from rich.markup import escape
 from avsrctl.cli import console
 from avsrctl.data.manifest import read_manifest
 from avsrctl.errors import AvsrError, CheckpointError, UsageError
+from avsrctl.wording import plural
 
 AVSRCTL = [sys.executable, "-m", "avsrctl"]
 MARKER = ".avsrctl-demo"  # marks a --work folder as the demo's own, so a rerun may replace its outputs
@@ -162,7 +163,7 @@ def train(ctx: DemoContext) -> None:
     n_train = len(read_manifest(ctx.corpus / "train.tsv"))
     every = table_every(n_train, TRAIN_SETTINGS["data.max_batch_size"], ctx.epochs)
     say(
-        f"training {ctx.config} from scratch for {ctx.epochs} epoch(s) of {n_train} utterances: enough to see the "
+        f"training {ctx.config} from scratch for {plural(ctx.epochs, 'epoch')} of {n_train} utterances: enough to see the "
         "loss fall, not to recognise speech (that takes `make grid-recipe`, about two hours; its model is step 2's)"
     )
     sets = [a for key, value in TRAIN_SETTINGS.items() for a in ("--set", f"{key}={value}")]
@@ -317,7 +318,7 @@ def report(ctx: DemoContext, elapsed: float) -> None:
 
     table = Table(
         title=f"avsrctl demo: every figure of this run (model {ctx.model_name}; training {ctx.config}, "
-        f"{ctx.utterances} utterances, {ctx.epochs} epoch(s))",
+        f"{ctx.utterances} utterances, {plural(ctx.epochs, 'epoch')})",
         title_justify="left",
         caption=f"total {elapsed:.0f} s",
         caption_justify="left",
