@@ -45,8 +45,7 @@ class DecodeOutput:
 
     @property
     def mean_video_weight(self) -> float | None:
-        known = [w for w in self.video_weights or [] if w is not None]
-        return sum(known) / len(known) if known else None
+        return mean_video_weight(self.video_weights)
 
     @property
     def utterances_per_second(self) -> float:
@@ -127,10 +126,26 @@ def score_hypotheses(
     )
 
 
+def mean_video_weight(weights: list[float | None] | None) -> float | None:
+    """Mean of the rows' video weights ('both'); None when no row has one."""
+    known = [w for w in weights or [] if w is not None]
+    return sum(known) / len(known) if known else None
+
+
+def video_weight_fields(weights: list[float | None] | None) -> tuple[dict, list[dict] | None]:
+    """What the fused model's video weights add to wer.json (the mean) and to each results.jsonl row."""
+    if weights is None:
+        return {}, None
+    mean = mean_video_weight(weights)
+    rows = [{} if w is None else {"video_weight": round(w, 4)} for w in weights]
+    return ({} if mean is None else {"mean_video_weight": round(mean, 4)}), rows
+
+
 def write_condition(
     output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
+    mean, rows = video_weight_fields(out.video_weights)
     summary = {
         **report.to_dict(),
         "modality": out.modality,
@@ -139,15 +154,12 @@ def write_condition(
         "n_failed": len(out.failed),
         "seconds": round(out.seconds, 3),
         "utterances_per_second": round(out.utterances_per_second, 3) if out.seconds > 0 else None,
-        **({} if out.mean_video_weight is None else {"mean_video_weight": round(out.mean_video_weight, 4)}),
+        **mean,
         "manifest": str(manifest.tsv),
         "references": str(manifest.wrd) if manifest.wrd else None,
         "settings": settings,
     }
-    extra = None
-    if out.video_weights is not None:
-        extra = [{} if w is None else {"video_weight": round(w, 4)} for w in out.video_weights]
-    return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary, extra=extra)
+    return write_results(output_dir, report, [u.text for u in manifest], out.hypotheses, summary=summary, extra=rows)
 
 
 def _progress_task(progress, description: str, total: int) -> Callable[[int], None] | None:
@@ -231,6 +243,7 @@ class Run:
     modality: str | None = None
     failed: dict[str, str] = field(default_factory=dict)  # id -> why its media could not be decoded
     settings: dict = field(default_factory=dict)
+    video_weights: list[float | None] | None = None  # 'both': each row's mean fusion weight on the video
 
 
 def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: str) -> tuple[list[ErrorReport], dict]:
@@ -239,6 +252,7 @@ def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: st
     summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
     if run.modality is not None:
         summary["modality"] = run.modality
+    summary.update(video_weight_fields(run.video_weights)[0])
     if run.settings:
         summary["settings"] = run.settings
     if run.failed or run.modality is not None or "baseline" in run.system:
@@ -299,5 +313,7 @@ def checkpoint_runs(
             "batch_size": batch_size or cfg.decode.batch_size,
             "device": dev,
         }
-        runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings))
+        runs.append(
+            Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings, out.video_weights)
+        )
     return runs

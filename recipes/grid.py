@@ -172,12 +172,9 @@ def still_manifest(tsv: Path, out: Path) -> Path:
 
 
 def video_weight(folder: Path) -> float | None:
-    """Mean over utterances of the fused model's mean video weight, from a decode's results.jsonl."""
-    path = folder / "results.jsonl"
-    if not path.is_file():
-        return None
-    weights = [r["video_weight"] for r in map(json.loads, path.read_text().splitlines()) if "video_weight" in r]
-    return sum(weights) / len(weights) if weights else None
+    """The fused model's mean video weight over a decode's or eval's utterances (its wer.json)."""
+    path = folder / "wer.json"
+    return json.loads(path.read_text()).get("mean_video_weight") if path.is_file() else None
 
 
 def mbrola_available() -> bool:

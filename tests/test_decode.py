@@ -229,3 +229,19 @@ def test_fused_decode_reports_each_utterances_video_weight(trained, tmp_path):
     assert summary["mean_video_weight"] == round(sum(out.video_weights) / len(manifest), 4)
     audio_only = decode_manifest(model, manifest, "audio", DecodingOptions(max_new_tokens=4), cfg)
     assert audio_only.video_weights is None and audio_only.mean_video_weight is None
+
+
+def test_eval_of_the_fused_model_reports_the_same_video_weights_as_decode(trained, tmp_path, capsys):
+    """`eval --output-dir` writes the fused model's video weights as `decode` does (wer.json mean, each row)."""
+    corpus, ckpt = trained
+    common = ["--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--modality", "both"]
+    assert run(["decode", *common, "--output-dir", str(tmp_path / "decode")]) == 0
+    assert run(["eval", *common, "--output-dir", str(tmp_path / "eval")]) == 0
+    capsys.readouterr()
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+        for name in ("decode", "eval")
+    }
+    assert [r["video_weight"] for r in rows["eval"]] == [r["video_weight"] for r in rows["decode"]]
+    means = [json.loads((tmp_path / name / "wer.json").read_text())["mean_video_weight"] for name in ("decode", "eval")]
+    assert means[0] == means[1] and 0 < means[0] < 1
