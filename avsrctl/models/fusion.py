@@ -76,7 +76,7 @@ class WeightedFusion(nn.Module):
         self.compression = compression
         self.modality_dropout = modality_dropout
         self.weighting = weighting
-        self.learned = learned or weighting == "dynamic"
+        self.learned = learned  # static weighting only: the dynamic gate always trains
         self.last_video_weight: torch.Tensor | None = None  # (B,) after each forward
         w = min(max(weight, _W_EPS), 1.0 - _W_EPS)
         if weighting == "dynamic":
