@@ -256,6 +256,14 @@ class ModelConfig(_Section):
         description="Training only: weight of an auxiliary character CTC loss on each stream's 25 Hz connector "
         "output (a linear head per stream; 0: off). It gives an encoder trained from scratch a direct signal.",
     )
+    articulation_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Training only, rendered corpora: weight of an auxiliary per-frame regression of the mouth "
+        "parameters that demo-data stores beside each clip (video/<id>.mouth.npy) from the video stream's 25 Hz "
+        "connector output (0: off). A dense target for a lip-reading front-end trained from scratch; added to "
+        "either objective. Needs a video stream and those files.",
+    )
 
 
 # -------------------------------------------------------------------------- train
@@ -338,6 +346,8 @@ class Config(_Section):
     def _check(self) -> "Config":
         if self.train.objective == "ctc" and self.model.ctc_weight <= 0:
             raise ValueError("train.objective 'ctc' needs the CTC heads: set model.ctc_weight above 0 (e.g. 1)")
+        if self.model.articulation_weight > 0 and self.model.modality == "audio":
+            raise ValueError("model.articulation_weight needs a video stream; model.modality is 'audio'")
         return self
 
     def to_yaml(self) -> str:

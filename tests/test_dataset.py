@@ -13,7 +13,8 @@ from avsrctl.data.dataset import AVDataset, FrameBucketSampler, Sample, collate,
 from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
 from avsrctl.data.media import save_audio, save_video
 from avsrctl.data.noise import NoiseSpec
-from avsrctl.errors import MediaError, UsageError
+from avsrctl.data.synth_mouth import mouth_path
+from avsrctl.errors import DataError, MediaError, UsageError
 
 FRAMES = [10, 14, 7]  # video lengths of the generated clips (25 fps)
 
@@ -307,3 +308,34 @@ def test_the_epoch_travels_with_the_index(corpus):
     got = fresh[(0, 3)].video
     assert torch.equal(got, want) and fresh.epoch == 3
     assert not torch.equal(fresh[(0, 4)].video, want)  # another epoch, another draw
+
+
+def test_articulation_targets_travel_with_the_frames_and_a_corrupted_clip_has_none(corpus, tmp_path):
+    manifest = read_manifest(corpus / "av.tsv")
+    good = [u for u in manifest if u.id != "bad"]
+    tracks = {}
+    for i, u in enumerate(good):
+        # one frame short for c0 (a decoder may give a frame more than the renderer wrote)
+        tracks[u.id] = np.linspace(0, 1, (u.n_frames - (i == 0)) * 7).reshape(-1, 7).astype(np.float16)
+        np.save(mouth_path(u.video), tracks[u.id])
+    try:
+        ds = AVDataset(manifest, "video", roi="none", roi_size=24, articulation=True)
+        s0 = ds[0]
+        assert s0.articulation.shape == (s0.n_frames, 7)
+        expect = np.concatenate([tracks["c0"], tracks["c0"][-1:]]).astype(np.float32)
+        assert np.array_equal(s0.articulation.numpy(), expect)  # the last value repeated
+        batch = ds.collate([ds[0], ds[2]])
+        assert batch.articulation.shape == (2, batch.max_frames, 7)
+        assert torch.isnan(batch.articulation[0, FRAMES[0] :]).all()  # padding has no target
+        assert not torch.isnan(batch.articulation[1, : FRAMES[1]]).any()
+        assert AVDataset(manifest, "video", roi="none", roi_size=24)[0].articulation is None  # off by default
+        corrupted = AVDataset(manifest, "video", roi="none", roi_size=24, articulation=True, video_corruption=1.0)
+        assert corrupted[2].articulation is None  # a corrupted clip no longer shows the rendered mouth
+        mixed = collate([s0, corrupted[2]])
+        assert not torch.isnan(mixed.articulation[0, : s0.n_frames]).any() and torch.isnan(mixed.articulation[1]).all()
+        mouth_path(good[1].video).unlink()
+        with pytest.raises(DataError, match=r"c1\.mouth\.npy: no mouth parameters"):
+            ds[2]
+    finally:
+        for u in good:
+            mouth_path(u.video).unlink(missing_ok=True)

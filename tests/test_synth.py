@@ -20,7 +20,7 @@ from avsrctl.data.synth import (
     render_utterance,
     settings_of,
 )
-from avsrctl.data.synth_mouth import OPEN, PRESS
+from avsrctl.data.synth_mouth import OPEN, PARAMS, PRESS, mouth_path
 from avsrctl.data.synth_speech import build_word_bank, ffmpeg_exe, parse_phonemes
 from avsrctl.errors import UsageError
 
@@ -261,3 +261,18 @@ def test_audio_does_not_depend_on_the_face_renderer(monkeypatch):
     spoken2, _, _ = render_utterance(plan, again[0], bank, 32)
     synth._RENDERERS.clear()
     assert np.array_equal(spoken.audio, spoken2.audio)
+
+
+def test_each_clip_stores_its_mouth_parameters_and_a_rerun_restores_missing_ones(corpus):
+    root, _ = corpus
+    for u in _manifests(root)["train"]:
+        track = np.load(mouth_path(u.video))
+        assert track.dtype == np.float16 and track.shape == (u.n_frames, len(PARAMS))
+        assert 0.0 <= track.min() and track.max() <= 1.0
+    first = _manifests(root)["train"][0]
+    stored = np.load(mouth_path(first.video))
+    assert stored[:, OPEN].std() > 0.05  # the mouth moves
+    mouth_path(first.video).unlink()  # a corpus written before the parameters were stored
+    again = generate_corpus(root, **SMALL, jobs=1)
+    assert again.reused == 12  # nothing rendered again
+    assert np.array_equal(np.load(mouth_path(first.video)), stored)  # the same seed gives the same track

@@ -295,6 +295,35 @@ def test_a_lip_encoder_run_with_ctc_logs_it_and_checkpoints_the_encoder_and_head
     assert torch.equal(model.video_encoder.stem.weight, saved["video_encoder.stem.weight"])
 
 
+def test_a_lip_run_regresses_the_rendered_mouth_and_hands_its_encoder_on(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    lips = [
+        "model.ctc_weight=1",
+        "model.video_encoder.source=resnet",
+        "model.video_encoder.width=32",
+        "model.video_encoder.layers=1",
+        "model.video_encoder.frozen=false",
+    ]
+    pre = tmp_path / "ctc"
+    result = run_training(
+        tiny_config(corpus, pre, *lips, "train.objective=ctc", "model.articulation_weight=1", train__max_epochs=1),
+        modality="video",
+    )
+    train = read_metrics(pre, "train")
+    assert len(train) == result.steps and all(math.isfinite(r["articulation"]) and r["articulation"] > 0 for r in train)
+    saved = ckpt.read_tensors(pre / "final" / "model.safetensors")
+    assert {"articulation_head.weight", "articulation_head.bias"} <= set(saved)
+    # a run without the head (recorded video) starts from that encoder; the head is left behind
+    llm = tmp_path / "llm"
+    run_training(
+        tiny_config(corpus, llm, *lips, train__max_steps=1, train__init_from=[str(pre / "final")], train__lr=1e-9),
+        modality="video",
+    )
+    after = ckpt.read_tensors(llm / "final" / "model.safetensors")
+    assert not any(k.startswith("articulation_head.") for k in after)
+    torch.testing.assert_close(after["video_encoder.stem.weight"], saved["video_encoder.stem.weight"], atol=1e-6, rtol=0)
+
+
 @pytest.mark.slow
 def test_a_ctc_objective_run_pretrains_the_encoder_for_an_llm_run(corpus, tmp_path, monkeypatch):
     memoize_decoding(monkeypatch)

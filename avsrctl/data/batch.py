@@ -26,6 +26,7 @@ class Batch:
     video: torch.Tensor | None = None  # (B, T, 3, H, W) uint8 RGB mouth crops, zero padded
     audio_features: torch.Tensor | None = None  # (B, 2*T, D_a) cached Whisper outputs, if any
     video_features: torch.Tensor | None = None  # (B, T, D_v) cached per-frame vision features, if any
+    articulation: torch.Tensor | None = None  # (B, T, P) rendered mouth parameters, NaN where a row has none
     meta: dict = field(default_factory=dict)  # free-form extras (e.g. skipped ids), not moved to device
 
     def __len__(self) -> int:

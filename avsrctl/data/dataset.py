@@ -31,6 +31,7 @@ from avsrctl.data.media import load_audio, load_video, probe
 from avsrctl.data.noise import ManifestNoiser, NoiseSpec
 from avsrctl.data.roi import apply_roi, check_mode, source_side
 from avsrctl.data.sampler import FrameBucketSampler  # noqa: F401  (re-exported: dataset.FrameBucketSampler)
+from avsrctl.data.synth_mouth import mouth_path
 from avsrctl.errors import DataError, MediaError, UsageError
 
 STREAMS = {"audio": (True, False), "video": (False, True), "both": (True, True)}  # modality -> (audio, video)
@@ -45,6 +46,7 @@ class Sample:
     video: torch.Tensor | None  # (T, 3, H, W) uint8 RGB mouth crops
     audio_features: torch.Tensor | None = None  # (2T, D_a) cached encoder output instead of audio
     video_features: torch.Tensor | None = None  # (T, D_v) cached encoder output instead of video
+    articulation: torch.Tensor | None = None  # (T, P) float32 rendered mouth parameters (synthetic clips)
 
 
 def _streams(modality: str) -> tuple[bool, bool]:
@@ -123,6 +125,7 @@ class AVDataset(torch.utils.data.Dataset):
         frame_memory_mb: int = 0,
         video_augment: bool = False,
         video_corruption: float = 0.0,
+        articulation: bool = False,
     ):
         self.read_audio, self.read_video = _streams(modality)
         manifest.require(modality)
@@ -145,6 +148,9 @@ class AVDataset(torch.utils.data.Dataset):
         self.video_augment = video_augment
         self.video_corruption = video_corruption
         self._other_video: torch.Tensor | None = None  # the previous clip's frames: 'swap' shows another face
+        # per-frame mouth parameters of rendered clips (video/<id>.mouth.npy), the targets of
+        # model.articulation_weight; a corrupted clip carries none, since its frames no longer show them
+        self.articulation = articulation and self.read_video
 
     def use_features(self, lookup) -> None:
         """Read cached encoder outputs instead of decoding media when `lookup(uid, n_frames)` has
@@ -210,6 +216,8 @@ class AVDataset(torch.utils.data.Dataset):
             if sample.video is not None and self.video_augment:
                 rng = np.random.default_rng([self.seed, self.epoch, index, 0xF11F])
                 sample = replace(sample, video=augment_video(sample.video, rng))
+            if sample.video is not None and self.articulation:
+                sample = replace(sample, articulation=read_articulation(utt.video, sample.n_frames))
             if sample.video is not None and self.video_corruption > 0:
                 sample = self._corrupt(sample, index)
             return sample
@@ -225,7 +233,7 @@ class AVDataset(torch.utils.data.Dataset):
         if rng.random() >= self.video_corruption:
             return sample
         video, _ = corrupt_video(sample.video, rng, other=other)
-        return replace(sample, video=video)
+        return replace(sample, video=video, articulation=None)
 
     def collate(self, samples: Sequence[Sample | None]) -> Batch:
         """`collate` plus the ids this dataset skipped since the previous call (works inside workers).
@@ -284,7 +292,35 @@ def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence
         for i, s in enumerate(kept):
             video[i, : s.n_frames] = s.video
         batch.video = video
+    if any(s.articulation is not None for s in kept):
+        n_params = next(s.articulation.shape[-1] for s in kept if s.articulation is not None)
+        target = torch.full((len(kept), t_max, n_params), float("nan"))  # (B, T, P); NaN: no target
+        for i, s in enumerate(kept):
+            if s.articulation is not None:
+                target[i, : s.n_frames] = s.articulation
+        batch.articulation = target
     return batch
+
+
+def read_articulation(video: Path, n_frames: int) -> torch.Tensor:
+    """(T, P) float32 mouth parameters stored beside a rendered clip, fitted to its decoded length
+    (a decoder may give a frame more or less than the renderer wrote; the last value is repeated)."""
+    path = mouth_path(video)
+    try:
+        track = np.load(path).astype(np.float32)
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: no mouth parameters for this clip; model.articulation_weight needs the ones "
+            "avsrctl demo-data stores beside each rendered clip",
+            hint="set model.articulation_weight=0 for recorded video, or rerun demo-data on the corpus to add them",
+        ) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the mouth parameters ({e})") from None
+    if track.ndim != 2 or not len(track):
+        raise DataError(f"{path}: mouth parameters must be a (frames, params) array, got shape {track.shape}")
+    if len(track) < n_frames:
+        track = np.concatenate([track, np.repeat(track[-1:], n_frames - len(track), 0)])
+    return torch.from_numpy(track[:n_frames].copy())
 
 
 def clip_streams(path: Path, info, modality: str | None) -> tuple[bool, bool]:

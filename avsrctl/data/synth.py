@@ -31,7 +31,7 @@ import numpy as np
 
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, Utterance, write_manifest
 from avsrctl.data.synth_face import FaceLook, FaceRenderer, random_look
-from avsrctl.data.synth_mouth import mouth_track
+from avsrctl.data.synth_mouth import mouth_path, mouth_track, write_mouth
 from avsrctl.data.synth_speech import (
     Voice,
     WordBank,
@@ -265,15 +265,20 @@ def render_utterance(plan: UtterancePlan, speaker: Speaker, bank: WordBank, size
 def _make_one(task: tuple[UtterancePlan, Speaker, int, str]) -> tuple[str, int, bool]:
     plan, speaker, size, root = task
     video, audio = _paths(Path(root), plan.id)
+    mouth = mouth_path(video)
     if video.is_file() and audio.is_file():  # complete from an earlier run (files are renamed into place)
         # the frame count is the spoken length, which the plan's seed fixes; no need to render again
-        spoken = speak(_BANKS[speaker.id], list(plan.words), speaker.voice, np.random.default_rng(plan.seed))
+        rng = np.random.default_rng(plan.seed)
+        spoken = speak(_BANKS[speaker.id], list(plan.words), speaker.voice, rng)
+        if not mouth.is_file():  # a corpus written before the parameters were stored: the same seed gives them
+            write_mouth(mouth, mouth_track(spoken.visemes, spoken.n_frames, speaker.look, rng))
         return plan.id, spoken.n_frames, True
-    spoken, _, frames = render_utterance(plan, speaker, _BANKS[speaker.id], size)
+    spoken, track, frames = render_utterance(plan, speaker, _BANKS[speaker.id], size)
     assert frames.shape[0] == spoken.n_frames and spoken.audio.size == SAMPLES_PER_FRAME * spoken.n_frames
     tmp_v, tmp_a = video.with_name(f".{video.name}.tmp"), audio.with_name(f".{audio.name}.tmp")
     write_mp4(tmp_v, frames)
     write_wav(tmp_a, spoken.audio)
+    write_mouth(mouth, track)
     tmp_v.replace(video)
     tmp_a.replace(audio)
     return plan.id, spoken.n_frames, False

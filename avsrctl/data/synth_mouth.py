@@ -4,9 +4,16 @@ Each viseme class sets a target for the parameters (below); targets are blended 
 a dominance-weighted Gaussian (lip closure for p/b/m and lip rounding dominate their
 neighbours, as in real coarticulation) and sampled at each frame instant. synth_face.py draws
 the frames from them.
+
+`demo-data` also stores each clip's parameters beside its video (`video/<id>.mouth.npy`,
+(T, 7) float16): free per-frame labels that `model.articulation_weight` trains the lip-reading
+front-end to predict (models/articulation.py).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -78,3 +85,20 @@ def smooth_walk(rng: np.random.Generator, n: int, amplitude: float) -> np.ndarra
     walk -= np.linspace(walk[0], walk[-1], n) if n > 1 else walk
     scale = np.abs(walk).max()
     return walk * (amplitude / scale) if scale > 0 else walk
+
+
+MOUTH_SUFFIX = ".mouth.npy"
+
+
+def mouth_path(video: str | os.PathLike) -> Path:
+    """Where a rendered clip's mouth parameters lie: `video/<id>.mp4` -> `video/<id>.mouth.npy`."""
+    video = Path(video)
+    return video.with_name(video.stem + MOUTH_SUFFIX)
+
+
+def write_mouth(path: Path, track: np.ndarray) -> None:
+    """Store a (T, len(PARAMS)) track as float16, renamed into place so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(track, np.float16))
+    tmp.replace(path)

@@ -37,6 +37,7 @@ from torch import nn
 from avsrctl.data.batch import Batch
 from avsrctl.decoding import DecodingOptions, DecodingResult
 from avsrctl.errors import CheckpointError, ModelError, UsageError
+from avsrctl.models.articulation import ArticulationHead
 from avsrctl.models.connector import compress_tokens
 from avsrctl.models.ctc import CTCHeads, ctc_targets
 from avsrctl.models.llm import AUDIO_END, AUDIO_START, MARKERS, VIDEO_END, VIDEO_START, marker_ids
@@ -53,6 +54,7 @@ class AVSROutput:
     n_tokens: int  # supervised tokens in the batch (weights the loss across micro-batches)
     ctc: torch.Tensor | None = None  # auxiliary CTC loss per character, mean over streams (training only)
     objective: torch.Tensor | None = None  # what training minimises: loss + ctc_weight * ctc (None: loss)
+    articulation: torch.Tensor | None = None  # auxiliary mouth-parameter loss (training only, rendered clips)
 
 
 def _frozen(module: nn.Module) -> bool:
@@ -108,6 +110,15 @@ class AVSRModel(nn.Module):
         # them): saved with the trainable ones, since a rebuild from the config cannot restore them.
         self.loaded_frozen: set[str] = set()
         self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
+        self.articulation_head: ArticulationHead | None = None
+        self.articulation_weight = 0.0
+
+    def add_articulation_head(self, weight: float) -> None:
+        """Train the video stream to predict rendered mouth parameters too (models/articulation.py)."""
+        if self.video_connector is None:
+            raise ModelError("an articulation head needs a video stream")
+        self.articulation_head = ArticulationHead(self.video_connector.output_dim).to(self.device)
+        self.articulation_weight = float(weight)
 
     # ------------------------------------------------------------------ properties
 
@@ -259,12 +270,21 @@ class AVSRModel(nn.Module):
         """Training/validation losses. objective 'llm': the LLM's cross-entropy on transcript + EOS (plus
         ctc_weight x CTC while training); 'ctc': the CTC alone, per character, without running the LLM."""
         streams = self.streams(batch, modality)
+        articulation = self._articulation_loss(streams, batch)
         if objective == "ctc":
             if not len(self.ctc_heads):
                 raise UsageError("the 'ctc' objective needs CTC heads: set model.ctc_weight above 0")
             ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
             n_chars = sum(len(t) for t in ctc_targets(batch.texts))
-            return AVSROutput(loss=ctc, logits=ctc.new_zeros(0, 0), n_tokens=n_chars, ctc=ctc)
+            total = None if articulation is None else ctc + self.articulation_weight * articulation
+            return AVSROutput(
+                loss=ctc,
+                logits=ctc.new_zeros(0, 0),
+                n_tokens=n_chars,
+                ctc=ctc,
+                objective=total,
+                articulation=articulation,
+            )
         if objective != "llm":
             raise ModelError(f"unknown training objective '{objective}' (expected 'llm' or 'ctc')")
         embeds, attn, labels = self.build_inputs(batch, modality, with_targets=True, streams=streams)
@@ -284,7 +304,17 @@ class AVSRModel(nn.Module):
         if self.training and len(self.ctc_heads) and loss is not None:
             ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
             objective = loss + self.ctc_weight * ctc
-        return AVSROutput(loss=loss, logits=logits, n_tokens=int(keep.sum()), ctc=ctc, objective=objective)
+        if articulation is not None and loss is not None:
+            objective = (loss if objective is None else objective) + self.articulation_weight * articulation
+        return AVSROutput(
+            loss=loss, logits=logits, n_tokens=int(keep.sum()), ctc=ctc, objective=objective, articulation=articulation
+        )
+
+    def _articulation_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
+        """The auxiliary mouth-parameter loss while training, when the batch carries targets (else None)."""
+        if not self.training or self.articulation_head is None or batch.articulation is None or "video" not in streams:
+            return None
+        return self.articulation_head.loss(streams["video"], batch.articulation, batch.lengths)
 
     # ------------------------------------------------------------------ decoding
 

@@ -31,6 +31,7 @@ _SEED_OFFSET = {
     "video_connector": 404,
     "fusion": 505,
     "ctc_heads": 606,
+    "articulation_head": 707,
 }
 
 
@@ -97,6 +98,9 @@ def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: st
         )
     _seed(cfg, "ctc_heads")
     model = AVSRModel(encoders, connectors, fusion, llm, tokenizer, prompt=m.llm.prompt, ctc_weight=m.ctc_weight)
+    if m.articulation_weight > 0 and "video" in encoders:
+        _seed(cfg, "articulation_head")
+        model.add_articulation_head(m.articulation_weight)
     # The LLM is already on `device` in its dtype; everything else moves here and stays float32.
     for part in (*encoders.values(), *connectors.values(), fusion):
         if part is not None:

@@ -24,6 +24,7 @@ COMPONENTS: tuple[tuple[str, object, tuple[str, ...]], ...] = (
     ("fusion", lambda n: n.startswith("fusion."), ("both",)),
     ("audio CTC head", lambda n: n.startswith("ctc_heads.audio."), ("audio", "both")),
     ("video CTC head", lambda n: n.startswith("ctc_heads.video."), ("video", "both")),
+    ("articulation head", lambda n: n.startswith("articulation_head."), ("video", "both")),
     ("LoRA adapters", lambda n: n.startswith("llm.") and "lora_" in n, ("audio", "video", "both")),
     ("LLM base", lambda n: n.startswith("llm."), ("audio", "video", "both")),
     ("marker embeddings", lambda n: n == "marker_embeddings", ("audio", "video", "both")),
@@ -124,6 +125,9 @@ def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
     if label.endswith("CTC head"):
         head = model.ctc_heads[label.split()[0]]
         return head.in_features, head.out_features, "25 Hz connector output -> characters + blank (auxiliary CTC)"
+    if label == "articulation head":
+        head = model.articulation_head
+        return head.in_features, head.out_features, "25 Hz video connector output -> rendered mouth parameters"
     return None, None, ""
 
 
@@ -143,6 +147,7 @@ def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -
         "fusion": getattr(model, "fusion", None) is not None,
         "audio CTC head": counts["audio CTC head"][0] > 0,
         "video CTC head": counts["video CTC head"][0] > 0,
+        "articulation head": counts["articulation head"][0] > 0,
         "LoRA adapters": counts["LoRA adapters"][0] > 0,
         "LLM base": True,
         "marker embeddings": counts["marker embeddings"][0] > 0,

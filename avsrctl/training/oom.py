@@ -48,14 +48,15 @@ def _n_tokens(out: Any, batch: Any) -> int:
     return int(n.item() if isinstance(n, torch.Tensor) else n)
 
 
-def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], float]:
+def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], float, float]:
     """Forward and backward every micro-batch of Trainer `tr`'s step; on out-of-memory, split it in halves.
 
-    Returns the token-weighted sums of the loss and of the auxiliary CTC loss (0 without one),
-    the supervised tokens, the utterances and the ids of micro-batches with a non-finite loss.
+    Returns the token-weighted sums of the loss, the supervised tokens, the utterances, the ids of
+    micro-batches with a non-finite loss, and the token-weighted sums of the auxiliary CTC and
+    articulation losses (0 without them).
     """
     queue = list(pieces)
-    loss_sum, tokens, utts, bad_ids, ctc_sum, i = 0.0, 0, 0, [], 0.0, 0
+    loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum, i = 0.0, 0, 0, [], 0.0, 0.0, 0
     while i < len(queue):
         mb, phase = queue[i], "forward"
         try:
@@ -79,7 +80,7 @@ def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], 
                 # part of a backward may have landed in .grad: redo the step from a clean slate
                 tr.optimizer.zero_grad(set_to_none=True)
                 queue = queue[:i] + halves + queue[i + 1 :]
-                loss_sum, tokens, utts, bad_ids, ctc_sum, i = 0.0, 0, 0, [], 0.0, 0
+                loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum, i = 0.0, 0, 0, [], 0.0, 0.0, 0
             else:
                 queue[i : i + 1] = halves
             continue
@@ -89,7 +90,9 @@ def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], 
         loss_sum += value * n
         if getattr(out, "ctc", None) is not None:
             ctc_sum += float(out.ctc.detach()) * n
+        if getattr(out, "articulation", None) is not None:
+            art_sum += float(out.articulation.detach()) * n
         tokens += n
         utts += len(mb)
         i += 1
-    return loss_sum, tokens, utts, bad_ids, ctc_sum
+    return loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum

@@ -37,25 +37,40 @@ class StepWindow:
     """Sums over the optimiser steps since the last metrics line; `report` shows and records their means."""
 
     def __init__(self) -> None:
-        self.loss = self.ctc = self.seconds = 0.0
+        self.loss = self.ctc = self.articulation = self.seconds = 0.0
         self.tokens = self.utts = self.steps = 0
 
-    def add(self, loss_sum: float, ctc_sum: float, tokens: float, utts: float, seconds: float) -> None:
+    def add(
+        self, loss_sum: float, ctc_sum: float, tokens: float, utts: float, seconds: float, art_sum: float = 0.0
+    ) -> None:
         self.loss += loss_sum
         self.ctc += ctc_sum
+        self.articulation += art_sum
         self.tokens += tokens
         self.utts += utts
         self.seconds += seconds
         self.steps += 1
 
     def report(
-        self, reporter: "Reporter", *, step: int, epoch: int, lr: float, grad_norm: float, due: bool, with_ctc: bool
+        self,
+        reporter: "Reporter",
+        *,
+        step: int,
+        epoch: int,
+        lr: float,
+        grad_norm: float,
+        due: bool,
+        with_ctc: bool,
+        with_articulation: bool = False,
     ) -> float:
         """Update the live line; when `due`, also write a 'train' record. Returns the token-weighted loss."""
         loss = self.loss / max(1, self.tokens)
         ups = self.utts / max(1e-9, self.seconds)
         ctc = self.ctc / max(1, self.tokens) if with_ctc else None
-        reporter.update(step=step, epoch=epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc)
+        art = self.articulation / max(1, self.tokens) if with_articulation else None
+        reporter.update(
+            step=step, epoch=epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc, articulation=art
+        )
         if due:
             record = {
                 "type": "train",
@@ -67,7 +82,11 @@ class StepWindow:
                 "utt_per_s": ups,
                 "tokens": int(self.tokens),
             }
-            reporter.record(record if ctc is None else {**record, "ctc": ctc})
+            if ctc is not None:
+                record["ctc"] = ctc
+            if art is not None:
+                record["articulation"] = art
+            reporter.record(record)
         return loss
 
 
@@ -172,11 +191,13 @@ class Reporter:
         utt_per_s: float,
         log_line: bool,
         ctc: float | None = None,
+        articulation: float | None = None,
     ) -> None:
-        """`loss` is the LLM's cross-entropy per token; `ctc` the auxiliary CTC loss when it is on."""
+        """`loss` is the LLM's cross-entropy per token; `ctc` and `articulation` the auxiliary losses when on."""
         if not self.enabled:
             return
-        shown = f"{loss:.4f}" if ctc is None else f"{loss:.4f} ctc {ctc:.3f}"
+        shown = f"{loss:.4f}" + (f" ctc {ctc:.3f}" if ctc is not None else "")
+        shown += f" mouth {articulation:.3f}" if articulation is not None else ""
         if self._progress is not None:
             self._progress.update(
                 self._task, completed=step, epoch=epoch + 1, loss=shown, lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}"

@@ -183,6 +183,7 @@ def run_training(
             frame_memory_mb=cfg.data.frame_memory_mb,
             video_augment=cfg.data.video_augment,
             video_corruption=cfg.data.video_corruption,
+            articulation=cfg.model.articulation_weight > 0,
         )
         valid_set = None
         if valid_m is not None:

@@ -223,9 +223,13 @@ class Trainer:
                     f"[yellow]skipped {len(skipped)} utterance(s) whose media failed: {', '.join(skipped[:5])}[/]"
                 )
         pieces = [b for b in micro if len(b)]
-        loss_sum, tokens, utts, bad_ids, ctc_sum = accumulate(self, pieces) if pieces else (0.0, 0, 0, [], 0.0)
+        loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum = (
+            accumulate(self, pieces) if pieces else (0.0, 0, 0, [], 0.0, 0.0)
+        )
         # The same collectives on every rank, in this order, whether or not it had data (distributed.py)
-        loss_all, tok_all, utt_all, ctc_all = dist.all_reduce(self.ctx, [loss_sum, tokens, utts, ctc_sum])
+        loss_all, tok_all, utt_all, ctc_all, art_all = dist.all_reduce(
+            self.ctx, [loss_sum, tokens, utts, ctc_sum, art_sum]
+        )
         if tok_all == 0:  # every utterance of the step failed to decode on every rank
             self.optimizer.zero_grad(set_to_none=True)
             return False
@@ -267,7 +271,7 @@ class Trainer:
             self.reporter.show(render_table(stats, self.step))
             for s in stats:
                 self.reporter.record(s.to_record(self.step))
-        self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, ctc_all)
+        self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, ctc_all, art_all)
         return True
 
     def _table_due(self, done: bool = False) -> bool:
@@ -315,13 +319,21 @@ class Trainer:
         grad_norm: float,
         seconds: float,
         ctc_sum: float = 0.0,
+        art_sum: float = 0.0,
     ) -> None:
-        self._window.add(loss_sum, ctc_sum, tokens, utts, seconds)
+        self._window.add(loss_sum, ctc_sum, tokens, utts, seconds, art_sum)
         due = self.step % self.tc.log_every == 0 or self.step == self.total_steps
         # with the CTC objective alone, `loss` already is the CTC
         with_ctc = bool(self.ctc_weight) and self.tc.objective == "llm"
         loss = self._window.report(
-            self.reporter, step=self.step, epoch=self.epoch, lr=lr, grad_norm=grad_norm, due=due, with_ctc=with_ctc
+            self.reporter,
+            step=self.step,
+            epoch=self.epoch,
+            lr=lr,
+            grad_norm=grad_norm,
+            due=due,
+            with_ctc=with_ctc,
+            with_articulation=bool(self.cfg.model.articulation_weight),
         )
         if due:
             self.last_loss = loss
