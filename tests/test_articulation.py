@@ -71,7 +71,9 @@ def test_the_head_is_built_only_when_weighted_and_is_inspected(lips_cfg):
         "articulation_head.bias",
     }
     rows = {r.name: r for r in param_report(m, "video").rows}
-    assert rows["articulation head"].total == (m.video_connector.output_dim + 1) * P and rows["articulation head"].active
+    assert (
+        rows["articulation head"].total == (m.video_connector.output_dim + 1) * P and rows["articulation head"].active
+    )
     assert build_model(load_config("tiny"), {"video"}).articulation_head is None
 
 

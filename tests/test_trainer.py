@@ -321,7 +321,9 @@ def test_a_lip_run_regresses_the_rendered_mouth_and_hands_its_encoder_on(corpus,
     )
     after = ckpt.read_tensors(llm / "final" / "model.safetensors")
     assert not any(k.startswith("articulation_head.") for k in after)
-    torch.testing.assert_close(after["video_encoder.stem.weight"], saved["video_encoder.stem.weight"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        after["video_encoder.stem.weight"], saved["video_encoder.stem.weight"], atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.slow
