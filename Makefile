@@ -10,7 +10,7 @@ DEV_STAMP     := $(VENV)/.stamp-dev
 WEIGHTS_STAMP := $(VENV)/.stamp-weights
 SYSTEM_TOOLS  := ffmpeg espeak-ng
 
-.PHONY: demo test test-fast lint format bench install dev weights system voices clean-venv grid-recipe
+.PHONY: demo test test-fast lint format bench install dev weights system voices clean-venv grid-recipe token-rate
 
 demo: install weights system
 	$(BIN)/python -m avsrctl.demo
@@ -38,6 +38,10 @@ bench: install weights system
 # (about two hours on 2 CPU cores; resumes where it stopped).
 grid-recipe: install weights system voices
 	HF_HUB_OFFLINE=1 $(BIN)/python recipes/grid.py --work runs/grid
+
+# WER and speed at other token compressions K, from the grid recipe's models (run grid-recipe first)
+token-rate: install weights system voices
+	HF_HUB_OFFLINE=1 $(BIN)/python recipes/token_rate.py --work runs/grid
 
 install: $(BASE_STAMP)
 dev: $(DEV_STAMP)
