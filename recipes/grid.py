@@ -53,6 +53,9 @@ SIZE = 48
 # Both lip stages also regress the renderer's mouth parameters of every frame (models/articulation.py):
 # with character CTC alone the front-end learnt the grammar's letter statistics and no lips.
 ARTICULATION = 1.0
+# Thirteen training faces taught the lip reader those faces: a new face read worse than a seen one.
+# The corpus draws each utterance with one of FACES faces of its speaker (voices unchanged).
+FACES = 32
 LIP_FRONT_END = [
     "--set",
     f"model.video_encoder.image_size={SIZE}",
@@ -208,6 +211,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
     parser.add_argument("--utterances", type=int, default=1200, help="synthetic corpus size")
     parser.add_argument("--heldout-utterances", type=int, default=150, help="second held-out test set size")
+    parser.add_argument(
+        "--faces-per-speaker",
+        type=int,
+        default=FACES,
+        help="faces each training-corpus speaker is rendered with (the held-out set keeps one per speaker)",
+    )
     parser.add_argument("--epochs", type=int, default=4, help="audio model epochs")
     parser.add_argument(
         "--video-ctc-epochs",
@@ -257,6 +266,8 @@ def main() -> None:
                 0,
                 "--size",
                 SIZE,
+                "--faces-per-speaker",
+                args.faces_per_speaker,
                 *voices,
             ]
         )

@@ -17,8 +17,10 @@ from avsrctl.data.synth import (
     generate_corpus,
     is_grammatical,
     make_speakers,
+    plan_corpus,
     render_utterance,
     settings_of,
+    utterance_look,
 )
 from avsrctl.data.synth_mouth import OPEN, PARAMS, PRESS, mouth_path
 from avsrctl.data.synth_speech import build_word_bank, ffmpeg_exe, parse_phonemes
@@ -276,3 +278,21 @@ def test_each_clip_stores_its_mouth_parameters_and_a_rerun_restores_missing_ones
     again = generate_corpus(root, **SMALL, jobs=1)
     assert again.reused == 12  # nothing rendered again
     assert np.array_equal(np.load(mouth_path(first.video)), stored)  # the same seed gives the same track
+
+
+def test_more_faces_per_speaker_change_the_video_and_never_the_audio(corpus, tmp_path):
+    root, _ = corpus
+    generate_corpus(tmp_path, **SMALL, jobs=1, faces_per_speaker=4)
+    assert settings_of(tmp_path)["faces_per_speaker"] == 4 and "faces_per_speaker" not in settings_of(root)
+    speakers = make_speakers(3, False, 0, faces=4)
+    assert all(len(s.looks) == 4 and s.looks[0] == make_speakers(3, False, 0)[i].look for i, s in enumerate(speakers))
+    plans = plan_corpus(12, speakers + make_speakers(1, True, 0, faces=4), 0, 0.1)
+    faces = [utterance_look(p, speakers[p.speaker]) for p in plans if p.speaker < 3]
+    assert len(set(faces)) > 1  # a speaker's utterances show several faces
+    other_face = 0
+    for u in _manifests(root)["train"]:
+        assert (tmp_path / "audio" / u.audio.name).read_bytes() == u.audio.read_bytes()
+        other_face += not np.array_equal(_decode(tmp_path / "video" / u.video.name, 32), _decode(u.video, 32))
+    assert other_face > 0
+    with pytest.raises(UsageError, match="faces-per-speaker"):
+        generate_corpus(tmp_path / "x", **SMALL, jobs=1, faces_per_speaker=0)

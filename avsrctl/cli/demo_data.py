@@ -55,6 +55,14 @@ def demo_data(
             "espeak-ng's own); en1, us1, us2 train, us3 is held out. Install them with `make voices`.",
         ),
     ] = False,
+    faces: Annotated[
+        int,
+        typer.Option(
+            "--faces-per-speaker",
+            help="Faces each speaker's utterances are drawn with (1: one face per speaker). More faces teach a "
+            "lip reader mouths rather than faces; the voices stay as they are.",
+        ),
+    ] = 1,
     fmt: FormatOpt = "text",
 ) -> None:
     """Generate a synthetic audio-visual corpus with GRID's grammar.
@@ -98,6 +106,7 @@ def demo_data(
             progress,
             test_only=test_only,
             mbrola=mbrola,
+            faces_per_speaker=faces,
         )
 
     if fmt == "json":

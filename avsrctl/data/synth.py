@@ -73,6 +73,11 @@ class Speaker:
     voice: Voice
     look: FaceLook
     held_out: bool
+    more_looks: tuple[FaceLook, ...] = ()  # --faces-per-speaker > 1: the other faces its utterances get
+
+    @property
+    def looks(self) -> tuple[FaceLook, ...]:
+        return (self.look, *self.more_looks)
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,13 @@ def is_grammatical(text: str) -> bool:
     return len(words) == len(GRAMMAR) and all(w in slot for w, (_, slot) in zip(words, GRAMMAR))
 
 
-def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False) -> list[Speaker]:
+def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False, faces: int = 1) -> list[Speaker]:
     """`n` speakers from the training or the held-out voice pool, fixed by `seed`.
 
     With `mbrola`, every second speaker uses an MBROLA voice (cycling through the pool, each
-    with its own pitch and rate), so recorded-diphone speech is half the corpus."""
+    with its own pitch and rate), so recorded-diphone speech is half the corpus. With `faces` > 1
+    each speaker has that many faces (the first is its one face otherwise) and each utterance
+    is drawn with one of them (`utterance_look`)."""
     languages, variants = installed_voices()
     wanted = TEST_VARIANTS if held_out else TRAIN_VARIANTS
     pool_variants = [v for v in wanted if v == "" or v in variants] or [""]
@@ -165,8 +172,18 @@ def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False) -> li
         )
         # the look comes from a stream of its own, so a change to the face renderer never changes a voice
         look = random_look(np.random.default_rng([seed, 1 if held_out else 0, 0xFACE, i]))
-        speakers.append(Speaker(f"{'t' if held_out else 's'}{i + 1:02d}", voice, look, held_out))
+        more = tuple(
+            random_look(np.random.default_rng([seed, 1 if held_out else 0, 0xFACE, i, k])) for k in range(1, faces)
+        )
+        speakers.append(Speaker(f"{'t' if held_out else 's'}{i + 1:02d}", voice, look, held_out, more))
     return speakers
+
+
+def utterance_look(plan: UtterancePlan, speaker: Speaker) -> int:
+    """Which of the speaker's faces draws this utterance: from a stream of its own, so the audio never depends on it."""
+    if not speaker.more_looks:
+        return 0
+    return int(np.random.default_rng([*plan.seed, 0xFACE]).integers(len(speaker.looks)))
 
 
 def plan_corpus(n_utterances: int, speakers: list[Speaker], seed: int, valid_fraction: float) -> list[UtterancePlan]:
@@ -242,7 +259,7 @@ def _paths(root: Path, uid: str) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------------- workers
 
 _BANKS: dict[str, WordBank] = {}
-_RENDERERS: dict[tuple[str, int], FaceRenderer] = {}
+_RENDERERS: dict[tuple[str, int, int], FaceRenderer] = {}
 
 
 def _init_worker(banks: dict[str, WordBank]) -> None:
@@ -255,9 +272,10 @@ def render_utterance(plan: UtterancePlan, speaker: Speaker, bank: WordBank, size
     rng = np.random.default_rng(plan.seed)
     spoken = speak(bank, list(plan.words), speaker.voice, rng)
     track = mouth_track(spoken.visemes, spoken.n_frames, speaker.look, rng)
-    key = (speaker.id, size)
+    face = utterance_look(plan, speaker)
+    key = (speaker.id, face, size)
     if key not in _RENDERERS:
-        _RENDERERS[key] = FaceRenderer(speaker.look, size)
+        _RENDERERS[key] = FaceRenderer(speaker.looks[face], size)
     frames = _RENDERERS[key].render(track, rng)
     return spoken, track, frames
 
@@ -340,6 +358,7 @@ def generate_corpus(
     *,
     test_only: bool = False,
     mbrola: bool = False,
+    faces_per_speaker: int = 1,
 ) -> CorpusSummary:
     """Write a synthetic GRID-grammar corpus to `out` and return what it holds.
 
@@ -371,6 +390,8 @@ def generate_corpus(
         raise UsageError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if faces_per_speaker < 1:
+        raise UsageError(f"--faces-per-speaker must be at least 1, got {faces_per_speaker}")
 
     out = Path(out).expanduser().resolve()
     settings = {
@@ -385,6 +406,8 @@ def generate_corpus(
     }
     if mbrola:  # recorded only when on, so corpora made before the option still resume
         settings["mbrola"] = True
+    if faces_per_speaker != 1:  # likewise
+        settings["faces_per_speaker"] = faces_per_speaker
     _check_out(out, settings)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / "video").mkdir(parents=True, exist_ok=True)
@@ -392,8 +415,8 @@ def generate_corpus(
         json.dumps({"generator": "avsrctl demo-data", "settings": settings}, indent=2) + "\n", encoding="utf-8"
     )
 
-    speakers = [] if test_only else make_speakers(n_speakers - n_test_speakers, False, seed, mbrola)
-    speakers += make_speakers(n_test_speakers, True, seed, mbrola)
+    speakers = [] if test_only else make_speakers(n_speakers - n_test_speakers, False, seed, mbrola, faces_per_speaker)
+    speakers += make_speakers(n_test_speakers, True, seed, mbrola, faces_per_speaker)
     plans = plan_corpus(n_utterances, speakers, seed, valid_fraction)
     banks = _word_banks(speakers, plans, jobs, progress)
 
