@@ -128,6 +128,26 @@ def run(args: list[str], *, capture: bool = False) -> tuple[str, float, int]:
     return out, seconds, usage.ru_maxrss // 1024
 
 
+def train_command(corpus: Path, modality: str, out: Path, epochs: int, *extra) -> list:
+    """`avsrctl train` with offline-small on the recipe's corpus (validation on 32 utterances)."""
+    return AVSRCTL + [
+        "train",
+        "--config",
+        "offline-small",
+        "--data",
+        corpus,
+        "--modality",
+        modality,
+        "--output",
+        out,
+        "--max-epochs",
+        epochs,
+        *extra,
+        "--set",
+        "train.valid_max_utts=32",
+    ]
+
+
 def real_grid_manifest(out: Path) -> Path | None:
     """grid.tsv/.wrd for the real GRID clips listed in ../shared/media/MANIFEST.tsv (video + its audio)."""
     listing = MEDIA / "MANIFEST.tsv"
@@ -311,26 +331,7 @@ def main() -> None:
                 "video": ["--init-from", work / "train-video-ctc" / "final"],
                 "both": ["--init-from", checkpoints.get("video"), "--init-from", checkpoints.get("audio")],
             }.get(stage, [])
-            _, s, rss = run(
-                AVSRCTL
-                + [
-                    "train",
-                    "--config",
-                    "offline-small",
-                    "--data",
-                    corpus,
-                    "--modality",
-                    m,
-                    "--output",
-                    out,
-                    "--max-epochs",
-                    epochs[stage],
-                    *extra,
-                    *TRAIN_SETTINGS[stage],
-                    "--set",
-                    "train.valid_max_utts=32",
-                ]
-            )
+            _, s, rss = run(train_command(corpus, m, out, epochs[stage], *extra, *TRAIN_SETTINGS[stage]))
             timings[f"train-{stage}"] = {"seconds": s, "peak_rss_mib": rss, "epochs": epochs[stage]}
             (out / "recipe_timing.json").write_text(json.dumps(timings[f"train-{stage}"]))
         elif (out / "recipe_timing.json").is_file():

@@ -28,7 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from grid import AVSRCTL, REPO, TRAIN_SETTINGS, babble, log, run
+from grid import REPO, TRAIN_SETTINGS, babble, log, run, train_command
 
 
 def train_speed(folder: Path) -> float:
@@ -40,25 +40,7 @@ def train_speed(folder: Path) -> float:
 def train(work: Path, out: Path, modality: str, epochs: int, extra: list) -> dict:
     if not (out / "final").is_dir():
         load = os.getloadavg()[0]
-        _, seconds, rss = run(
-            AVSRCTL
-            + [
-                "train",
-                "--config",
-                "offline-small",
-                "--data",
-                work / "corpus",
-                "--modality",
-                modality,
-                "--output",
-                out,
-                "--max-epochs",
-                epochs,
-                *extra,
-                "--set",
-                "train.valid_max_utts=32",
-            ]
-        )
+        _, seconds, rss = run(train_command(work / "corpus", modality, out, epochs, *extra))
         (out / "sweep_timing.json").write_text(json.dumps({"seconds": seconds, "peak_rss_mib": rss, "load": load}))
     timing = json.loads((out / "sweep_timing.json").read_text()) if (out / "sweep_timing.json").is_file() else {}
     return {**timing, "train_utt_per_s": train_speed(out)}

@@ -25,6 +25,13 @@ from avsrctl.training.trainer import Trainer
 
 # LoRA dropout draws from the RNG every step, so resume must restore RNG states to match.
 COMMON = ["model.llm.lora.dropout=0.1"]
+# a small lip-reading front-end trained from scratch
+LIP_FRONT_END = [
+    "model.video_encoder.source=resnet",
+    "model.video_encoder.width=32",
+    "model.video_encoder.layers=1",
+    "model.video_encoder.frozen=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -297,13 +304,7 @@ def test_a_lip_encoder_run_with_ctc_logs_it_and_checkpoints_the_encoder_and_head
 
 def test_a_lip_run_regresses_the_rendered_mouth_and_hands_its_encoder_on(corpus, tmp_path, monkeypatch):
     memoize_decoding(monkeypatch)
-    lips = [
-        "model.ctc_weight=1",
-        "model.video_encoder.source=resnet",
-        "model.video_encoder.width=32",
-        "model.video_encoder.layers=1",
-        "model.video_encoder.frozen=false",
-    ]
+    lips = ["model.ctc_weight=1", *LIP_FRONT_END]
     pre = tmp_path / "ctc"
     result = run_training(
         tiny_config(corpus, pre, *lips, "train.objective=ctc", "model.articulation_weight=1", train__max_epochs=1),
@@ -329,13 +330,7 @@ def test_a_lip_run_regresses_the_rendered_mouth_and_hands_its_encoder_on(corpus,
 @pytest.mark.slow
 def test_a_ctc_objective_run_pretrains_the_encoder_for_an_llm_run(corpus, tmp_path, monkeypatch):
     memoize_decoding(monkeypatch)
-    lips = [
-        "model.ctc_weight=1",
-        "model.video_encoder.source=resnet",
-        "model.video_encoder.width=32",
-        "model.video_encoder.layers=1",
-        "model.video_encoder.frozen=false",
-    ]
+    lips = ["model.ctc_weight=1", *LIP_FRONT_END]
     pre = tmp_path / "ctc"
     result = run_training(
         tiny_config(corpus, pre, *lips, "train.objective=ctc", train__max_epochs=2, train__lr=1e-2), modality="video"
