@@ -12,11 +12,13 @@ front-end to predict (models/articulation.py).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
+from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import VIDEO_FPS
 
 # articulatory parameters, each in [0, 1]
@@ -97,8 +99,7 @@ def mouth_path(video: str | os.PathLike) -> Path:
 
 
 def write_mouth(path: Path, track: np.ndarray) -> None:
-    """Store a (T, len(PARAMS)) track as float16, renamed into place so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(track, np.float16))
-    tmp.replace(path)
+    """Store a (T, len(PARAMS)) track as float16, atomically (a reader never sees half a file)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(track, np.float16))
+    write_atomic(path, buf.getvalue())

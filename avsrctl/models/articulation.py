@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from avsrctl.data.synth_mouth import PARAMS
+from avsrctl.models.connector import frame_mask
 
 MIN_VARIANCE = 1e-3  # a parameter that barely moves in a batch (tongue in a batch of 'bin'/'blue') is not blown up
 
@@ -34,14 +35,12 @@ class ArticulationHead(nn.Linear):
     def loss(self, video: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
         """Normalised MSE of (B, T, D) stream outputs against (B, T, P) targets (NaN rows and padding
         left out); None when no frame of the batch has a target."""
-        T = video.shape[1]
-        target = target[:, :T].to(video.device, torch.float32)
-        frames = torch.arange(T, device=video.device)[None, :] < lengths.to(video.device)[:, None]  # (B, T)
-        known = frames[:, : target.shape[1]] & ~torch.isnan(target).any(-1)  # (B, T)
+        target = target.to(video.device, torch.float32)
+        known = frame_mask(lengths.to(video.device), video.shape[1]) & ~torch.isnan(target).any(-1)  # (B, T)
         if not bool(known.any()):
             return None
         with torch.autocast(device_type=video.device.type, enabled=False):
-            pred = self(video[:, : target.shape[1]][known].float())  # (N, P)
+            pred = self(video[known].float())  # (N, P)
         y = target[known]  # (N, P)
         variance = y.var(0, unbiased=False).clamp_min(MIN_VARIANCE)  # (P,)
         return (((pred - y) ** 2).mean(0) / variance).mean()
