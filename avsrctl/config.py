@@ -187,6 +187,14 @@ class FusionConfig(_Section):
         description="Training only: probability of dropping one stream (audio or video, equally likely) "
         "for an utterance, so the fused model copes with a noisy or missing stream.",
     )
+    sync_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Dynamic weighting only: above 0, the video weight of every frame is also scaled by the "
+        "probability that the lips are in sync with the voice (a small audio-visual agreement classifier, "
+        "trained with this weight on in-sync vs shifted, swapped and corrupted video), so lips that say "
+        "something else than the audio, or that the lip reader cannot read, drop out of the average.",
+    )
 
 
 class LoraConfig(_Section):
@@ -348,6 +356,8 @@ class Config(_Section):
             raise ValueError("train.objective 'ctc' needs the CTC heads: set model.ctc_weight above 0 (e.g. 1)")
         if self.model.articulation_weight > 0 and self.model.modality == "audio":
             raise ValueError("model.articulation_weight needs a video stream; model.modality is 'audio'")
+        if self.model.fusion.sync_weight > 0 and self.model.fusion.weighting != "dynamic":
+            raise ValueError("model.fusion.sync_weight needs model.fusion.weighting=dynamic")
         return self
 
     def to_yaml(self) -> str:

@@ -11,9 +11,10 @@ Steps (each skipped when its output already exists, so a rerun resumes):
   4. `avsrctl train` with configs/offline-small.yaml (Whisper tiny.en, SmolLM2-135M + LoRA,
      the lip-reading front-end trained from scratch): audio; then video in two stages, the
      front-end alone with character CTC (`train.objective=ctc`, no LLM, fast) and then the
-     LLM run that starts from it; then the fused model (dynamic stream weights), which starts
-     from the two unimodal models (`--init-from`) and trains with babble noise on the audio and
-     corrupted video (frozen, blank, blurred, occluded, shifted, another face) on some clips;
+     LLM run that starts from it; then the fused model (dynamic stream weights scaled by an
+     audio-visual sync classifier), which starts from the two unimodal models (`--init-from`)
+     and trains with babble noise on the audio and corrupted video (frozen, blank, blurred,
+     occluded, shifted, another face) on some clips;
   5. `avsrctl eval` of every model on both test sets, babble noise at -5 dB for audio vs both,
      the fused model with its video replaced by a still frame, the real clips clean and with
      babble at 0 and -5 dB, and the faster-whisper baseline on the real clips;
@@ -56,7 +57,15 @@ ARTICULATION = 1.0
 # Thirteen training faces taught the lip reader those faces: a new face read worse than a seen one.
 # The corpus draws each utterance with one of FACES faces of its speaker (voices unchanged).
 FACES = 32
+# Every lip stage trains on randomised appearance (zoom, rotation, colour, gamma, blur, sensor noise;
+# data.video_augment): the front-end must read faces the renderer never drew, real ones included.
+# The fused model scales the lips' weight by the probability that they move with the voice
+# (models/sync.py): lips it cannot match to the audio, a real mouth unlike the rendered ones
+# included, fall out of the average instead of costing words.
+SYNC = 1.0
 LIP_FRONT_END = [
+    "--set",
+    "data.video_augment=true",
     "--set",
     f"model.video_encoder.image_size={SIZE}",
     "--set",
@@ -106,6 +115,8 @@ TRAIN_SETTINGS = {
         "data.video_corruption=0.3",
         "--set",
         "model.fusion.modality_dropout=0.2",
+        "--set",
+        f"model.fusion.sync_weight={SYNC}",
     ],
 }
 

@@ -397,6 +397,21 @@ def test_audio_and_fused_runs_learn_and_checkpoint(modality, corpus, tmp_path, m
     assert meta["modality"] == modality and modality in model.modalities
 
 
+def test_a_fused_run_with_sync_records_it_and_its_checkpoint_keeps_the_classifier(corpus, tmp_path, monkeypatch):
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    cfg = tiny_config(
+        corpus, out, "model.fusion.sync_weight=0.5", "data.video_corruption=0.5", train__max_steps=2, train__log_every=1
+    )
+    run_training(cfg, modality="both")
+    train = read_metrics(out, "train")
+    assert len(train) == 2 and all(math.isfinite(r["sync"]) and r["sync"] > 0 for r in train)
+    model, _, _ = ckpt.load_checkpoint(out / "final")
+    assert model.fusion.sync is not None and model.sync_weight == 0.5
+    saved = ckpt.read_tensors(out / "final" / "model.safetensors")
+    assert "fusion.sync.threshold" in saved and torch.equal(saved["fusion.sync.threshold"], model.fusion.sync.threshold)
+
+
 @pytest.mark.slow
 def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_path, monkeypatch):
     """--init-from: the video run's tower and connector, then an audio run's weights (it wins on LoRA)."""

@@ -27,6 +27,7 @@ class Batch:
     audio_features: torch.Tensor | None = None  # (B, 2*T, D_a) cached Whisper outputs, if any
     video_features: torch.Tensor | None = None  # (B, T, D_v) cached per-frame vision features, if any
     articulation: torch.Tensor | None = None  # (B, T, P) rendered mouth parameters, NaN where a row has none
+    video_corrupted: torch.Tensor | None = None  # (B,) bool, rows whose video was corrupted in training
     meta: dict = field(default_factory=dict)  # free-form extras (e.g. skipped ids), not moved to device
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 VIDEO_CORRUPTIONS = ("freeze", "blank", "noise", "blur", "occlude", "swap", "shift")
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (T, C, H, W) float frames."""
     radius = max(1, int(3 * sigma))
     k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
@@ -51,7 +51,7 @@ def corrupt_video(
     elif kind == "noise":  # no signal: sensor noise around mid grey
         x = torch.from_numpy(rng.normal(128, rng.uniform(20, 60), (T, C, H, W)).astype(np.float32))
     elif kind == "blur":  # far out of focus
-        x = _blur(x, float(rng.uniform(0.15, 0.3) * H))
+        x = gaussian_blur(x, float(rng.uniform(0.15, 0.3) * H))
     elif kind == "occlude":  # a hand, microphone or mask over the mouth
         h, w = int(H * rng.uniform(0.4, 0.7)), int(W * rng.uniform(0.5, 0.9))
         top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from avsrctl.data.align import align_audio, frames_for_samples
 from avsrctl.data.batch import Batch
-from avsrctl.data.corrupt import corrupt_video
+from avsrctl.data.corrupt import corrupt_video, gaussian_blur
 from avsrctl.data.manifest import SAMPLES_PER_FRAME, Manifest
 from avsrctl.data.media import load_audio, load_video, probe
 from avsrctl.data.noise import ManifestNoiser, NoiseSpec
@@ -47,6 +47,7 @@ class Sample:
     audio_features: torch.Tensor | None = None  # (2T, D_a) cached encoder output instead of audio
     video_features: torch.Tensor | None = None  # (T, D_v) cached encoder output instead of video
     articulation: torch.Tensor | None = None  # (T, P) float32 rendered mouth parameters (synthetic clips)
+    video_corrupted: bool = False  # the video was replaced by a corrupted one (data.video_corruption)
 
 
 def _streams(modality: str) -> tuple[bool, bool]:
@@ -92,21 +93,38 @@ def decode_sample(
 def augment_video(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """One clip's training augmentation, the same for all its frames: (T, 3, H, W) uint8 -> a new tensor.
 
-    A horizontal flip (p = 0.5), a shift of up to 1/12 of each side (edges repeated, so the size is
-    kept; the random-crop of lip-reading recipes without the resize), and a brightness/contrast change
-    (contrast x0.8-1.2 around the clip mean, brightness +-20 levels) for other skin and lip colours.
+    Appearance is randomised widely and motion is kept, so a lip front-end trained on one kind of
+    face (rendered, or one corpus's camera) meets other faces, cameras and crops as one more
+    variation (domain randomisation):
+    - geometry, as a mouth tracker's box varies: a horizontal flip (p = 0.5), a zoom of 0.88-1.15,
+      a rotation of up to 7 degrees and a shift of up to 1/12 of each side (edges repeated);
+    - colour and light: contrast x0.7-1.3 around the clip mean, brightness +-25 levels, a gain of
+      +-12% per colour channel (other skin and lip colours) and a gamma of 0.75-1.35;
+    - the camera: a Gaussian blur of up to 1/32 of the side (p = 0.5; MPEG and focus blur) and
+      sensor noise of up to 6 levels (drawn once per clip, different in every frame).
     """
-    T, _, H, W = video.shape
-    x = video.flip(-1) if rng.random() < 0.5 else video
-    dy, dx = H // 12, W // 12
-    if dy or dx:
-        x = F.pad(x.float(), (dx, dx, dy, dy), mode="replicate")  # (T, 3, H + 2dy, W + 2dx)
-        top, left = int(rng.integers(0, 2 * dy + 1)), int(rng.integers(0, 2 * dx + 1))
-        x = x[:, :, top : top + H, left : left + W]
-    x = x.float()
+    T, C, H, W = video.shape
+    x = video.float()  # (T, 3, H, W)
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    zoom = float(rng.uniform(0.88, 1.15))
+    angle = math.radians(float(rng.uniform(-7.0, 7.0)))
+    dx, dy = (float(rng.uniform(-1.0, 1.0)) / 6.0 for _ in range(2))  # 1/12 of the side, in [-1, 1] units
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    theta = torch.tensor([[cos * flip, -sin, dx], [sin * flip, cos, dy]], dtype=torch.float32)  # output -> input
+    grid = F.affine_grid(theta.expand(T, 2, 3), [T, C, H, W], align_corners=False)  # (T, H, W, 2)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)  # (T, 3, H, W)
+    if rng.random() < 0.5:
+        x = gaussian_blur(x, float(rng.uniform(0.3, max(0.3, H / 32))))
     mean = x.mean()
-    contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-20.0, 20.0)
-    x = (x - mean) * contrast + mean + brightness
+    contrast, brightness = rng.uniform(0.7, 1.3), rng.uniform(-25.0, 25.0)
+    gain = torch.from_numpy(rng.uniform(0.88, 1.12, (1, C, 1, 1)).astype(np.float32))  # (1, 3, 1, 1)
+    x = ((x - mean) * contrast + mean + brightness) * gain
+    gamma = float(rng.uniform(0.75, 1.35))
+    x = 255.0 * (x.clamp(0, 255) / 255.0) ** gamma
+    sigma = float(rng.uniform(0.0, 6.0))
+    if sigma > 0:
+        noise = rng.standard_normal((T, C, H, W)).astype(np.float32) * sigma
+        x = x + torch.from_numpy(noise)
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -233,7 +251,7 @@ class AVDataset(torch.utils.data.Dataset):
         if rng.random() >= self.video_corruption:
             return sample
         video, _ = corrupt_video(sample.video, rng, other=other)
-        return replace(sample, video=video, articulation=None)
+        return replace(sample, video=video, articulation=None, video_corrupted=True)
 
     def collate(self, samples: Sequence[Sample | None]) -> Batch:
         """`collate` plus the ids this dataset skipped since the previous call (works inside workers).
@@ -299,6 +317,8 @@ def collate(samples: Sequence[Sample | None], skipped: dict[str, str] | Sequence
             if s.articulation is not None:
                 target[i, : s.n_frames] = s.articulation
         batch.articulation = target
+    if any(s.video_corrupted for s in kept):
+        batch.video_corrupted = torch.tensor([s.video_corrupted for s in kept])  # (B,) bool
     return batch
 
 

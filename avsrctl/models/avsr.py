@@ -55,6 +55,7 @@ class AVSROutput:
     ctc: torch.Tensor | None = None  # auxiliary CTC loss per character, mean over streams (training only)
     objective: torch.Tensor | None = None  # what training minimises: loss + ctc_weight * ctc (None: loss)
     articulation: torch.Tensor | None = None  # auxiliary mouth-parameter loss (training only, rendered clips)
+    sync: torch.Tensor | None = None  # auxiliary audio-visual agreement loss (training only, fused models)
 
 
 def _frozen(module: nn.Module) -> bool:
@@ -112,6 +113,7 @@ class AVSRModel(nn.Module):
         self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
         self.articulation_head: ArticulationHead | None = None
         self.articulation_weight = 0.0
+        self.sync_weight = 0.0  # > 0 when the fusion's agreement classifier trains (models/sync.py)
 
     def add_articulation_head(self, weight: float) -> None:
         """Train the video stream to predict rendered mouth parameters too (models/articulation.py)."""
@@ -271,12 +273,16 @@ class AVSRModel(nn.Module):
         ctc_weight x CTC while training); 'ctc': the CTC alone, per character, without running the LLM."""
         streams = self.streams(batch, modality)
         articulation = self._articulation_loss(streams, batch)
+        sync = self._sync_loss(streams, batch)
+        extra = [
+            (w, x) for w, x in ((self.articulation_weight, articulation), (self.sync_weight, sync)) if x is not None
+        ]
         if objective == "ctc":
             if not len(self.ctc_heads):
                 raise UsageError("the 'ctc' objective needs CTC heads: set model.ctc_weight above 0")
             ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
             n_chars = sum(len(t) for t in ctc_targets(batch.texts))
-            total = None if articulation is None else ctc + self.articulation_weight * articulation
+            total = ctc + sum(w * x for w, x in extra) if extra else None
             return AVSROutput(
                 loss=ctc,
                 logits=ctc.new_zeros(0, 0),
@@ -284,6 +290,7 @@ class AVSRModel(nn.Module):
                 ctc=ctc,
                 objective=total,
                 articulation=articulation,
+                sync=sync,
             )
         if objective != "llm":
             raise ModelError(f"unknown training objective '{objective}' (expected 'llm' or 'ctc')")
@@ -304,10 +311,16 @@ class AVSRModel(nn.Module):
         if self.training and len(self.ctc_heads) and loss is not None:
             ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
             objective = loss + self.ctc_weight * ctc
-        if articulation is not None and loss is not None:
-            objective = (loss if objective is None else objective) + self.articulation_weight * articulation
+        if extra and loss is not None:
+            objective = (loss if objective is None else objective) + sum(w * x for w, x in extra)
         return AVSROutput(
-            loss=loss, logits=logits, n_tokens=int(keep.sum()), ctc=ctc, objective=objective, articulation=articulation
+            loss=loss,
+            logits=logits,
+            n_tokens=int(keep.sum()),
+            ctc=ctc,
+            objective=objective,
+            articulation=articulation,
+            sync=sync,
         )
 
     def _articulation_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
@@ -315,6 +328,13 @@ class AVSRModel(nn.Module):
         if not self.training or self.articulation_head is None or batch.articulation is None or "video" not in streams:
             return None
         return self.articulation_head.loss(streams["video"], batch.articulation, batch.lengths)
+
+    def _sync_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
+        """The fusion's audio-visual agreement loss while training a fused model with sync on (else None)."""
+        sync = getattr(self.fusion, "sync", None)
+        if not self.training or sync is None or self.sync_weight <= 0 or not {"audio", "video"} <= set(streams):
+            return None
+        return sync.loss(streams["audio"], streams["video"], batch.lengths, batch.video_corrupted)
 
     # ------------------------------------------------------------------ decoding
 

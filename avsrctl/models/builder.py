@@ -94,10 +94,18 @@ def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: st
         _seed(cfg, "fusion")
         f = m.fusion
         fusion = WeightedFusion(
-            d_llm, f.weight, f.learned, f.compression, f.modality_dropout, f.weighting, f.gate_hidden
+            d_llm,
+            f.weight,
+            f.learned,
+            f.compression,
+            f.modality_dropout,
+            f.weighting,
+            f.gate_hidden,
+            sync=f.sync_weight > 0,
         )
     _seed(cfg, "ctc_heads")
     model = AVSRModel(encoders, connectors, fusion, llm, tokenizer, prompt=m.llm.prompt, ctc_weight=m.ctc_weight)
+    model.sync_weight = m.fusion.sync_weight if fusion is not None else 0.0
     if m.articulation_weight > 0 and "video" in encoders:
         _seed(cfg, "articulation_head")
         model.add_articulation_head(m.articulation_weight)

@@ -12,7 +12,9 @@ Weighting:
   weight per frame, smoothed over 5 frames (200 ms), so the model can lean on the lips where the
   audio is drowned and ignore them where the video is frozen, occluded or unlike any face it has
   seen. The gate starts at the configured `weight` for every frame (zero output layer, bias at
-  its logit).
+  its logit). With `sync` on, the video weight is also multiplied by the probability that the
+  lips are in sync with the voice (models/sync.py), which sees what a per-frame gate cannot:
+  a plausible mouth saying something else.
 - 'static': w fixed, or learned per feature channel (D values) and then the same for every
   frame and utterance. A learned w is the sigmoid of a learned logit, squeezed into
   [1e-6, 1 - 1e-6] so that it stays strictly inside (0, 1) however far the logit goes (a float32
@@ -25,7 +27,8 @@ zeroing a stream and still scaling the other by w, which would also shrink the i
 The fused stream is then compressed by `compression` frames per LLM token.
 
 After each forward, `last_video_weight` (B,) holds every utterance's mean video weight
-(1 - w) over its real frames: how much the model leaned on the lips (decode reports it).
+(1 - w) over its real frames: how much the model leaned on the lips (decode reports it), and
+`last_sync` (B,) the mean in-sync probability when `sync` is on (None otherwise).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsrctl.errors import ModelError
+from avsrctl.models.sync import SyncScorer
 
 _W_EPS = 1e-3  # keeps a learned weight's initial logit finite when weight is 0 or 1
 _W_BOUND = 1e-6  # a learned weight lies in [_W_BOUND, 1 - _W_BOUND]: each stream keeps a share
@@ -61,6 +65,7 @@ class WeightedFusion(nn.Module):
         modality_dropout: float = 0.0,
         weighting: str = "static",
         gate_hidden: int = 64,
+        sync: bool = False,
     ):
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -78,6 +83,10 @@ class WeightedFusion(nn.Module):
         self.weighting = weighting
         self.learned = learned  # static weighting only: the dynamic gate always trains
         self.last_video_weight: torch.Tensor | None = None  # (B,) after each forward
+        self.last_sync: torch.Tensor | None = None  # (B,) after each forward, with sync on
+        if sync and weighting != "dynamic":
+            raise ModelError("fusion sync needs dynamic weighting (model.fusion.weighting=dynamic)")
+        self.sync = SyncScorer(dim) if sync else None
         w = min(max(weight, _W_EPS), 1.0 - _W_EPS)
         if weighting == "dynamic":
             self.gate = nn.Sequential(nn.Linear(2 * dim, gate_hidden), nn.GELU(), nn.Linear(gate_hidden, 1))
@@ -130,8 +139,16 @@ class WeightedFusion(nn.Module):
         if drop_audio is None and drop_video is None and self.training and self.modality_dropout > 0:
             drop_audio, drop_video = self.sample_dropout(B, audio.device)
         T = audio.shape[1]
+        n = torch.full((B,), T, device=audio.device) if lengths is None else lengths.to(audio.device).clamp(1, T)
         if self.weighting == "dynamic":
-            w = self.audio_weight(audio, video).to(audio.dtype).expand(B, T, D)  # (B, T, D)
+            w = self.audio_weight(audio, video)  # (B, T, 1)
+            if self.sync is not None:
+                r = self.sync(audio, video, n)  # (B, T, 1): the lips' share is scaled by their agreement
+                w = 1.0 - (1.0 - w) * r
+                with torch.no_grad():
+                    real = (torch.arange(T, device=audio.device)[None, :] < n[:, None]).float()  # (B, T)
+                    self.last_sync = (r[..., 0].float() * real).sum(1) / n
+            w = w.to(audio.dtype).expand(B, T, D)  # (B, T, D)
         else:
             w = self.audio_weight().to(audio.dtype).expand(B, T, D)  # (B, T, D)
         if drop_audio is not None or drop_video is not None:
@@ -144,7 +161,6 @@ class WeightedFusion(nn.Module):
             w = torch.where(da[:, None, None], torch.zeros_like(w), w)
             w = torch.where(dv[:, None, None], torch.ones_like(w), w)
         with torch.no_grad():
-            n = torch.full((B,), T, device=audio.device) if lengths is None else lengths.to(audio.device).clamp(1, T)
             real = (torch.arange(T, device=audio.device)[None, :] < n[:, None]).float()  # (B, T)
             self.last_video_weight = ((1.0 - w.float().mean(-1)) * real).sum(1) / n  # (B,)
         return w * audio + (1.0 - w) * video  # (B, T, D)

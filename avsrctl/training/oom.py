@@ -48,15 +48,18 @@ def _n_tokens(out: Any, batch: Any) -> int:
     return int(n.item() if isinstance(n, torch.Tensor) else n)
 
 
-def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], float, float]:
+AUX_LOSSES = ("ctc", "articulation", "sync")  # the auxiliary losses an AVSROutput may carry
+
+
+def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], list[float]]:
     """Forward and backward every micro-batch of Trainer `tr`'s step; on out-of-memory, split it in halves.
 
     Returns the token-weighted sums of the loss, the supervised tokens, the utterances, the ids of
-    micro-batches with a non-finite loss, and the token-weighted sums of the auxiliary CTC and
-    articulation losses (0 without them).
+    micro-batches with a non-finite loss, and the token-weighted sums of the auxiliary losses in
+    AUX_LOSSES order (0 for those the model does not compute).
     """
     queue = list(pieces)
-    loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum, i = 0.0, 0, 0, [], 0.0, 0.0, 0
+    loss_sum, tokens, utts, bad_ids, aux, i = 0.0, 0, 0, [], [0.0] * len(AUX_LOSSES), 0
     while i < len(queue):
         mb, phase = queue[i], "forward"
         try:
@@ -80,7 +83,7 @@ def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], 
                 # part of a backward may have landed in .grad: redo the step from a clean slate
                 tr.optimizer.zero_grad(set_to_none=True)
                 queue = queue[:i] + halves + queue[i + 1 :]
-                loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum, i = 0.0, 0, 0, [], 0.0, 0.0, 0
+                loss_sum, tokens, utts, bad_ids, aux, i = 0.0, 0, 0, [], [0.0] * len(AUX_LOSSES), 0
             else:
                 queue[i : i + 1] = halves
             continue
@@ -88,11 +91,10 @@ def accumulate(tr: Any, pieces: list[Any]) -> tuple[float, int, int, list[str], 
         if not math.isfinite(value):
             bad_ids.extend(mb.ids)
         loss_sum += value * n
-        if getattr(out, "ctc", None) is not None:
-            ctc_sum += float(out.ctc.detach()) * n
-        if getattr(out, "articulation", None) is not None:
-            art_sum += float(out.articulation.detach()) * n
+        for k, name in enumerate(AUX_LOSSES):
+            if getattr(out, name, None) is not None:
+                aux[k] += float(getattr(out, name).detach()) * n
         tokens += n
         utts += len(mb)
         i += 1
-    return loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum
+    return loss_sum, tokens, utts, bad_ids, aux

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from avsrctl.atomic import write_atomic
+from avsrctl.training.oom import AUX_LOSSES
 
 METRICS, LOSS_PNG = "metrics.jsonl", "loss.png"
 
@@ -37,15 +38,17 @@ class StepWindow:
     """Sums over the optimiser steps since the last metrics line; `report` shows and records their means."""
 
     def __init__(self) -> None:
-        self.loss = self.ctc = self.articulation = self.seconds = 0.0
+        self.loss = self.seconds = 0.0
+        self.aux: dict[str, float] = {}  # auxiliary loss name -> token-weighted sum
         self.tokens = self.utts = self.steps = 0
 
     def add(
-        self, loss_sum: float, ctc_sum: float, tokens: float, utts: float, seconds: float, art_sum: float = 0.0
+        self, loss_sum: float, tokens: float, utts: float, seconds: float, aux_sums: list[float] | None = None
     ) -> None:
+        """aux_sums: token-weighted sums of the auxiliary losses, in oom.AUX_LOSSES order."""
         self.loss += loss_sum
-        self.ctc += ctc_sum
-        self.articulation += art_sum
+        for name, value in zip(AUX_LOSSES, aux_sums or []):
+            self.aux[name] = self.aux.get(name, 0.0) + value
         self.tokens += tokens
         self.utts += utts
         self.seconds += seconds
@@ -60,17 +63,14 @@ class StepWindow:
         lr: float,
         grad_norm: float,
         due: bool,
-        with_ctc: bool,
-        with_articulation: bool = False,
+        aux_shown: tuple[str, ...] = (),
     ) -> float:
-        """Update the live line; when `due`, also write a 'train' record. Returns the token-weighted loss."""
+        """Update the live line; when `due`, also write a 'train' record. Returns the token-weighted loss.
+        `aux_shown` names the auxiliary losses (oom.AUX_LOSSES) to show and record."""
         loss = self.loss / max(1, self.tokens)
         ups = self.utts / max(1e-9, self.seconds)
-        ctc = self.ctc / max(1, self.tokens) if with_ctc else None
-        art = self.articulation / max(1, self.tokens) if with_articulation else None
-        reporter.update(
-            step=step, epoch=epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, ctc=ctc, articulation=art
-        )
+        aux = {name: self.aux.get(name, 0.0) / max(1, self.tokens) for name in aux_shown}
+        reporter.update(step=step, epoch=epoch, loss=loss, lr=lr, utt_per_s=ups, log_line=due, **aux)
         if due:
             record = {
                 "type": "train",
@@ -82,10 +82,7 @@ class StepWindow:
                 "utt_per_s": ups,
                 "tokens": int(self.tokens),
             }
-            if ctc is not None:
-                record["ctc"] = ctc
-            if art is not None:
-                record["articulation"] = art
+            record.update(aux)
             reporter.record(record)
         return loss
 
@@ -192,12 +189,15 @@ class Reporter:
         log_line: bool,
         ctc: float | None = None,
         articulation: float | None = None,
+        sync: float | None = None,
     ) -> None:
-        """`loss` is the LLM's cross-entropy per token; `ctc` and `articulation` the auxiliary losses when on."""
+        """`loss` is the LLM's cross-entropy per token; `ctc`, `articulation` and `sync` the auxiliary
+        losses when on."""
         if not self.enabled:
             return
         shown = f"{loss:.4f}" + (f" ctc {ctc:.3f}" if ctc is not None else "")
         shown += f" mouth {articulation:.3f}" if articulation is not None else ""
+        shown += f" sync {sync:.3f}" if sync is not None else ""
         if self._progress is not None:
             self._progress.update(
                 self._task, completed=step, epoch=epoch + 1, loss=shown, lr=f"{lr:.2e}", ups=f"{utt_per_s:.1f}"

@@ -28,7 +28,7 @@ from avsrctl.config import Config
 from avsrctl.errors import TrainingError
 from avsrctl.training import distributed as dist
 from avsrctl.training.cache import FeatureCache, cache_streams
-from avsrctl.training.oom import accumulate
+from avsrctl.training.oom import AUX_LOSSES, accumulate
 from avsrctl.training.param_table import ParamUpdateTracker, render_table
 from avsrctl.training.progress import Reporter, StepWindow
 from avsrctl.training.run_folder import epoch_name, prune_checkpoints, step_name
@@ -223,13 +223,11 @@ class Trainer:
                     f"[yellow]skipped {len(skipped)} utterance(s) whose media failed: {', '.join(skipped[:5])}[/]"
                 )
         pieces = [b for b in micro if len(b)]
-        loss_sum, tokens, utts, bad_ids, ctc_sum, art_sum = (
-            accumulate(self, pieces) if pieces else (0.0, 0, 0, [], 0.0, 0.0)
+        loss_sum, tokens, utts, bad_ids, aux = (
+            accumulate(self, pieces) if pieces else (0.0, 0, 0, [], [0.0] * len(AUX_LOSSES))
         )
         # The same collectives on every rank, in this order, whether or not it had data (distributed.py)
-        loss_all, tok_all, utt_all, ctc_all, art_all = dist.all_reduce(
-            self.ctx, [loss_sum, tokens, utts, ctc_sum, art_sum]
-        )
+        loss_all, tok_all, utt_all, *aux_all = dist.all_reduce(self.ctx, [loss_sum, tokens, utts, *aux])
         if tok_all == 0:  # every utterance of the step failed to decode on every rank
             self.optimizer.zero_grad(set_to_none=True)
             return False
@@ -271,7 +269,7 @@ class Trainer:
             self.reporter.show(render_table(stats, self.step))
             for s in stats:
                 self.reporter.record(s.to_record(self.step))
-        self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, ctc_all, art_all)
+        self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, aux_all)
         return True
 
     def _table_due(self, done: bool = False) -> bool:
@@ -318,13 +316,15 @@ class Trainer:
         lr: float,
         grad_norm: float,
         seconds: float,
-        ctc_sum: float = 0.0,
-        art_sum: float = 0.0,
+        aux_sums: list[float] | None = None,
     ) -> None:
-        self._window.add(loss_sum, ctc_sum, tokens, utts, seconds, art_sum)
+        self._window.add(loss_sum, tokens, utts, seconds, aux_sums)
         due = self.step % self.tc.log_every == 0 or self.step == self.total_steps
-        # with the CTC objective alone, `loss` already is the CTC
-        with_ctc = bool(self.ctc_weight) and self.tc.objective == "llm"
+        shown = {
+            "ctc": bool(self.ctc_weight) and self.tc.objective == "llm",  # with the CTC objective, `loss` is the CTC
+            "articulation": bool(self.cfg.model.articulation_weight),
+            "sync": bool(getattr(self.model, "sync_weight", 0.0)),
+        }
         loss = self._window.report(
             self.reporter,
             step=self.step,
@@ -332,8 +332,7 @@ class Trainer:
             lr=lr,
             grad_norm=grad_norm,
             due=due,
-            with_ctc=with_ctc,
-            with_articulation=bool(self.cfg.model.articulation_weight),
+            aux_shown=tuple(name for name in AUX_LOSSES if shown[name]),
         )
         if due:
             self.last_loss = loss
