@@ -342,6 +342,13 @@ def main() -> None:
                 "video": ["--init-from", work / "train-video-ctc" / "final"],
                 "both": ["--init-from", checkpoints.get("video"), "--init-from", checkpoints.get("audio")],
             }.get(stage, [])
+            if stage == "both":
+                # The fused model decoded from the audio alone (the control) reads it through the audio
+                # connector: keep the K the audio model was trained with, whatever the preset says now.
+                from avsrctl.checkpoint import read_checkpoint_config
+
+                k = read_checkpoint_config(checkpoints["audio"]).model.audio_connector.compression
+                extra += ["--set", f"model.audio_connector.compression={k}"]
             _, s, rss = run(train_command(corpus, m, out, epochs[stage], *extra, *TRAIN_SETTINGS[stage]))
             timings[f"train-{stage}"] = {"seconds": s, "peak_rss_mib": rss, "epochs": epochs[stage]}
             (out / "recipe_timing.json").write_text(json.dumps(timings[f"train-{stage}"]))

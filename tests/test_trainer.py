@@ -437,6 +437,30 @@ def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_pa
     assert f"from {audio_out / 'final'} (audio connector" in log.getvalue()
 
 
+def test_init_from_warns_when_a_connector_compresses_at_another_rate(corpus, tmp_path, monkeypatch):
+    """K has no weights, so nothing else would notice that the audio-only path changed its token rate."""
+    memoize_decoding(monkeypatch)
+    audio_out = tmp_path / "audio"
+    run_training(
+        tiny_config(corpus, audio_out, "model.audio_connector.compression=2", train__max_steps=1), modality="audio"
+    )
+    logs = {}
+    for k in (2, 3):
+        log = io.StringIO()
+        cfg = tiny_config(
+            corpus,
+            tmp_path / f"both-{k}",
+            f"model.audio_connector.compression={k}",
+            train__max_steps=1,
+            train__init_from=[str(audio_out / "final")],
+        )
+        run_training(cfg, modality="both", console=Console(file=log, width=300))
+        logs[k] = " ".join(log.getvalue().split())
+    assert "trained the audio connector at K=2" not in logs[2]
+    assert "trained the audio connector at K=2 frames per token; this run uses K=3" in logs[3]
+    assert "model.audio_connector.compression=2" in logs[3]
+
+
 @pytest.mark.slow
 def test_init_from_a_checkpoint_of_another_shape_is_refused(baseline, corpus, tmp_path, capsys):
     out = tmp_path / "run"

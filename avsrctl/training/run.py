@@ -166,7 +166,7 @@ def run_training(
         D.barrier(ctx)
 
         if resume_path is None and cfg.train.init_from:
-            _init_from(model, cfg.train.init_from, reporter)
+            _init_from(model, cfg.train.init_from, reporter, cfg)
         model.to(ctx.device)
         if ctx.is_main:
             check_free_space(output, model)
@@ -272,9 +272,10 @@ def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[
     return report
 
 
-def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
+def _init_from(model: Any, paths: list[Path], reporter: Reporter, cfg: Config | None = None) -> None:
     from collections import Counter
 
+    from avsrctl.checkpoint import read_checkpoint_config
     from avsrctl.training.param_table import component_of
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -288,6 +289,23 @@ def _init_from(model: Any, paths: list[Path], reporter: Reporter) -> None:
                 f"[yellow]{len(frozen)} frozen tensors ({where}) took their trained weights from {path}; "
                 "they stay frozen and are saved in this run's checkpoints[/]"
             )
+        if cfg is None:
+            continue
+        # A connector's token compression K has no weights, so a different K loads silently; but the
+        # LLM adapters learnt that stream at the source's token rate (a fused model decoded from one
+        # stream reads it through that connector at this run's K).
+        source = read_checkpoint_config(path).model
+        for stream in ("audio", "video"):
+            key = f"{stream}_connector"
+            if not any(k.startswith(key + ".") for k in names):
+                continue
+            was, now = getattr(source, key).compression, getattr(cfg.model, key).compression
+            if was != now:
+                reporter.log(
+                    f"[yellow]{path} trained the {stream} connector at K={was} frames per token; this run "
+                    f"uses K={now}, so this model's {stream}-only path reads tokens at a rate its LLM "
+                    f"adapters never saw (set model.{key}.compression={was} to keep it)[/]"
+                )
 
 
 def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter, *manifests: Any) -> Any:
