@@ -164,7 +164,7 @@ def train(ctx: DemoContext) -> None:
     every = table_every(n_train, TRAIN_SETTINGS["data.max_batch_size"], ctx.epochs)
     say(
         f"training {ctx.config} from scratch for {plural(ctx.epochs, 'epoch')} of {n_train} utterances: enough to see the "
-        "loss fall, not to recognise speech (that takes `make grid-recipe`, about an hour on 2 cores; its model is step 2's)"
+        "loss fall, not to recognise speech (that takes `make grid-recipe`, about an hour and a half on 2 cores; its model is step 2's)"
     )
     sets = [a for key, value in TRAIN_SETTINGS.items() for a in ("--set", f"{key}={value}")]
     avsrctl(
@@ -198,7 +198,7 @@ def train(ctx: DemoContext) -> None:
     ctx.rows.append(Row("1 train", f"{ctx.config}, from scratch", f"synthetic train ({n_train})", "both", "-", result))
     ctx.notes.append(
         "a few minutes of training only starts learning: the loss falls, the transcripts are not right yet; "
-        f"the built-in model {MODEL} is what `make grid-recipe` (about an hour on 2 cores) trains"
+        f"the built-in model {MODEL} is what `make grid-recipe` (about an hour and a half on 2 cores) trains"
     )
 
 

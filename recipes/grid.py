@@ -255,7 +255,7 @@ def main() -> None:
         default=16,
         help="epochs of the lip front-end alone with CTC (before the video LLM run)",
     )
-    parser.add_argument("--video-epochs", type=int, default=3, help="video model epochs (after the CTC stage)")
+    parser.add_argument("--video-epochs", type=int, default=6, help="video model epochs (after the CTC stage)")
     parser.add_argument("--both-epochs", type=int, default=2, help="fused model epochs (starts from audio + video)")
     parser.add_argument("--modalities", default="audio,video,both")
     parser.add_argument(
