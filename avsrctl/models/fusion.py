@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsrctl.errors import ModelError
+from avsrctl.models.connector import frame_mask
 from avsrctl.models.sync import SyncScorer
 
 _W_EPS = 1e-3  # keeps a learned weight's initial logit finite when weight is 0 or 1
@@ -140,14 +141,14 @@ class WeightedFusion(nn.Module):
             drop_audio, drop_video = self.sample_dropout(B, audio.device)
         T = audio.shape[1]
         n = torch.full((B,), T, device=audio.device) if lengths is None else lengths.to(audio.device).clamp(1, T)
+        real = frame_mask(n, T).float()  # (B, T)
         if self.weighting == "dynamic":
             w = self.audio_weight(audio, video)  # (B, T, 1)
             if self.sync is not None:
                 r = self.sync(audio, video, n)  # (B, T, 1): the lips' share is scaled by their agreement
                 w = 1.0 - (1.0 - w) * r
                 with torch.no_grad():
-                    real = (torch.arange(T, device=audio.device)[None, :] < n[:, None]).float()  # (B, T)
-                    self.last_sync = (r[..., 0].float() * real).sum(1) / n
+                    self.last_sync = (r[..., 0].float() * real).sum(1) / n  # (B,)
             w = w.to(audio.dtype).expand(B, T, D)  # (B, T, D)
         else:
             w = self.audio_weight().to(audio.dtype).expand(B, T, D)  # (B, T, D)
@@ -161,6 +162,5 @@ class WeightedFusion(nn.Module):
             w = torch.where(da[:, None, None], torch.zeros_like(w), w)
             w = torch.where(dv[:, None, None], torch.ones_like(w), w)
         with torch.no_grad():
-            real = (torch.arange(T, device=audio.device)[None, :] < n[:, None]).float()  # (B, T)
             self.last_video_weight = ((1.0 - w.float().mean(-1)) * real).sum(1) / n  # (B,)
         return w * audio + (1.0 - w) * video  # (B, T, D)

@@ -54,28 +54,25 @@ class SyncScorer(nn.Module):
         self.video = nn.Linear(dim, proj, bias=False)
         self.threshold = nn.Parameter(torch.tensor(0.3))  # the agreement at which r = 0.5
 
-    def agreement(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) streams -> (B, T) windowed cosine agreement in [-1, 1]."""
-        a = F.normalize(self.audio(audio.float()), dim=-1)  # (B, T, P)
-        v = F.normalize(self.video(video.float()), dim=-1)  # (B, T, P)
-        mask = frame_mask(lengths.to(audio.device), audio.shape[1])  # (B, T)
-        return windowed_mean((a * v).sum(-1), mask)
+    def embed(self, audio: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D) streams -> unit-length per-frame projections a, v (B, T, P)."""
+        return F.normalize(self.audio(audio.float()), dim=-1), F.normalize(self.video(video.float()), dim=-1)
+
+    def _logits(self, a: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Projections (B, T, P) and the real frames (B, T) -> (B, T) logits of 'in sync'."""
+        return (windowed_mean((a * v).sum(-1), mask) - self.threshold) / TEMPERATURE
 
     def logits(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T) logits of 'in sync'."""
-        return (self.agreement(audio, video, lengths) - self.threshold) / TEMPERATURE
+        """(B, T, D) streams -> (B, T) logits of 'in sync'."""
+        mask = frame_mask(lengths.to(audio.device), audio.shape[1])  # (B, T)
+        return self._logits(*self.embed(audio, video), mask)
 
     def forward(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) streams -> r (B, T, 1) in (0, 1)."""
         return torch.sigmoid(self.logits(audio, video, lengths))[..., None]
 
     def loss(
-        self,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        lengths: torch.Tensor,
-        corrupted: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor, corrupted: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Binary cross-entropy of in-sync vs out-of-sync pairs (module docstring), mean over real frames.
 
@@ -86,21 +83,22 @@ class SyncScorer(nn.Module):
         lengths = lengths.to(device).clamp(1, T)
         mask = frame_mask(lengths, T)  # (B, T)
         own = torch.ones(B, device=device) if corrupted is None else (~corrupted.to(device)).float()  # (B,)
-        pairs = [(video, mask, own)]
+        a, v = self.embed(audio, video)  # (B, T, P) each, projected once for every pairing below
+        pairs = [(v, mask, own)]
         if B > 1:  # the next utterance's video, over the frames both have
             nxt = torch.roll(torch.arange(B, device=device), -1)
-            pairs.append((video[nxt], mask & mask[nxt], torch.zeros(B, device=device)))
+            pairs.append((v[nxt], mask & mask[nxt], torch.zeros(B, device=device)))
         # the utterance's own video, shifted circularly within its real frames
-        k = torch.randint(SHIFT[0], SHIFT[1] + 1, (B,), generator=generator).to(device)  # (B,)
+        k = torch.randint(SHIFT[0], SHIFT[1] + 1, (B,)).to(device)  # (B,)
         t = torch.arange(T, device=device)[None, :]  # (1, T)
         src = (t + k[:, None]) % lengths[:, None]  # (B, T)
-        shifted = video.gather(1, src[..., None].expand(-1, -1, video.shape[-1]))
+        shifted = v.gather(1, src[..., None].expand(-1, -1, v.shape[-1]))  # (B, T, P)
         long_enough = lengths > SHIFT[1]  # a short clip shifted by most of its length is barely shifted
         pairs.append((shifted, mask & long_enough[:, None], torch.zeros(B, device=device)))
         logits, targets = [], []
-        for v, m, label in pairs:
+        for other, m, label in pairs:
             if bool(m.any()):
-                logits.append(self.logits(audio, v, lengths)[m])  # (n,)
+                logits.append(self._logits(a, other, mask)[m])  # (n,)
                 targets.append(label[:, None].expand(B, T)[m])  # (n,)
         logit, target = torch.cat(logits), torch.cat(targets)
         each = F.binary_cross_entropy_with_logits(logit, target, reduction="none")  # (N,)
