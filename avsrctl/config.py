@@ -140,12 +140,20 @@ class VideoEncoderConfig(_Section):
     temporal_layers: int = Field(
         2, ge=0, description="'resnet' only: residual 1-D convs over time (kernel 5) after the per-frame trunk."
     )
+    utterance_norm: bool = Field(
+        False,
+        description="'resnet' only: subtract each clip's mean per-frame feature (over its real frames) before the "
+        "temporal convs, so what stays still in a clip (face, skin, lighting, lip colour) leaves the features and "
+        "how the mouth moves stays: the lip reader's counterpart of cepstral mean normalisation.",
+    )
     frame_batch: int = Field(256, gt=0, description="Frames sent through the encoder at once.")
 
     @model_validator(mode="after")
     def _check(self) -> "VideoEncoderConfig":
         if self.source not in ("random", "resnet") and not self.name:
             raise ValueError(f"model.video_encoder.name is required when source is '{self.source}'")
+        if self.utterance_norm and self.source != "resnet":
+            raise ValueError(f"utterance_norm needs source 'resnet' (got '{self.source}')")
         if self.source == "resnet" and self.width % 8:
             raise ValueError(f"width ({self.width}) must be a multiple of 8 for a 'resnet' encoder")
         if self.source != "resnet" and self.width % self.heads:

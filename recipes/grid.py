@@ -63,7 +63,11 @@ FACES = 32
 # (models/sync.py): lips it cannot match to the audio, a real mouth unlike the rendered ones
 # included, fall out of the average instead of costing words.
 SYNC = 1.0
+# The front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm): what a face
+# looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
 LIP_FRONT_END = [
+    "--set",
+    "model.video_encoder.utterance_norm=true",
     "--set",
     "data.video_augment=true",
     "--set",

@@ -463,6 +463,30 @@ def test_init_from_warns_when_a_connector_compresses_at_another_rate(corpus, tmp
     assert "model.audio_connector.compression=2" in logs[3]
 
 
+def test_init_from_warns_when_the_lip_encoder_changes_its_mean_subtraction(corpus, tmp_path, monkeypatch):
+    """utterance_norm has no weights either: a loaded lip encoder would compute other features."""
+    memoize_decoding(monkeypatch)
+    lips = ("model.video_encoder.source=resnet", "model.video_encoder.layers=1", "model.video_encoder.frozen=false")
+    video_out = tmp_path / "video"
+    run_training(tiny_config(corpus, video_out, *lips, train__max_steps=1), modality="video")
+    logs = {}
+    for norm in ("false", "true"):
+        log = io.StringIO()
+        cfg = tiny_config(
+            corpus,
+            tmp_path / f"video-{norm}",
+            *lips,
+            f"model.video_encoder.utterance_norm={norm}",
+            train__max_steps=1,
+            train__init_from=[str(video_out / "final")],
+        )
+        run_training(cfg, modality="video", console=Console(file=log, width=300))
+        logs[norm] = " ".join(log.getvalue().split())
+    assert "utterance_norm" not in logs["false"]
+    assert "trained the video encoder with utterance_norm=false; this run uses true" in logs["true"]
+    assert "model.video_encoder.utterance_norm=false" in logs["true"]
+
+
 @pytest.mark.slow
 def test_init_from_a_checkpoint_of_another_shape_is_refused(baseline, corpus, tmp_path, capsys):
     out = tmp_path / "run"

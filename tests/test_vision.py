@@ -234,3 +234,22 @@ def test_lip_encoder_reads_grey_frames():
 def test_lip_encoder_width_must_be_a_multiple_of_eight():
     with pytest.raises(ValueError, match="multiple of 8"):
         VideoEncoderConfig(**{**LIP, "width": 36})
+
+
+def test_lip_encoder_utterance_norm_removes_each_clips_mean_over_its_real_frames():
+    plain = lip_encoder(temporal_layers=0).eval()
+    normed = lip_encoder(temporal_layers=0, utterance_norm=True).eval()
+    assert normed.identity.startswith("random:resnet:s32-w32-l1-t0-un:") and normed.identity != plain.identity
+    clip, lengths = video(b=2, t=9), torch.tensor([9, 4])
+    with torch.no_grad():
+        raw, out = plain(clip, lengths), normed(clip, lengths)  # same seed, same weights
+        alone = normed(clip[1:, :4], torch.tensor([4]))
+    torch.testing.assert_close(out[0], raw[0] - raw[0].mean(0))
+    torch.testing.assert_close(out[1, :4], raw[1, :4] - raw[1, :4].mean(0))
+    assert torch.all(out[1, 4:] == 0)  # padding stays zero and does not enter the mean
+    torch.testing.assert_close(out[1, :4], alone[0])
+
+
+def test_utterance_norm_needs_the_lip_encoder():
+    with pytest.raises(ValueError, match="utterance_norm needs source 'resnet'"):
+        VideoEncoderConfig(source="random", utterance_norm=True)

@@ -183,6 +183,7 @@ class LipEncoder(_VideoEncoder):
     grey frames (B, 1, T, S, S) --Conv3d 5x7x7 /(1,2,2)--> real frames only (N, C, S/2, S/2)
     --norm, ReLU, max-pool /2--> ResNet (4 stages of `layers` basic blocks, channels
     width/8, width/4, width/2, width; stride 1, 2, 2, 2) --global average--> (N, width) --> (B, T, width)
+    [--`utterance_norm`: minus the clip's mean over its real frames-->] (B, T, width)
     --`temporal_layers` residual 1-D convs over time (kernel 5, GELU)--> (B, T, width)
 
     The 3-D stem sees 5 frames (200 ms) around each frame, so every feature carries the lip
@@ -192,12 +193,26 @@ class LipEncoder(_VideoEncoder):
     the usual lip-ROI statistics. Padding frames are zeroed before the stem, which is exactly the
     stem's own zero padding at the end of an utterance, and only real frames enter the 2-D trunk
     (group norms, per frame): a row's features never depend on how the batch was padded.
+
+    With `utterance_norm`, each clip's per-frame features lose their mean over the clip's real
+    frames before the temporal convs. What does not move in a clip (the speaker's face, skin,
+    stubble, lighting, lip colour) is constant over its frames and leaves with the mean; the
+    mouth's movement is what varies and stays. A face unlike any training face then shifts the
+    features less, the way cepstral mean normalisation removes a channel from audio features.
     """
 
     MEAN, STD = 0.421, 0.165  # grey lip-ROI statistics used by AV-HuBERT and Auto-AVSR
 
     def __init__(
-        self, *, image_size: int, width: int, layers: int, temporal_layers: int = 2, identity: str, frozen: bool = False
+        self,
+        *,
+        image_size: int,
+        width: int,
+        layers: int,
+        temporal_layers: int = 2,
+        utterance_norm: bool = False,
+        identity: str,
+        frozen: bool = False,
     ):
         super().__init__()
         if width % 8:
@@ -212,6 +227,7 @@ class LipEncoder(_VideoEncoder):
                 c_in = c_out
         self.trunk = nn.Sequential(*blocks)
         self.temporal = nn.ModuleList(nn.Conv1d(width, width, 5, padding=2) for _ in range(temporal_layers))
+        self.utterance_norm = utterance_norm
         self.image_size = image_size
         self.output_dim = width
         self.identity = identity
@@ -244,6 +260,9 @@ class LipEncoder(_VideoEncoder):
         out = torch.zeros(B, T, self.output_dim, device=device)  # (B, T, width)
         out = out.index_put((valid,), x)
         keep = valid[..., None].to(out.dtype)  # (B, T, 1): padding is re-zeroed, like the convs' own padding
+        if self.utterance_norm:
+            mean = out.sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1, width)
+            out = (out - mean) * keep
         for conv in self.temporal:
             out = out + F.gelu(conv(out.transpose(1, 2)).transpose(1, 2)) * keep
         return out
@@ -342,10 +361,13 @@ def _lip_encoder(cfg: VideoEncoderConfig) -> LipEncoder:
         width=cfg.width,
         layers=cfg.layers,
         temporal_layers=cfg.temporal_layers,
+        utterance_norm=cfg.utterance_norm,
         identity="",
         frozen=cfg.frozen,
     )
-    sizes = f"s{cfg.image_size}-w{cfg.width}-l{cfg.layers}-t{cfg.temporal_layers}"
+    sizes = f"s{cfg.image_size}-w{cfg.width}-l{cfg.layers}-t{cfg.temporal_layers}" + (
+        "-un" if cfg.utterance_norm else ""
+    )
     enc.identity = f"random:resnet:{sizes}:{params_fingerprint(enc)}"
     return enc
 
