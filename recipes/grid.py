@@ -63,11 +63,9 @@ FACES = 32
 # (models/sync.py): lips it cannot match to the audio, a real mouth unlike the rendered ones
 # included, fall out of the average instead of costing words.
 SYNC = 1.0
-# The front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm): what a face
-# looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
+# offline-small's front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm):
+# what a face looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
 LIP_FRONT_END = [
-    "--set",
-    "model.video_encoder.utterance_norm=true",
     "--set",
     "data.video_augment=true",
     "--set",
@@ -260,7 +258,7 @@ def main() -> None:
         help="epochs of the lip front-end alone with CTC (before the video LLM run)",
     )
     parser.add_argument("--video-epochs", type=int, default=6, help="video model epochs (after the CTC stage)")
-    parser.add_argument("--both-epochs", type=int, default=2, help="fused model epochs (starts from audio + video)")
+    parser.add_argument("--both-epochs", type=int, default=4, help="fused model epochs (starts from audio + video)")
     parser.add_argument("--modalities", default="audio,video,both")
     parser.add_argument(
         "--tests",

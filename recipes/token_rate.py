@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--fusion-k", default="2,4,6")
     ap.add_argument("--audio-k", default="3,6")
     ap.add_argument("--epochs", type=int, default=4, help="audio model epochs (as the recipe)")
-    ap.add_argument("--both-epochs", type=int, default=2, help="fused model epochs (as the recipe)")
+    ap.add_argument("--both-epochs", type=int, default=4, help="fused model epochs (as the recipe)")
     ap.add_argument("--output", type=Path, default=REPO / "docs" / "token_rate.md")
     args = ap.parse_args()
     work = args.work
