@@ -55,6 +55,7 @@ class DecodingResult:
     n_input_tokens: int  # LLM input length for this utterance (markers + modality tokens + prompt)
     stopped_at_eos: bool  # False when max_new_tokens cut the hypothesis short
     video_weight: float | None = None  # 'both': mean weight the fusion gave the video over the clip's frames
+    lip_sync: float | None = None  # 'both' with a sync classifier: mean P(lips in sync with the voice)
 
     def to_dict(self) -> dict:
         return {
@@ -66,6 +67,7 @@ class DecodingResult:
             "n_input_tokens": self.n_input_tokens,
             "stopped_at_eos": self.stopped_at_eos,
             **({} if self.video_weight is None else {"video_weight": self.video_weight}),
+            **({} if self.lip_sync is None else {"lip_sync": self.lip_sync}),
         }
 
 
@@ -120,6 +122,8 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
         embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False)
         fusion = getattr(model, "fusion", None)
         video_weights = fusion.last_video_weight.tolist() if modality == "both" and fusion is not None else None
+        has_sync = video_weights is not None and getattr(fusion, "sync", None) is not None
+        lip_syncs = fusion.last_sync.tolist() if has_sync else None
         greedy = options.beam_size == 1
         # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
         # applies the suppression itself, after reading the model's own distribution.
@@ -166,6 +170,7 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
                 n_input_tokens=int(n_inputs[b]),
                 stopped_at_eos=stopped,
                 video_weight=None if video_weights is None else video_weights[b],
+                lip_sync=None if lip_syncs is None else lip_syncs[b],
             )
         )
     return results

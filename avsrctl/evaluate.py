@@ -42,10 +42,11 @@ class DecodeOutput:
     seconds: float = 0.0
     snr_db: float | None = None
     video_weights: list[float | None] | None = None  # 'both': each row's mean fusion weight on the video
+    lip_syncs: list[float | None] | None = None  # 'both' with a sync classifier: each row's mean P(in sync)
 
     @property
     def mean_video_weight(self) -> float | None:
-        return mean_video_weight(self.video_weights)
+        return mean_known(self.video_weights)
 
     @property
     def utterances_per_second(self) -> float:
@@ -92,6 +93,7 @@ def decode_manifest(
     )
     by_id: dict[str, str] = {}
     weight_by_id: dict[str, float | None] = {}
+    sync_by_id: dict[str, float | None] = {}
     failed: dict[str, str] = {}
     start = time.perf_counter()
     model.eval()
@@ -102,14 +104,22 @@ def decode_manifest(
                 for result in model.generate(batch.to(device), modality, options):
                     by_id[result.id] = result.text
                     weight_by_id[result.id] = result.video_weight
+                    sync_by_id[result.id] = result.lip_sync
             if on_batch is not None:
                 on_batch(len(batch) + len(batch.meta.get("skipped", [])))
     hypotheses = [by_id.get(u.id, "") for u in manifest]
     missing = [u.id for u in manifest if u.id not in by_id and u.id not in failed]
     assert not missing, f"utterances neither decoded nor reported as failed: {missing[:3]}"
     weights = [weight_by_id.get(u.id) for u in manifest] if modality == "both" else None
+    syncs = [sync_by_id.get(u.id) for u in manifest] if modality == "both" else None
     return DecodeOutput(
-        modality, hypotheses, failed, time.perf_counter() - start, noise.snr_db if noise is not None else None, weights
+        modality,
+        hypotheses,
+        failed,
+        time.perf_counter() - start,
+        noise.snr_db if noise is not None else None,
+        weights,
+        syncs if syncs and any(r is not None for r in syncs) else None,
     )
 
 
@@ -126,26 +136,33 @@ def score_hypotheses(
     )
 
 
-def mean_video_weight(weights: list[float | None] | None) -> float | None:
-    """Mean of the rows' video weights ('both'); None when no row has one."""
-    known = [w for w in weights or [] if w is not None]
+def mean_known(values: list[float | None] | None) -> float | None:
+    """Mean of the rows' values that are known (video weights, in-sync probabilities); None when none is."""
+    known = [w for w in values or [] if w is not None]
     return sum(known) / len(known) if known else None
 
 
-def video_weight_fields(weights: list[float | None] | None) -> tuple[dict, list[dict] | None]:
-    """What the fused model's video weights add to wer.json (the mean) and to each results.jsonl row."""
+def video_weight_fields(
+    weights: list[float | None] | None, syncs: list[float | None] | None = None
+) -> tuple[dict, list[dict] | None]:
+    """What the fused model's video weights and, with a sync classifier, its in-sync probabilities
+    add to wer.json (the means) and to each results.jsonl row."""
     if weights is None:
         return {}, None
-    mean = mean_video_weight(weights)
-    rows = [{} if w is None else {"video_weight": round(w, 4)} for w in weights]
-    return ({} if mean is None else {"mean_video_weight": round(mean, 4)}), rows
+    syncs = syncs or [None] * len(weights)
+    rows = [
+        {**({} if w is None else {"video_weight": round(w, 4)}), **({} if r is None else {"lip_sync": round(r, 4)})}
+        for w, r in zip(weights, syncs)
+    ]
+    means = {"mean_video_weight": mean_known(weights), "mean_lip_sync": mean_known(syncs)}
+    return {k: round(v, 4) for k, v in means.items() if v is not None}, rows
 
 
 def write_condition(
     output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
-    mean, rows = video_weight_fields(out.video_weights)
+    mean, rows = video_weight_fields(out.video_weights, out.lip_syncs)
     summary = {
         **report.to_dict(),
         "modality": out.modality,
@@ -244,6 +261,7 @@ class Run:
     failed: dict[str, str] = field(default_factory=dict)  # id -> why its media could not be decoded
     settings: dict = field(default_factory=dict)
     video_weights: list[float | None] | None = None  # 'both': each row's mean fusion weight on the video
+    lip_syncs: list[float | None] | None = None  # 'both' with a sync classifier: each row's mean P(in sync)
 
 
 def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: str) -> tuple[list[ErrorReport], dict]:
@@ -252,7 +270,7 @@ def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: st
     summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
     if run.modality is not None:
         summary["modality"] = run.modality
-    summary.update(video_weight_fields(run.video_weights)[0])
+    summary.update(video_weight_fields(run.video_weights, run.lip_syncs)[0])
     if run.settings:
         summary["settings"] = run.settings
     if run.failed or run.modality is not None or "baseline" in run.system:
@@ -314,6 +332,14 @@ def checkpoint_runs(
             "device": dev,
         }
         runs.append(
-            Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings, out.video_weights)
+            Run(
+                f"{Path(checkpoint).name} ({mod})",
+                out.hypotheses,
+                mod,
+                dict(out.failed),
+                settings,
+                out.video_weights,
+                out.lip_syncs,
+            )
         )
     return runs

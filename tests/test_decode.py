@@ -227,8 +227,42 @@ def test_fused_decode_reports_each_utterances_video_weight(trained, tmp_path):
     assert [r["video_weight"] for r in rows] == [round(w, 4) for w in out.video_weights]
     summary = json.loads((tmp_path / "o" / "wer.json").read_text())
     assert summary["mean_video_weight"] == round(sum(out.video_weights) / len(manifest), 4)
+    # no sync classifier in this model: nothing about sync is reported
+    assert out.lip_syncs is None and "mean_lip_sync" not in summary and not any("lip_sync" in r for r in rows)
     audio_only = decode_manifest(model, manifest, "audio", DecodingOptions(max_new_tokens=4), cfg)
     assert audio_only.video_weights is None and audio_only.mean_video_weight is None
+
+
+def test_fused_decode_with_a_sync_classifier_reports_each_utterances_lip_sync(trained, tmp_path):
+    """results.jsonl rows carry the mean P(lips in sync) beside the video weight, wer.json its mean."""
+    import json
+
+    import torch
+
+    from avsrctl.config import load_config
+    from avsrctl.data.manifest import read_manifest
+    from avsrctl.decoding import DecodingOptions
+    from avsrctl.evaluate import decode_manifest, score_hypotheses, write_condition
+    from avsrctl.models.builder import build_model
+
+    corpus, _ = trained
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.fusion.gate[2].weight)
+        model.fusion.sync.threshold.fill_(0.0)  # r near 0.5, so it varies visibly from clip to clip
+    manifest = read_manifest(corpus / "test.tsv", corpus / "test.wrd")
+    out = decode_manifest(model, manifest, "both", DecodingOptions(max_new_tokens=4), cfg)
+    assert len(out.lip_syncs) == len(manifest) and all(0 < r < 1 for r in out.lip_syncs)
+    assert len(set(out.lip_syncs)) > 1  # per utterance, not one constant
+    # the video weight of each frame is the gate's share times r, so its mean never exceeds r's
+    assert all(w <= r + 1e-6 for w, r in zip(out.video_weights, out.lip_syncs))
+    write_condition(tmp_path / "o", manifest, out, score_hypotheses(manifest, out.hypotheses, "basic"), {})
+    rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert [r["lip_sync"] for r in rows] == [round(r, 4) for r in out.lip_syncs]
+    summary = json.loads((tmp_path / "o" / "wer.json").read_text())
+    assert summary["mean_lip_sync"] == round(sum(out.lip_syncs) / len(manifest), 4)
 
 
 def test_eval_of_the_fused_model_reports_the_same_video_weights_as_decode(trained, tmp_path, capsys):

@@ -53,14 +53,16 @@ def results_table(rows: list[tuple[str, object, object]], title: str):
     return table
 
 
-def print_verbose(manifest, report, video_weights=None) -> None:
+def print_verbose(manifest, report, video_weights=None, lip_syncs=None) -> None:
     from avsrctl.metrics import render_diff
 
     con = console.stdout()
     weights = video_weights or [None] * len(manifest)
-    for utt, u, w in zip(report.utterances, manifest, weights):
+    syncs = lip_syncs or [None] * len(manifest)
+    for utt, u, w, r in zip(report.utterances, manifest, weights, syncs):
         mark = "[green]ok[/]" if utt.errors == 0 else f"[red]{utt.errors} err[/]"
         lips = "" if w is None else f"  video weight {w:.2f}"
+        lips += "" if r is None else f", lips in sync {r:.2f}"
         con.print(f"[bold]{u.id}[/] {mark}{lips}")
         con.print(f"  REF: {utt.reference}", markup=False)
         con.print(f"  HYP: {utt.hypothesis}", markup=False)
@@ -245,7 +247,7 @@ def _decode_manifest(
         )
     clean_out, clean_report = results[0]
     if verbose:
-        print_verbose(manifest, clean_report, clean_out.video_weights)
+        print_verbose(manifest, clean_report, clean_out.video_weights, clean_out.lip_syncs)
     if clean_out.failed:
         first = next(iter(clean_out.failed.items()))
         console.log(
