@@ -142,7 +142,7 @@ def mean_known(values: list[float | None] | None) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def video_weight_fields(
+def fusion_fields(
     weights: list[float | None] | None, syncs: list[float | None] | None = None
 ) -> tuple[dict, list[dict] | None]:
     """What the fused model's video weights and, with a sync classifier, its in-sync probabilities
@@ -162,7 +162,7 @@ def write_condition(
     output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
-    mean, rows = video_weight_fields(out.video_weights, out.lip_syncs)
+    mean, rows = fusion_fields(out.video_weights, out.lip_syncs)
     summary = {
         **report.to_dict(),
         "modality": out.modality,
@@ -270,7 +270,7 @@ def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: st
     summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
     if run.modality is not None:
         summary["modality"] = run.modality
-    summary.update(video_weight_fields(run.video_weights, run.lip_syncs)[0])
+    summary.update(fusion_fields(run.video_weights, run.lip_syncs)[0])
     if run.settings:
         summary["settings"] = run.settings
     if run.failed or run.modality is not None or "baseline" in run.system:

@@ -439,25 +439,34 @@ def test_fused_run_starts_from_the_unimodal_checkpoints(baseline, corpus, tmp_pa
     assert f"from {audio_out / 'final'} (audio connector" in log.getvalue()
 
 
-def test_init_from_warns_when_a_connector_compresses_at_another_rate(corpus, tmp_path, monkeypatch):
-    """K has no weights, so nothing else would notice that the audio-only path changed its token rate."""
-    memoize_decoding(monkeypatch)
-    audio_out = tmp_path / "audio"
-    run_training(
-        tiny_config(corpus, audio_out, "model.audio_connector.compression=2", train__max_steps=1), modality="audio"
-    )
+def init_from_logs(corpus, tmp_path, setting, values, *common, source_modality, modality):
+    """Logs of one-step `modality` runs with `setting` at each of `values`, each starting (--init-from)
+    from one `source_modality` run made with `setting` at values[0]; keyed by value, whitespace collapsed."""
+    source = tmp_path / "source"
+    first = f"{setting}={values[0]}"
+    run_training(tiny_config(corpus, source, *common, first, train__max_steps=1), modality=source_modality)
     logs = {}
-    for k in (2, 3):
+    for value in values:
         log = io.StringIO()
         cfg = tiny_config(
             corpus,
-            tmp_path / f"both-{k}",
-            f"model.audio_connector.compression={k}",
+            tmp_path / f"run-{value}",
+            *common,
+            f"{setting}={value}",
             train__max_steps=1,
-            train__init_from=[str(audio_out / "final")],
+            train__init_from=[str(source / "final")],
         )
-        run_training(cfg, modality="both", console=Console(file=log, width=300))
-        logs[k] = " ".join(log.getvalue().split())
+        run_training(cfg, modality=modality, console=Console(file=log, width=300))
+        logs[value] = " ".join(log.getvalue().split())
+    return logs
+
+
+def test_init_from_warns_when_a_connector_compresses_at_another_rate(corpus, tmp_path, monkeypatch):
+    """K has no weights, so nothing else would notice that the audio-only path changed its token rate."""
+    memoize_decoding(monkeypatch)
+    logs = init_from_logs(
+        corpus, tmp_path, "model.audio_connector.compression", (2, 3), source_modality="audio", modality="both"
+    )
     assert "trained the audio connector at K=2" not in logs[2]
     assert "trained the audio connector at K=2 frames per token; this run uses K=3" in logs[3]
     assert "model.audio_connector.compression=2" in logs[3]
@@ -467,21 +476,15 @@ def test_init_from_warns_when_the_lip_encoder_changes_its_mean_subtraction(corpu
     """utterance_norm has no weights either: a loaded lip encoder would compute other features."""
     memoize_decoding(monkeypatch)
     lips = ("model.video_encoder.source=resnet", "model.video_encoder.layers=1", "model.video_encoder.frozen=false")
-    video_out = tmp_path / "video"
-    run_training(tiny_config(corpus, video_out, *lips, train__max_steps=1), modality="video")
-    logs = {}
-    for norm in ("false", "true"):
-        log = io.StringIO()
-        cfg = tiny_config(
-            corpus,
-            tmp_path / f"video-{norm}",
-            *lips,
-            f"model.video_encoder.utterance_norm={norm}",
-            train__max_steps=1,
-            train__init_from=[str(video_out / "final")],
-        )
-        run_training(cfg, modality="video", console=Console(file=log, width=300))
-        logs[norm] = " ".join(log.getvalue().split())
+    logs = init_from_logs(
+        corpus,
+        tmp_path,
+        "model.video_encoder.utterance_norm",
+        ("false", "true"),
+        *lips,
+        source_modality="video",
+        modality="video",
+    )
     assert "utterance_norm" not in logs["false"]
     assert "trained the video encoder with utterance_norm=false; this run uses true" in logs["true"]
     assert "model.video_encoder.utterance_norm=false" in logs["true"]

@@ -144,13 +144,13 @@ def eval_(
         title = runs[0].system if len(runs) == 1 else f"{checkpoint} on {manifest.tsv.name}"
         console.stdout().print(_summary_table(runs, [r for r, _ in results], title))
     if output_dir is not None:
-        from avsrctl.evaluate import video_weight_fields
+        from avsrctl.evaluate import fusion_fields
         from avsrctl.metrics import write_results
 
         refs = [u.text for u in manifest]
         for run, (reports, summary) in zip(runs, results):
             folder = output_dir / run.modality if len(runs) > 1 else output_dir
-            rows = video_weight_fields(run.video_weights, run.lip_syncs)[1]
+            rows = fusion_fields(run.video_weights, run.lip_syncs)[1]
             paths = write_results(folder, reports[0], refs, run.hypotheses, summary=summary, extra=rows)
             console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
 
