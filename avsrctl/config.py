@@ -203,6 +203,14 @@ class FusionConfig(_Section):
         "trained with this weight on in-sync vs shifted, swapped and corrupted video), so lips that say "
         "something else than the audio, or that the lip reader cannot read, drop out of the average.",
     )
+    min_lip_sync: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="With the sync classifier (sync_weight > 0), when decoding: an utterance whose mean "
+        "in-sync probability is below this is decoded from its audio alone, as if it had no video; "
+        "0 keeps the lips of every utterance in the average at the weight the gate and classifier give.",
+    )
 
 
 class LoraConfig(_Section):

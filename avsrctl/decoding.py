@@ -45,6 +45,32 @@ class DecodingOptions:
         )
 
 
+def check_min_lip_sync(value: float | None) -> None:
+    """A usage error unless `value` is None or a valid in-sync threshold, in [0, 1)."""
+    if value is not None and not 0.0 <= value < 1.0:
+        raise UsageError(f"--min-lip-sync must be in [0, 1) (got {value})")
+
+
+def use_min_lip_sync(model, value: float) -> None:
+    """Decode `model` with this in-sync threshold (model.fusion.min_lip_sync) instead of its config's."""
+    check_min_lip_sync(value)
+    fusion = getattr(model, "fusion", None)
+    if fusion is None or getattr(fusion, "sync", None) is None:
+        raise UsageError(
+            "--min-lip-sync needs a fused model with the sync classifier",
+            hint="it applies to checkpoints trained with model.fusion.sync_weight above 0",
+        )
+    fusion.min_sync = float(value)
+
+
+def lip_sync_setting(model, modality: str) -> dict:
+    """{"min_lip_sync": value} for a report's settings when `modality` 'both' reads a sync classifier."""
+    fusion = getattr(model, "fusion", None)
+    if modality != "both" or fusion is None or getattr(fusion, "sync", None) is None:
+        return {}
+    return {"min_lip_sync": fusion.min_sync}
+
+
 @dataclass(frozen=True)
 class DecodingResult:
     id: str  # utterance id from the batch

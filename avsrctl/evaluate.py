@@ -312,7 +312,7 @@ def checkpoint_runs(
 ) -> list[Run]:
     """Decode the manifest with a loaded checkpoint in `modality` ('all': each it serves; None: its own)."""
     from avsrctl.checkpoint import trained_modality
-    from avsrctl.decoding import DecodingOptions
+    from avsrctl.decoding import DecodingOptions, lip_sync_setting
 
     dev = str(model.device)
     if modality == "all":
@@ -330,6 +330,7 @@ def checkpoint_runs(
             "max_new_tokens": options.max_new_tokens,
             "batch_size": batch_size or cfg.decode.batch_size,
             "device": dev,
+            **lip_sync_setting(model, mod),
         }
         runs.append(
             Run(

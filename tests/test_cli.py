@@ -43,3 +43,16 @@ def test_version(capsys):
 
 def test_unknown_option_is_usage_error(capsys):
     assert run(["train", "--no-such-flag"]) == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["decode", "--checkpoint", "missing", "--min-lip-sync", "1.5"], "--min-lip-sync must be in [0, 1) (got 1.5)"),
+        (["eval", "--tsv", "missing.tsv", "--min-lip-sync", "0.5"], "--min-lip-sync applies to --checkpoint"),
+    ],
+)
+def test_min_lip_sync_is_checked_before_anything_loads(args, message, capsys):
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

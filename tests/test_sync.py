@@ -88,6 +88,36 @@ def test_fusion_drops_lips_that_disagree_and_reports_it():
         WeightedFusion(8, weighting="static", sync=True)
 
 
+class _FixedSync(torch.nn.Module):
+    """Stands in for the classifier: every frame of utterance b gets in-sync probability p[b]."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = torch.tensor(p)
+
+    def forward(self, audio, video, lengths):
+        return self.p[:, None, None].expand(audio.shape[0], audio.shape[1], 1)
+
+
+def test_outside_training_an_utterance_below_min_sync_reads_its_audio_alone():
+    fusion = WeightedFusion(8, weight=0.5, weighting="dynamic", sync=True, min_sync=0.5)
+    fusion.sync = _FixedSync([0.8, 0.3])  # the first utterance's lips agree with its voice, the second's do not
+    audio, video = torch.randn(2, 30, 8), torch.randn(2, 30, 8)
+    soft = [0.5 * audio[b] + 0.5 * (0.8, 0.3)[b] * video[b] + 0.5 * (1 - (0.8, 0.3)[b]) * audio[b] for b in (0, 1)]
+    with torch.no_grad():
+        out = fusion.eval()(audio, video)
+        torch.testing.assert_close(out[0], soft[0])  # above the threshold: the soft weights, as trained
+        torch.testing.assert_close(out[1], audio[1])  # below: the audio alone, exactly
+        torch.testing.assert_close(fusion.last_video_weight, torch.tensor([0.4, 0.0]))
+        torch.testing.assert_close(fusion.last_sync, torch.tensor([0.8, 0.3]))  # still reported
+        out = fusion.train()(audio, video, drop_audio=torch.zeros(2, dtype=torch.bool))
+        torch.testing.assert_close(out[1], soft[1])  # training keeps every utterance's lips in the average
+        fusion.min_sync = 0.0  # off: the lips of every utterance stay in, at their small weight
+        torch.testing.assert_close(fusion.eval()(audio, video)[1], soft[1])
+    with pytest.raises(ModelError, match="min_sync"):
+        WeightedFusion(8, weighting="dynamic", sync=True, min_sync=1.0)
+
+
 @pytest.fixture(scope="module")
 def sync_cfg():
     return load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=0.5"])
@@ -111,6 +141,57 @@ def test_a_fused_model_trains_the_scorer_with_its_weight_and_checkpoints_it(sync
     with torch.no_grad():
         assert m(media_batch(), "both").sync is None
     assert build_model(load_config("tiny", ["model.modality=both"]), {"both"}).fusion.sync is None
+
+
+def test_an_utterance_whose_lips_are_set_aside_reads_exactly_as_in_audio_mode(sync_cfg):
+    torch.manual_seed(0)
+    cfg = sync_cfg.model_copy(deep=True)
+    cfg.model.fusion.compression, cfg.model.audio_connector.compression = 2, 3  # the audio mode's own K
+    model = build_model(cfg, {"audio", "video", "both"}).eval()
+    batch = media_batch()
+    with torch.no_grad():
+        audio = model.build_inputs(batch, "audio", with_targets=False)
+        model.fusion.sync.threshold.fill_(10.0)  # no agreement anywhere: every utterance's lips are set aside
+        aside = model.build_inputs(batch, "both", with_targets=False)
+        assert bool(model.fusion.last_set_aside.all())
+        for x, y in zip(aside, audio):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        model.fusion.min_sync = 0.0  # nothing set aside: the fused tokens between both streams' markers
+        kept = model.build_inputs(batch, "both", with_targets=False)
+        assert model.fusion.last_set_aside is None and kept[0].shape != audio[0].shape
+        model.fusion.min_sync = 0.5
+        model.fusion.sync.threshold.fill_(-10.0)  # full agreement: nothing set aside either
+        model.build_inputs(batch, "both", with_targets=False)
+        assert not bool(model.fusion.last_set_aside.any())
+        model.train()
+        model.fusion.sync.threshold.fill_(10.0)
+        model.build_inputs(batch, "both")
+        assert model.fusion.last_set_aside is None  # training never sets lips aside
+
+
+def test_min_lip_sync_reaches_the_fusion_only_with_the_classifier(sync_cfg):
+    assert build_model(sync_cfg, {"both"}).fusion.min_sync == 0.5
+    off = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=0.5", "model.fusion.min_lip_sync=0"])
+    assert build_model(off, {"both"}).fusion.min_sync == 0.0
+    assert build_model(load_config("tiny", ["model.modality=both"]), {"both"}).fusion.min_sync == 0.0
+    with pytest.raises(Exception, match="min_lip_sync"):
+        load_config("tiny", ["model.fusion.min_lip_sync=1"])
+
+
+def test_decoding_can_override_min_lip_sync_and_says_which_it_used(sync_cfg):
+    from avsrctl.decoding import lip_sync_setting, use_min_lip_sync
+    from avsrctl.errors import UsageError
+
+    model = build_model(sync_cfg, {"audio", "video", "both"})
+    assert lip_sync_setting(model, "both") == {"min_lip_sync": 0.5} and lip_sync_setting(model, "audio") == {}
+    use_min_lip_sync(model, 0.2)
+    assert model.fusion.min_sync == 0.2 and lip_sync_setting(model, "both") == {"min_lip_sync": 0.2}
+    with pytest.raises(UsageError, match=r"--min-lip-sync must be in \[0, 1\)"):
+        use_min_lip_sync(model, 1.5)
+    plain = build_model(load_config("tiny", ["model.modality=both"]), {"both"})
+    with pytest.raises(UsageError, match="sync classifier"):
+        use_min_lip_sync(plain, 0.5)
+    assert lip_sync_setting(plain, "both") == {}
 
 
 def test_the_setting_is_checked():

@@ -16,6 +16,7 @@ from avsrctl.cli.options import (
     CheckpointOpt,
     DeviceOpt,
     FormatOpt,
+    MinLipSyncOpt,
     ModalityOpt,
     QuietOpt,
     SeedOpt,
@@ -101,6 +102,7 @@ def decode(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print every reference/hypothesis pair with differences marked.")
     ] = False,
+    min_lip_sync: MinLipSyncOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = 0,
     fmt: FormatOpt = "table",
@@ -125,6 +127,9 @@ def decode(
     if single_file is not None and (tsv is not None or snr):
         raise UsageError("--single-file cannot be combined with --tsv or --snr")
     check_choice("--modality", modality, MODALITIES)
+    from avsrctl.decoding import check_min_lip_sync
+
+    check_min_lip_sync(min_lip_sync)
     if single_file is None:  # every output place before loading the model and decoding
         if output_dir is not None:
             require_writable_folder(output_dir, "--output-dir")
@@ -132,10 +137,12 @@ def decode(
             _check_default_output(Path(checkpoint))
 
     from avsrctl.checkpoint import load_checkpoint, trained_modality
-    from avsrctl.decoding import DecodingOptions
+    from avsrctl.decoding import DecodingOptions, use_min_lip_sync
 
     with console.chatter().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
+    if min_lip_sync is not None:
+        use_min_lip_sync(model, min_lip_sync)
     dev = str(model.device)
     modality = modality or trained_modality(cfg, meta)
     options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size, max_new_tokens=max_new_tokens)
@@ -211,6 +218,7 @@ def _decode_manifest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from avsrctl.data.manifest import read_manifest, split_paths
+    from avsrctl.decoding import lip_sync_setting
     from avsrctl.evaluate import run_decode
     from avsrctl.pretrained import outputs_beside
 
@@ -243,7 +251,11 @@ def _decode_manifest(
             seed=seed,
             device=device,
             progress=progress,
-            extra_settings={"checkpoint": str(checkpoint), "batch_size": cfg.decode.batch_size},
+            extra_settings={
+                "checkpoint": str(checkpoint),
+                "batch_size": cfg.decode.batch_size,
+                **lip_sync_setting(model, modality),
+            },
         )
     clean_out, clean_report = results[0]
     if verbose:

@@ -22,6 +22,7 @@ from avsrctl.cli.options import (
     BeamSizeOpt,
     CheckpointOpt,
     DeviceOpt,
+    MinLipSyncOpt,
     QuietOpt,
     ThreadsOpt,
     TsvOpt,
@@ -90,6 +91,7 @@ def eval_(
             "--batch-size", min=1, help="With --checkpoint: utterances generated together (default: its config's)."
         ),
     ] = None,
+    min_lip_sync: MinLipSyncOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -112,6 +114,11 @@ def eval_(
         )
     if hyp is not None and (beam_size is not None or device is not None):
         raise UsageError("--beam-size and --device apply to decoding, not to a --hyp file")
+    if min_lip_sync is not None and checkpoint is None:
+        raise UsageError("--min-lip-sync applies to --checkpoint decoding of a fused model")
+    from avsrctl.decoding import check_min_lip_sync
+
+    check_min_lip_sync(min_lip_sync)
     if batch_size is not None and checkpoint is None:
         raise UsageError("--batch-size applies to --checkpoint decoding (the baseline decodes one clip at a time)")
     if output_dir is not None:  # before any decoding or scoring
@@ -126,7 +133,7 @@ def eval_(
 
         runs = [Run(f"hypotheses from {hyp}", read_hypotheses(hyp), settings={"hyp": str(hyp)})]
     elif checkpoint is not None:
-        runs = _checkpoint_runs(checkpoint, manifest, modality, beam_size, device, batch_size)
+        runs = _checkpoint_runs(checkpoint, manifest, modality, beam_size, device, batch_size, min_lip_sync)
     else:
         runs = [_baseline_run(manifest, baseline_model, beam_size or 5, device, threads or 0)]
 
@@ -183,13 +190,22 @@ def _baseline_run(manifest, model: str | None, beam_size: int, device: str | Non
 
 
 def _checkpoint_runs(
-    checkpoint: Path, manifest, modality: str | None, beam_size: int | None, device: str | None, batch_size=None
+    checkpoint: Path,
+    manifest,
+    modality: str | None,
+    beam_size: int | None,
+    device: str | None,
+    batch_size=None,
+    min_lip_sync: float | None = None,
 ):
     from avsrctl.checkpoint import load_checkpoint
+    from avsrctl.decoding import use_min_lip_sync
     from avsrctl.evaluate import checkpoint_runs
 
     with console.chatter().status(f"loading {checkpoint}"):
         model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
+    if min_lip_sync is not None:
+        use_min_lip_sync(model, min_lip_sync)
     with _progress() as bar:
         runs = checkpoint_runs(
             model, cfg, meta, checkpoint, manifest, modality, beam_size, progress=bar, batch_size=batch_size

@@ -50,6 +50,15 @@ BeamSizeOpt = Annotated[
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one).")
 ]
+MinLipSyncOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--min-lip-sync",
+        help="Fused models with the sync classifier: an utterance whose mean in-sync probability is below this "
+        "is decoded from its audio alone; 0 keeps the lips of every utterance (default: the checkpoint's "
+        "model.fusion.min_lip_sync).",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
 

@@ -223,17 +223,17 @@ class AVSRModel(nn.Module):
         t = torch.tensor(ids, dtype=torch.long, device=self.device)
         return self.llm.get_input_embeddings()(t)  # (L, D)
 
-    def _rows(self, tokens, mask, modality, targets: list[list[int]] | None):
-        """Per-row embeddings (L_b, D) and labels (L_b,) for [BOS] markers tokens markers prompt [target]."""
+    def _rows(self, inputs: list[tuple[torch.Tensor, str]], targets: list[list[int]] | None):
+        """Per-row embeddings (L_b, D) and labels (L_b,) for [BOS] markers tokens markers prompt [target],
+        from each row's modality tokens (N_b, D) and the modality whose markers enclose them."""
         dtype = self.llm_dtype
         head = self._embed_ids([self.bos_id]) if self.bos_id is not None else self.marker_embeddings[:0].to(dtype)
-        opens = self.marker_embeddings[[self.marker_index[m] for m in _OPEN[modality]]].to(dtype)
-        closes = self.marker_embeddings[[self.marker_index[m] for m in _CLOSE[modality]]].to(dtype)
         prompt = self._embed_ids(self.prompt_ids) if self.prompt_ids else self.marker_embeddings[:0].to(dtype)
-        counts = mask.sum(1).tolist()
         rows, labels = [], []
-        for b, n in enumerate(counts):
-            parts = [head, opens, tokens[b, :n].to(dtype), closes, prompt]
+        for b, (tokens, modality) in enumerate(inputs):
+            opens = self.marker_embeddings[[self.marker_index[m] for m in _OPEN[modality]]].to(dtype)
+            closes = self.marker_embeddings[[self.marker_index[m] for m in _CLOSE[modality]]].to(dtype)
+            parts = [head, opens, tokens.to(dtype), closes, prompt]
             n_context = sum(p.shape[0] for p in parts)
             lab = [IGNORE_INDEX] * n_context
             if targets is not None:
@@ -260,10 +260,21 @@ class AVSRModel(nn.Module):
     def build_inputs(
         self, batch: Batch, modality: str, with_targets: bool = True, streams: dict[str, torch.Tensor] | None = None
     ):
-        """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM."""
+        """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM.
+
+        A 'both' utterance whose lips the fusion set aside (fusion.py, outside training) reads
+        exactly as in audio mode: the audio connector's tokens between the audio markers.
+        """
+        streams = self.streams(batch, modality) if streams is None else streams
         tokens, mask = self.modality_tokens(batch, modality, streams)
+        inputs = [(tokens[b, :n], modality) for b, n in enumerate(mask.sum(1).tolist())]
+        aside = self.fusion.last_set_aside if modality == "both" else None
+        if aside is not None and bool(aside.any()) and "audio" in self.modalities:
+            audio, audio_mask = self.modality_tokens(batch, "audio", streams)
+            for b in aside.nonzero()[:, 0].tolist():
+                inputs[b] = (audio[b, : int(audio_mask[b].sum())], "audio")
         targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
-        rows, labels = self._rows(tokens, mask, modality, targets)
+        rows, labels = self._rows(inputs, targets)
         return self._pad(rows, labels, left=not with_targets)
 
     # ------------------------------------------------------------------ forward

@@ -102,6 +102,7 @@ def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: st
             f.weighting,
             f.gate_hidden,
             sync=f.sync_weight > 0,
+            min_sync=f.min_lip_sync if f.sync_weight > 0 else 0.0,
         )
     _seed(cfg, "ctc_heads")
     model = AVSRModel(encoders, connectors, fusion, llm, tokenizer, prompt=m.llm.prompt, ctc_weight=m.ctc_weight)

@@ -15,6 +15,12 @@ Weighting:
   its logit). With `sync` on, the video weight is also multiplied by the probability that the
   lips are in sync with the voice (models/sync.py), which sees what a per-frame gate cannot:
   a plausible mouth saying something else.
+  Outside training, an utterance whose mean in-sync probability is below `min_sync` has its lips
+  set aside (video weight 0 on every frame, `last_set_aside`), and the model then reads it
+  exactly as in its audio mode (AVSRModel.build_inputs): lips that disagree with the voice over
+  the whole utterance are left out rather than let in at a small weight, which on real faces
+  unlike any the lip reader was trained on still flips a word or two. Training keeps the soft
+  weights, so the gate and the classifier go on learning from every utterance.
 - 'static': w fixed, or learned per feature channel (D values) and then the same for every
   frame and utterance. A learned w is the sigmoid of a learned logit, squeezed into
   [1e-6, 1 - 1e-6] so that it stays strictly inside (0, 1) however far the logit goes (a float32
@@ -28,7 +34,8 @@ The fused stream is then compressed by `compression` frames per LLM token.
 
 After each forward, `last_video_weight` (B,) holds every utterance's mean video weight
 (1 - w) over its real frames: how much the model leaned on the lips (decode reports it), and
-`last_sync` (B,) the mean in-sync probability when `sync` is on (None otherwise).
+`last_sync` (B,) the mean in-sync probability when `sync` is on (None otherwise), and
+`last_set_aside` (B,) bool the utterances whose lips were set aside (None when none can be).
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ class WeightedFusion(nn.Module):
         weighting: str = "static",
         gate_hidden: int = 64,
         sync: bool = False,
+        min_sync: float = 0.0,
     ):
         super().__init__()
         if weighting not in WEIGHTINGS:
@@ -85,9 +93,13 @@ class WeightedFusion(nn.Module):
         self.learned = learned  # static weighting only: the dynamic gate always trains
         self.last_video_weight: torch.Tensor | None = None  # (B,) after each forward
         self.last_sync: torch.Tensor | None = None  # (B,) after each forward, with sync on
+        self.last_set_aside: torch.Tensor | None = None  # (B,) bool after each forward outside training
         if sync and weighting != "dynamic":
             raise ModelError("fusion sync needs dynamic weighting (model.fusion.weighting=dynamic)")
         self.sync = SyncScorer(dim) if sync else None
+        if not 0.0 <= min_sync < 1.0:
+            raise ModelError(f"fusion min_sync must be in [0, 1) (got {min_sync})")
+        self.min_sync = min_sync  # outside training, with sync: below this mean P(in sync), audio alone
         w = min(max(weight, _W_EPS), 1.0 - _W_EPS)
         if weighting == "dynamic":
             self.gate = nn.Sequential(nn.Linear(2 * dim, gate_hidden), nn.GELU(), nn.Linear(gate_hidden, 1))
@@ -142,6 +154,7 @@ class WeightedFusion(nn.Module):
         T = audio.shape[1]
         n = torch.full((B,), T, device=audio.device) if lengths is None else lengths.to(audio.device).clamp(1, T)
         real = frame_mask(n, T).float()  # (B, T)
+        self.last_set_aside = None
         if self.weighting == "dynamic":
             w = self.audio_weight(audio, video)  # (B, T, 1)
             if self.sync is not None:
@@ -149,6 +162,9 @@ class WeightedFusion(nn.Module):
                 w = 1.0 - (1.0 - w) * r
                 with torch.no_grad():
                     self.last_sync = (r[..., 0].float() * real).sum(1) / n  # (B,)
+                if not self.training and self.min_sync > 0:
+                    self.last_set_aside = self.last_sync < self.min_sync  # (B,): these read the audio alone
+                    w = torch.where(self.last_set_aside[:, None, None], torch.ones_like(w), w)
             w = w.to(audio.dtype).expand(B, T, D)  # (B, T, D)
         else:
             w = self.audio_weight().to(audio.dtype).expand(B, T, D)  # (B, T, D)
