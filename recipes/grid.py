@@ -227,10 +227,21 @@ def missing_mouths(corpus: Path) -> bool:
     return any(not mouth_path(v).is_file() for v in (corpus / "video").glob("*.mp4"))
 
 
-def video_weight(folder: Path) -> float | None:
-    """The fused model's mean video weight over a decode's or eval's utterances (its wer.json)."""
+def lips(folder: Path) -> dict | None:
+    """How a decode's or eval's fused model used the lips: mean video weight, mean in-sync probability
+    and how many utterances it set aside (in-sync probability below its min_lip_sync), from the
+    folder's wer.json and results.jsonl; None when the folder has no wer.json."""
     path = folder / "wer.json"
-    return json.loads(path.read_text()).get("mean_video_weight") if path.is_file() else None
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    out = {"video_weight": summary.get("mean_video_weight"), "lip_sync": summary.get("mean_lip_sync")}
+    threshold = summary.get("settings", {}).get("min_lip_sync")
+    if threshold is not None and (folder / "results.jsonl").is_file():
+        rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line]
+        syncs = [r["lip_sync"] for r in rows if "lip_sync" in r]
+        out["set_aside"] = f"{sum(r < threshold for r in syncs)}/{len(syncs)}"
+    return out
 
 
 def mbrola_available() -> bool:
@@ -360,7 +371,7 @@ def main() -> None:
             checkpoints[m] = out / "final"
 
     results: dict[str, dict] = {}
-    weights: dict[str, float] = {}  # the fused model's mean video weight per test condition
+    weights: dict[str, dict] = {}  # how the fused model used the lips, per test condition (`lips`)
     tests = {
         name: tsv
         for name, tsv in (("synthetic-test", corpus / "test.tsv"), ("heldout", heldout / "test.tsv"))
@@ -375,17 +386,17 @@ def main() -> None:
                 folder = work / "eval" / f"{name}-{m}-babble-5"
                 results[f"{name}-babble-5/{m}"] = babble(tsv, folder, *common)[-5]
                 if m == "both":
-                    weights[f"{name}"] = video_weight(folder)
-                    weights[f"{name}-babble-5"] = video_weight(folder / "snr_-5")
+                    weights[f"{name}"] = lips(folder)
+                    weights[f"{name}-babble-5"] = lips(folder / "snr_-5")
         if grid_tsv is not None:
             results[f"real-grid/{m}"] = evaluate(grid_tsv, work / "eval" / f"grid-{m}", *common, "--normalizer", "all")
             folder = work / "eval" / f"grid-{m}-babble"
             for snr, report in babble(grid_tsv, folder, *common, snrs=(0, -5)).items():
                 results[f"real-grid-babble{snr}/{m}"] = report
                 if m == "both":
-                    weights[f"real-grid-babble{snr}"] = video_weight(folder / f"snr_{snr}")
+                    weights[f"real-grid-babble{snr}"] = lips(folder / f"snr_{snr}")
             if m == "both":
-                weights["real-grid"] = video_weight(folder)
+                weights["real-grid"] = lips(folder)
     if "both" in checkpoints:
         # Control: the fused model trained with noise, given the audio alone. Its gap to `both`
         # is what the lips add; its gap to `audio` is what noisy training adds.
@@ -403,7 +414,7 @@ def main() -> None:
         results["heldout-still-video/both"] = evaluate(
             still, folder, "--checkpoint", checkpoints["both"], "--modality", "both"
         )
-        weights["heldout-still-video"] = video_weight(folder)
+        weights["heldout-still-video"] = lips(folder)
         if grid_tsv is not None:
             for snr, report in babble(
                 grid_tsv, work / "eval" / "grid-both-audio-only-babble", *control, snrs=(0, -5)
@@ -491,11 +502,18 @@ def _targets(results: dict) -> list[str]:
 
 def write_json(path: Path, results: dict, weights: dict) -> None:
     """Every figure as {"test-set/modality": {"wer", "errors", "words"}}, plus the fused model's mean
-    video weight per test condition under "video-weight/<test-set>"."""
+    video weight, mean in-sync probability and utterances whose lips it set aside per test condition
+    under "video-weight/<test-set>", "lip-sync/<test-set>" and "lips-set-aside/<test-set>"."""
     figures = {
         key: {"wer": round(r["wer"], 4), "errors": r["errors"], "words": r["ref_words"]} for key, r in results.items()
     }
-    figures.update({f"video-weight/{k}": round(w, 4) for k, w in weights.items() if w is not None})
+    for k, used in weights.items():
+        if used and used["video_weight"] is not None:
+            figures[f"video-weight/{k}"] = round(used["video_weight"], 4)
+        if used and used.get("lip_sync") is not None:
+            figures[f"lip-sync/{k}"] = round(used["lip_sync"], 4)
+        if used and "set_aside" in used:
+            figures[f"lips-set-aside/{k}"] = used["set_aside"]
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
@@ -556,12 +574,17 @@ def write_results(path: Path, results: dict, timings: dict, args, weights: dict 
     if weights:
         lines += [
             "",
-            "Mean video weight the fused model's gate chose (1 - w, averaged over frames and utterances):",
+            "How the fused model used the lips: the mean video weight (1 - w, averaged over frames and "
+            "utterances), the mean probability that the lips are in sync with the voice, and the utterances "
+            "whose lips it set aside (in-sync probability below model.fusion.min_lip_sync: read as in audio mode):",
             "",
-            "| test set | video weight |",
-            "|---|---|",
+            "| test set | video weight | in sync | lips set aside |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {k} | {w:.3f} |" for k, w in weights.items() if w is not None]
+        for k, used in weights.items():
+            if used and used["video_weight"] is not None:
+                sync = "-" if used.get("lip_sync") is None else f"{used['lip_sync']:.3f}"
+                lines.append(f"| {k} | {used['video_weight']:.3f} | {sync} | {used.get('set_aside', '-')} |")
     lines += [
         "",
         "## Time and memory (2 CPU cores)",

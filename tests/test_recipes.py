@@ -1,0 +1,56 @@
+"""The GRID recipe's report helpers (recipes/grid.py): what it reads back from eval folders and writes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+
+import grid  # noqa: E402
+
+
+def _eval_folder(folder: Path, rows: list[dict], **summary) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "wer.json").write_text(json.dumps(summary))
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_lips_counts_the_utterances_whose_lips_were_set_aside(tmp_path):
+    rows = [{"id": "a", "video_weight": 0.0, "lip_sync": 0.2}, {"id": "b", "video_weight": 0.4, "lip_sync": 0.9}]
+    rows.append({"id": "c", "video_weight": 0.0, "lip_sync": 0.49})
+    folder = _eval_folder(
+        tmp_path / "e", rows, mean_video_weight=0.1333, mean_lip_sync=0.53, settings={"min_lip_sync": 0.5}
+    )
+    assert grid.lips(folder) == {"video_weight": 0.1333, "lip_sync": 0.53, "set_aside": "2/3"}
+    # a model without the sync classifier: a video weight, nothing about sync
+    plain = _eval_folder(tmp_path / "p", [{"id": "a", "video_weight": 0.3}], mean_video_weight=0.3, settings={})
+    assert grid.lips(plain) == {"video_weight": 0.3, "lip_sync": None}
+    assert grid.lips(tmp_path / "absent") is None
+
+
+def test_results_json_keeps_every_figure_and_how_the_lips_were_used(tmp_path):
+    results = {"real-grid/both": {"wer": 1 / 24, "errors": 1, "ref_words": 24}}
+    used = {"real-grid": {"video_weight": 0.0, "lip_sync": 0.1456, "set_aside": "4/4"}, "heldout": None}
+    grid.write_json(tmp_path / "results.json", results, used)
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert figures == {
+        "real-grid/both": {"wer": 0.0417, "errors": 1, "words": 24},
+        "video-weight/real-grid": 0.0,
+        "lip-sync/real-grid": 0.1456,
+        "lips-set-aside/real-grid": "4/4",
+    }
+
+
+def test_the_targets_table_says_met_or_missed_from_the_figures():
+    def fig(wer):
+        return {"wer": wer, "errors": 0, "ref_words": 24}
+
+    rows = grid._targets({"real-grid/audio": fig(0.083), "real-grid/both": fig(0.125), "real-grid/video": fig(0.5)})
+    table = "\n".join(rows)
+    assert "| real GRID, audio, basic normaliser | <= 10% | 8.3% | met |" in table
+    assert "| real GRID, clean: both <= audio | <= 8.3% | 12.5% | missed |" in table
+    assert "| real GRID, video | <= 60% | 50.0% | met |" in table
+    assert grid._targets({}) == []
