@@ -146,6 +146,12 @@ class VideoEncoderConfig(_Section):
         "temporal convs, so what stays still in a clip (face, skin, lighting, lip colour) leaves the features and "
         "how the mouth moves stays: the lip reader's counterpart of cepstral mean normalisation.",
     )
+    utterance_scale: bool = Field(
+        False,
+        description="'resnet' with utterance_norm: also divide each clip's centred features by their root mean "
+        "square over its real frames and channels, so a speaker who barely opens the lips and one who opens them "
+        "wide give features of the same size (mean and variance normalisation).",
+    )
     frame_batch: int = Field(256, gt=0, description="Frames sent through the encoder at once.")
 
     @model_validator(mode="after")
@@ -154,6 +160,8 @@ class VideoEncoderConfig(_Section):
             raise ValueError(f"model.video_encoder.name is required when source is '{self.source}'")
         if self.utterance_norm and self.source != "resnet":
             raise ValueError(f"utterance_norm needs source 'resnet' (got '{self.source}')")
+        if self.utterance_scale and not self.utterance_norm:
+            raise ValueError("utterance_scale divides the centred features: it needs utterance_norm: true")
         if self.source == "resnet" and self.width % 8:
             raise ValueError(f"width ({self.width}) must be a multiple of 8 for a 'resnet' encoder")
         if self.source != "resnet" and self.width % self.heads:

@@ -472,22 +472,26 @@ def test_init_from_warns_when_a_connector_compresses_at_another_rate(corpus, tmp
     assert "model.audio_connector.compression=2" in logs[3]
 
 
-def test_init_from_warns_when_the_lip_encoder_changes_its_mean_subtraction(corpus, tmp_path, monkeypatch):
-    """utterance_norm has no weights either: a loaded lip encoder would compute other features."""
+@pytest.mark.parametrize("setting", ["utterance_norm", "utterance_scale"])
+def test_init_from_warns_when_the_lip_encoder_changes_its_normalisation(setting, corpus, tmp_path, monkeypatch):
+    """utterance_norm and utterance_scale have no weights either: a loaded lip encoder would compute
+    other features."""
     memoize_decoding(monkeypatch)
     lips = ("model.video_encoder.source=resnet", "model.video_encoder.layers=1", "model.video_encoder.frozen=false")
+    if setting == "utterance_scale":
+        lips += ("model.video_encoder.utterance_norm=true",)
     logs = init_from_logs(
         corpus,
         tmp_path,
-        "model.video_encoder.utterance_norm",
+        f"model.video_encoder.{setting}",
         ("false", "true"),
         *lips,
         source_modality="video",
         modality="video",
     )
-    assert "utterance_norm" not in logs["false"]
-    assert "trained the video encoder with utterance_norm=false; this run uses true" in logs["true"]
-    assert "model.video_encoder.utterance_norm=false" in logs["true"]
+    assert "utterance_" not in logs["false"]
+    assert f"trained the video encoder with {setting}=false; this run uses true" in logs["true"]
+    assert f"model.video_encoder.{setting}=false" in logs["true"]
 
 
 @pytest.mark.slow

@@ -250,6 +250,27 @@ def test_lip_encoder_utterance_norm_removes_each_clips_mean_over_its_real_frames
     torch.testing.assert_close(out[1, :4], alone[0])
 
 
+def test_lip_encoder_utterance_scale_gives_every_clip_unit_root_mean_square():
+    centred = lip_encoder(temporal_layers=0, utterance_norm=True).eval()
+    scaled = lip_encoder(temporal_layers=0, utterance_norm=True, utterance_scale=True).eval()
+    assert scaled.identity.startswith("random:resnet:s32-w32-l1-t0-un-us:")
+    clip, lengths = video(b=2, t=9), torch.tensor([9, 4])
+    with torch.no_grad():
+        ref, out = centred(clip, lengths), scaled(clip, lengths)  # same seed, same weights
+        alone = scaled(clip[1:, :4], torch.tensor([4]))
+        still = scaled(clip[:1, :1].expand(1, 5, -1, -1, -1), torch.tensor([5]))
+    for b, n in ((0, 9), (1, 4)):
+        rms = ref[b, :n].pow(2).mean().sqrt()
+        assert rms > 0.05  # the check below means something: the clip does move
+        torch.testing.assert_close(out[b, :n], ref[b, :n] / rms, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[b, :n].pow(2).mean(), torch.tensor(1.0), rtol=1e-4, atol=1e-5)
+    assert torch.all(out[1, 4:] == 0)  # padding stays zero and does not enter the scale
+    torch.testing.assert_close(out[1, :4], alone[0])
+    assert torch.isfinite(still).all()  # a clip that never moves: only the stem's edge frames differ
+    with pytest.raises(ValueError, match="utterance_scale .* needs utterance_norm"):
+        VideoEncoderConfig(**LIP, utterance_scale=True)
+
+
 def test_utterance_norm_needs_the_lip_encoder():
     with pytest.raises(ValueError, match="utterance_norm needs source 'resnet'"):
         VideoEncoderConfig(source="random", utterance_norm=True)

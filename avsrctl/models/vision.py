@@ -177,6 +177,9 @@ class _BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
+_SCALE_EPS = 1e-6  # keeps utterance_scale finite for a clip whose frames are all the same (centred to 0)
+
+
 class LipEncoder(_VideoEncoder):
     """The lip-reading front-end of AV-HuBERT and Auto-AVSR, sized by the config, trained from scratch.
 
@@ -184,6 +187,7 @@ class LipEncoder(_VideoEncoder):
     --norm, ReLU, max-pool /2--> ResNet (4 stages of `layers` basic blocks, channels
     width/8, width/4, width/2, width; stride 1, 2, 2, 2) --global average--> (N, width) --> (B, T, width)
     [--`utterance_norm`: minus the clip's mean over its real frames-->] (B, T, width)
+    [--`utterance_scale`: over the clip's root mean square-->] (B, T, width)
     --`temporal_layers` residual 1-D convs over time (kernel 5, GELU)--> (B, T, width)
 
     The 3-D stem sees 5 frames (200 ms) around each frame, so every feature carries the lip
@@ -199,6 +203,10 @@ class LipEncoder(_VideoEncoder):
     stubble, lighting, lip colour) is constant over its frames and leaves with the mean; the
     mouth's movement is what varies and stays. A face unlike any training face then shifts the
     features less, the way cepstral mean normalisation removes a channel from audio features.
+    With `utterance_scale` as well, the centred features are divided by their root mean square over
+    the clip's real frames and channels (one number per clip), so how far a mouth moves matters
+    less than how it moves: speakers who barely open their lips and ones who open them wide give
+    features of the same size, as mean and variance normalisation does for cepstra.
     """
 
     MEAN, STD = 0.421, 0.165  # grey lip-ROI statistics used by AV-HuBERT and Auto-AVSR
@@ -211,6 +219,7 @@ class LipEncoder(_VideoEncoder):
         layers: int,
         temporal_layers: int = 2,
         utterance_norm: bool = False,
+        utterance_scale: bool = False,
         identity: str,
         frozen: bool = False,
     ):
@@ -227,7 +236,10 @@ class LipEncoder(_VideoEncoder):
                 c_in = c_out
         self.trunk = nn.Sequential(*blocks)
         self.temporal = nn.ModuleList(nn.Conv1d(width, width, 5, padding=2) for _ in range(temporal_layers))
+        if utterance_scale and not utterance_norm:
+            raise ModelError("utterance_scale divides the centred features: it needs utterance_norm")
         self.utterance_norm = utterance_norm
+        self.utterance_scale = utterance_scale
         self.image_size = image_size
         self.output_dim = width
         self.identity = identity
@@ -263,6 +275,10 @@ class LipEncoder(_VideoEncoder):
         if self.utterance_norm:
             mean = out.sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1, width)
             out = (out - mean) * keep
+            if self.utterance_scale:
+                count = keep.sum(1, keepdim=True).clamp_min(1) * self.output_dim  # (B, 1, 1)
+                rms = ((out**2).sum((1, 2), keepdim=True) / count + _SCALE_EPS).sqrt()  # (B, 1, 1)
+                out = out / rms
         for conv in self.temporal:
             out = out + F.gelu(conv(out.transpose(1, 2)).transpose(1, 2)) * keep
         return out
@@ -362,11 +378,14 @@ def _lip_encoder(cfg: VideoEncoderConfig) -> LipEncoder:
         layers=cfg.layers,
         temporal_layers=cfg.temporal_layers,
         utterance_norm=cfg.utterance_norm,
+        utterance_scale=cfg.utterance_scale,
         identity="",
         frozen=cfg.frozen,
     )
-    sizes = f"s{cfg.image_size}-w{cfg.width}-l{cfg.layers}-t{cfg.temporal_layers}" + (
-        "-un" if cfg.utterance_norm else ""
+    sizes = (
+        f"s{cfg.image_size}-w{cfg.width}-l{cfg.layers}-t{cfg.temporal_layers}"
+        + ("-un" if cfg.utterance_norm else "")
+        + ("-us" if cfg.utterance_scale else "")
     )
     enc.identity = f"random:resnet:{sizes}:{params_fingerprint(enc)}"
     return enc

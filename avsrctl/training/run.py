@@ -306,16 +306,17 @@ def _init_from(model: Any, paths: list[Path], reporter: Reporter, cfg: Config | 
                     f"uses K={now}, so this model's {stream}-only path reads tokens at a rate its LLM "
                     f"adapters never saw (set model.{key}.compression={was} to keep it)[/]"
                 )
-        # Nor has the lip front-end's mean subtraction: the loaded encoder would compute features
-        # its later layers never saw.
+        # Nor have the lip front-end's per-clip normalisations: the loaded encoder would compute
+        # features its later layers never saw.
         if any(k.startswith("video_encoder.") for k in names):
-            was, now = source.video_encoder.utterance_norm, cfg.model.video_encoder.utterance_norm
-            if was != now:
-                reporter.log(
-                    f"[yellow]{path} trained the video encoder with utterance_norm={str(was).lower()}; this run "
-                    f"uses {str(now).lower()}, so the encoder computes features its later layers never saw "
-                    f"(set model.video_encoder.utterance_norm={str(was).lower()} to keep it)[/]"
-                )
+            for setting in ("utterance_norm", "utterance_scale"):
+                was, now = getattr(source.video_encoder, setting), getattr(cfg.model.video_encoder, setting)
+                if was != now:
+                    reporter.log(
+                        f"[yellow]{path} trained the video encoder with {setting}={str(was).lower()}; this run "
+                        f"uses {str(now).lower()}, so the encoder computes features its later layers never saw "
+                        f"(set model.video_encoder.{setting}={str(was).lower()} to keep it)[/]"
+                    )
 
 
 def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter: Reporter, *manifests: Any) -> Any:
