@@ -33,3 +33,24 @@ def test_grid_small_reads_a_shipped_grid_clip(tmp_path):
     use_min_lip_sync(model, 0.0)  # kept in, they get the small weight the sync classifier leaves them
     (kept,) = model.generate(batch, "both", DecodingOptions.from_config(cfg.decode))
     assert 0.0 < kept.video_weight < 0.5 and kept.lip_sync == pytest.approx(result.lip_sync)
+
+
+@pytest.mark.slow
+@pytest.mark.weights
+@requires_whisper_weights
+@requires_smollm2
+def test_decode_says_which_clips_had_their_lips_set_aside(tmp_path, capsys):
+    import json
+
+    from avsrctl.cli.main import run
+    from avsrctl.data.samples import write_sample_manifest
+
+    tsv = write_sample_manifest(tmp_path / "real")
+    for threshold, marked in (("0.5", True), ("0", False)):
+        out = tmp_path / f"min-{threshold}"
+        argv = ["decode", "--checkpoint", "grid-small", "--tsv", str(tsv), "--modality", "both", "--verbose"]
+        assert run([*argv, "--output-dir", str(out), "--min-lip-sync", threshold]) == 0
+        printed = capsys.readouterr().out
+        assert printed.count("lips in sync") == 2  # both shipped clips
+        assert printed.count("(set aside: read from the audio alone)") == (2 if marked else 0)
+        assert json.loads((out / "wer.json").read_text())["settings"]["min_lip_sync"] == float(threshold)

@@ -54,7 +54,9 @@ def results_table(rows: list[tuple[str, object, object]], title: str):
     return table
 
 
-def print_verbose(manifest, report, video_weights=None, lip_syncs=None) -> None:
+def print_verbose(manifest, report, video_weights=None, lip_syncs=None, min_lip_sync: float = 0.0) -> None:
+    """Each utterance's reference, hypothesis and differences; for a fused model how it used the lips
+    (an in-sync probability below `min_lip_sync` means they were set aside)."""
     from avsrctl.metrics import render_diff
 
     con = console.stdout()
@@ -63,7 +65,8 @@ def print_verbose(manifest, report, video_weights=None, lip_syncs=None) -> None:
     for utt, u, w, r in zip(report.utterances, manifest, weights, syncs):
         mark = "[green]ok[/]" if utt.errors == 0 else f"[red]{utt.errors} err[/]"
         lips = "" if w is None else f"  video weight {w:.2f}"
-        lips += "" if r is None else f", lips in sync {r:.2f}"
+        if r is not None:
+            lips += f", lips in sync {r:.2f}" + (" (set aside: read from the audio alone)" if r < min_lip_sync else "")
         con.print(f"[bold]{u.id}[/] {mark}{lips}")
         con.print(f"  REF: {utt.reference}", markup=False)
         con.print(f"  HYP: {utt.hypothesis}", markup=False)
@@ -259,7 +262,8 @@ def _decode_manifest(
         )
     clean_out, clean_report = results[0]
     if verbose:
-        print_verbose(manifest, clean_report, clean_out.video_weights, clean_out.lip_syncs)
+        threshold = lip_sync_setting(model, modality).get("min_lip_sync", 0.0)
+        print_verbose(manifest, clean_report, clean_out.video_weights, clean_out.lip_syncs, threshold)
     if clean_out.failed:
         first = next(iter(clean_out.failed.items()))
         console.log(
