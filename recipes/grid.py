@@ -65,6 +65,8 @@ FACES = 32
 SYNC = 1.0
 # offline-small's front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm):
 # what a face looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
+# It then divides by the clip's root mean square (utterance_scale): rendered mouths open wider than
+# most real speakers', and the size of a movement says less than its shape.
 LIP_FRONT_END = [
     "--set",
     "data.video_augment=true",
