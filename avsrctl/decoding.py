@@ -51,11 +51,17 @@ def check_min_lip_sync(value: float | None) -> None:
         raise UsageError(f"--min-lip-sync must be in [0, 1) (got {value})")
 
 
+def sync_fusion(model):
+    """The model's fusion when it has the sync classifier, else None."""
+    fusion = getattr(model, "fusion", None)
+    return fusion if fusion is not None and getattr(fusion, "sync", None) is not None else None
+
+
 def use_min_lip_sync(model, value: float) -> None:
     """Decode `model` with this in-sync threshold (model.fusion.min_lip_sync) instead of its config's."""
     check_min_lip_sync(value)
-    fusion = getattr(model, "fusion", None)
-    if fusion is None or getattr(fusion, "sync", None) is None:
+    fusion = sync_fusion(model)
+    if fusion is None:
         raise UsageError(
             "--min-lip-sync needs a fused model with the sync classifier",
             hint="it applies to checkpoints trained with model.fusion.sync_weight above 0",
@@ -65,10 +71,8 @@ def use_min_lip_sync(model, value: float) -> None:
 
 def lip_sync_setting(model, modality: str) -> dict:
     """{"min_lip_sync": value} for a report's settings when `modality` 'both' reads a sync classifier."""
-    fusion = getattr(model, "fusion", None)
-    if modality != "both" or fusion is None or getattr(fusion, "sync", None) is None:
-        return {}
-    return {"min_lip_sync": fusion.min_sync}
+    fusion = sync_fusion(model)
+    return {"min_lip_sync": fusion.min_sync} if modality == "both" and fusion is not None else {}
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
         embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False)
         fusion = getattr(model, "fusion", None)
         video_weights = fusion.last_video_weight.tolist() if modality == "both" and fusion is not None else None
-        has_sync = video_weights is not None and getattr(fusion, "sync", None) is not None
+        has_sync = video_weights is not None and sync_fusion(model) is not None
         lip_syncs = fusion.last_sync.tolist() if has_sync else None
         greedy = options.beam_size == 1
         # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so

@@ -373,7 +373,7 @@ def main() -> None:
             checkpoints[m] = out / "final"
 
     results: dict[str, dict] = {}
-    weights: dict[str, dict] = {}  # how the fused model used the lips, per test condition (`lips`)
+    lip_use: dict[str, dict] = {}  # how the fused model used the lips, per test condition (`lips`)
     tests = {
         name: tsv
         for name, tsv in (("synthetic-test", corpus / "test.tsv"), ("heldout", heldout / "test.tsv"))
@@ -388,17 +388,17 @@ def main() -> None:
                 folder = work / "eval" / f"{name}-{m}-babble-5"
                 results[f"{name}-babble-5/{m}"] = babble(tsv, folder, *common)[-5]
                 if m == "both":
-                    weights[f"{name}"] = lips(folder)
-                    weights[f"{name}-babble-5"] = lips(folder / "snr_-5")
+                    lip_use[f"{name}"] = lips(folder)
+                    lip_use[f"{name}-babble-5"] = lips(folder / "snr_-5")
         if grid_tsv is not None:
             results[f"real-grid/{m}"] = evaluate(grid_tsv, work / "eval" / f"grid-{m}", *common, "--normalizer", "all")
             folder = work / "eval" / f"grid-{m}-babble"
             for snr, report in babble(grid_tsv, folder, *common, snrs=(0, -5)).items():
                 results[f"real-grid-babble{snr}/{m}"] = report
                 if m == "both":
-                    weights[f"real-grid-babble{snr}"] = lips(folder / f"snr_{snr}")
+                    lip_use[f"real-grid-babble{snr}"] = lips(folder / f"snr_{snr}")
             if m == "both":
-                weights["real-grid"] = lips(folder)
+                lip_use["real-grid"] = lips(folder)
     if "both" in checkpoints:
         # Control: the fused model trained with noise, given the audio alone. Its gap to `both`
         # is what the lips add; its gap to `audio` is what noisy training adds.
@@ -416,7 +416,7 @@ def main() -> None:
         results["heldout-still-video/both"] = evaluate(
             still, folder, "--checkpoint", checkpoints["both"], "--modality", "both"
         )
-        weights["heldout-still-video"] = lips(folder)
+        lip_use["heldout-still-video"] = lips(folder)
         if grid_tsv is not None:
             for snr, report in babble(
                 grid_tsv, work / "eval" / "grid-both-audio-only-babble", *control, snrs=(0, -5)
@@ -428,8 +428,8 @@ def main() -> None:
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
 
-    write_results(args.results, results, timings, args, weights)
-    write_json(args.results.with_name("results.json"), results, weights)
+    write_results(args.results, results, timings, args, lip_use)
+    write_json(args.results.with_name("results.json"), results, lip_use)
     log(f"wrote {args.results} and {args.results.with_name('results.json')}")
     if "both" in checkpoints:  # the built-in `--checkpoint grid-small`, replaced only when its figures improve
         import shlex
@@ -502,24 +502,26 @@ def _targets(results: dict) -> list[str]:
     return ["", "## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|", *rows]
 
 
-def write_json(path: Path, results: dict, weights: dict) -> None:
+def write_json(path: Path, results: dict, lip_use: dict) -> None:
     """Every figure as {"test-set/modality": {"wer", "errors", "words"}}, plus the fused model's mean
     video weight, mean in-sync probability and utterances whose lips it set aside per test condition
     under "video-weight/<test-set>", "lip-sync/<test-set>" and "lips-set-aside/<test-set>"."""
     figures = {
         key: {"wer": round(r["wer"], 4), "errors": r["errors"], "words": r["ref_words"]} for key, r in results.items()
     }
-    for k, used in weights.items():
-        if used and used["video_weight"] is not None:
+    for k, used in lip_use.items():
+        if not used:
+            continue
+        if used["video_weight"] is not None:
             figures[f"video-weight/{k}"] = round(used["video_weight"], 4)
-        if used and used.get("lip_sync") is not None:
+        if used.get("lip_sync") is not None:
             figures[f"lip-sync/{k}"] = round(used["lip_sync"], 4)
-        if used and "set_aside" in used:
+        if "set_aside" in used:
             figures[f"lips-set-aside/{k}"] = used["set_aside"]
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
-def write_results(path: Path, results: dict, timings: dict, args, weights: dict | None = None) -> None:
+def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict | None = None) -> None:
     import torch
     import transformers
 
@@ -573,7 +575,7 @@ def write_results(path: Path, results: dict, timings: dict, args, weights: dict 
             r = results.get(f"real-grid/{m}")
             if r:
                 lines.append(f"| {m} | {_pct(r)} | {_pct(r, 'whisper')} |")
-    if weights:
+    if lip_use:
         lines += [
             "",
             "How the fused model used the lips: the mean video weight (1 - w, averaged over frames and "
@@ -583,7 +585,7 @@ def write_results(path: Path, results: dict, timings: dict, args, weights: dict 
             "| test set | video weight | in sync | lips set aside |",
             "|---|---|---|---|",
         ]
-        for k, used in weights.items():
+        for k, used in lip_use.items():
             if used and used["video_weight"] is not None:
                 sync = "-" if used.get("lip_sync") is None else f"{used['lip_sync']:.3f}"
                 lines.append(f"| {k} | {used['video_weight']:.3f} | {sync} | {used.get('set_aside', '-')} |")

@@ -239,6 +239,7 @@ def _decode_manifest(
     if batch_size is not None:
         cfg.decode.batch_size = batch_size
 
+    lips = lip_sync_setting(model, modality)  # the threshold this decode reads the lips with
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console.chatter(), transient=True) as progress:
         results = run_decode(
@@ -254,15 +255,11 @@ def _decode_manifest(
             seed=seed,
             device=device,
             progress=progress,
-            extra_settings={
-                "checkpoint": str(checkpoint),
-                "batch_size": cfg.decode.batch_size,
-                **lip_sync_setting(model, modality),
-            },
+            extra_settings={"checkpoint": str(checkpoint), "batch_size": cfg.decode.batch_size, **lips},
         )
     clean_out, clean_report = results[0]
     if verbose:
-        threshold = lip_sync_setting(model, modality).get("min_lip_sync", 0.0)
+        threshold = lips.get("min_lip_sync", 0.0)
         print_verbose(manifest, clean_report, clean_out.video_weights, clean_out.lip_syncs, threshold)
     if clean_out.failed:
         first = next(iter(clean_out.failed.items()))
