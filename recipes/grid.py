@@ -521,9 +521,17 @@ def write_json(path: Path, results: dict, lip_use: dict) -> None:
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
+_CROPS = {
+    "landmarks": "placed by facial landmarks (dlib's 68-point model: upright, scaled to the lips, anchored on the nose)",
+    "haar": "cut at a fixed place in the Haar face track's box (dlib is not installed)",
+}
+
+
 def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict | None = None) -> None:
     import torch
     import transformers
+
+    from avsrctl.data.roi import crop_method
 
     voices = (
         "espeak-ng voices and, for every second speaker, MBROLA diphone voices (en1, us1, us2 in training; "
@@ -552,7 +560,8 @@ def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict 
         "at -5 dB SNR to the test audio; `both-model-audio-only` is the fused model decoded from the audio "
         "alone, a control that separates what the lips add from what training with noise adds. "
         "`real-grid-babble0` / `real-grid-babble-5` add babble at 0 / -5 dB to the real clips; "
-        "`heldout-still-video` replaces every held-out video by its first frame (the audio is kept).",
+        "`heldout-still-video` replaces every held-out video by its first frame (the audio is kept). "
+        f"The real clips' mouth crops are {_CROPS[crop_method('auto')]} (`data.roi: auto`).",
         *_targets(results),
         "",
         "## All figures",

@@ -2,8 +2,8 @@
 
     python scripts/crop_sheet.py docs/crops.png [--media ../shared/media] [--size 48] [--speakers 4]
 
-Real rows come from the clips in MEDIA/video cut by the same ROI code as `prepare --roi haar`
-(skipped when the folder is absent); rendered rows are held-out speakers of `demo-data`
+Real rows come from the clips in MEDIA/video cut by the same ROI code as `prepare --roi auto`
+(landmark crops when dlib is installed; skipped when the folder is absent); rendered rows are held-out speakers of `demo-data`
 saying one GRID sentence. Eight frames per row, every fifth frame, scaled up 3x.
 """
 
@@ -23,7 +23,7 @@ def real_rows(media: Path, size: int) -> list[np.ndarray]:
 
     rows = []
     for clip in sorted((media / "video").glob("grid_*.mpg")):
-        frames = apply_roi(load_video(clip, max_short_side=source_side(size)), "haar", size, path=clip)
+        frames = apply_roi(load_video(clip, max_short_side=source_side(size)), "auto", size, path=clip)
         rows.append(frames[10:50:5])
     return rows
 

@@ -1,4 +1,4 @@
-"""Mouth ROI: Haar face track on a real GRID clip, crop geometry and stability, the three modes."""
+"""Mouth ROI: Haar face track on a real GRID clip, crop geometry and stability, the modes (landmarks: test_landmarks.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from avsrctl.data.media import load_video
-from avsrctl.data.roi import MOUTH_Y, apply_roi, center_square, crop_track, detect_face, needs_crop, track_mouth
+from avsrctl.data.roi import (
+    MOUTH_Y,
+    apply_roi,
+    center_square,
+    crop_method,
+    crop_track,
+    detect_face,
+    needs_crop,
+    track_mouth,
+)
 from avsrctl.errors import MediaError, UsageError
 
 
@@ -64,8 +73,8 @@ def test_crop_is_centred_on_the_moving_mouth(media_dir, name):
 def test_auto_crops_large_frames_and_keeps_small_ones(grid_frames):
     assert needs_crop(288, 360, 96) and not needs_crop(96, 96, 96) and not needs_crop(180, 240, 96)
     auto = apply_roi(grid_frames[:10], "auto", 96, path="x.mpg")
-    haar = apply_roi(grid_frames[:10], "haar", 96, path="x.mpg")
-    np.testing.assert_array_equal(auto, haar)
+    chosen = apply_roi(grid_frames[:10], crop_method("auto"), 96, path="x.mpg")  # landmarks when installed
+    np.testing.assert_array_equal(auto, chosen)
     none = apply_roi(grid_frames[:10], "none", 96)
     assert none.shape == (10, 96, 96, 3) and not np.array_equal(none, auto)  # whole frame, squeezed
 

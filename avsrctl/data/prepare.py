@@ -37,7 +37,7 @@ from pathlib import Path
 from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
 from avsrctl.data.media import MEDIA_EXTENSIONS, extract_audio, load_video, probe, save_video
-from avsrctl.data.roi import apply_roi, check_mode, source_side
+from avsrctl.data.roi import apply_roi, check_mode, crop_method, source_side
 from avsrctl.errors import DataError, MediaError, UsageError
 
 SPLITS = ("train", "valid", "test")
@@ -476,7 +476,9 @@ def prepare_corpus(
 
 
 def _options_record(options: PrepareOptions) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    """The options, plus the crop the ROI mode gave on this machine ('auto' crops by landmarks when installed)."""
+    record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    return {**record, "crop": crop_method(options.roi)}
 
 
 def write_failures(path: Path, failed: dict[str, str]) -> None:

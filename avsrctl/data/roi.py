@@ -8,7 +8,12 @@ failed), and cut a fixed-size square around the mouth, which sits at a stable pl
 the cascade's face box (~78% down, centred). One crop side per clip keeps the scale steady.
 
 Modes: 'none' passes frames through (resized to roi_size when they are not already),
-'haar' always crops, 'auto' crops only frames much larger than the ROI (> 2 x roi_size).
+'haar' always crops at the fixed place in the face box, 'landmarks' always crops and places the
+crop by facial landmarks found inside the Haar track's face box (landmarks.py: rotated upright,
+scaled to the lips, anchored on the nose; a clip whose landmarks miss the mouth falls back to the
+face-box crop), 'auto' crops only frames much larger than the ROI (> 2 x roi_size), by landmarks
+when dlib and its model are installed (`avsrctl[landmarks]`), else by the face box.
+`crop_method` says which crop a mode gives on this machine; caches and reports record it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 
 from avsrctl.errors import MediaError, UsageError
 
-ROI_MODES = ("none", "haar", "auto")
+ROI_MODES = ("none", "haar", "auto", "landmarks")
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 MOUTH_Y = 0.78  # mouth centre, as a fraction of the face box height from its top
 MOUTH_SIDE = 0.6  # crop side as a fraction of the face box width (mouth, lips, chin)
@@ -143,9 +148,23 @@ def needs_crop(height: int, width: int, roi_size: int = 96) -> bool:
     return min(height, width) > 2 * roi_size
 
 
+def crop_method(mode: str) -> str:
+    """What a mode crops large frames with here: 'none', 'haar' or 'landmarks' ('auto' depends on the install)."""
+    if mode == "auto":
+        from avsrctl.data.landmarks import available
+
+        return "landmarks" if available() else "haar"
+    return mode
+
+
 def check_mode(mode: str) -> str:
+    """The mode, checked; 'landmarks' also checks that dlib and its model are installed."""
     if mode not in ROI_MODES:
         raise UsageError(f"unknown ROI mode {mode!r}; choose one of {', '.join(ROI_MODES)}")
+    if mode == "landmarks":
+        from avsrctl.data.landmarks import require
+
+        require()
     return mode
 
 
@@ -157,6 +176,13 @@ def apply_roi(
     if roi_size <= 0:
         raise UsageError(f"roi_size must be positive, got {roi_size}")
     h, w = frames.shape[1:3]
-    if mode == "haar" or (mode == "auto" and needs_crop(h, w, roi_size)):
-        return crop_track(frames, track_mouth(frames, path=path), roi_size)
-    return center_square(frames, roi_size)
+    if mode == "none" or (mode == "auto" and not needs_crop(h, w, roi_size)):
+        return center_square(frames, roi_size)
+    track = track_mouth(frames, path=path)
+    if crop_method(mode) == "landmarks":
+        from avsrctl.data.landmarks import crop_landmarks
+
+        crops = crop_landmarks(frames, track.faces, roi_size)
+        if crops is not None:
+            return crops
+    return crop_track(frames, track, roi_size)

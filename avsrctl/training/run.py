@@ -23,6 +23,7 @@ from avsrctl.checkpoint import (
     read_tensors,
 )
 from avsrctl.config import Config
+from avsrctl.data.roi import crop_method
 from avsrctl.errors import CheckpointError, TrainingError, UsageError
 from avsrctl.models.avsr import trainable_mismatches
 from avsrctl.training import distributed as D
@@ -336,7 +337,8 @@ def _feature_cache(cfg: Config, model: Any, modality: str, noise: Any, reporter:
         cfg.train.cache_features,
         media=media_map(*manifests),
         identities=identities,
-        preprocessing={"roi": cfg.data.roi, "roi_size": cfg.data.roi_size},
+        # 'auto' crops by landmarks or by the face box depending on the install: the key says which
+        preprocessing={"roi": cfg.data.roi, "crop": crop_method(cfg.data.roi), "roi_size": cfg.data.roi_size},
     )
 
 
