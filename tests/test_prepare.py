@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import avsrctl.data.prepare as P
 from avsrctl.cli.main import run
 from avsrctl.data.manifest import read_manifest
 from avsrctl.data.media import load_video, save_audio, save_video
@@ -94,6 +95,32 @@ def test_rerun_redoes_empty_leftovers(source, prepared, tmp_path):
     result = prepare_corpus(source, out, options())
     assert (result.prepared, result.reused) == (2, N_CLIPS - 2)
     assert (out / "audio" / "clip1.wav").stat().st_size > 0 and (out / "video" / "clip3.mp4").is_file()
+
+
+def test_rerun_refuses_to_mix_crops_of_another_kind(source, prepared, tmp_path, monkeypatch):
+    out = tmp_path / "corpus"
+    shutil.copytree(prepared[0], out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(UsageError, match=r"prepare\.json: its clips were cut with roi=auto roi_size=96 .* roi_size=64"):
+        prepare_corpus(source, out, options(roi_size=64))
+    with pytest.raises(UsageError, match="roi=auto roi_size=96 .* roi=none roi_size=96"):
+        prepare_corpus(source, out, options(roi="none"))
+    # A record from before the crop was kept: 'auto' cut by the face box then. With landmarks
+    # installed, 'auto' now cuts by landmarks, so the old clips must not be mixed with new ones.
+    record = json.loads((out / "prepare.json").read_text())
+    del record["options"]["crop"]
+    (out / "prepare.json").write_text(json.dumps(record))
+    monkeypatch.setattr(P, "crop_method", lambda mode: "landmarks" if mode == "auto" else mode)
+    with pytest.raises(
+        UsageError, match=r"\(haar crops\); this run asks for roi=auto roi_size=96 \(landmarks crops\)"
+    ) as e:
+        prepare_corpus(source, out, options())
+    assert str(out / "video") in e.value.hint
+    assert {p: p.stat().st_mtime_ns for p in before if p.name != "prepare.json"} == {
+        p: t for p, t in before.items() if p.name != "prepare.json"
+    }
+    monkeypatch.setattr(P, "crop_method", lambda mode: "haar" if mode == "auto" else mode)
+    assert prepare_corpus(source, out, options()).reused == N_CLIPS  # the same crops: reused
 
 
 def test_split_is_seeded():

@@ -427,6 +427,7 @@ def prepare_corpus(
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"output must be a folder, got a file: {out}")
+    _check_same_crops(out, options)
     clips = find_clips(src, exclude=out)
     mine = clips if shard is None else [c for c in clips if shard.holds(c.name)]
     texts = transcripts_for(mine, options.transcripts) if mine else {}
@@ -473,6 +474,29 @@ def prepare_corpus(
     record = {"source": str(src.resolve()), "options": _options_record(options), **result.to_dict()}
     write_atomic(target / ("prepare.json" if shard is None else PART_DONE), json.dumps(record, indent=2) + "\n")
     return result
+
+
+def _crops(options: dict) -> tuple:
+    """What decides a clip's crop in a prepare.json's options; records from before 'crop' was kept had
+    'auto' cut by the face box."""
+    roi = options.get("roi")
+    return roi, options.get("roi_size"), options.get("crop", "haar" if roi in ("auto", "haar") else roi)
+
+
+def _check_same_crops(out: Path, options: PrepareOptions) -> None:
+    """Refuse to add crops of another kind to OUT: clips already there are reused, not cut again."""
+    record = out / "prepare.json"
+    try:
+        before = json.loads(record.read_text(encoding="utf-8")).get("options") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no earlier run (or an unreadable record): nothing to mix with
+    old, new = _crops(before), _crops(_options_record(options))
+    if old[0] is not None and old != new:
+        raise UsageError(
+            f"{record}: its clips were cut with roi={old[0]} roi_size={old[1]} ({old[2]} crops); "
+            f"this run asks for roi={new[0]} roi_size={new[1]} ({new[2]} crops)",
+            hint=f"prepare into a new folder, or delete {out / 'video'} to cut every clip again",
+        )
 
 
 def _options_record(options: PrepareOptions) -> dict:
