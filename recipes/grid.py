@@ -425,6 +425,16 @@ def main() -> None:
             results["real-grid/both-model-audio-only"] = json.loads(
                 (work / "eval" / "grid-both-audio-only-babble" / "wer.json").read_text()
             )
+        # The other control: the fused model's lips alone (its video path, with what the fused stage
+        # taught the lip front-end), beside the video model's.
+        lips_only = ["--checkpoint", checkpoints["both"], "--modality", "video"]
+        results["heldout/both-model-video-only"] = evaluate(
+            heldout / "test.tsv", work / "eval" / "heldout-both-video-only", *lips_only
+        )
+        if grid_tsv is not None:
+            results["real-grid/both-model-video-only"] = evaluate(
+                grid_tsv, work / "eval" / "grid-both-video-only", *lips_only
+            )
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
 
@@ -558,7 +568,8 @@ def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict 
         "another seed with other voices (`demo-data --test-only --seed 1`); `real-grid` is the four real GRID "
         "recordings in ../shared/media (never used for training or tuning). `-babble-5` adds babble noise "
         "at -5 dB SNR to the test audio; `both-model-audio-only` is the fused model decoded from the audio "
-        "alone, a control that separates what the lips add from what training with noise adds. "
+        "alone, a control that separates what the lips add from what training with noise adds; "
+        "`both-model-video-only` is the fused model decoded from the lips alone. "
         "`real-grid-babble0` / `real-grid-babble-5` add babble at 0 / -5 dB to the real clips; "
         "`heldout-still-video` replaces every held-out video by its first frame (the audio is kept). "
         f"The real clips' mouth crops are {_CROPS[crop_method('auto')]} (`data.roi: auto`).",
