@@ -32,8 +32,42 @@ if TYPE_CHECKING:  # torch stays out of `eval --hyp` and the baseline
     from avsrctl.decoding import DecodingOptions
 
 
+@dataclass(frozen=True)
+class LipUse:
+    """How a fused model used one utterance's lips."""
+
+    video_weight: float  # mean fusion weight on the video over its frames (0 when set aside)
+    lip_sync: float | None = None  # with a sync classifier: mean probability that the lips move with the voice
+
+    def fields(self) -> dict:
+        """Its results.jsonl fields, rounded."""
+        known = {"video_weight": self.video_weight, "lip_sync": self.lip_sync}
+        return {k: round(v, 4) for k, v in known.items() if v is not None}
+
+
+class _LipViews:
+    """Per-row views of `lips` (one `LipUse` per manifest row, None for a row that was not decoded)."""
+
+    lips: list[LipUse | None] | None
+
+    @property
+    def video_weights(self) -> list[float | None] | None:
+        """'both': each row's mean fusion weight on the video; None for other modalities."""
+        return None if self.lips is None else [None if u is None else u.video_weight for u in self.lips]
+
+    @property
+    def lip_syncs(self) -> list[float | None] | None:
+        """'both' with a sync classifier: each row's mean in-sync probability; None without one."""
+        syncs = None if self.lips is None else [None if u is None else u.lip_sync for u in self.lips]
+        return syncs if syncs and any(r is not None for r in syncs) else None
+
+    @property
+    def mean_video_weight(self) -> float | None:
+        return mean_known(self.video_weights)
+
+
 @dataclass
-class DecodeOutput:
+class DecodeOutput(_LipViews):
     """Hypotheses for one manifest under one condition (clean or one SNR)."""
 
     modality: str
@@ -41,12 +75,7 @@ class DecodeOutput:
     failed: dict[str, str] = field(default_factory=dict)  # id -> reason the media could not be decoded
     seconds: float = 0.0
     snr_db: float | None = None
-    video_weights: list[float | None] | None = None  # 'both': each row's mean fusion weight on the video
-    lip_syncs: list[float | None] | None = None  # 'both' with a sync classifier: each row's mean P(in sync)
-
-    @property
-    def mean_video_weight(self) -> float | None:
-        return mean_known(self.video_weights)
+    lips: list[LipUse | None] | None = None  # 'both': how the model used each row's lips
 
     @property
     def utterances_per_second(self) -> float:
@@ -92,8 +121,7 @@ def decode_manifest(
         dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=cfg.data.num_workers
     )
     by_id: dict[str, str] = {}
-    weight_by_id: dict[str, float | None] = {}
-    sync_by_id: dict[str, float | None] = {}
+    lips_by_id: dict[str, LipUse] = {}
     failed: dict[str, str] = {}
     start = time.perf_counter()
     model.eval()
@@ -103,23 +131,20 @@ def decode_manifest(
             if len(batch):
                 for result in model.generate(batch.to(device), modality, options):
                     by_id[result.id] = result.text
-                    weight_by_id[result.id] = result.video_weight
-                    sync_by_id[result.id] = result.lip_sync
+                    if result.video_weight is not None:
+                        lips_by_id[result.id] = LipUse(result.video_weight, result.lip_sync)
             if on_batch is not None:
                 on_batch(len(batch) + len(batch.meta.get("skipped", [])))
     hypotheses = [by_id.get(u.id, "") for u in manifest]
     missing = [u.id for u in manifest if u.id not in by_id and u.id not in failed]
     assert not missing, f"utterances neither decoded nor reported as failed: {missing[:3]}"
-    weights = [weight_by_id.get(u.id) for u in manifest] if modality == "both" else None
-    syncs = [sync_by_id.get(u.id) for u in manifest] if modality == "both" else None
     return DecodeOutput(
         modality,
         hypotheses,
         failed,
         time.perf_counter() - start,
         noise.snr_db if noise is not None else None,
-        weights,
-        syncs if syncs and any(r is not None for r in syncs) else None,
+        [lips_by_id.get(u.id) for u in manifest] if modality == "both" else None,
     )
 
 
@@ -142,19 +167,13 @@ def mean_known(values: list[float | None] | None) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def fusion_fields(
-    weights: list[float | None] | None, syncs: list[float | None] | None = None
-) -> tuple[dict, list[dict] | None]:
-    """What the fused model's video weights and, with a sync classifier, its in-sync probabilities
-    add to wer.json (the means) and to each results.jsonl row."""
-    if weights is None:
+def fusion_fields(out: _LipViews) -> tuple[dict, list[dict] | None]:
+    """What the fused model's use of the lips (video weights and, with a sync classifier, in-sync
+    probabilities) adds to wer.json (the means) and to each results.jsonl row."""
+    if out.lips is None:
         return {}, None
-    syncs = syncs or [None] * len(weights)
-    rows = [
-        {**({} if w is None else {"video_weight": round(w, 4)}), **({} if r is None else {"lip_sync": round(r, 4)})}
-        for w, r in zip(weights, syncs)
-    ]
-    means = {"mean_video_weight": mean_known(weights), "mean_lip_sync": mean_known(syncs)}
+    rows = [{} if u is None else u.fields() for u in out.lips]
+    means = {"mean_video_weight": mean_known(out.video_weights), "mean_lip_sync": mean_known(out.lip_syncs)}
     return {k: round(v, 4) for k, v in means.items() if v is not None}, rows
 
 
@@ -162,7 +181,7 @@ def write_condition(
     output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
-    mean, rows = fusion_fields(out.video_weights, out.lip_syncs)
+    mean, rows = fusion_fields(out)
     summary = {
         **report.to_dict(),
         "modality": out.modality,
@@ -252,7 +271,7 @@ def run_decode(
 
 
 @dataclass
-class Run:
+class Run(_LipViews):
     """One set of hypotheses to score: from a file, the baseline, or a checkpoint in one modality."""
 
     system: str
@@ -260,8 +279,7 @@ class Run:
     modality: str | None = None
     failed: dict[str, str] = field(default_factory=dict)  # id -> why its media could not be decoded
     settings: dict = field(default_factory=dict)
-    video_weights: list[float | None] | None = None  # 'both': each row's mean fusion weight on the video
-    lip_syncs: list[float | None] | None = None  # 'both' with a sync classifier: each row's mean P(in sync)
+    lips: list[LipUse | None] | None = None  # 'both': how the model used each row's lips
 
 
 def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: str) -> tuple[list[ErrorReport], dict]:
@@ -270,7 +288,7 @@ def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: st
     summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
     if run.modality is not None:
         summary["modality"] = run.modality
-    summary.update(fusion_fields(run.video_weights, run.lip_syncs)[0])
+    summary.update(fusion_fields(run)[0])
     if run.settings:
         summary["settings"] = run.settings
     if run.failed or run.modality is not None or "baseline" in run.system:
@@ -332,15 +350,5 @@ def checkpoint_runs(
             "device": dev,
             **lip_sync_setting(model, mod),
         }
-        runs.append(
-            Run(
-                f"{Path(checkpoint).name} ({mod})",
-                out.hypotheses,
-                mod,
-                dict(out.failed),
-                settings,
-                out.video_weights,
-                out.lip_syncs,
-            )
-        )
+        runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings, out.lips))
     return runs

@@ -220,3 +220,16 @@ def test_checkpoint_mode_scores_every_modality(media_dir, tmp_path, capsys):
         saved = json.loads((out_dir / r["modality"] / "wer.json").read_text())
         assert saved == r
         assert len((out_dir / r["modality"] / "hyp.wrd").read_text().splitlines()) == 1
+
+
+def test_lip_use_gives_each_row_its_fields_and_the_means_skip_rows_not_decoded():
+    from avsrctl.evaluate import DecodeOutput, LipUse, fusion_fields
+
+    out = DecodeOutput("both", ["a", "", "c"], lips=[LipUse(0.5, 0.8), None, LipUse(0.1234567, None)])
+    means, rows = fusion_fields(out)
+    assert rows == [{"video_weight": 0.5, "lip_sync": 0.8}, {}, {"video_weight": 0.1235}]
+    assert means == {"mean_video_weight": round((0.5 + 0.1234567) / 2, 4), "mean_lip_sync": 0.8}
+    assert out.video_weights == [0.5, None, 0.1234567] and out.lip_syncs == [0.8, None, None]
+    no_sync = DecodeOutput("both", ["a"], lips=[LipUse(0.3)])
+    assert no_sync.lip_syncs is None and fusion_fields(no_sync) == ({"mean_video_weight": 0.3}, [{"video_weight": 0.3}])
+    assert fusion_fields(DecodeOutput("audio", ["a"])) == ({}, None)

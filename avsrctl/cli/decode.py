@@ -54,20 +54,19 @@ def results_table(rows: list[tuple[str, object, object]], title: str):
     return table
 
 
-def print_verbose(manifest, report, video_weights=None, lip_syncs=None, min_lip_sync: float = 0.0) -> None:
+def print_verbose(manifest, report, lips=None, min_lip_sync: float = 0.0) -> None:
     """Each utterance's reference, hypothesis and differences; for a fused model how it used the lips
-    (an in-sync probability below `min_lip_sync` means they were set aside)."""
+    (`LipUse` per row; an in-sync probability below `min_lip_sync` means they were set aside)."""
     from avsrctl.metrics import render_diff
 
     con = console.stdout()
-    weights = video_weights or [None] * len(manifest)
-    syncs = lip_syncs or [None] * len(manifest)
-    for utt, u, w, r in zip(report.utterances, manifest, weights, syncs):
+    for utt, u, use in zip(report.utterances, manifest, lips or [None] * len(manifest)):
         mark = "[green]ok[/]" if utt.errors == 0 else f"[red]{utt.errors} err[/]"
-        lips = "" if w is None else f"  video weight {w:.2f}"
-        if r is not None:
-            lips += f", lips in sync {r:.2f}" + (" (set aside: read from the audio alone)" if r < min_lip_sync else "")
-        con.print(f"[bold]{u.id}[/] {mark}{lips}")
+        shown = "" if use is None else f"  video weight {use.video_weight:.2f}"
+        if use is not None and use.lip_sync is not None:
+            aside = " (set aside: read from the audio alone)" if use.lip_sync < min_lip_sync else ""
+            shown += f", lips in sync {use.lip_sync:.2f}{aside}"
+        con.print(f"[bold]{u.id}[/] {mark}{shown}")
         con.print(f"  REF: {utt.reference}", markup=False)
         con.print(f"  HYP: {utt.hypothesis}", markup=False)
         if utt.errors:
@@ -260,7 +259,7 @@ def _decode_manifest(
     clean_out, clean_report = results[0]
     if verbose:
         threshold = lips.get("min_lip_sync", 0.0)
-        print_verbose(manifest, clean_report, clean_out.video_weights, clean_out.lip_syncs, threshold)
+        print_verbose(manifest, clean_report, clean_out.lips, threshold)
     if clean_out.failed:
         first = next(iter(clean_out.failed.items()))
         console.log(

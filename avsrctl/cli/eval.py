@@ -157,7 +157,7 @@ def eval_(
         refs = [u.text for u in manifest]
         for run, (reports, summary) in zip(runs, results):
             folder = output_dir / run.modality if len(runs) > 1 else output_dir
-            rows = fusion_fields(run.video_weights, run.lip_syncs)[1]
+            rows = fusion_fields(run)[1]
             paths = write_results(folder, reports[0], refs, run.hypotheses, summary=summary, extra=rows)
             console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
 
