@@ -56,3 +56,27 @@ def test_min_lip_sync_is_checked_before_anything_loads(args, message, capsys):
     assert run(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_no_option_help_loses_brackets_to_rich_markup():
+    # Help is rendered as rich markup, where "[landmarks]" is a style tag and vanishes: brackets
+    # that should show (an extra's name, an option's syntax) must be escaped as "\[".
+    import re
+
+    import typer
+
+    from avsrctl.cli.main import app
+
+    def commands(cmd, name=""):
+        yield name, cmd
+        for sub_name, sub in getattr(cmd, "commands", {}).items():
+            yield from commands(sub, f"{name} {sub_name}".strip())
+
+    tag = re.compile(r"(?<!\\)\[[a-z/][^\]\s]*\]")  # what rich reads as a markup tag
+    lost = [
+        f"{name} {param.opts[0]}: {m.group(0)}"
+        for name, cmd in commands(typer.main.get_command(app))
+        for param in cmd.params
+        for m in tag.finditer(getattr(param, "help", None) or "")
+    ]
+    assert not lost, lost

@@ -50,7 +50,7 @@ def prepare(
         typer.Option(
             "--roi",
             help="Mouth crop: 'auto' crops frames larger than 2 x roi-size, 'haar' always crops, "
-            "'landmarks' always crops, placed by face landmarks (pip install 'avsrctl[landmarks]'), "
+            "'landmarks' always crops, placed by face landmarks (pip install 'avsrctl\\[landmarks]'), "
             "'none' keeps the source video (already mouth crops).",
         ),
     ] = "auto",
