@@ -46,7 +46,7 @@ MOUTH_CORNERS = (48, 54)
 # crop side, mouth centre at 0.6 of the crop height.
 LIP_WIDTH = 0.44
 MOUTH_Y = 0.6
-LIPS_IN_FACE = (0.2, 0.7)  # lip width / face box width outside this: the fit missed the mouth
+LIPS_IN_FACE = (0.12, 0.6)  # lip width / face box width outside this: the fit missed the mouth (GRID: 0.24-0.29)
 SMOOTH = 5  # frames of the running median and running mean over the anchor and roll
 
 
