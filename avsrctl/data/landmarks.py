@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avsrctl.data.roi import _median_filter
 from avsrctl.errors import UsageError
 
 MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -105,11 +106,15 @@ def face_landmarks(frames: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def _smooth(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
-    """Running median, then running mean, along axis 0 (edges use the part of the window that fits)."""
+    """Running median (the face track's), then running mean, along axis 0 (edges use the part of the window that fits)."""
     half = window // 2
-    n = len(values)
-    med = np.stack([np.median(values[max(0, i - half) : i + half + 1], axis=0) for i in range(n)])
-    return np.stack([med[max(0, i - half) : i + half + 1].mean(axis=0) for i in range(n)])
+    med = _median_filter(values, window)
+    return np.stack([med[max(0, i - half) : i + half + 1].mean(axis=0) for i in range(len(values))])
+
+
+def _lip_widths(points: np.ndarray) -> np.ndarray:
+    """Distance between the mouth corners per frame, from (T, 68, 2) landmarks -> (T,)."""
+    return np.linalg.norm(points[:, MOUTH_CORNERS[1]] - points[:, MOUTH_CORNERS[0]], axis=1)
 
 
 def mouth_frames(points: np.ndarray, roi_size: int) -> np.ndarray:
@@ -124,13 +129,12 @@ def mouth_frames(points: np.ndarray, roi_size: int) -> np.ndarray:
     nose = points[:, NOSE_TIP]  # (T, 2)
     mouth = points[:, MOUTH].mean(axis=1)  # (T, 2)
     anchor = _smooth(nose) + np.median(mouth - nose, axis=0)  # (T, 2): follows the head, not the jaw
-    lips = np.linalg.norm(points[:, MOUTH_CORNERS[1]] - points[:, MOUTH_CORNERS[0]], axis=1)
-    scale = roi_size * LIP_WIDTH / max(float(np.median(lips)), 1.0)  # crop pixels per frame pixel, one per clip
+    scale = roi_size * LIP_WIDTH / max(float(np.median(_lip_widths(points))), 1.0)  # crop px per frame px, per clip
+    target = np.array([0.5 * roi_size, MOUTH_Y * roi_size])
     maps = np.empty((len(points), 2, 3))
     for i, ((cx, cy), angle) in enumerate(zip(anchor, roll)):
         c, s = np.cos(angle) * scale, np.sin(angle) * scale
         rot = np.array([[c, s], [-s, c]])  # rotates by -angle (undoes the roll) and scales
-        target = np.array([0.5 * roi_size, MOUTH_Y * roi_size])
         maps[i, :, :2] = rot
         maps[i, :, 2] = target - rot @ np.array([cx, cy])
     return maps  # (T, 2, 3)
@@ -138,8 +142,7 @@ def mouth_frames(points: np.ndarray, roi_size: int) -> np.ndarray:
 
 def plausible(points: np.ndarray, faces: np.ndarray) -> bool:
     """Whether the lips found are a plausible share of the face box's width (0.24 and 0.29 on the shipped GRID clips)."""
-    lips = np.linalg.norm(points[:, MOUTH_CORNERS[1]] - points[:, MOUTH_CORNERS[0]], axis=1)
-    return LIPS_IN_FACE[0] <= float(np.median(lips) / np.median(faces[:, 2])) <= LIPS_IN_FACE[1]
+    return LIPS_IN_FACE[0] <= float(np.median(_lip_widths(points)) / np.median(faces[:, 2])) <= LIPS_IN_FACE[1]
 
 
 def crop_landmarks(frames: np.ndarray, faces: np.ndarray, roi_size: int = 96) -> np.ndarray | None:
