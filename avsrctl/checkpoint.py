@@ -388,7 +388,10 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     state = read_tensors(path / WEIGHTS, device)
     if hasattr(model, "keep_loaded"):  # frozen weights a run stored (it was initialised with them)
         model.keep_loaded(state)
-    problems = trainable_mismatches(model.trainable_state_dict(), state)
+    expected = model.trainable_state_dict()
+    # a model built for decoding has no training-only parts: their weights stay in the file
+    state = {k: v for k, v in state.items() if k in expected or not k.startswith(TRAINING_ONLY)}
+    problems = trainable_mismatches(expected, state)
     if problems:
         have = ",".join(meta.get("modalities") or []) or "?"
         now = ",".join(model_modalities(model)) or "?"
@@ -400,6 +403,9 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     check_tokenizer(model, meta, str(path))
     model.load_trainable_state_dict(state)
     return meta
+
+
+TRAINING_ONLY = ("lip_sync.",)  # parameter prefixes only `build_model(..., training=True)` builds
 
 
 def check_tokenizer(model: Any, meta: dict, what: str) -> None:

@@ -297,6 +297,14 @@ class ModelConfig(_Section):
         "connector output (0: off). A dense target for a lip-reading front-end trained from scratch; added to "
         "either objective. Needs a video stream and those files.",
     )
+    lip_sync_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Training only, video models: above 0, the lips also learn to move with the voice. A frozen "
+        "copy of model.audio_encoder reads each training utterance's audio, and a SyncNet-style classifier "
+        "(models/sync.py) tells the utterance's own video from shifted and swapped video, with this weight, on "
+        "the video stream's 25 Hz connector output. Needs audio in the training data; decoding reads video only.",
+    )
 
 
 # -------------------------------------------------------------------------- train

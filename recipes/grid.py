@@ -11,10 +11,11 @@ Steps (each skipped when its output already exists, so a rerun resumes):
   4. `avsrctl train` with configs/offline-small.yaml (Whisper tiny.en, SmolLM2-135M + LoRA,
      the lip-reading front-end trained from scratch): audio; then video in two stages, the
      front-end alone with character CTC (`train.objective=ctc`, no LLM, fast) and then the
-     LLM run that starts from it; then the fused model (dynamic stream weights scaled by an
-     audio-visual sync classifier), which starts from the two unimodal models (`--init-from`)
-     and trains with babble noise on the audio and corrupted video (frozen, blank, blurred,
-     occluded, shifted, another face) on some clips;
+     LLM run that starts from it, both also training the lips to move with the voice
+     (`model.lip_sync_weight`, against a frozen Whisper encoder); then the fused model
+     (dynamic stream weights scaled by an audio-visual sync classifier), which starts from
+     the two unimodal models (`--init-from`) and trains with babble noise on the audio and
+     corrupted video (frozen, blank, blurred, occluded, shifted, another face) on some clips;
   5. `avsrctl eval` of every model on both test sets, babble noise at -5 dB for audio vs both,
      the fused model with its video replaced by a still frame, the real clips clean and with
      babble at 0 and -5 dB, and the faster-whisper baseline on the real clips;
@@ -63,6 +64,11 @@ FACES = 32
 # (models/sync.py): lips it cannot match to the audio, a real mouth unlike the rendered ones
 # included, fall out of the average instead of costing words.
 SYNC = 1.0
+# Both lip stages also train the front-end against the voice with the same SyncNet-style loss
+# (model.lip_sync_weight): a frozen Whisper encoder reads each training clip's audio, and the lips
+# learn to tell their own voice from shifted and swapped ones. The fused stage's sync loss is
+# what made its lips read real GRID clips better than the video model's (docs/RESULTS.md).
+LIP_SYNC = 1.0
 # offline-small's front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm):
 # what a face looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
 # It then divides by the clip's root mean square (utterance_scale): rendered mouths open wider than
@@ -87,6 +93,8 @@ TRAIN_SETTINGS = {
         "--set",
         f"model.articulation_weight={ARTICULATION}",
         "--set",
+        f"model.lip_sync_weight={LIP_SYNC}",
+        "--set",
         "train.lr=2e-3",
         "--set",
         "train.warmup_steps=30",
@@ -99,6 +107,8 @@ TRAIN_SETTINGS = {
         "model.ctc_weight=0.5",
         "--set",
         f"model.articulation_weight={ARTICULATION}",
+        "--set",
+        f"model.lip_sync_weight={LIP_SYNC}",
         *LIP_FRONT_END,
     ],
     "both": [

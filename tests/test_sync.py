@@ -12,7 +12,7 @@ from avsrctl.config import load_config
 from avsrctl.errors import ModelError
 from avsrctl.models.builder import build_model
 from avsrctl.models.fusion import WeightedFusion
-from avsrctl.models.sync import SyncScorer, windowed_mean
+from avsrctl.models.sync import LipSync, SyncScorer, windowed_mean
 
 
 def test_windowed_mean_counts_only_real_frames():
@@ -199,3 +199,50 @@ def test_the_setting_is_checked():
         load_config("tiny", ["model.fusion.sync_weight=-1"])
     with pytest.raises(Exception, match="sync_weight needs model.fusion.weighting=dynamic"):
         load_config("tiny", ["model.fusion.weighting=static", "model.fusion.sync_weight=1"])
+
+
+# ---------------------------------------------------------------- a video model's lips against the voice
+
+
+def test_a_video_model_built_for_training_trains_its_lips_against_a_frozen_audio_partner():
+    cfg = load_config("tiny", ["model.modality=video", "model.lip_sync_weight=0.5"])
+    m = build_model(cfg, training=True).train()
+    assert m.modalities == ("video",) and m.audio_encoder is None  # the partner is no audio stream
+    assert {n for n in m.trainable_state_dict() if n.startswith("lip_sync.")} == {
+        "lip_sync.scorer.audio.weight",
+        "lip_sync.scorer.video.weight",
+        "lip_sync.scorer.threshold",
+    }
+    assert not m.lip_sync.partner.training  # frozen: eval mode inside a training model
+    out = m(media_batch(), "video")
+    assert out.sync is not None and out.sync.item() > 0
+    torch.testing.assert_close(out.objective, out.loss + 0.5 * out.sync)
+    m.zero_grad()
+    out.sync.backward()
+    assert m.video_connector.mlp[0].weight.grad.abs().sum() > 0  # the loss reaches the lip front-end
+    assert all(p.grad is None for p in m.lip_sync.partner.parameters())
+    m.eval()
+    with torch.no_grad():
+        assert m(media_batch(), "video").sync is None
+    assert build_model(cfg).lip_sync is None  # decoding builds no partner
+    fused = load_config("tiny", ["model.modality=both", "model.lip_sync_weight=0.5"])
+    assert build_model(fused, training=True).lip_sync is None  # a fused model has the fusion's own
+
+
+def test_the_partner_features_are_averaged_in_pairs_to_the_video_rate():
+    head = LipSync(_Partner(), video_dim=4)
+    features = torch.arange(2 * 6 * 3, dtype=torch.float32).reshape(2, 6, 3)  # (B, 2T=6, D_a)
+    out = head.audio_stream(None, features, torch.tensor([3, 2]), frames=4)
+    assert out.shape == (2, 4, 3)
+    torch.testing.assert_close(out[:, :3], (features[:, 0::2] + features[:, 1::2]) / 2)
+    assert out[:, 3].abs().sum() == 0  # a video frame past the audio is padding
+    with pytest.raises(ModelError, match="lip_sync_weight needs each training batch's audio"):
+        head.audio_stream(None, None, torch.tensor([3, 2]), frames=3)
+
+
+class _Partner(torch.nn.Module):
+    output_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))

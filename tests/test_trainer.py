@@ -17,7 +17,7 @@ from training_support import make_corpus, memoize_decoding, read_metrics, tiny_c
 from avsrctl import checkpoint as ckpt
 from avsrctl.cli.main import run
 from avsrctl.data.dataset import AVDataset
-from avsrctl.errors import TrainingError
+from avsrctl.errors import TrainingError, UsageError
 from avsrctl.training import run_folder
 from avsrctl.training.progress import Reporter
 from avsrctl.training.run import run_training
@@ -412,6 +412,50 @@ def test_a_fused_run_with_sync_records_it_and_its_checkpoint_keeps_the_classifie
     # the classifier trained (its threshold left the initial 0.3) and the checkpoint kept what it learnt
     assert "fusion.sync.threshold" in saved and float(saved["fusion.sync.threshold"]) != pytest.approx(0.3, abs=1e-6)
     assert float(model.fusion.sync.threshold) == float(saved["fusion.sync.threshold"])
+
+
+def test_a_video_run_with_lip_sync_trains_the_lips_against_the_audio_and_decodes_without_it(
+    corpus, tmp_path, monkeypatch
+):
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    cfg = tiny_config(corpus, out, "model.lip_sync_weight=0.5", train__max_steps=2, train__log_every=1)
+    seen = {}
+    hook = lambda t: seen.update(before=t.model.video_connector.mlp[0].weight.detach().clone())  # noqa: E731
+    run_training(cfg, modality="video", trainer_hook=hook)
+    train = read_metrics(out, "train")
+    assert len(train) == 2 and all(math.isfinite(r["sync"]) and r["sync"] > 0 for r in train)
+    saved = ckpt.read_tensors(out / "final" / "model.safetensors")
+    # the scorer is stored (it trained), the frozen audio partner is not (the config rebuilds it)
+    assert {"lip_sync.scorer.audio.weight", "lip_sync.scorer.video.weight", "lip_sync.scorer.threshold"} <= set(saved)
+    assert float(saved["lip_sync.scorer.threshold"]) != pytest.approx(0.3, abs=1e-6)
+    assert not any(k.startswith("lip_sync.partner.") for k in saved)
+    # decoding builds the video model alone: no audio encoder, no lip-sync head, weights still load
+    model, _, meta = ckpt.load_checkpoint(out / "final")
+    assert meta["modality"] == "video" and model.modalities == ("video",)
+    assert model.lip_sync is None and model.audio_encoder is None
+    assert not torch.equal(model.video_connector.mlp[0].weight, seen["before"])
+
+
+def test_lip_sync_is_refused_outside_a_video_run(corpus, tmp_path):
+    cfg = tiny_config(corpus, tmp_path / "run", "model.lip_sync_weight=0.5", train__max_steps=1)
+    with pytest.raises(UsageError, match="lip_sync_weight trains a video model's lips; this run trains 'both'"):
+        run_training(cfg, modality="both")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_video_run_with_lip_sync_needs_audio_in_its_manifest(corpus, tmp_path):
+    silent = tmp_path / "silent"
+    shutil.copytree(corpus, silent)
+    tsv = silent / "train.tsv"
+    lines = tsv.read_text().splitlines()
+    fields = lines[2].split("\t")
+    lines[2] = "\t".join([fields[0], fields[1], "", *fields[3:]])  # the second utterance loses its audio path
+    tsv.write_text("\n".join(lines) + "\n")
+    cfg = tiny_config(silent, tmp_path / "run", "model.lip_sync_weight=0.5", train__max_steps=1)
+    with pytest.raises(UsageError, match=r"train\.tsv:3: model\.lip_sync_weight trains the lips"):
+        run_training(cfg, modality="video")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -144,9 +144,11 @@ class AVDataset(torch.utils.data.Dataset):
         video_augment: bool = False,
         video_corruption: float = 0.0,
         articulation: bool = False,
+        with_audio: bool = False,
     ):
         self.read_audio, self.read_video = _streams(modality)
-        manifest.require(modality)
+        self.read_audio |= with_audio  # a video run whose lips train against the voice (model.lip_sync_weight)
+        manifest.require("both" if with_audio and self.read_video else modality)
         check_mode(roi)
         if roi_size <= 0:
             raise UsageError(f"roi_size must be positive, got {roi_size}")

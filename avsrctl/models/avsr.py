@@ -113,7 +113,8 @@ class AVSRModel(nn.Module):
         self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
         self.articulation_head: ArticulationHead | None = None
         self.articulation_weight = 0.0
-        self.sync_weight = 0.0  # > 0 when the fusion's agreement classifier trains (models/sync.py)
+        self.sync_weight = 0.0  # > 0 when an audio-visual agreement loss trains (models/sync.py)
+        self.lip_sync: nn.Module | None = None  # a video model's training-only agreement loss (add_lip_sync)
 
     def add_articulation_head(self, weight: float) -> None:
         """Train the video stream to predict rendered mouth parameters too (models/articulation.py)."""
@@ -121,6 +122,17 @@ class AVSRModel(nn.Module):
             raise ModelError("an articulation head needs a video stream")
         self.articulation_head = ArticulationHead(self.video_connector.output_dim).to(self.device)
         self.articulation_weight = float(weight)
+
+    def add_lip_sync(self, partner: nn.Module, weight: float) -> None:
+        """Train a video model's lips to move with the voice (models/sync.py `LipSync`): `partner` is
+        a frozen audio encoder that reads each training utterance's audio. Training only: decoding
+        builds the model without it."""
+        from avsrctl.models.sync import LipSync
+
+        if self.video_connector is None or self.fusion is not None or self.audio_encoder is not None:
+            raise ModelError("a lip-sync loss trains a video model's lips (a fused model has model.fusion.sync_weight)")
+        self.lip_sync = LipSync(partner, self.video_connector.output_dim).to(self.device)
+        self.sync_weight = float(weight)
 
     # ------------------------------------------------------------------ properties
 
@@ -341,7 +353,12 @@ class AVSRModel(nn.Module):
         return self.articulation_head.loss(streams["video"], batch.articulation, batch.lengths)
 
     def _sync_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
-        """The fusion's audio-visual agreement loss while training a fused model with sync on (else None)."""
+        """The audio-visual agreement loss while training with sync on (else None): the fusion's for a
+        fused model, the lip-sync loss against the frozen audio partner for a video model."""
+        if self.lip_sync is not None and self.training and self.sync_weight > 0 and "video" in streams:
+            return self.lip_sync.loss(
+                streams["video"], batch.lengths, batch.audio, batch.audio_features, batch.video_corrupted
+            )
         sync = getattr(self.fusion, "sync", None)
         if not self.training or sync is None or self.sync_weight <= 0 or not {"audio", "video"} <= set(streams):
             return None

@@ -32,6 +32,7 @@ _SEED_OFFSET = {
     "fusion": 505,
     "ctc_heads": 606,
     "articulation_head": 707,
+    "lip_sync": 808,
 }
 
 
@@ -62,11 +63,15 @@ def _seed(cfg: Config, component: str) -> None:
     torch.manual_seed(cfg.train.seed + _SEED_OFFSET[component])
 
 
-def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: str | torch.device = "cpu") -> AVSRModel:
+def build_model(
+    cfg: Config, modalities: Iterable[str] | None = None, device: str | torch.device = "cpu", *, training: bool = False
+) -> AVSRModel:
     """Config -> AVSRModel serving `modalities` (default: the one cfg.model.modality names).
 
     'both' needs the audio and video streams plus fusion; inspect-params asks for all three.
-    Two builds of the same config are identical (seeded per component).
+    `training` also builds what only training uses: a video model's lip-sync loss and its frozen
+    audio partner (model.lip_sync_weight). Two builds of the same config are identical (seeded
+    per component).
     """
     wanted = resolve_modalities(cfg, modalities)
     streams = sorted({s for m in wanted for s in MODALITY_STREAMS[m]})
@@ -114,4 +119,8 @@ def build_model(cfg: Config, modalities: Iterable[str] | None = None, device: st
     for part in (*encoders.values(), *connectors.values(), fusion):
         if part is not None:
             part.to(device)
+    if training and m.lip_sync_weight > 0 and streams == ["video"]:
+        _seed(cfg, "lip_sync")
+        partner = build_audio_encoder(m.audio_encoder.model_copy(update={"frozen": True}))
+        model.add_lip_sync(partner.to(device), m.lip_sync_weight)
     return model

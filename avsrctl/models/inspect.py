@@ -25,6 +25,7 @@ COMPONENTS: tuple[tuple[str, object, tuple[str, ...]], ...] = (
     ("audio CTC head", lambda n: n.startswith("ctc_heads.audio."), ("audio", "both")),
     ("video CTC head", lambda n: n.startswith("ctc_heads.video."), ("video", "both")),
     ("articulation head", lambda n: n.startswith("articulation_head."), ("video", "both")),
+    ("lip-sync head", lambda n: n.startswith("lip_sync."), ("video",)),
     ("LoRA adapters", lambda n: n.startswith("llm.") and "lora_" in n, ("audio", "video", "both")),
     ("LLM base", lambda n: n.startswith("llm."), ("audio", "video", "both")),
     ("marker embeddings", lambda n: n == "marker_embeddings", ("audio", "video", "both")),

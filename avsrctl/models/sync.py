@@ -22,6 +22,11 @@ audio path and the lips earn their weight as the projections learn what agrees. 
   (a third to four fifths of a second).
 The classifier sees noisy audio too when training adds noise, so the lips stay trusted
 where the audio is drowned.
+
+A video model can train its lips with the same loss (`LipSync`, model.lip_sync_weight): its
+partner is a frozen audio encoder that reads the utterance's audio during training only, so the
+lip front-end learns to move with the voice from its first stage on, not only once it is fused.
+Decoding builds the video model without it and never reads audio.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avsrctl.errors import ModelError
 from avsrctl.models.connector import frame_mask
 
 WINDOW = 25  # frames over which agreement is averaged (1 s at 25 Hz)
@@ -48,14 +54,14 @@ def windowed_mean(x: torch.Tensor, mask: torch.Tensor, window: int = WINDOW) -> 
 class SyncScorer(nn.Module):
     """r_t = P(video frame t is in sync with the audio); checkpoint keys `fusion.sync.*`."""
 
-    def __init__(self, dim: int, proj: int = 64):
+    def __init__(self, dim: int, proj: int = 64, audio_dim: int | None = None):
         super().__init__()
-        self.audio = nn.Linear(dim, proj, bias=False)
+        self.audio = nn.Linear(audio_dim or dim, proj, bias=False)
         self.video = nn.Linear(dim, proj, bias=False)
         self.threshold = nn.Parameter(torch.tensor(0.3))  # the agreement at which r = 0.5
 
     def embed(self, audio: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, D) streams -> unit-length per-frame projections a, v (B, T, P)."""
+        """(B, T, D_a) and (B, T, D) streams -> unit-length per-frame projections a, v (B, T, P)."""
         return F.normalize(self.audio(audio.float()), dim=-1), F.normalize(self.video(video.float()), dim=-1)
 
     def _logits(self, a: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,3 +112,50 @@ class SyncScorer(nn.Module):
         positive = target > 0.5
         halves = [each[side].mean() for side in (positive, ~positive) if bool(side.any())]
         return torch.stack(halves).mean()
+
+
+class LipSync(nn.Module):
+    """A video model's lips trained to agree with the voice; checkpoint keys `lip_sync.scorer.*`.
+
+    partner: a frozen audio encoder (audio (B, S), lengths (B,) -> (B, 2T, D_a) at 50 Hz, a
+    `WhisperAudioEncoder`). Its features are averaged in pairs to the video's 25 Hz and scored
+    against the video stream by a `SyncScorer`, whose loss trains the lip front-end. The partner's
+    weights come from the config (they are frozen), so checkpoints store the scorer only.
+    """
+
+    def __init__(self, partner: nn.Module, video_dim: int, proj: int = 64):
+        super().__init__()
+        partner.requires_grad_(False)
+        self.partner = partner.eval()
+        self.scorer = SyncScorer(video_dim, proj, audio_dim=partner.output_dim)
+
+    def train(self, mode: bool = True) -> "LipSync":
+        super().train(mode)
+        self.partner.eval()  # frozen: no dropout, whatever the model asks
+        return self
+
+    def audio_stream(
+        self, audio: torch.Tensor | None, features: torch.Tensor | None, lengths: torch.Tensor, frames: int
+    ) -> torch.Tensor:
+        """(B, frames, D_a) float32 partner features at 25 Hz, from cached 50 Hz features when given."""
+        if features is None:
+            if audio is None:
+                raise ModelError("model.lip_sync_weight needs each training batch's audio; this batch has none")
+            with torch.no_grad(), torch.autocast(device_type=audio.device.type, enabled=False):
+                features = self.partner(audio, lengths)  # (B, 2T, D_a)
+        B, T2, D = features.shape
+        T = min(frames, T2 // 2)
+        paired = features[:, : 2 * T].float().reshape(B, T, 2, D).mean(2)  # (B, T, D_a)
+        return F.pad(paired, (0, 0, 0, frames - T))
+
+    def loss(
+        self,
+        video: torch.Tensor,
+        lengths: torch.Tensor,
+        audio: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        corrupted: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The SyncScorer loss of the video stream (B, T, D) against the partner's view of the audio."""
+        partner = self.audio_stream(audio, features, lengths, video.shape[1])
+        return self.scorer.loss(partner.detach(), video, lengths, corrupted)

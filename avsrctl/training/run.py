@@ -64,6 +64,13 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
         )
     train = read_manifest(tsv, wrd)
     train.require(modality)
+    silent = [u for u in train.utterances if u.audio is None]
+    if modality == "video" and cfg.model.lip_sync_weight > 0 and silent:
+        raise UsageError(
+            f"{tsv}:{silent[0].line}: model.lip_sync_weight trains the lips against each utterance's audio, "
+            f"but {len(silent)} of {len(train.utterances)} utterances have no audio path",
+            hint="set model.lip_sync_weight=0, or train on a manifest with audio",
+        )
     if cfg.data.max_seconds is not None:
         kept = [u for u in train.utterances if u.seconds <= cfg.data.max_seconds]
         if not kept:
@@ -132,6 +139,11 @@ def run_training(
     modality = modality or cfg.model.modality
     if modality != cfg.model.modality:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modality": modality})})
+    if cfg.model.lip_sync_weight > 0 and modality != "video":
+        raise UsageError(
+            f"model.lip_sync_weight trains a video model's lips; this run trains '{modality}'",
+            hint="set model.lip_sync_weight=0 (a fused model has model.fusion.sync_weight)",
+        )
     ctx = D.init_distributed(device)
     lock, fresh_folder = None, False
     try:
@@ -152,7 +164,7 @@ def run_training(
 
             # Built for the device it trains on: model.llm.dtype resolves per device (bfloat16 on a
             # GPU, float32 on the CPU), and a float32 model moved to the GPU afterwards stays float32.
-            model = build_model(cfg, device=ctx.device)
+            model = build_model(cfg, device=ctx.device, training=True)
         reporter = Reporter(output, console, enabled=ctx.is_main, live=live, log_every=cfg.train.log_every)
         if ctx.is_main:
             removed = clean_leftovers(output)
@@ -177,6 +189,7 @@ def run_training(
         train_set = AVDataset(
             train_m,
             modality,
+            with_audio=getattr(model, "lip_sync", None) is not None,  # the lip-sync loss's partner reads it
             roi=cfg.data.roi,
             roi_size=cfg.data.roi_size,
             noise=noise,
