@@ -261,6 +261,54 @@ def score(
     return report
 
 
+@dataclass(frozen=True)
+class ChanceLevel:
+    """What guessing scores: each reference scored against a sentence drawn at random from `guesses`.
+
+    `pmf[k]` is the probability that the guesses make k word errors in total (independent draws per
+    reference); a system with `errors` errors reads something beyond the guesses' prior when
+    `p_at_most(errors)` is small.
+    """
+
+    ref_words: int
+    pmf: tuple[float, ...]
+
+    @property
+    def mean_errors(self) -> float:
+        return sum(k * p for k, p in enumerate(self.pmf))
+
+    @property
+    def wer(self) -> float:
+        return self.mean_errors / self.ref_words
+
+    def p_at_most(self, errors: int) -> float:
+        """P(a guess makes at most `errors` word errors)."""
+        return min(1.0, sum(self.pmf[: max(0, errors + 1)]))
+
+
+def chance_level(references: Sequence[str], guesses: Sequence[str], normalizer: str = "basic") -> ChanceLevel:
+    """The error distribution of guessing each reference with a sentence drawn uniformly from `guesses`
+    (e.g. the training transcripts: a reader that knows the grammar and sees nothing)."""
+    fn = get_normalizer(normalizer)
+    refs = [fn(t) for t in references]
+    pool = [fn(t) for t in guesses]
+    if not refs or not any(refs) or not pool:
+        raise DataError("chance level needs references with words and at least one guess")
+    total = [1.0]  # pmf of the summed errors so far
+    for ref in refs:
+        counts: dict[int, int] = {}
+        for guess in pool:
+            m = jiwer.process_words(ref, guess) if ref else None
+            k = (m.substitutions + m.deletions + m.insertions) if m else len(guess.split())
+            counts[k] = counts.get(k, 0) + 1
+        one = [counts.get(k, 0) / len(pool) for k in range(max(counts) + 1)]
+        total = [
+            sum(total[i] * one[k - i] for i in range(len(total)) if 0 <= k - i < len(one))
+            for k in range(len(total) + len(one) - 1)
+        ]
+    return ChanceLevel(ref_words=sum(len(r.split()) for r in refs), pmf=tuple(total))
+
+
 # ------------------------------------------------------------------------ presentation
 
 

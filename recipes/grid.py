@@ -256,6 +256,29 @@ def lips(folder: Path) -> dict | None:
     return out
 
 
+def grammar_chance(tsv: Path, train_wrd: Path):
+    """What a lip reader that sees nothing scores on the real clips: each clip read as a training
+    transcript drawn at random (it knows GRID's grammar and word frequencies, nothing else)."""
+    from avsrctl.metrics import chance_level
+
+    refs = tsv.with_suffix(".wrd").read_text().splitlines()
+    return chance_level(refs, train_wrd.read_text().splitlines())
+
+
+LIP_READERS = ("real-grid/video", "real-grid/both-model-video-only")  # the real lip readers set against chance
+
+
+def _against_chance(results: dict, chance) -> list[str]:
+    """Rows: each real-clip lip reader's errors and the probability that random grammar guesses do as well."""
+    rows = []
+    for key in LIP_READERS:
+        if key in results:
+            r = results[key]
+            p = chance.p_at_most(r["errors"])
+            rows.append(f"| {key} | {_pct(r)} | {p:.3f} |")
+    return rows
+
+
 def mbrola_available() -> bool:
     from avsrctl.data.synth_speech import MBROLA_VOICES, installed_mbrola
 
@@ -448,8 +471,9 @@ def main() -> None:
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
 
-    write_results(args.results, results, timings, args, lip_use)
-    write_json(args.results.with_name("results.json"), results, lip_use)
+    chance = grammar_chance(grid_tsv, corpus / "train.wrd") if grid_tsv is not None else None
+    write_results(args.results, results, timings, args, lip_use, chance)
+    write_json(args.results.with_name("results.json"), results, lip_use, chance)
     log(f"wrote {args.results} and {args.results.with_name('results.json')}")
     if "both" in checkpoints:  # the built-in `--checkpoint grid-small`, replaced only when its figures improve
         import shlex
@@ -475,8 +499,9 @@ def _pct(report: dict | None, normalizer: str = "basic") -> str:
     return f"{100 * report['wer']:.1f}% ({report['errors']}/{report['ref_words']})"
 
 
-def _targets(results: dict) -> list[str]:
-    """The issue's targets against what this run measured (the held-out set is the other-seed one)."""
+def _targets(results: dict, chance=None) -> list[str]:
+    """The issue's targets against what this run measured (the held-out set is the other-seed one);
+    `chance` (metrics.ChanceLevel of the real clips) adds what random grammar guesses score."""
 
     def wer(key: str) -> float | None:
         return results[key]["wer"] if key in results else None
@@ -510,7 +535,8 @@ def _targets(results: dict) -> list[str]:
         )
     v = wer("real-grid/video")
     if v is not None:
-        rows.append(f"| real GRID, video | <= 60% | {100 * v:.1f}% | {'met' if v <= 0.60 else 'missed'} |")
+        guess = f" (random grammar guesses: {100 * chance.wer:.1f}%)" if chance is not None else ""
+        rows.append(f"| real GRID, video | <= 60% | {100 * v:.1f}%{guess} | {'met' if v <= 0.60 else 'missed'} |")
     a, b = wer("heldout/both-model-audio-only"), wer("heldout-still-video/both")
     if a is not None and b is not None:
         rows.append(
@@ -522,13 +548,24 @@ def _targets(results: dict) -> list[str]:
     return ["", "## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|", *rows]
 
 
-def write_json(path: Path, results: dict, lip_use: dict) -> None:
+def write_json(path: Path, results: dict, lip_use: dict, chance=None) -> None:
     """Every figure as {"test-set/modality": {"wer", "errors", "words"}}, plus the fused model's mean
     video weight, mean in-sync probability and utterances whose lips it set aside per test condition
-    under "video-weight/<test-set>", "lip-sync/<test-set>" and "lips-set-aside/<test-set>"."""
+    under "video-weight/<test-set>", "lip-sync/<test-set>" and "lips-set-aside/<test-set>"; with
+    `chance`, random grammar guesses on the real clips ("real-grid/grammar-chance", mean errors) and,
+    per real lip reader, the probability that they do as well ("p-chance/real-grid/<modality>")."""
     figures = {
         key: {"wer": round(r["wer"], 4), "errors": r["errors"], "words": r["ref_words"]} for key, r in results.items()
     }
+    if chance is not None:
+        figures["real-grid/grammar-chance"] = {
+            "wer": round(chance.wer, 4),
+            "errors": round(chance.mean_errors, 2),
+            "words": chance.ref_words,
+        }
+        for key in LIP_READERS:
+            if key in results:
+                figures[f"p-chance/{key}"] = round(chance.p_at_most(results[key]["errors"]), 4)
     for k, used in lip_use.items():
         if not used:
             continue
@@ -547,7 +584,7 @@ _CROPS = {
 }
 
 
-def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict | None = None) -> None:
+def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict | None = None, chance=None) -> None:
     import torch
     import transformers
 
@@ -583,7 +620,7 @@ def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict 
         "`real-grid-babble0` / `real-grid-babble-5` add babble at 0 / -5 dB to the real clips; "
         "`heldout-still-video` replaces every held-out video by its first frame (the audio is kept). "
         f"The real clips' mouth crops are {_CROPS[crop_method('auto')]} (`data.roi: auto`).",
-        *_targets(results),
+        *_targets(results, chance),
         "",
         "## All figures",
         "",
@@ -605,6 +642,19 @@ def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict 
             r = results.get(f"real-grid/{m}")
             if r:
                 lines.append(f"| {m} | {_pct(r)} | {_pct(r, 'whisper')} |")
+    rows = _against_chance(results, chance) if chance is not None else []
+    if rows:
+        lines += [
+            "",
+            f"Lip readers on the real clips against chance: a reader that sees nothing but knows GRID's grammar "
+            f"(each clip read as a training transcript drawn at random) makes {chance.mean_errors:.1f} errors of "
+            f"{chance.ref_words} on average ({100 * chance.wer:.1f}%); the last column is the probability that it "
+            "makes no more errors than the lip reader:",
+            "",
+            "| test set / modality | WER | P(random guesses do as well) |",
+            "|---|---|---|",
+            *rows,
+        ]
     if lip_use:
         lines += [
             "",

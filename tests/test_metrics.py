@@ -8,6 +8,7 @@ import pytest
 from avsrctl.errors import DataError, UsageError
 from avsrctl.metrics import (
     basic_normalize,
+    chance_level,
     get_normalizer,
     no_normalize,
     read_hypotheses,
@@ -162,3 +163,17 @@ def test_whisper_spelling_table_ships_with_the_install():
     mapping, origin = spelling_mapping()
     assert mapping.get("colour") == "color", origin
     assert score(["the colour grey"], ["the color gray"], "whisper").wer == 0.0
+
+
+def test_chance_level_is_the_error_distribution_of_random_guesses():
+    guesses = ["A b", "a c", "x y z"]  # against "a b": 0, 1 and 3 errors (2 substitutions + 1 insertion)
+    one = chance_level(["a b"], guesses)
+    assert one.pmf == pytest.approx((1 / 3, 1 / 3, 0, 1 / 3))
+    assert one.mean_errors == pytest.approx(4 / 3) and one.wer == pytest.approx(2 / 3)
+    assert one.p_at_most(1) == pytest.approx(2 / 3) and one.p_at_most(-1) == 0 and one.p_at_most(9) == 1
+    two = chance_level(["a b", "a, b."], guesses)  # independent draws: the distributions convolve
+    assert two.ref_words == 4
+    assert two.pmf == pytest.approx((1 / 9, 2 / 9, 1 / 9, 2 / 9, 2 / 9, 0, 1 / 9))
+    assert two.mean_errors == pytest.approx(8 / 3)
+    with pytest.raises(DataError):
+        chance_level(["a b"], [])

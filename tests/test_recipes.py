@@ -54,3 +54,25 @@ def test_the_targets_table_says_met_or_missed_from_the_figures():
     assert "| real GRID, clean: both <= audio | <= 8.3% | 12.5% | missed |" in table
     assert "| real GRID, video | <= 60% | 50.0% | met |" in table
     assert grid._targets({}) == []
+
+
+def test_the_real_lip_readers_are_set_against_random_grammar_guesses(tmp_path):
+    from avsrctl.metrics import chance_level
+
+    chance = chance_level(["a b"], ["a b", "a c", "x y z"])  # 0, 1 or 3 errors, each a third
+    results = {
+        "real-grid/video": {"wer": 0.5, "errors": 1, "ref_words": 2},
+        "real-grid/both-model-video-only": {"wer": 0.0, "errors": 0, "ref_words": 2},
+    }
+    grid.write_json(tmp_path / "results.json", results, {}, chance)
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert figures["real-grid/grammar-chance"] == {"wer": 0.6667, "errors": 1.33, "words": 2}
+    assert figures["p-chance/real-grid/video"] == 0.6667
+    assert figures["p-chance/real-grid/both-model-video-only"] == 0.3333
+    rows = grid._against_chance(results, chance)
+    assert rows == [
+        "| real-grid/video | 50.0% (1/2) | 0.667 |",
+        "| real-grid/both-model-video-only | 0.0% (0/2) | 0.333 |",
+    ]
+    table = "\n".join(grid._targets(results, chance))
+    assert "| real GRID, video | <= 60% | 50.0% (random grammar guesses: 66.7%) | met |" in table
