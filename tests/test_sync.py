@@ -225,6 +225,13 @@ def test_a_video_model_built_for_training_trains_its_lips_against_a_frozen_audio
     with torch.no_grad():
         assert m(media_batch(), "video").sync is None
     assert build_model(cfg).lip_sync is None  # decoding builds no partner
+    from avsrctl.models.inspect import param_report
+
+    rows = {r.name: r for r in param_report(m, "video").rows}
+    head = rows["lip-sync head"]
+    assert head.built and head.trainable == sum(p.numel() for p in m.lip_sync.scorer.parameters())
+    assert head.total == head.trainable + sum(p.numel() for p in m.lip_sync.partner.parameters())
+    assert "lip-sync head" not in {r.name for r in param_report(build_model(cfg), "video").rows}
     fused = load_config("tiny", ["model.modality=both", "model.lip_sync_weight=0.5"])
     assert build_model(fused, training=True).lip_sync is None  # a fused model has the fusion's own
 

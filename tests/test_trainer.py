@@ -560,7 +560,7 @@ def test_training_builds_the_model_on_its_device(corpus, tmp_path, monkeypatch):
 
     seen = {}
 
-    def spy(cfg, modalities=None, device="cpu"):
+    def spy(cfg, modalities=None, device="cpu", training=False):
         seen["device"] = str(device)
         raise _Built
 

@@ -129,6 +129,9 @@ def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
     if label == "articulation head":
         head = model.articulation_head
         return head.in_features, head.out_features, "25 Hz video connector output -> rendered mouth parameters"
+    if label == "lip-sync head":
+        scorer = model.lip_sync.scorer
+        return scorer.video.in_features, scorer.video.out_features, "frozen audio encoder + sync scorer (training only)"
     return None, None, ""
 
 
@@ -149,6 +152,7 @@ def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -
         "audio CTC head": counts["audio CTC head"][0] > 0,
         "video CTC head": counts["video CTC head"][0] > 0,
         "articulation head": counts["articulation head"][0] > 0,
+        "lip-sync head": counts["lip-sync head"][0] > 0,
         "LoRA adapters": counts["LoRA adapters"][0] > 0,
         "LLM base": True,
         "marker embeddings": counts["marker embeddings"][0] > 0,
@@ -157,8 +161,8 @@ def param_report(model: nn.Module, modality: str, notes: tuple[str, ...] = ()) -
     rows = []
     for label in LABELS:
         total, trainable, dtypes = counts[label]
-        if label == OTHER and not built[label]:
-            continue  # the catch-all row appears only when something falls into it
+        if label in (OTHER, "lip-sync head") and not built[label]:
+            continue  # the catch-all row appears only when something falls into it; the lip-sync head only in training
         if not built[label]:
             status = "not built"
         elif label == "LoRA adapters":
