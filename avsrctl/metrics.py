@@ -294,19 +294,16 @@ def chance_level(references: Sequence[str], guesses: Sequence[str], normalizer: 
     pool = [fn(t) for t in guesses]
     if not refs or not any(refs) or not pool:
         raise DataError("chance level needs references with words and at least one guess")
-    total = [1.0]  # pmf of the summed errors so far
+    import numpy as np
+
+    total = np.ones(1)  # pmf of the summed errors so far
     for ref in refs:
-        counts: dict[int, int] = {}
+        errors = []
         for guess in pool:
             m = jiwer.process_words(ref, guess) if ref else None
-            k = (m.substitutions + m.deletions + m.insertions) if m else len(guess.split())
-            counts[k] = counts.get(k, 0) + 1
-        one = [counts.get(k, 0) / len(pool) for k in range(max(counts) + 1)]
-        total = [
-            sum(total[i] * one[k - i] for i in range(len(total)) if 0 <= k - i < len(one))
-            for k in range(len(total) + len(one) - 1)
-        ]
-    return ChanceLevel(ref_words=sum(len(r.split()) for r in refs), pmf=tuple(total))
+            errors.append((m.substitutions + m.deletions + m.insertions) if m else len(guess.split()))
+        total = np.convolve(total, np.bincount(errors) / len(pool))  # independent draws: the pmfs convolve
+    return ChanceLevel(ref_words=sum(len(r.split()) for r in refs), pmf=tuple(float(p) for p in total))
 
 
 # ------------------------------------------------------------------------ presentation

@@ -237,19 +237,25 @@ def test_a_video_model_built_for_training_trains_its_lips_against_a_frozen_audio
 
 
 def test_the_partner_features_are_averaged_in_pairs_to_the_video_rate():
-    head = LipSync(_Partner(), video_dim=4)
     features = torch.arange(2 * 6 * 3, dtype=torch.float32).reshape(2, 6, 3)  # (B, 2T=6, D_a)
-    out = head.audio_stream(None, features, torch.tensor([3, 2]), frames=4)
+    head = LipSync(_Partner(features), video_dim=4)
+    out = head.audio_stream(torch.zeros(2, 3 * 640), torch.tensor([3, 2]), frames=4)
     assert out.shape == (2, 4, 3)
     torch.testing.assert_close(out[:, :3], (features[:, 0::2] + features[:, 1::2]) / 2)
     assert out[:, 3].abs().sum() == 0  # a video frame past the audio is padding
     with pytest.raises(ModelError, match="lip_sync_weight needs each training batch's audio"):
-        head.audio_stream(None, None, torch.tensor([3, 2]), frames=3)
+        head.audio_stream(None, torch.tensor([3, 2]), frames=3)
 
 
 class _Partner(torch.nn.Module):
+    """An audio encoder that gives fixed 50 Hz features."""
+
     output_dim = 3
 
-    def __init__(self):
+    def __init__(self, features: torch.Tensor):
         super().__init__()
+        self.features = features
         self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.features

@@ -75,16 +75,18 @@ class Manifest:
     def has_video(self) -> bool:
         return bool(self.utterances) and all(u.video is not None for u in self.utterances)
 
-    def require(self, modality: str) -> None:
-        """Raise a usage error when the manifest lacks a stream the modality reads."""
+    def require(self, modality: str, *, because: str | None = None, hint: str | None = None) -> None:
+        """Raise a usage error when the manifest lacks a stream the modality reads; `because` and
+        `hint` replace the message's '--modality M needs S' and its hint (for a setting that needs it)."""
         need = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}[modality]
         for stream in need:
             missing = [u for u in self.utterances if getattr(u, stream) is None]
             if missing:
                 raise UsageError(
-                    f"{self.tsv}:{missing[0].line}: --modality {modality} needs {stream}, "
+                    f"{self.tsv}:{missing[0].line}: {because or f'--modality {modality} needs {stream}'}, "
                     f"but {len(missing)} of {len(self.utterances)} utterances have no {stream} path",
-                    hint=f"use --modality {'video' if stream == 'audio' else 'audio'} or a manifest with {stream}",
+                    hint=hint
+                    or f"use --modality {'video' if stream == 'audio' else 'audio'} or a manifest with {stream}",
                 )
 
 

@@ -355,12 +355,14 @@ class AVSRModel(nn.Module):
     def _sync_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
         """The audio-visual agreement loss while training with sync on (else None): the fusion's for a
         fused model, the lip-sync loss against the frozen audio partner for a video model."""
-        if self.lip_sync is not None and self.training and self.sync_weight > 0 and "video" in streams:
-            return self.lip_sync.loss(
-                streams["video"], batch.lengths, batch.audio, batch.audio_features, batch.video_corrupted
-            )
+        if not self.training or self.sync_weight <= 0:
+            return None
+        if self.lip_sync is not None:
+            if "video" not in streams:
+                return None
+            return self.lip_sync.loss(streams["video"], batch.lengths, batch.audio, batch.video_corrupted)
         sync = getattr(self.fusion, "sync", None)
-        if not self.training or sync is None or self.sync_weight <= 0 or not {"audio", "video"} <= set(streams):
+        if sync is None or not {"audio", "video"} <= set(streams):
             return None
         return sync.loss(streams["audio"], streams["video"], batch.lengths, batch.video_corrupted)
 

@@ -96,20 +96,25 @@ class _MLPConnector(nn.Module):
         return compress_tokens(self.project(features, lengths), lengths, self.compression)
 
 
+def whisper_to_25hz(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Whisper features (B, 2T, D_a) at 50 Hz -> (B, T, D_a) at 25 Hz, the mean of each pair; T = lengths.max()."""
+    T = int(lengths.max()) if lengths.numel() else 0
+    need = WHISPER_FRAMES_PER_VIDEO_FRAME * T
+    if features.shape[1] < need:
+        raise ModelError(
+            f"audio features have {features.shape[1]} frames at 50 Hz but the batch needs {need} "
+            f"(2 per 25 Hz frame, longest utterance {T} frames); was the audio aligned to 640 samples per frame?"
+        )
+    B, _, D = features.shape
+    x = features[:, :need].reshape(B, T, WHISPER_FRAMES_PER_VIDEO_FRAME, D)  # (B, T, 2, D_a)
+    return x.mean(2)  # (B, T, D_a)
+
+
 class AudioConnector(_MLPConnector):
     """Whisper features (B, 2T, D_a) at 50 Hz -> pool 2 -> MLP -> (B, T, D) at 25 Hz."""
 
     def _to_25hz(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        T = int(lengths.max()) if lengths.numel() else 0
-        need = WHISPER_FRAMES_PER_VIDEO_FRAME * T
-        if features.shape[1] < need:
-            raise ModelError(
-                f"audio features have {features.shape[1]} frames at 50 Hz but the batch needs {need} "
-                f"(2 per 25 Hz frame, longest utterance {T} frames); was the audio aligned to 640 samples per frame?"
-            )
-        B, _, D = features.shape
-        x = features[:, :need].reshape(B, T, WHISPER_FRAMES_PER_VIDEO_FRAME, D)  # (B, T, 2, D_a)
-        return x.mean(2)  # (B, T, D_a)
+        return whisper_to_25hz(features, lengths)
 
 
 class VideoConnector(_MLPConnector):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsrctl.errors import ModelError
-from avsrctl.models.connector import frame_mask
+from avsrctl.models.connector import frame_mask, whisper_to_25hz
 
 WINDOW = 25  # frames over which agreement is averaged (1 s at 25 Hz)
 SHIFT = (8, 20)  # frames by which an utterance's own video is shifted to make an out-of-sync pair
@@ -134,28 +134,21 @@ class LipSync(nn.Module):
         self.partner.eval()  # frozen: no dropout, whatever the model asks
         return self
 
-    def audio_stream(
-        self, audio: torch.Tensor | None, features: torch.Tensor | None, lengths: torch.Tensor, frames: int
-    ) -> torch.Tensor:
-        """(B, frames, D_a) float32 partner features at 25 Hz, from cached 50 Hz features when given."""
-        if features is None:
-            if audio is None:
-                raise ModelError("model.lip_sync_weight needs each training batch's audio; this batch has none")
-            with torch.no_grad(), torch.autocast(device_type=audio.device.type, enabled=False):
-                features = self.partner(audio, lengths)  # (B, 2T, D_a)
-        B, T2, D = features.shape
-        T = min(frames, T2 // 2)
-        paired = features[:, : 2 * T].float().reshape(B, T, 2, D).mean(2)  # (B, T, D_a)
-        return F.pad(paired, (0, 0, 0, frames - T))
+    def audio_stream(self, audio: torch.Tensor | None, lengths: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, frames, D_a) float32 partner features at 25 Hz (frames past the audio's are zero)."""
+        if audio is None:
+            raise ModelError("model.lip_sync_weight needs each training batch's audio; this batch has none")
+        with torch.no_grad(), torch.autocast(device_type=audio.device.type, enabled=False):
+            features = self.partner(audio, lengths)  # (B, 2T, D_a)
+        paired = whisper_to_25hz(features.float(), lengths)  # (B, T, D_a)
+        return F.pad(paired, (0, 0, 0, frames - paired.shape[1]))
 
     def loss(
         self,
         video: torch.Tensor,
         lengths: torch.Tensor,
-        audio: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
+        audio: torch.Tensor | None,
         corrupted: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The SyncScorer loss of the video stream (B, T, D) against the partner's view of the audio."""
-        partner = self.audio_stream(audio, features, lengths, video.shape[1])
-        return self.scorer.loss(partner.detach(), video, lengths, corrupted)
+        return self.scorer.loss(self.audio_stream(audio, lengths, video.shape[1]), video, lengths, corrupted)

@@ -64,11 +64,10 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
         )
     train = read_manifest(tsv, wrd)
     train.require(modality)
-    silent = [u for u in train.utterances if u.audio is None]
-    if modality == "video" and cfg.model.lip_sync_weight > 0 and silent:
-        raise UsageError(
-            f"{tsv}:{silent[0].line}: model.lip_sync_weight trains the lips against each utterance's audio, "
-            f"but {len(silent)} of {len(train.utterances)} utterances have no audio path",
+    if modality == "video" and cfg.model.lip_sync_weight > 0:
+        train.require(
+            "audio",
+            because="model.lip_sync_weight trains the lips against each utterance's audio",
             hint="set model.lip_sync_weight=0, or train on a manifest with audio",
         )
     if cfg.data.max_seconds is not None:
