@@ -24,6 +24,16 @@ class Segment:
     start: float  # seconds
     end: float
     text: str
+    video_weight: float | None = None  # a fused model: mean weight it gave the lips over this piece
+    lip_sync: float | None = None  # with its sync classifier: mean P(lips in sync with the voice)
+
+    def to_dict(self) -> dict:
+        lips = {
+            k: round(v, 4)
+            for k, v in (("video_weight", self.video_weight), ("lip_sync", self.lip_sync))
+            if v is not None
+        }
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text, **lips}
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,7 @@ class Transcript:
     def to_dict(self) -> dict:
         return {
             "text": self.text,
-            "segments": [{"start": round(c.start, 3), "end": round(c.end, 3), "text": c.text} for c in self.segments],
+            "segments": [c.to_dict() for c in self.segments],
             "source": self.source,
             "path": self.path,
             "duration": self.duration,

@@ -16,13 +16,16 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from avsrctl.errors import MediaError
 from avsrctl.subtitles import Segment, Transcript
+
+if TYPE_CHECKING:
+    from avsrctl.decoding import DecodingResult
 
 BLOCK_FRAMES = 60 * VIDEO_FPS  # a long clip's audio is read and cut 60 s at a time (3.8 MB of samples)
 VIDEO_CHUNK_FRAMES = 5 * VIDEO_FPS  # raw frames held at once before the mouth crop (~115 MB at 640x480)
@@ -177,8 +180,8 @@ class CheckpointRecognizer:
             return self._streamed(path, info, progress)
         return self._whole(path)
 
-    def _decode(self, batch: list[tuple[int, int, object]], texts: dict[int, str]) -> None:
-        """Generate the text of each (f0, f1, Sample) piece into texts[f0]."""
+    def _decode(self, batch: list[tuple[int, int, object]], texts: dict[int, DecodingResult]) -> None:
+        """Decode each (f0, f1, Sample) piece into texts[f0]."""
         import torch
 
         from avsrctl.data.dataset import collate
@@ -187,9 +190,10 @@ class CheckpointRecognizer:
             results = self.model.generate(
                 collate([s for _, _, s in batch]).to(self.device), self.modality, self.options
             )
-        by_id = {r.id: r.text.strip() for r in results}
+        by_id = {r.id: r for r in results}
         for f0, _, sample in batch:
-            texts[f0] = by_id.get(sample.id, "")
+            if sample.id in by_id:
+                texts[f0] = by_id[sample.id]
 
     def _whole(self, path: Path) -> Transcript:
         """A clip no longer than one piece, decoded whole as in training."""
@@ -206,7 +210,7 @@ class CheckpointRecognizer:
                 a = clip.audio[0, f0 * SAMPLES_PER_FRAME : f1 * SAMPLES_PER_FRAME] if clip.audio is not None else None
                 v = clip.video[0, f0:f1] if clip.video is not None else None  # (T, 3, H, W)
                 pieces.append((f0, f1, Sample(id=str(f0), text="", n_frames=f1 - f0, audio=a, video=v)))
-        texts: dict[int, str] = {}
+        texts: dict[int, DecodingResult] = {}
         for k in range(0, len(pieces), self.batch_size):
             self._decode(pieces[k : k + self.batch_size], texts)
         return self._transcript(path, [(f0, f1) for f0, f1, _ in pieces], texts, duration)
@@ -228,7 +232,7 @@ class CheckpointRecognizer:
         want_audio, want_video = clip_streams(path, info, self.modality)
         total = info.duration
         spans: list[tuple[int, int]] = []
-        texts: dict[int, str] = {}
+        texts: dict[int, DecodingResult] = {}
         pending: list[tuple[int, int, object]] = []
 
         def flush(limit: int) -> None:
@@ -310,16 +314,52 @@ class CheckpointRecognizer:
             return None
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(crops))).permute(0, 3, 1, 2).contiguous()
 
-    def _transcript(self, path: Path, spans: list[tuple[int, int]], texts: dict[int, str], duration: float):
-        segments = tuple(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, texts.get(f0, "")) for f0, f1 in spans)
+    def _transcript(self, path: Path, spans: list[tuple[int, int]], texts: dict[int, DecodingResult], duration: float):
+        segments = []
+        for f0, f1 in spans:
+            r = texts.get(f0)
+            lips = {} if r is None else {"video_weight": r.video_weight, "lip_sync": r.lip_sync}
+            segments.append(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, "" if r is None else r.text.strip(), **lips))
+        meta = {"modality": self.modality, "pieces": len(spans)}
+        lips = lip_use(segments, self.min_lip_sync)
+        if lips is not None:
+            meta["lips"] = lips
         return Transcript(
-            text=join_segments(list(segments)),
-            segments=segments,
+            text=join_segments(segments),
+            segments=tuple(segments),
             source=self.name,
             path=str(path),
             duration=round(duration, 3),
-            meta={"modality": self.modality, "pieces": len(spans)},
+            meta=meta,
         )
+
+    @property
+    def min_lip_sync(self) -> float | None:
+        """The in-sync probability below which this model reads a piece from its audio alone
+        (None without a sync classifier or outside 'both')."""
+        from avsrctl.decoding import lip_sync_setting
+
+        return lip_sync_setting(self.model, self.modality).get("min_lip_sync")
+
+
+def lip_use(segments: list[Segment], min_lip_sync: float | None) -> dict | None:
+    """How a fused model used the lips over a clip's decoded pieces, weighted by their length:
+    `mean_video_weight`, and with a sync classifier `mean_lip_sync`, `min_lip_sync` and `set_aside`
+    (pieces read from the audio alone). None when no piece has a video weight (one stream)."""
+    used = [s for s in segments if s.video_weight is not None]
+    if not used:
+        return None
+    span = [max(s.end - s.start, 1e-9) for s in used]
+
+    def mean(values):
+        return round(sum(v * w for v, w in zip(values, span)) / sum(span), 4)
+
+    out = {"mean_video_weight": mean([s.video_weight for s in used])}
+    if min_lip_sync is not None and all(s.lip_sync is not None for s in used):
+        out["mean_lip_sync"] = mean([s.lip_sync for s in used])
+        out["min_lip_sync"] = min_lip_sync
+        out["set_aside"] = sum(s.lip_sync < min_lip_sync for s in used)
+    return out
 
 
 def torch_audio(audio: np.ndarray):

@@ -135,6 +135,16 @@ def test_usage_errors(tmp_path, capsys, extra, message):
     assert message in _err(capsys)
 
 
+@pytest.mark.parametrize("extra", [[], ["--checkpoint", "somewhere"]])
+def test_min_lip_sync_usage_errors(tmp_path, capsys, extra):
+    """--min-lip-sync is refused before any model loads: out of [0, 1), or without a checkpoint."""
+    clip = tmp_path / "a.wav"
+    clip.write_bytes(b"RIFF")
+    value = "0.5" if not extra else "1.5"
+    assert run(["transcribe", str(clip), "--min-lip-sync", value, *extra]) == 2
+    assert ("needs --checkpoint" if not extra else "must be in [0, 1)") in _err(capsys)
+
+
 def test_missing_clip(tmp_path, capsys):
     assert run(["transcribe", str(tmp_path / "nope.mp4")]) == 2
     assert "no such file" in _err(capsys)
@@ -305,5 +315,60 @@ def test_checkpoint_transcription_cuts_long_clips(media_dir, tiny_checkpoint, tm
         == 0
     )
     result = json.loads(capsys.readouterr().out)
-    assert result["meta"] == {"modality": "both", "pieces": 1}
+    assert result["meta"]["modality"] == "both" and result["meta"]["pieces"] == 1
     assert result["segments"][0]["start"] == 0.0 and result["segments"][0]["end"] == pytest.approx(3.0)
+
+
+@pytest.fixture(scope="module")
+def sync_checkpoint(tmp_path_factory):
+    """A tiny fused model with the sync classifier, its in-sync probabilities near 0.5."""
+    import torch
+
+    from avsrctl.checkpoint import save_checkpoint
+    from avsrctl.config import load_config
+    from avsrctl.models.builder import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
+    model = build_model(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.fusion.gate[2].weight)  # a gate that reads its streams
+        model.fusion.sync.threshold.fill_(0.0)
+    return save_checkpoint(tmp_path_factory.mktemp("sync"), "best", model=model, cfg=cfg, meta={"modality": "both"})
+
+
+def _transcribe_json(clip, checkpoint, capsys, *extra) -> tuple[dict, str]:
+    args = ["transcribe", str(clip), "--checkpoint", str(checkpoint), "-f", "json", "--device", "cpu", *extra]
+    assert run(args) == 0
+    out = capsys.readouterr()
+    return json.loads(out.out), " ".join(out.err.split())
+
+
+@pytest.mark.slow  # decodes one shipped clip three times with a tiny random model (~10 s)
+def test_transcribe_reports_how_the_fused_model_used_the_lips(sync_checkpoint, capsys):
+    """Each segment carries its video weight and in-sync probability, meta a summary, and stderr says
+    when the lips were set aside; audio mode reports nothing about lips."""
+    from avsrctl.data.samples import sample_clips
+
+    clip = sample_clips()[0].path
+    kept, said = _transcribe_json(clip, sync_checkpoint, capsys, "--min-lip-sync", "0")
+    seg = kept["segments"][0]
+    assert 0 < seg["lip_sync"] < 1 and 0 < seg["video_weight"] <= seg["lip_sync"]
+    lips = kept["meta"]["lips"]
+    assert lips == {
+        "mean_video_weight": seg["video_weight"],
+        "mean_lip_sync": seg["lip_sync"],
+        "min_lip_sync": 0.0,
+        "set_aside": 0,
+    }
+    assert f"video weight {seg['video_weight']:.2f}" in said and "set aside" not in said
+
+    aside, said = _transcribe_json(clip, sync_checkpoint, capsys, "--min-lip-sync", "0.99")
+    seg = aside["segments"][0]
+    assert seg["video_weight"] == 0.0 and seg["lip_sync"] == kept["segments"][0]["lip_sync"]
+    assert aside["meta"]["lips"]["set_aside"] == 1 and aside["meta"]["lips"]["min_lip_sync"] == 0.99
+    assert "lips set aside" in said and "read from the audio alone" in said
+
+    audio, said = _transcribe_json(clip, sync_checkpoint, capsys, "-m", "audio")
+    assert "lips" not in audio["meta"] and "video_weight" not in audio["segments"][0]
+    assert "lips" not in said

@@ -22,6 +22,7 @@ from avsrctl.cli import console
 from avsrctl.cli.options import (
     BeamSizeOpt,
     CheckpointOpt,
+    MinLipSyncOpt,
     ModalityOpt,
     QuietOpt,
     ThreadsOpt,
@@ -100,6 +101,7 @@ def transcribe(
             "(longer clips are cut at pauses; lower it if memory runs out).",
         ),
     ] = 20.0,
+    min_lip_sync: MinLipSyncOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -127,6 +129,12 @@ def transcribe(
         raise UsageError(f"--modality {modality} needs --checkpoint: the embedded default is audio only")
     if output is not None and output_dir is not None:
         raise UsageError("-o names one output file and --output-dir a folder for them: pass one")
+    if min_lip_sync is not None:
+        if checkpoint is None:
+            raise UsageError("--min-lip-sync needs --checkpoint: the embedded default reads no lips")
+        from avsrctl.decoding import check_min_lip_sync
+
+        check_min_lip_sync(min_lip_sync)
 
     with ExitStack() as stack:
         jobs = _jobs(inputs, output, output_dir, fmt, stack)
@@ -138,6 +146,10 @@ def transcribe(
         recognizer = _recognizer(
             checkpoint, modality, model, language, beam_size, device, vad, max_segment, temperature_fallback, threads
         )
+        if min_lip_sync is not None:
+            from avsrctl.decoding import use_min_lip_sync
+
+            use_min_lip_sync(recognizer.model, min_lip_sync)
         _run(jobs, recognizer, fmt)
 
 
@@ -238,6 +250,22 @@ def _streams_read(recognizer) -> str:
     return "audio and video"
 
 
+def describe_lips(meta: dict) -> str:
+    """One line on how a fused model used the lips of a clip (from `Transcript.meta`); '' for one stream."""
+    lips = meta.get("lips")
+    if not lips:
+        return ""
+    weight = f"video weight {lips['mean_video_weight']:.2f}"
+    if "set_aside" not in lips:
+        return f"lips: {weight}"
+    sync, aside, threshold = lips["mean_lip_sync"], lips["set_aside"], lips["min_lip_sync"]
+    if aside == 0:
+        return f"lips: {weight}, in sync {sync:.2f}"
+    pieces = meta.get("pieces")
+    where = "" if pieces is None or aside == pieces else f" in {aside} of {plural(pieces, 'piece')}"
+    return f"lips set aside{where} (in sync {sync:.2f}, below {threshold:.2f}): read from the audio alone; {weight}"
+
+
 def _run(jobs, recognizer, fmt: str) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -282,6 +310,9 @@ def _run(jobs, recognizer, fmt: str) -> None:
                 failed[name] = str(e)
                 console.warning(str(e) if name in str(e) else f"{name}: {e}")
             else:
+                lips = describe_lips(result.meta)
+                if lips:
+                    console.log(f"[dim]{name}: {lips}[/]" if len(jobs) > 1 else f"[dim]{lips}[/]")
                 text = render(result, fmt)
                 if target is not None:
                     write_atomic(target, text)
