@@ -65,6 +65,23 @@ class _LipViews:
     def mean_video_weight(self) -> float | None:
         return mean_known(self.video_weights)
 
+    def lip_summary(self, min_lip_sync: float | None) -> tuple[dict, int] | None:
+        """(summary, rows) of how the lips were used over the decoded rows, in the shape
+        `wording.lip_use_line` reads: the mean video weight and, with a sync classifier and its
+        threshold, the mean in-sync probability and how many rows fell below it. None for one stream."""
+        weights = [w for w in self.video_weights or [] if w is not None]
+        if not weights:
+            return None
+        out = {"mean_video_weight": sum(weights) / len(weights)}
+        syncs = [r for r in self.lip_syncs or [] if r is not None]
+        if syncs and min_lip_sync is not None:
+            out.update(
+                mean_lip_sync=sum(syncs) / len(syncs),
+                min_lip_sync=min_lip_sync,
+                set_aside=sum(r < min_lip_sync for r in syncs),
+            )
+        return out, len(weights)
+
 
 @dataclass
 class DecodeOutput(_LipViews):

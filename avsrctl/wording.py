@@ -1,4 +1,5 @@
-"""Small wording helpers for messages: counts with the right plural ("1 segment", "0 epochs")."""
+"""Small wording helpers for messages: counts with the right plural ("1 segment", "0 epochs"), and
+the one line that says how a fused model used the lips."""
 
 from __future__ import annotations
 
@@ -6,3 +7,17 @@ from __future__ import annotations
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 segment', '2 segments', '0 epochs'; `many` for irregular plurals ('micro-batches')."""
     return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def lip_use_line(lips: dict, of: int, unit: str) -> str:
+    """How a fused model used the lips of `of` pieces or utterances (`unit`), from a summary with
+    `mean_video_weight` and, with a sync classifier, `mean_lip_sync`, `min_lip_sync` and `set_aside`."""
+    weight = f"video weight {lips['mean_video_weight']:.2f}"
+    if "set_aside" not in lips:
+        return f"lips: {weight}"
+    sync = f"in sync {lips['mean_lip_sync']:.2f}"
+    aside = lips["set_aside"]
+    if aside == 0:
+        return f"lips: {weight}, {sync}"
+    where = f" in {aside} of {plural(of, unit)}" if of > 1 else ""
+    return f"lips set aside{where} ({sync}, below {lips['min_lip_sync']:.2f}): read from the audio alone; {weight}"

@@ -279,3 +279,44 @@ def test_eval_of_the_fused_model_reports_the_same_video_weights_as_decode(traine
     assert [r["video_weight"] for r in rows["eval"]] == [r["video_weight"] for r in rows["decode"]]
     means = [json.loads((tmp_path / name / "wer.json").read_text())["mean_video_weight"] for name in ("decode", "eval")]
     assert means[0] == means[1] and 0 < means[0] < 1
+
+
+def test_decode_and_eval_say_how_the_fused_model_used_the_lips(trained, tmp_path, capsys):
+    """Below the results table: the mean video weight and, with a sync classifier, how many utterances
+    had their lips set aside; one stream says nothing about lips."""
+    import torch
+
+    from avsrctl.checkpoint import save_checkpoint
+    from avsrctl.config import load_config
+    from avsrctl.data.manifest import read_manifest
+    from avsrctl.models.builder import build_model
+
+    corpus, _ = trained
+    n = len(read_manifest(corpus / "test.tsv", corpus / "test.wrd"))
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.fusion.gate[2].weight)
+        model.fusion.sync.threshold.fill_(0.0)  # in-sync probabilities near 0.5
+    ckpt = save_checkpoint(tmp_path / "run", "best", model=model, cfg=cfg, meta={"modality": "both"})
+    common = ["--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv")]
+
+    assert run(["decode", *common, "-m", "both", "--min-lip-sync", "0.99", "--output-dir", str(tmp_path / "d")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert n > 1 and f"clean: lips set aside in {n} of {n} utterances (in sync" in err
+    assert "read from the audio alone; video weight 0.00" in err
+
+    aside = [json.loads(line) for line in (tmp_path / "d" / "results.jsonl").read_text().splitlines()]
+    assert run(["eval", *common, "-m", "all", "--min-lip-sync", "0", "--output-dir", str(tmp_path / "e")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    rows = [json.loads(line) for line in (tmp_path / "e" / "both" / "results.jsonl").read_text().splitlines()]
+    assert [r["lip_sync"] for r in rows] == [r["lip_sync"] for r in aside]  # the same lips, kept this time
+    weight = sum(r["video_weight"] for r in rows) / n
+    sync = sum(r["lip_sync"] for r in rows) / n
+    assert weight > 0
+    assert f"both: lips: video weight {weight:.2f}, in sync {sync:.2f}" in err
+    assert "audio: lips" not in err and "video: lips" not in err
+
+    assert run(["decode", *common, "-m", "audio", "--output-dir", str(tmp_path / "a")]) == 0
+    assert "lips" not in capsys.readouterr().err

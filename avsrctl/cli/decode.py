@@ -275,4 +275,15 @@ def _decode_manifest(
         )
     else:
         console.stdout().print(results_table(rows, f"{manifest.tsv.name} · {modality} · {normalizer} normaliser"))
+    for label, out, _ in rows:
+        log_lip_use(label, out, lips.get("min_lip_sync"))
     console.log(f"wrote {out_dir}/hyp.wrd, results.jsonl, wer.json")
+
+
+def log_lip_use(label: str, out, min_lip_sync: float | None) -> None:
+    """A fused model's decode (`DecodeOutput` or `Run`): one stderr line on how it used the lips."""
+    from avsrctl.wording import lip_use_line
+
+    summary = out.lip_summary(min_lip_sync)
+    if summary is not None:
+        console.log(f"{label}: {lip_use_line(*summary, 'utterance')}")

@@ -150,6 +150,10 @@ def eval_(
     else:
         title = runs[0].system if len(runs) == 1 else f"{checkpoint} on {manifest.tsv.name}"
         console.stdout().print(_summary_table(runs, [r for r, _ in results], title))
+    from avsrctl.cli.decode import log_lip_use
+
+    for run in runs:
+        log_lip_use(run.modality or run.system, run, run.settings.get("min_lip_sync"))
     if output_dir is not None:
         from avsrctl.evaluate import fusion_fields
         from avsrctl.metrics import write_results

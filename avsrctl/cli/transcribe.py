@@ -252,18 +252,9 @@ def _streams_read(recognizer) -> str:
 
 def describe_lips(meta: dict) -> str:
     """One line on how a fused model used the lips of a clip (from `Transcript.meta`); '' for one stream."""
-    lips = meta.get("lips")
-    if not lips:
-        return ""
-    weight = f"video weight {lips['mean_video_weight']:.2f}"
-    if "set_aside" not in lips:
-        return f"lips: {weight}"
-    sync, aside, threshold = lips["mean_lip_sync"], lips["set_aside"], lips["min_lip_sync"]
-    if aside == 0:
-        return f"lips: {weight}, in sync {sync:.2f}"
-    pieces = meta.get("pieces")
-    where = "" if pieces is None or aside == pieces else f" in {aside} of {plural(pieces, 'piece')}"
-    return f"lips set aside{where} (in sync {sync:.2f}, below {threshold:.2f}): read from the audio alone; {weight}"
+    from avsrctl.wording import lip_use_line
+
+    return lip_use_line(meta["lips"], meta.get("pieces", 1), "piece") if meta.get("lips") else ""
 
 
 def _run(jobs, recognizer, fmt: str) -> None:
