@@ -320,3 +320,34 @@ def test_decode_and_eval_say_how_the_fused_model_used_the_lips(trained, tmp_path
 
     assert run(["decode", *common, "-m", "audio", "--output-dir", str(tmp_path / "a")]) == 0
     assert "lips" not in capsys.readouterr().err
+
+
+def test_decode_and_eval_give_each_wer_its_bootstrap_interval(trained, tmp_path, capsys):
+    """wer.json carries wer_ci95 and stderr says it per condition; eval -m all compares 'both' with
+    each single stream on the same utterances (paired bootstrap)."""
+    from avsrctl.data.manifest import read_manifest
+    from avsrctl.metrics import paired_comparison
+
+    corpus, ckpt = trained
+    n = len(read_manifest(corpus / "test.tsv", corpus / "test.wrd"))
+    common = ["--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv")]
+    assert run(["decode", *common, "-m", "audio", "--output-dir", str(tmp_path / "d")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    summary = json.loads((tmp_path / "d" / "wer.json").read_text())
+    lo, hi = summary["wer_ci95"]
+    assert lo <= summary["wer"] <= hi
+    assert f"clean: WER {100 * summary['wer']:.1f}%, 95% interval {100 * lo:.1f}-{100 * hi:.1f}%" in err
+    assert f"(bootstrap over {n} utterances)" in err
+
+    assert run(["eval", *common, "-m", "all", "--output-dir", str(tmp_path / "e"), "--format", "json"]) == 0
+    out = capsys.readouterr()
+    runs = {r["modality"]: r for r in json.loads(out.out)}
+    assert all(len(r["wer_ci95"]) == 2 for r in runs.values())
+    errors = {
+        m: [json.loads(line)["errors"] for line in (tmp_path / "e" / m / "results.jsonl").read_text().splitlines()]
+        for m in runs
+    }
+    better, tied = paired_comparison(errors["both"], errors["audio"])
+    assert runs["both"]["paired"]["audio"] == {"fewer_errors": round(better, 4), "as_many": round(tied, 4)}
+    said = " ".join(out.err.split())
+    assert f"both vs audio: fewer errors in {100 * better:.0f}% of resamples, as many in {100 * tied:.0f}%" in said

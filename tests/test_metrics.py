@@ -177,3 +177,48 @@ def test_chance_level_is_the_error_distribution_of_random_guesses():
     assert two.mean_errors == pytest.approx(8 / 3)
     with pytest.raises(DataError):
         chance_level(["a b"], [])
+
+
+# ------------------------------------------------------------------ bootstrap intervals
+
+
+def test_wer_interval_takes_the_percentiles_of_utterance_resamples():
+    """Two one-word utterances, one wrong: a resample of both scores 0, 0.5 or 1 with probability
+    1/4, 1/2, 1/4, so the central 40% is exactly 0.5 and the central 95% spans 0 to 1."""
+    from avsrctl.metrics import wer_interval
+
+    assert wer_interval([0, 1], [1, 1], level=0.4) == (0.5, 0.5)
+    assert wer_interval([0, 1], [1, 1], level=0.95) == (0.0, 1.0)
+    assert wer_interval([1, 1, 1], [4, 4, 4]) == (0.25, 0.25)  # no spread between utterances: none in the WER
+    assert wer_interval([0, 0], [0, 0]) is None  # no reference words: no WER to bound
+    with pytest.raises(ValueError, match="level"):
+        wer_interval([0, 1], [1, 1], level=1.0)
+
+
+def test_wer_interval_narrows_with_more_utterances_and_is_reproducible():
+    from avsrctl.metrics import wer_interval
+
+    errors, words = [0, 2, 1, 0, 3, 0], [6] * 6
+    few = wer_interval(errors, words)
+    many = wer_interval(errors * 50, words * 50)
+    assert few == wer_interval(errors, words)  # a fixed seed: the same report gives the same interval
+    assert few[0] <= 6 / 36 <= few[1] and many[0] <= 6 / 36 <= many[1]
+    assert many[1] - many[0] < (few[1] - few[0]) / 3  # ~1/sqrt(50) as wide
+
+
+def test_paired_comparison_counts_resamples_won_and_tied():
+    from avsrctl.metrics import paired_comparison
+
+    better, tied = paired_comparison([0, 0, 1], [1, 2, 1])  # a never worse, and better on two of three
+    assert tied == pytest.approx(1 / 27, abs=0.01) and better == pytest.approx(26 / 27, abs=0.01)
+    assert paired_comparison([1, 2], [1, 2]) == (0.0, 1.0)
+    better, tied = paired_comparison([0, 5], [5, 0])  # symmetric: each wins as often as it loses
+    assert better == pytest.approx(0.25, abs=0.03) and tied == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="same utterances"):
+        paired_comparison([0, 1], [0])
+
+
+def test_error_reports_carry_a_wer_interval():
+    report = score(["a b c d", "a b c d", "a b", "a"], ["a b c d", "x b c d", "a", "b"])
+    lo, hi = report.to_dict()["wer_ci95"]
+    assert lo <= report.wer <= hi and lo < hi

@@ -76,3 +76,37 @@ def test_the_real_lip_readers_are_set_against_random_grammar_guesses(tmp_path):
     ]
     table = "\n".join(grid._targets(results, chance))
     assert "| real GRID, video | <= 60% | 50.0% (random grammar guesses: 66.7%) | met |" in table
+
+
+def test_reports_read_back_carry_their_bootstrap_interval_and_utterance_errors(tmp_path):
+    from avsrctl.metrics import wer_interval
+
+    rows = [{"id": "a", "errors": 0, "ref_words": 6}, {"id": "b", "errors": 3, "ref_words": 6}]
+    old = _eval_folder(tmp_path / "old", rows, wer=0.25, errors=3, ref_words=12)  # written before wer_ci95
+    report = grid.read_report(old)
+    assert report["wer_ci95"] == [round(v, 4) for v in wer_interval([0, 3], [6, 6])]
+    assert report["utterance_errors"] == {"a": 0, "b": 3}
+    new = _eval_folder(tmp_path / "new", rows, wer=0.25, errors=3, ref_words=12, wer_ci95=[0.1, 0.4])
+    assert grid.read_report(new)["wer_ci95"] == [0.1, 0.4]  # what eval wrote is kept
+
+    results = {"heldout/audio": report}
+    grid.write_json(tmp_path / "results.json", results, {})
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert figures["heldout/audio"] == {"wer": 0.25, "errors": 3, "words": 12, "ci95": report["wer_ci95"]}
+
+
+def test_the_both_vs_audio_targets_say_how_often_both_wins_on_resampled_utterances():
+    from avsrctl.metrics import paired_comparison
+
+    def fig(errors):
+        return {
+            "wer": sum(errors) / 24,
+            "errors": sum(errors),
+            "ref_words": 24,
+            "utterance_errors": {f"u{i}": e for i, e in enumerate(errors)},
+        }
+
+    audio, both = [2, 3, 1, 4], [0, 1, 1, 2]
+    better, _ = paired_comparison(both, audio)
+    table = "\n".join(grid._targets({"real-grid-babble-5/audio": fig(audio), "real-grid-babble-5/both": fig(both)}))
+    assert f"(60% lower; fewer errors in {100 * better:.0f}% of resamples) | met |" in table

@@ -29,6 +29,7 @@ from avsrctl.cli.options import (
     use_threads,
 )
 from avsrctl.errors import UsageError
+from avsrctl.wording import plural
 
 
 def results_table(rows: list[tuple[str, object, object]], title: str):
@@ -275,9 +276,21 @@ def _decode_manifest(
         )
     else:
         console.stdout().print(results_table(rows, f"{manifest.tsv.name} · {modality} · {normalizer} normaliser"))
-    for label, out, _ in rows:
+    for label, out, rep in rows:
+        log_interval(label, rep)
         log_lip_use(label, out, lips.get("min_lip_sync"))
     console.log(f"wrote {out_dir}/hyp.wrd, results.jsonl, wer.json")
+
+
+def log_interval(label: str, report) -> None:
+    """One stderr line: the WER of an `ErrorReport` with its 95% bootstrap interval over utterances."""
+    interval = report.wer_interval()
+    if interval is not None:
+        lo, hi = interval
+        console.log(
+            f"{label}: WER {100 * report.wer:.1f}%, 95% interval {100 * lo:.1f}-{100 * hi:.1f}% "
+            f"(bootstrap over {plural(report.n_utterances, 'utterance')})"
+        )
 
 
 def log_lip_use(label: str, out, min_lip_sync: float | None) -> None:

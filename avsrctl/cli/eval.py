@@ -143,6 +143,12 @@ def eval_(
     if verbose:
         for run, (reports, _) in zip(runs, results):
             _show_alignments(reports[0], title=run.system if len(runs) > 1 else None, to_stderr=fmt == "json")
+    paired = _paired_with_both(runs, [r for r, _ in results])
+    for run, (_, summary) in zip(runs, results):
+        if run.modality == "both" and paired:
+            summary["paired"] = {
+                m: {"fewer_errors": round(b, 4), "as_many": round(t, 4)} for m, (b, t) in paired.items()
+            }
     summaries = [summary for _, summary in results]
     if fmt == "json":
         payload = summaries[0] if len(summaries) == 1 else summaries
@@ -150,10 +156,16 @@ def eval_(
     else:
         title = runs[0].system if len(runs) == 1 else f"{checkpoint} on {manifest.tsv.name}"
         console.stdout().print(_summary_table(runs, [r for r, _ in results], title))
-    from avsrctl.cli.decode import log_lip_use
+    from avsrctl.cli.decode import log_interval, log_lip_use
 
-    for run in runs:
+    for run, (reports, _) in zip(runs, results):
+        log_interval(run.modality or run.system, reports[0])
         log_lip_use(run.modality or run.system, run, run.settings.get("min_lip_sync"))
+    for other, (better, tied) in paired.items():
+        console.log(
+            f"both vs {other}: fewer errors in {100 * better:.0f}% of resamples, as many in {100 * tied:.0f}% "
+            "(paired bootstrap over utterances)"
+        )
     if output_dir is not None:
         from avsrctl.evaluate import fusion_fields
         from avsrctl.metrics import write_results
@@ -217,6 +229,21 @@ def _checkpoint_runs(
     for run in runs:
         _warn_failed(run.failed)
     return runs
+
+
+def _paired_with_both(runs, reports_per_run) -> dict[str, tuple[float, float]]:
+    """'both' against each single stream decoded beside it: {stream: (fewer errors, as many)} as
+    shares of paired bootstrap resamples (`metrics.paired_comparison`); {} without 'both'."""
+    from avsrctl.metrics import paired_comparison
+
+    errors = {
+        run.modality: [u.errors for u in reports[0].utterances]
+        for run, reports in zip(runs, reports_per_run)
+        if run.modality is not None
+    }
+    if "both" not in errors:
+        return {}
+    return {m: paired_comparison(errors["both"], errors[m]) for m in ("audio", "video") if m in errors}
 
 
 def _summary_table(runs, reports_per_run, title: str):
