@@ -233,3 +233,31 @@ def test_lip_use_gives_each_row_its_fields_and_the_means_skip_rows_not_decoded()
     no_sync = DecodeOutput("both", ["a"], lips=[LipUse(0.3)])
     assert no_sync.lip_syncs is None and fusion_fields(no_sync) == ({"mean_video_weight": 0.3}, [{"video_weight": 0.3}])
     assert fusion_fields(DecodeOutput("audio", ["a"])) == ({}, None)
+
+
+def test_several_hyp_files_are_scored_side_by_side_and_paired_with_the_first(corpus, tmp_path, capsys):
+    """--hyp A --hyp B: one row each, B compared with A on the same utterances, outputs in a subfolder each."""
+    from avsrctl.metrics import paired_comparison
+
+    tsv, first = corpus
+    second = tmp_path / "other" / "hyp.txt"  # the same file name in another folder
+    second.parent.mkdir()
+    second.write_text("the cat sat on the mat\nhello world\nplace white in j three please\n")  # no errors
+    out_dir = tmp_path / "scores"
+    args = ["eval", "--tsv", str(tsv), "--hyp", str(first), "--hyp", str(second), "-o", str(out_dir), "-f", "json"]
+    assert run(args) == 0
+    captured = capsys.readouterr()
+    a, b = json.loads(captured.out)
+    assert a["wer"] == pytest.approx(BASIC_WER) and b["wer"] == 0.0
+    better, tied = paired_comparison([0, 0, 0], [2, 1, 2])  # the second has fewer errors on every utterance
+    assert b["paired"] == {str(first): {"fewer_errors": round(better, 4), "as_many": round(tied, 4)}}
+    assert "paired" not in a
+    said = " ".join(captured.err.split())
+    assert f"{second} vs {first}: fewer errors in {100 * better:.0f}% of resamples" in said
+    folders = sorted(p.parent.relative_to(out_dir) for p in out_dir.rglob("wer.json"))
+    assert len(folders) == 2 and len(set(folders)) == 2  # one each, though both files are named hyp.txt
+    assert {json.loads((out_dir / f / "wer.json").read_text())["wer"] for f in folders} == {a["wer"], b["wer"]}
+
+    assert run(["eval", "--tsv", str(tsv), "--hyp", str(first), "--hyp", str(second)]) == 0
+    table = capsys.readouterr().out
+    assert str(second.parent.name) in table and f"{100 * BASIC_WER:.2f}%" in table and "0.00%" in table

@@ -1,7 +1,8 @@
 """`avsrctl eval`: Score hypotheses, a checkpoint, or the faster-whisper baseline against references.
 
 Three sources of hypotheses, one scorer:
-  --hyp FILE       an existing hypothesis file, one line per manifest row, same order;
+  --hyp FILE       an existing hypothesis file, one line per manifest row, same order (repeat it to
+                   score several systems side by side, each compared with the first);
   --checkpoint DIR a trained AVSR model, decoded per modality (`--modality all`: each it serves);
   neither          the baseline: faster-whisper with the offline Whisper tiny.en, audio only.
 """
@@ -39,8 +40,12 @@ def eval_(
     tsv: TsvOpt = None,
     wrd: WrdOpt = None,
     hyp: Annotated[
-        Optional[Path],
-        typer.Option("--hyp", help="Hypotheses to score: one line per .tsv row, same order (empty line = no output)."),
+        Optional[list[Path]],
+        typer.Option(
+            "--hyp",
+            help="Hypotheses to score: one line per .tsv row, same order (empty line = no output). "
+            "Repeat it to score several systems side by side, each compared with the first.",
+        ),
     ] = None,
     checkpoint: CheckpointOpt = None,
     modality: Annotated[
@@ -96,6 +101,7 @@ def eval_(
     quiet: QuietOpt = False,
 ) -> None:
     """Score hypotheses, a checkpoint, or the faster-whisper baseline against references."""
+    hyp = list(hyp or []) or None  # typer gives [] for a repeatable option never passed
     use_quiet(quiet)
     use_threads(threads)
     if tsv is None:
@@ -131,48 +137,58 @@ def eval_(
     if hyp is not None:
         from avsrctl.metrics import read_hypotheses
 
-        runs = [Run(f"hypotheses from {hyp}", read_hypotheses(hyp), settings={"hyp": str(hyp)})]
+        runs = [Run(f"hypotheses from {h}", read_hypotheses(h), settings={"hyp": str(h)}) for h in hyp]
     elif checkpoint is not None:
         runs = _checkpoint_runs(checkpoint, manifest, modality, beam_size, device, batch_size, min_lip_sync)
     else:
         runs = [_baseline_run(manifest, baseline_model, beam_size or 5, device, threads or 0)]
 
     names = list(NORMALIZERS) if normalizer == "all" else [normalizer]
-    results = [score_run(run, manifest, names, hyp_name=str(hyp) if hyp is not None else run.system) for run in runs]
+    results = [score_run(run, manifest, names, hyp_name=run.settings.get("hyp", run.system)) for run in runs]
 
     if verbose:
         for run, (reports, _) in zip(runs, results):
             _show_alignments(reports[0], title=run.system if len(runs) > 1 else None, to_stderr=fmt == "json")
-    paired = _paired_with_both(runs, [r for r, _ in results])
-    for run, (_, summary) in zip(runs, results):
-        if run.modality == "both" and paired:
-            summary["paired"] = {
-                m: {"fewer_errors": round(b, 4), "as_many": round(t, 4)} for m, (b, t) in paired.items()
-            }
+    pairs = _pairs(runs, [r for r, _ in results])
+    for i, j, better, tied in pairs:
+        results[i][1].setdefault("paired", {})[_label(runs[j])] = {
+            "fewer_errors": round(better, 4),
+            "as_many": round(tied, 4),
+        }
     summaries = [summary for _, summary in results]
     if fmt == "json":
         payload = summaries[0] if len(summaries) == 1 else summaries
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
-        title = runs[0].system if len(runs) == 1 else f"{checkpoint} on {manifest.tsv.name}"
+        if len(runs) == 1:
+            title = runs[0].system
+        elif hyp is not None:
+            title = f"{len(runs)} hypothesis files on {manifest.tsv.name}"
+        else:
+            title = f"{checkpoint} on {manifest.tsv.name}"
         console.stdout().print(_summary_table(runs, [r for r, _ in results], title))
     from avsrctl.cli.decode import log_interval, log_lip_use
 
     for run, (reports, _) in zip(runs, results):
-        log_interval(run.modality or run.system, reports[0])
-        log_lip_use(run.modality or run.system, run, run.settings.get("min_lip_sync"))
-    for other, (better, tied) in paired.items():
+        log_interval(_label(run), reports[0])
+        log_lip_use(_label(run), run, run.settings.get("min_lip_sync"))
+    for i, j, better, tied in pairs:
         console.log(
-            f"both vs {other}: fewer errors in {100 * better:.0f}% of resamples, as many in {100 * tied:.0f}% "
-            "(paired bootstrap over utterances)"
+            f"{_label(runs[i])} vs {_label(runs[j])}: fewer errors in {100 * better:.0f}% of resamples, "
+            f"as many in {100 * tied:.0f}% (paired bootstrap over utterances)"
         )
     if output_dir is not None:
         from avsrctl.evaluate import fusion_fields
         from avsrctl.metrics import write_results
 
         refs = [u.text for u in manifest]
-        for run, (reports, summary) in zip(runs, results):
-            folder = output_dir / run.modality if len(runs) > 1 else output_dir
+        for k, (run, (reports, summary)) in enumerate(zip(runs, results), 1):
+            if len(runs) == 1:
+                folder = output_dir
+            elif run.modality is not None:
+                folder = output_dir / run.modality
+            else:  # numbered: two systems' files are often both named hyp.txt
+                folder = output_dir / f"{k}-{Path(run.settings['hyp']).stem}"
             rows = fusion_fields(run)[1]
             paths = write_results(folder, reports[0], refs, run.hypotheses, summary=summary, extra=rows)
             console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
@@ -231,19 +247,36 @@ def _checkpoint_runs(
     return runs
 
 
-def _paired_with_both(runs, reports_per_run) -> dict[str, tuple[float, float]]:
-    """'both' against each single stream decoded beside it: {stream: (fewer errors, as many)} as
-    shares of paired bootstrap resamples (`metrics.paired_comparison`); {} without 'both'."""
+def _label(run) -> str:
+    """How a run is named in lines and tables: its modality, else its hypothesis file, else its system."""
+    return run.modality or run.settings.get("hyp") or run.system
+
+
+def _short_names(paths: list[Path]) -> list[str]:
+    """The fewest trailing path parts that tell the files apart: hyp.txt and other/hyp.txt."""
+    for k in range(1, max(len(p.parts) for p in paths) + 1):
+        names = ["/".join(p.parts[-k:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def _pairs(runs, reports_per_run) -> list[tuple[int, int, float, float]]:
+    """(i, j, fewer errors, as many): run i against run j on the same utterances, as shares of paired
+    bootstrap resamples (`metrics.paired_comparison`). A checkpoint's 'both' is set against each single
+    stream decoded beside it; of several hypothesis files, each against the first."""
     from avsrctl.metrics import paired_comparison
 
-    errors = {
-        run.modality: [u.errors for u in reports[0].utterances]
-        for run, reports in zip(runs, reports_per_run)
-        if run.modality is not None
-    }
-    if "both" not in errors:
-        return {}
-    return {m: paired_comparison(errors["both"], errors[m]) for m in ("audio", "video") if m in errors}
+    errors = [[u.errors for u in reports[0].utterances] for reports in reports_per_run]
+    modalities = [run.modality for run in runs]
+    if "both" in modalities:
+        i = modalities.index("both")
+        pairs = [(i, modalities.index(m)) for m in ("audio", "video") if m in modalities]
+    elif len(runs) > 1 and all(m is None for m in modalities):
+        pairs = [(i, 0) for i in range(1, len(runs))]
+    else:
+        pairs = []
+    return [(i, j, *paired_comparison(errors[i], errors[j])) for i, j in pairs]
 
 
 def _summary_table(runs, reports_per_run, title: str):
@@ -251,10 +284,12 @@ def _summary_table(runs, reports_per_run, title: str):
 
     table = Table(title=title, title_justify="left")
     several = len(runs) > 1
-    columns = (["modality"] if several else []) + ["normaliser", "WER", "CER", "sub", "del", "ins", "words", "utts"]
+    first = "modality" if runs[0].modality is not None else "hypotheses"
+    files = _short_names([Path(run.settings["hyp"]) for run in runs]) if first == "hypotheses" else None
+    columns = ([first] if several else []) + ["normaliser", "WER", "CER", "sub", "del", "ins", "words", "utts"]
     for col in columns:
-        table.add_column(col, justify="left" if col in ("modality", "normaliser") else "right", no_wrap=True)
-    for run, reports in zip(runs, reports_per_run):
+        table.add_column(col, justify="right" if col not in (first, "normaliser") else "left", no_wrap=col != first)
+    for k, (run, reports) in enumerate(zip(runs, reports_per_run)):
         for r in reports:
             row = [
                 f"{100 * r.wer:.2f}%",
@@ -265,7 +300,8 @@ def _summary_table(runs, reports_per_run, title: str):
                 str(r.ref_words),
                 str(r.n_utterances),
             ]
-            table.add_row(*([run.modality] if several else []), r.normalizer, *row)
+            name = run.modality if files is None else files[k]
+            table.add_row(*([name] if several else []), r.normalizer, *row)
     return table
 
 
