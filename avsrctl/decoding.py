@@ -70,9 +70,10 @@ def use_min_lip_sync(model, value: float) -> None:
 
 
 def lip_sync_setting(model, modality: str) -> dict:
-    """{"min_lip_sync": value} for a report's settings when `modality` 'both' reads a sync classifier."""
+    """{"min_lip_sync": value} for a report's settings when `modality` 'both' reads a sync classifier
+    (below it, lips are set aside), or 'video' can (below it, the lips are said not to follow the voice)."""
     fusion = sync_fusion(model)
-    return {"min_lip_sync": fusion.min_sync} if modality == "both" and fusion is not None else {}
+    return {"min_lip_sync": fusion.min_sync} if modality in ("both", "video") and fusion is not None else {}
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class DecodingResult:
     n_input_tokens: int  # LLM input length for this utterance (markers + modality tokens + prompt)
     stopped_at_eos: bool  # False when max_new_tokens cut the hypothesis short
     video_weight: float | None = None  # 'both': mean weight the fusion gave the video over the clip's frames
-    lip_sync: float | None = None  # 'both' with a sync classifier: mean P(lips in sync with the voice)
+    lip_sync: float | None = (
+        None  # a sync classifier's mean P(lips in sync with the voice): 'both', or 'video' with audio
+    )
 
     def to_dict(self) -> dict:
         return {
@@ -149,11 +152,19 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
     was_training = model.training
     model.eval()
     try:
-        embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False)
+        streams, lip_syncs = None, None
+        judge = sync_fusion(model)
+        if modality == "video" and judge is not None and (batch.audio is not None or batch.audio_features is not None):
+            # lips read alone by a fused model that can tell whether they follow the voice: say so,
+            # from the clip's audio, which the transcript itself never reads
+            streams = model.streams(batch, "both")
+            lengths = batch.lengths.to(model.device)
+            lip_syncs = judge.mean_sync(streams["audio"], streams["video"], lengths).tolist()
+        embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False, streams=streams)
         fusion = getattr(model, "fusion", None)
         video_weights = fusion.last_video_weight.tolist() if modality == "both" and fusion is not None else None
-        has_sync = video_weights is not None and sync_fusion(model) is not None
-        lip_syncs = fusion.last_sync.tolist() if has_sync else None
+        if video_weights is not None and judge is not None:
+            lip_syncs = fusion.last_sync.tolist()
         greedy = options.beam_size == 1
         # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
         # applies the suppression itself, after reading the model's own distribution.

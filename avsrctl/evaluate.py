@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # torch stays out of `eval --hyp` and the baseline
 class LipUse:
     """How a fused model used one utterance's lips."""
 
-    video_weight: float  # mean fusion weight on the video over its frames (0 when set aside)
+    video_weight: float | None  # 'both': mean fusion weight on the video over its frames (0 when set aside)
     lip_sync: float | None = None  # with a sync classifier: mean probability that the lips move with the voice
 
     def fields(self) -> dict:
@@ -70,10 +70,13 @@ class _LipViews:
         `wording.lip_use_line` reads: the mean video weight and, with a sync classifier and its
         threshold, the mean in-sync probability and how many rows fell below it. None for one stream."""
         weights = [w for w in self.video_weights or [] if w is not None]
-        if not weights:
-            return None
-        out = {"mean_video_weight": sum(weights) / len(weights)}
         syncs = [r for r in self.lip_syncs or [] if r is not None]
+        if not weights:  # lips read alone: only whether they follow the voice
+            if not syncs or min_lip_sync is None:
+                return None
+            below = sum(r < min_lip_sync for r in syncs)
+            return {"mean_lip_sync": sum(syncs) / len(syncs), "min_lip_sync": min_lip_sync, "below": below}, len(syncs)
+        out = {"mean_video_weight": sum(weights) / len(weights)}
         if syncs and min_lip_sync is not None:
             out.update(
                 mean_lip_sync=sum(syncs) / len(syncs),
@@ -126,7 +129,13 @@ def decode_manifest(
             f"this checkpoint serves {', '.join(model.modalities)}, not --modality {modality}",
             hint="train a model for that modality, or pick one it has",
         )
-    dataset = AVDataset(manifest, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise, seed=seed)
+    from avsrctl.decoding import sync_fusion
+
+    # a fused model reading the lips alone also hears the voice, to say whether the lips follow it
+    judge = modality == "video" and sync_fusion(model) is not None and manifest.has_audio
+    dataset = AVDataset(
+        manifest, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise, seed=seed, with_audio=judge
+    )
     # Sorting by length (no shuffle) keeps padding low; results are put back in manifest order.
     sampler = FrameBucketSampler(
         dataset.lengths,
@@ -148,7 +157,7 @@ def decode_manifest(
             if len(batch):
                 for result in model.generate(batch.to(device), modality, options):
                     by_id[result.id] = result.text
-                    if result.video_weight is not None:
+                    if result.video_weight is not None or result.lip_sync is not None:
                         lips_by_id[result.id] = LipUse(result.video_weight, result.lip_sync)
             if on_batch is not None:
                 on_batch(len(batch) + len(batch.meta.get("skipped", [])))
@@ -161,7 +170,7 @@ def decode_manifest(
         failed,
         time.perf_counter() - start,
         noise.snr_db if noise is not None else None,
-        [lips_by_id.get(u.id) for u in manifest] if modality == "both" else None,
+        [lips_by_id.get(u.id) for u in manifest] if modality == "both" or judge else None,
     )
 
 

@@ -178,7 +178,14 @@ class CheckpointRecognizer:
         info = probe(path)
         if info.duration is not None and info.duration > self.max_segment_s:
             return self._streamed(path, info, progress)
-        return self._whole(path)
+        return self._whole(path, info)
+
+    def _reads(self, info) -> str:
+        """The streams a whole clip is read with: its modality's, and for lips read alone by a model
+        with a sync classifier, the audio too (when the file has it), to say whether they follow it."""
+        if self.modality == "video" and self.min_lip_sync is not None and info.has_audio:
+            return "both"
+        return self.modality
 
     def _decode(self, batch: list[tuple[int, int, object]], texts: dict[int, DecodingResult]) -> None:
         """Decode each (f0, f1, Sample) piece into texts[f0]."""
@@ -195,16 +202,16 @@ class CheckpointRecognizer:
             if sample.id in by_id:
                 texts[f0] = by_id[sample.id]
 
-    def _whole(self, path: Path) -> Transcript:
+    def _whole(self, path: Path, info) -> Transcript:
         """A clip no longer than one piece, decoded whole as in training."""
         from avsrctl.data.dataset import Sample, load_clip
 
-        clip = load_clip(path, self.modality, roi=self.cfg.data.roi, roi_size=self.cfg.data.roi_size)
+        clip = load_clip(path, self._reads(info), roi=self.cfg.data.roi, roi_size=self.cfg.data.roi_size)
         n_frames = int(clip.lengths[0])
         duration = n_frames / VIDEO_FPS
         audio = clip.audio[0].numpy() if clip.audio is not None else None  # (640*T,)
         pieces = []
-        for start, end in self.pieces(audio, duration):
+        for start, end in self.pieces(audio if self.modality != "video" else None, duration):
             f0, f1 = int(math.floor(start * VIDEO_FPS)), min(n_frames, int(math.ceil(end * VIDEO_FPS)))
             if f1 > f0:
                 a = clip.audio[0, f0 * SAMPLES_PER_FRAME : f1 * SAMPLES_PER_FRAME] if clip.audio is not None else None
@@ -345,18 +352,27 @@ class CheckpointRecognizer:
 def lip_use(segments: list[Segment], min_lip_sync: float | None) -> dict | None:
     """How a fused model used the lips over a clip's decoded pieces, weighted by their length:
     `mean_video_weight`, and with a sync classifier `mean_lip_sync`, `min_lip_sync` and `set_aside`
-    (pieces read from the audio alone). None when no piece has a video weight (one stream)."""
+    (pieces read from the audio alone); for lips read alone and judged against the voice,
+    `mean_lip_sync`, `min_lip_sync` and `below`. None when neither applies (audio, or no classifier)."""
     used = [s for s in segments if s.video_weight is not None]
-    if not used:
+    judged = [s for s in segments if s.lip_sync is not None]
+    if not used and not (judged and min_lip_sync is not None):
         return None
-    span = [max(s.end - s.start, 1e-9) for s in used]
 
-    def mean(values):
+    def mean(values, pieces):
+        span = [max(s.end - s.start, 1e-9) for s in pieces]
         return round(sum(v * w for v, w in zip(values, span)) / sum(span), 4)
 
-    out = {"mean_video_weight": mean([s.video_weight for s in used])}
+    if not used:  # the lips read alone: only whether they follow the voice
+        below = sum(s.lip_sync < min_lip_sync for s in judged)
+        return {
+            "mean_lip_sync": mean([s.lip_sync for s in judged], judged),
+            "min_lip_sync": min_lip_sync,
+            "below": below,
+        }
+    out = {"mean_video_weight": mean([s.video_weight for s in used], used)}
     if min_lip_sync is not None and all(s.lip_sync is not None for s in used):
-        out["mean_lip_sync"] = mean([s.lip_sync for s in used])
+        out["mean_lip_sync"] = mean([s.lip_sync for s in used], used)
         out["min_lip_sync"] = min_lip_sync
         out["set_aside"] = sum(s.lip_sync < min_lip_sync for s in used)
     return out

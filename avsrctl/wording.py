@@ -11,7 +11,15 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 def lip_use_line(lips: dict, of: int, unit: str) -> str:
     """How a fused model used the lips of `of` pieces or utterances (`unit`), from a summary with
-    `mean_video_weight` and, with a sync classifier, `mean_lip_sync`, `min_lip_sync` and `set_aside`."""
+    `mean_video_weight` and, with a sync classifier, `mean_lip_sync`, `min_lip_sync` and `set_aside`;
+    or, for the lips read alone, `mean_lip_sync`, `min_lip_sync` and `below` (pieces under it)."""
+    if "mean_video_weight" not in lips:  # the lips read alone: do they follow the voice?
+        sync = f"lips in sync {lips['mean_lip_sync']:.2f} with the voice"
+        below = lips["below"]
+        if below == 0:
+            return sync
+        where = f" in {below} of {plural(of, unit)}" if of > 1 else ""
+        return f"{sync} (below {lips['min_lip_sync']:.2f}{where}): this lip reading may be unreliable"
     weight = f"video weight {lips['mean_video_weight']:.2f}"
     if "set_aside" not in lips:
         return f"lips: {weight}"

@@ -316,7 +316,7 @@ def test_decode_and_eval_say_how_the_fused_model_used_the_lips(trained, tmp_path
     sync = sum(r["lip_sync"] for r in rows) / n
     assert weight > 0
     assert f"both: lips: video weight {weight:.2f}, in sync {sync:.2f}" in err
-    assert "audio: lips" not in err and "video: lips" not in err
+    assert "audio: lips" not in err and f"video: lips in sync {sync:.2f} with the voice" in err  # same classifier
 
     assert run(["decode", *common, "-m", "audio", "--output-dir", str(tmp_path / "a")]) == 0
     assert "lips" not in capsys.readouterr().err
@@ -351,3 +351,43 @@ def test_decode_and_eval_give_each_wer_its_bootstrap_interval(trained, tmp_path,
     assert runs["both"]["paired"]["audio"] == {"fewer_errors": round(better, 4), "as_many": round(tied, 4)}
     said = " ".join(out.err.split())
     assert f"both vs audio: fewer errors in {100 * better:.0f}% of resamples, as many in {100 * tied:.0f}%" in said
+
+
+def test_video_decoding_of_a_fused_model_says_whether_the_lips_follow_the_voice(trained, tmp_path, capsys):
+    """-m video with a sync classifier and audio in the manifest: each row's in-sync probability (the
+    same the 'both' mode computes), and a warning for rows below the threshold; the audio is not read."""
+    import torch
+
+    from avsrctl.checkpoint import save_checkpoint
+    from avsrctl.config import load_config
+    from avsrctl.data.manifest import read_manifest
+    from avsrctl.models.builder import build_model
+
+    corpus, _ = trained
+    n = len(read_manifest(corpus / "test.tsv", corpus / "test.wrd"))
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.fusion.sync.threshold.fill_(0.0)
+    ckpt = save_checkpoint(tmp_path / "run", "best", model=model, cfg=cfg, meta={"modality": "both"})
+    common = ["--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--min-lip-sync", "0.99"]
+
+    def rows(folder):
+        return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+    assert run(["decode", *common, "-m", "both", "--output-dir", str(tmp_path / "b")]) == 0
+    assert run(["decode", *common, "-m", "video", "--output-dir", str(tmp_path / "v")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    video, both = rows(tmp_path / "v"), rows(tmp_path / "b")
+    assert [r["lip_sync"] for r in video] == [r["lip_sync"] for r in both]
+    assert all("video_weight" not in r for r in video)
+    assert json.loads((tmp_path / "v" / "wer.json").read_text())["mean_lip_sync"] == pytest.approx(
+        sum(r["lip_sync"] for r in video) / n, abs=1e-4
+    )
+    assert f"clean: lips in sync {sum(r['lip_sync'] for r in video) / n:.2f} with the voice" in err
+    assert f"below 0.99 in {n} of {n} utterances): this lip reading may be unreliable" in err
+
+    assert run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "-m", "audio",
+                "--output-dir", str(tmp_path / "a")]) == 0  # fmt: skip
+    assert all("lip_sync" not in r for r in rows(tmp_path / "a"))

@@ -261,3 +261,18 @@ def test_several_hyp_files_are_scored_side_by_side_and_paired_with_the_first(cor
     assert run(["eval", "--tsv", str(tsv), "--hyp", str(first), "--hyp", str(second)]) == 0
     table = capsys.readouterr().out
     assert str(second.parent.name) in table and f"{100 * BASIC_WER:.2f}%" in table and "0.00%" in table
+
+
+def test_a_baseline_table_needs_no_hypothesis_file(capsys):
+    """The summary table of a run that came from no --hyp file (the baseline) names no file."""
+    from avsrctl.cli.eval import _summary_table
+    from avsrctl.evaluate import Run
+    from avsrctl.metrics import score
+
+    run_ = Run("faster-whisper tiny.en", ["a b"], settings={"model": "tiny.en"})
+    table = _summary_table([run_], [[score(["a b"], ["a b"])]], "baseline")
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(table)
+    assert "0.00%" in console.export_text()

@@ -369,6 +369,12 @@ def test_transcribe_reports_how_the_fused_model_used_the_lips(sync_checkpoint, c
     assert aside["meta"]["lips"]["set_aside"] == 1 and aside["meta"]["lips"]["min_lip_sync"] == 0.99
     assert "lips set aside" in said and "read from the audio alone" in said
 
+    lips_only, said = _transcribe_json(clip, sync_checkpoint, capsys, "-m", "video", "--min-lip-sync", "0.99")
+    seg = lips_only["segments"][0]
+    assert seg["lip_sync"] == kept["segments"][0]["lip_sync"] and "video_weight" not in seg
+    assert lips_only["meta"]["lips"] == {"mean_lip_sync": seg["lip_sync"], "min_lip_sync": 0.99, "below": 1}
+    assert f"lips in sync {seg['lip_sync']:.2f} with the voice (below 0.99)" in said and "unreliable" in said
+
     audio, said = _transcribe_json(clip, sync_checkpoint, capsys, "-m", "audio")
     assert "lips" not in audio["meta"] and "video_weight" not in audio["segments"][0]
     assert "lips" not in said

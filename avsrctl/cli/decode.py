@@ -63,10 +63,13 @@ def print_verbose(manifest, report, lips=None, min_lip_sync: float = 0.0) -> Non
     con = console.stdout()
     for utt, u, use in zip(report.utterances, manifest, lips or [None] * len(manifest)):
         mark = "[green]ok[/]" if utt.errors == 0 else f"[red]{utt.errors} err[/]"
-        shown = "" if use is None else f"  video weight {use.video_weight:.2f}"
+        shown = "" if use is None or use.video_weight is None else f"  video weight {use.video_weight:.2f}"
         if use is not None and use.lip_sync is not None:
-            aside = " (set aside: read from the audio alone)" if use.lip_sync < min_lip_sync else ""
-            shown += f", lips in sync {use.lip_sync:.2f}{aside}"
+            low = use.lip_sync < min_lip_sync
+            if use.video_weight is None:  # lips read alone
+                shown += f"  lips in sync {use.lip_sync:.2f}{' (below the threshold)' if low else ''}"
+            else:
+                shown += f", lips in sync {use.lip_sync:.2f}{' (set aside: read from the audio alone)' if low else ''}"
         con.print(f"[bold]{u.id}[/] {mark}{shown}")
         con.print(f"  REF: {utt.reference}", markup=False)
         con.print(f"  HYP: {utt.hypothesis}", markup=False)

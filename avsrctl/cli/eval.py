@@ -284,8 +284,9 @@ def _summary_table(runs, reports_per_run, title: str):
 
     table = Table(title=title, title_justify="left")
     several = len(runs) > 1
-    first = "modality" if runs[0].modality is not None else "hypotheses"
-    files = _short_names([Path(run.settings["hyp"]) for run in runs]) if first == "hypotheses" else None
+    from_files = all("hyp" in run.settings for run in runs)
+    first = "hypotheses" if from_files else "modality"
+    files = _short_names([Path(run.settings["hyp"]) for run in runs]) if from_files else None
     columns = ([first] if several else []) + ["normaliser", "WER", "CER", "sub", "del", "ins", "words", "utts"]
     for col in columns:
         table.add_column(col, justify="right" if col not in (first, "normaliser") else "left", no_wrap=col != first)
@@ -300,7 +301,7 @@ def _summary_table(runs, reports_per_run, title: str):
                 str(r.ref_words),
                 str(r.n_utterances),
             ]
-            name = run.modality if files is None else files[k]
+            name = _label(run) if files is None else files[k]
             table.add_row(*([name] if several else []), r.normalizer, *row)
     return table
 

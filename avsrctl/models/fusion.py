@@ -54,6 +54,11 @@ _W_EPS = 1e-3  # keeps a learned weight's initial logit finite when weight is 0 
 _W_BOUND = 1e-6  # a learned weight lies in [_W_BOUND, 1 - _W_BOUND]: each stream keeps a share
 
 
+def _mean_over_frames(x: torch.Tensor, real: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """(B, T) per-frame values -> (B,) their mean over each utterance's n real frames (mask `real`)."""
+    return (x.float() * real).sum(1) / n
+
+
 def _bounded_sigmoid(logit: torch.Tensor) -> torch.Tensor:
     """sigmoid squeezed into [_W_BOUND, 1 - _W_BOUND] (float32 sigmoid alone rounds to 0 and 1)."""
     return _W_BOUND + (1.0 - 2.0 * _W_BOUND) * torch.sigmoid(logit)
@@ -121,6 +126,17 @@ class WeightedFusion(nn.Module):
         )  # (B, 1, T)
         return _bounded_sigmoid(smooth.transpose(1, 2))  # (B, T, 1)
 
+    @torch.no_grad()
+    def mean_sync(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) each utterance's mean in-sync probability over its real frames, as `forward` records it
+        in `last_sync`, without fusing: how well the lips follow the voice when the model reads the
+        lips alone. Needs `sync`."""
+        if self.sync is None:
+            raise ModelError("mean_sync needs the sync classifier (model.fusion.sync_weight > 0)")
+        T = audio.shape[1]
+        n = lengths.to(audio.device).clamp(1, T)
+        return _mean_over_frames(self.sync(audio, video, n)[..., 0], frame_mask(n, T).float(), n)
+
     def sample_dropout(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(drop_audio, drop_video), each (B,) bool: p per utterance, then audio or video 50/50."""
         drop = torch.rand(batch_size, device=device) < self.modality_dropout
@@ -161,7 +177,7 @@ class WeightedFusion(nn.Module):
                 r = self.sync(audio, video, n)  # (B, T, 1): the lips' share is scaled by their agreement
                 w = 1.0 - (1.0 - w) * r
                 with torch.no_grad():
-                    self.last_sync = (r[..., 0].float() * real).sum(1) / n  # (B,)
+                    self.last_sync = _mean_over_frames(r[..., 0], real, n)  # (B,)
                 if not self.training and self.min_sync > 0:
                     self.last_set_aside = self.last_sync < self.min_sync  # (B,): these read the audio alone
                     w = torch.where(self.last_set_aside[:, None, None], torch.ones_like(w), w)
