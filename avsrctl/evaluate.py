@@ -134,7 +134,7 @@ def decode_manifest(
     # a fused model reading the lips alone also hears the voice, to say whether the lips follow it
     judge = modality == "video" and sync_fusion(model) is not None and manifest.has_audio
     dataset = AVDataset(
-        manifest, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise, seed=seed, with_audio=judge
+        manifest, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise, seed=seed, judge_audio=judge
     )
     # Sorting by length (no shuffle) keeps padding low; results are put back in manifest order.
     sampler = FrameBucketSampler(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -391,3 +392,30 @@ def test_video_decoding_of_a_fused_model_says_whether_the_lips_follow_the_voice(
     assert run(["decode", "--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "-m", "audio",
                 "--output-dir", str(tmp_path / "a")]) == 0  # fmt: skip
     assert all("lip_sync" not in r for r in rows(tmp_path / "a"))
+
+
+def test_a_broken_audio_file_costs_a_video_decode_nothing(trained, tmp_path, capsys):
+    """The audio a fused model hears to judge lips read alone is optional: a clip whose audio cannot be
+    decoded is still read from its video (only the judgement is lost), never counted as failed."""
+    import shutil
+
+    import torch
+
+    from avsrctl.checkpoint import save_checkpoint
+    from avsrctl.config import load_config
+    from avsrctl.data.manifest import read_manifest
+    from avsrctl.models.builder import build_model
+
+    corpus, _ = trained
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    manifest = read_manifest(copy / "test.tsv", copy / "test.wrd")
+    Path(manifest[0].audio).write_bytes(b"RIFF but not a wav file")
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "run", "best", model=build_model(cfg), cfg=cfg, meta={"modality": "both"})
+    args = ["decode", "--checkpoint", str(ckpt), "--tsv", str(copy / "test.tsv"), "-m", "video"]
+    assert run([*args, "--output-dir", str(tmp_path / "v")]) == 0
+    capsys.readouterr()
+    summary = json.loads((tmp_path / "v" / "wer.json").read_text())
+    assert summary["n_failed"] == 0 and summary["n_utterances"] == len(manifest)

@@ -145,10 +145,15 @@ class AVDataset(torch.utils.data.Dataset):
         video_corruption: float = 0.0,
         articulation: bool = False,
         with_audio: bool = False,
+        judge_audio: bool = False,
     ):
         self.read_audio, self.read_video = _streams(modality)
         self.read_audio |= with_audio  # a video run whose lips train against the voice (model.lip_sync_weight)
         manifest.require("both" if with_audio and self.read_video else modality)
+        # the audio a fused model hears only to judge lips read alone: read when it can be; a clip
+        # whose audio fails is read without it, and its batch goes without (collate)
+        self.audio_optional = judge_audio and not self.read_audio
+        self.read_audio |= judge_audio
         check_mode(roi)
         if roi_size <= 0:
             raise UsageError(f"roi_size must be positive, got {roi_size}")
@@ -219,17 +224,25 @@ class AVDataset(torch.utils.data.Dataset):
             def transform(audio, _i=index):
                 return self.noiser(_i, audio, self.epoch)
 
-        try:
-            sample = decode_sample(
+        def read(audio: bool) -> Sample:
+            return decode_sample(
                 utt.id,
                 utt.text,
                 utt.video if self.read_video else None,
-                utt.audio if self.read_audio else None,
+                utt.audio if audio else None,
                 roi=self.roi,
                 roi_size=self.roi_size,
                 transform_audio=transform,
                 video=self._frames.get(index),
             )
+
+        try:
+            try:
+                sample = read(self.read_audio)
+            except MediaError:
+                if not self.audio_optional:
+                    raise
+                sample = read(False)
             if sample.video is not None and index not in self._frames and sample.video.numel() <= self._frame_budget:
                 self._frames[index] = sample.video
                 self._frame_budget -= sample.video.numel()
@@ -269,6 +282,8 @@ class AVDataset(torch.utils.data.Dataset):
                 s if s is None or s.audio is not None or s.video is not None else self._decode(self._index[s.id])
                 for s in samples
             ]
+        if self.audio_optional and len({s.audio is None for s in samples if s is not None}) > 1:
+            samples = [s if s is None else replace(s, audio=None) for s in samples]  # optional audio: all or none
         pending, self._pending = self._pending, []
         return collate(samples, skipped=dict(pending))
 
