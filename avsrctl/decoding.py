@@ -86,9 +86,7 @@ class DecodingResult:
     n_input_tokens: int  # LLM input length for this utterance (markers + modality tokens + prompt)
     stopped_at_eos: bool  # False when max_new_tokens cut the hypothesis short
     video_weight: float | None = None  # 'both': mean weight the fusion gave the video over the clip's frames
-    lip_sync: float | None = (
-        None  # a sync classifier's mean P(lips in sync with the voice): 'both', or 'video' with audio
-    )
+    lip_sync: float | None = None  # sync classifier's mean P(lips move with the voice): 'both'; 'video' + audio
 
     def to_dict(self) -> dict:
         return {

@@ -187,8 +187,8 @@ class CheckpointRecognizer:
             return "both"
         return self.modality
 
-    def _decode(self, batch: list[tuple[int, int, object]], texts: dict[int, DecodingResult]) -> None:
-        """Decode each (f0, f1, Sample) piece into texts[f0]."""
+    def _decode(self, batch: list[tuple[int, int, object]], decoded: dict[int, DecodingResult]) -> None:
+        """Decode each (f0, f1, Sample) piece into decoded[f0] (a DecodingResult)."""
         import torch
 
         from avsrctl.data.dataset import collate
@@ -200,7 +200,7 @@ class CheckpointRecognizer:
         by_id = {r.id: r for r in results}
         for f0, _, sample in batch:
             if sample.id in by_id:
-                texts[f0] = by_id[sample.id]
+                decoded[f0] = by_id[sample.id]
 
     def _whole(self, path: Path, info) -> Transcript:
         """A clip no longer than one piece, decoded whole as in training."""
@@ -217,10 +217,10 @@ class CheckpointRecognizer:
                 a = clip.audio[0, f0 * SAMPLES_PER_FRAME : f1 * SAMPLES_PER_FRAME] if clip.audio is not None else None
                 v = clip.video[0, f0:f1] if clip.video is not None else None  # (T, 3, H, W)
                 pieces.append((f0, f1, Sample(id=str(f0), text="", n_frames=f1 - f0, audio=a, video=v)))
-        texts: dict[int, DecodingResult] = {}
+        decoded: dict[int, DecodingResult] = {}
         for k in range(0, len(pieces), self.batch_size):
-            self._decode(pieces[k : k + self.batch_size], texts)
-        return self._transcript(path, [(f0, f1) for f0, f1, _ in pieces], texts, duration)
+            self._decode(pieces[k : k + self.batch_size], decoded)
+        return self._transcript(path, [(f0, f1) for f0, f1, _ in pieces], decoded, duration)
 
     def _streamed(self, path: Path, info, progress: Progress | None) -> Transcript:
         """A long clip read front to back, BLOCK_FRAMES of audio at a time: each block is cut into
@@ -239,12 +239,12 @@ class CheckpointRecognizer:
         want_audio, want_video = clip_streams(path, info, self.modality)
         total = info.duration
         spans: list[tuple[int, int]] = []
-        texts: dict[int, DecodingResult] = {}
+        decoded: dict[int, DecodingResult] = {}
         pending: list[tuple[int, int, object]] = []
 
         def flush(limit: int) -> None:
             if len(pending) >= limit and pending:
-                self._decode(pending, texts)
+                self._decode(pending, decoded)
                 pending.clear()
 
         with ExitStack() as stack:
@@ -298,7 +298,7 @@ class CheckpointRecognizer:
                     break
         flush(1)
         duration = total if total else f / VIDEO_FPS
-        return self._transcript(path, spans, texts, duration)
+        return self._transcript(path, spans, decoded, duration)
 
     def pieces_of_block(self, audio: np.ndarray, duration_s: float) -> list[tuple[float, float]]:
         if self.vad is False:
@@ -321,10 +321,12 @@ class CheckpointRecognizer:
             return None
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(crops))).permute(0, 3, 1, 2).contiguous()
 
-    def _transcript(self, path: Path, spans: list[tuple[int, int]], texts: dict[int, DecodingResult], duration: float):
+    def _transcript(
+        self, path: Path, spans: list[tuple[int, int]], decoded: dict[int, DecodingResult], duration: float
+    ):
         segments = []
         for f0, f1 in spans:
-            r = texts.get(f0)
+            r = decoded.get(f0)
             lips = {} if r is None else {"video_weight": r.video_weight, "lip_sync": r.lip_sync}
             segments.append(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, "" if r is None else r.text.strip(), **lips))
         meta = {"modality": self.modality, "pieces": len(spans)}
@@ -342,8 +344,8 @@ class CheckpointRecognizer:
 
     @property
     def min_lip_sync(self) -> float | None:
-        """The in-sync probability below which this model reads a piece from its audio alone
-        (None without a sync classifier or outside 'both')."""
+        """The in-sync probability below which this model sets a piece's lips aside ('both') or says
+        they do not follow the voice ('video'); None without a sync classifier, or in audio mode."""
         from avsrctl.decoding import lip_sync_setting
 
         return lip_sync_setting(self.model, self.modality).get("min_lip_sync")

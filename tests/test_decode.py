@@ -34,6 +34,25 @@ def trained(tmp_path_factory):
     return corpus, root / "run" / "final"
 
 
+@pytest.fixture(scope="module")
+def sync_ckpt(tmp_path_factory):
+    """A tiny fused checkpoint with the sync classifier, its gate reading the streams and its
+    in-sync probabilities near 0.5 (so they vary visibly from clip to clip)."""
+    import torch
+
+    from avsrctl.checkpoint import save_checkpoint
+    from avsrctl.config import load_config
+    from avsrctl.models.builder import build_model
+
+    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.fusion.gate[2].weight)
+        model.fusion.sync.threshold.fill_(0.0)
+    return save_checkpoint(tmp_path_factory.mktemp("sync"), "best", model=model, cfg=cfg, meta={"modality": "both"})
+
+
 def test_decode_writes_every_file_in_manifest_order(trained, tmp_path, capsys):
     corpus, ckpt = trained
     out = tmp_path / "out"
@@ -282,25 +301,14 @@ def test_eval_of_the_fused_model_reports_the_same_video_weights_as_decode(traine
     assert means[0] == means[1] and 0 < means[0] < 1
 
 
-def test_decode_and_eval_say_how_the_fused_model_used_the_lips(trained, tmp_path, capsys):
+def test_decode_and_eval_say_how_the_fused_model_used_the_lips(trained, sync_ckpt, tmp_path, capsys):
     """Below the results table: the mean video weight and, with a sync classifier, how many utterances
     had their lips set aside; one stream says nothing about lips."""
-    import torch
-
-    from avsrctl.checkpoint import save_checkpoint
-    from avsrctl.config import load_config
     from avsrctl.data.manifest import read_manifest
-    from avsrctl.models.builder import build_model
 
     corpus, _ = trained
+    ckpt = sync_ckpt
     n = len(read_manifest(corpus / "test.tsv", corpus / "test.wrd"))
-    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        torch.nn.init.normal_(model.fusion.gate[2].weight)
-        model.fusion.sync.threshold.fill_(0.0)  # in-sync probabilities near 0.5
-    ckpt = save_checkpoint(tmp_path / "run", "best", model=model, cfg=cfg, meta={"modality": "both"})
     common = ["--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv")]
 
     assert run(["decode", *common, "-m", "both", "--min-lip-sync", "0.99", "--output-dir", str(tmp_path / "d")]) == 0
@@ -354,24 +362,15 @@ def test_decode_and_eval_give_each_wer_its_bootstrap_interval(trained, tmp_path,
     assert f"both vs audio: fewer errors in {100 * better:.0f}% of resamples, as many in {100 * tied:.0f}%" in said
 
 
-def test_video_decoding_of_a_fused_model_says_whether_the_lips_follow_the_voice(trained, tmp_path, capsys):
+def test_video_decoding_of_a_fused_model_says_whether_the_lips_follow_the_voice(trained, sync_ckpt, tmp_path, capsys):
     """-m video with a sync classifier and audio in the manifest: each row's in-sync probability (the
-    same the 'both' mode computes), and a warning for rows below the threshold; the audio is not read."""
-    import torch
-
-    from avsrctl.checkpoint import save_checkpoint
-    from avsrctl.config import load_config
+    same the 'both' mode computes), and a warning for rows below the threshold; the transcript does
+    not read the audio."""
     from avsrctl.data.manifest import read_manifest
-    from avsrctl.models.builder import build_model
 
     corpus, _ = trained
+    ckpt = sync_ckpt
     n = len(read_manifest(corpus / "test.tsv", corpus / "test.wrd"))
-    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        model.fusion.sync.threshold.fill_(0.0)
-    ckpt = save_checkpoint(tmp_path / "run", "best", model=model, cfg=cfg, meta={"modality": "both"})
     common = ["--checkpoint", str(ckpt), "--tsv", str(corpus / "test.tsv"), "--min-lip-sync", "0.99"]
 
     def rows(folder):
@@ -394,27 +393,19 @@ def test_video_decoding_of_a_fused_model_says_whether_the_lips_follow_the_voice(
     assert all("lip_sync" not in r for r in rows(tmp_path / "a"))
 
 
-def test_a_broken_audio_file_costs_a_video_decode_nothing(trained, tmp_path, capsys):
+def test_a_broken_audio_file_costs_a_video_decode_nothing(trained, sync_ckpt, tmp_path, capsys):
     """The audio a fused model hears to judge lips read alone is optional: a clip whose audio cannot be
     decoded is still read from its video (only the judgement is lost), never counted as failed."""
     import shutil
 
-    import torch
-
-    from avsrctl.checkpoint import save_checkpoint
-    from avsrctl.config import load_config
     from avsrctl.data.manifest import read_manifest
-    from avsrctl.models.builder import build_model
 
     corpus, _ = trained
     copy = tmp_path / "corpus"
     shutil.copytree(corpus, copy)
     manifest = read_manifest(copy / "test.tsv", copy / "test.wrd")
     Path(manifest[0].audio).write_bytes(b"RIFF but not a wav file")
-    cfg = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=1.0"], {"decode.max_new_tokens": 4})
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "run", "best", model=build_model(cfg), cfg=cfg, meta={"modality": "both"})
-    args = ["decode", "--checkpoint", str(ckpt), "--tsv", str(copy / "test.tsv"), "-m", "video"]
+    args = ["decode", "--checkpoint", str(sync_ckpt), "--tsv", str(copy / "test.tsv"), "-m", "video"]
     assert run([*args, "--output-dir", str(tmp_path / "v")]) == 0
     capsys.readouterr()
     summary = json.loads((tmp_path / "v" / "wer.json").read_text())
