@@ -410,3 +410,16 @@ def test_a_broken_audio_file_costs_a_video_decode_nothing(trained, sync_ckpt, tm
     capsys.readouterr()
     summary = json.loads((tmp_path / "v" / "wer.json").read_text())
     assert summary["n_failed"] == 0 and summary["n_utterances"] == len(manifest)
+
+
+def test_the_lip_line_names_a_mean_as_a_mean_when_only_some_utterances_fall_below():
+    """2 of 12 below 0.50 with a mean of 0.69: the line must not read as if 0.69 were below 0.50."""
+    from avsrctl.wording import lip_use_line
+
+    fused = {"mean_video_weight": 0.44, "mean_lip_sync": 0.69, "min_lip_sync": 0.5, "set_aside": 2}
+    line = lip_use_line(fused, 12, "utterance")
+    assert "0.69, below" not in line and "in 2 of 12 utterances (in sync below 0.50; mean 0.69)" in line
+    alone = lip_use_line({"mean_lip_sync": 0.69, "min_lip_sync": 0.5, "below": 2}, 12, "utterance")
+    assert "(below" not in alone and "on average; below 0.50 in 2 of 12 utterances" in alone
+    every = lip_use_line({**fused, "mean_lip_sync": 0.2, "set_aside": 12}, 12, "utterance")
+    assert every.startswith("lips set aside in 12 of 12 utterances (in sync 0.20, below 0.50)")
