@@ -66,24 +66,39 @@ class _LipViews:
         return mean_known(self.video_weights)
 
     def lip_summary(self, min_lip_sync: float | None) -> tuple[dict, int] | None:
-        """(summary, rows) of how the lips were used over the decoded rows, in the shape
-        `wording.lip_use_line` reads: the mean video weight and, with a sync classifier and its
-        threshold, the mean in-sync probability and how many rows fell below it. None for one stream."""
-        weights = [w for w in self.video_weights or [] if w is not None]
-        syncs = [r for r in self.lip_syncs or [] if r is not None]
-        if not weights:  # lips read alone: only whether they follow the voice
-            if not syncs or min_lip_sync is None:
-                return None
-            below = sum(r < min_lip_sync for r in syncs)
-            return {"mean_lip_sync": sum(syncs) / len(syncs), "min_lip_sync": min_lip_sync, "below": below}, len(syncs)
-        out = {"mean_video_weight": sum(weights) / len(weights)}
-        if syncs and min_lip_sync is not None:
-            out.update(
-                mean_lip_sync=sum(syncs) / len(syncs),
-                min_lip_sync=min_lip_sync,
-                set_aside=sum(r < min_lip_sync for r in syncs),
-            )
-        return out, len(weights)
+        """(summary, rows) of how the lips were used over the decoded rows (`summarize_lips`, each
+        row counted once); None for one stream."""
+        uses = [(u.video_weight, u.lip_sync) for u in self.lips or [] if u is not None]
+        summary = summarize_lips(uses, min_lip_sync)
+        if summary is None:
+            return None
+        fused = "mean_video_weight" in summary
+        return summary, sum((w if fused else r) is not None for w, r in uses)
+
+
+def summarize_lips(
+    uses: Sequence[tuple[float | None, float | None]], min_lip_sync: float | None, spans: Sequence[float] | None = None
+) -> dict | None:
+    """How a fused model used the lips, from each utterance's or piece's (video weight, in-sync
+    probability), in the shape `wording.lip_use_line` reads; means weighted by `spans` (equal without).
+
+    Fused ('both'): `mean_video_weight` and, with a sync classifier and its threshold, `mean_lip_sync`,
+    `min_lip_sync` and `set_aside` (below the threshold: read from the audio alone). Lips read alone
+    and judged against the voice: `mean_lip_sync`, `min_lip_sync` and `below`. None for one stream."""
+    spans = [1.0] * len(uses) if spans is None else spans
+    weights = [(w, s) for (w, _), s in zip(uses, spans) if w is not None]
+    syncs = [(r, s) for (_, r), s in zip(uses, spans) if r is not None]
+
+    def mean(pairs):
+        return sum(v * s for v, s in pairs) / sum(s for _, s in pairs)
+
+    judged = {}
+    if syncs and min_lip_sync is not None:
+        low = sum(r < min_lip_sync for r, _ in syncs)
+        judged = {"mean_lip_sync": mean(syncs), "min_lip_sync": min_lip_sync, "set_aside" if weights else "below": low}
+    if not weights:
+        return judged or None
+    return {"mean_video_weight": mean(weights), **judged}
 
 
 @dataclass

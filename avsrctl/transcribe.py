@@ -352,32 +352,15 @@ class CheckpointRecognizer:
 
 
 def lip_use(segments: list[Segment], min_lip_sync: float | None) -> dict | None:
-    """How a fused model used the lips over a clip's decoded pieces, weighted by their length:
-    `mean_video_weight`, and with a sync classifier `mean_lip_sync`, `min_lip_sync` and `set_aside`
-    (pieces read from the audio alone); for lips read alone and judged against the voice,
-    `mean_lip_sync`, `min_lip_sync` and `below`. None when neither applies (audio, or no classifier)."""
-    used = [s for s in segments if s.video_weight is not None]
-    judged = [s for s in segments if s.lip_sync is not None]
-    if not used and not (judged and min_lip_sync is not None):
+    """How a fused model used the lips over a clip's decoded pieces (`evaluate.summarize_lips`,
+    weighted by the pieces' lengths, rounded for the transcript's meta); None for one stream."""
+    from avsrctl.evaluate import summarize_lips
+
+    uses = [(s.video_weight, s.lip_sync) for s in segments]
+    summary = summarize_lips(uses, min_lip_sync, spans=[max(s.end - s.start, 1e-9) for s in segments])
+    if summary is None:
         return None
-
-    def mean(values, pieces):
-        span = [max(s.end - s.start, 1e-9) for s in pieces]
-        return round(sum(v * w for v, w in zip(values, span)) / sum(span), 4)
-
-    if not used:  # the lips read alone: only whether they follow the voice
-        below = sum(s.lip_sync < min_lip_sync for s in judged)
-        return {
-            "mean_lip_sync": mean([s.lip_sync for s in judged], judged),
-            "min_lip_sync": min_lip_sync,
-            "below": below,
-        }
-    out = {"mean_video_weight": mean([s.video_weight for s in used], used)}
-    if min_lip_sync is not None and all(s.lip_sync is not None for s in used):
-        out["mean_lip_sync"] = mean([s.lip_sync for s in used], used)
-        out["min_lip_sync"] = min_lip_sync
-        out["set_aside"] = sum(s.lip_sync < min_lip_sync for s in used)
-    return out
+    return {k: round(v, 4) if k.startswith("mean_") else v for k, v in summary.items()}
 
 
 def torch_audio(audio: np.ndarray):
