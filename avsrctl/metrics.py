@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import jiwer
@@ -184,21 +184,22 @@ class ErrorReport:
         return self.substitutions + self.deletions + self.insertions
 
     def to_dict(self) -> dict:
-        """Summary numbers (no per-utterance detail), JSON-ready; `wer_ci95` is the WER's 95%
-        bootstrap interval over utterances (`wer_interval`) when the report has them."""
+        """Summary numbers (no per-utterance detail), JSON-ready, with `wer_ci95` when the report has
+        its utterances."""
         d = asdict(self)
         d.pop("utterances")
         d["errors"] = self.errors
-        interval = self.wer_interval()
-        if interval is not None:
-            d["wer_ci95"] = [round(v, 4) for v in interval]
+        if self.wer_ci95 is not None:
+            d["wer_ci95"] = [round(v, 4) for v in self.wer_ci95]
         return d
 
-    def wer_interval(self, level: float = 0.95) -> tuple[float, float] | None:
-        """The WER's bootstrap interval over this report's utterances (None without them)."""
+    @cached_property
+    def wer_ci95(self) -> tuple[float, float] | None:
+        """The WER's 95% bootstrap interval over this report's utterances (None without them),
+        computed once however often the report is written or shown."""
         if not self.utterances:
             return None
-        return wer_interval([u.errors for u in self.utterances], [u.ref_words for u in self.utterances], level=level)
+        return wer_interval([u.errors for u in self.utterances], [u.ref_words for u in self.utterances])
 
 
 def _check_lengths(refs: Sequence[str], hyps: Sequence[str], ref_name: str, hyp_name: str) -> None:

@@ -287,9 +287,8 @@ def _decode_manifest(
 
 def log_interval(label: str, report) -> None:
     """One stderr line: the WER of an `ErrorReport` with its 95% bootstrap interval over utterances."""
-    interval = report.wer_interval()
-    if interval is not None:
-        lo, hi = interval
+    if report.wer_ci95 is not None:
+        lo, hi = report.wer_ci95
         console.log(
             f"{label}: WER {100 * report.wer:.1f}%, 95% interval {100 * lo:.1f}-{100 * hi:.1f}% "
             f"(bootstrap over {plural(report.n_utterances, 'utterance')})"
