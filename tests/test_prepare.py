@@ -409,3 +409,42 @@ def test_progress_counts_failures(many, single, tmp_path):
     prepare_corpus(many, tmp_path / "corpus", options(), progress=lambda *a: seen.append(a))
     assert [s[0] for s in seen] == list(range(1, N_MANY + 2)) and {s[1] for s in seen} == {N_MANY + 1}
     assert seen[-1][3] == 1 and [s[2] for s in seen if s[3] == 1][0] == "spk0/broken"  # counted when it failed
+
+
+# ------------------------------------------------------------ --split-list: a corpus's own split
+
+
+def test_split_lists_honour_the_corpus_split_and_leave_unlisted_clips_out(source, tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("clip0\n# a comment\n\nclip1\n", encoding="utf-8")
+    (lists / "test.txt").write_text("clip3\n", encoding="utf-8")
+    out = tmp_path / "corpus"
+    result = prepare_corpus(
+        source, out, PrepareOptions(split_lists=(("train", lists / "train.txt"), ("test", lists / "test.txt")))
+    )
+    assert result.splits == {"train": 2, "test": 1}
+    assert [u.id for u in read_manifest(out / "train.tsv")] == ["clip0", "clip1"]
+    assert [u.id for u in read_manifest(out / "test.tsv")] == ["clip3"]
+    assert not (out / "video" / "clip2.mp4").exists()  # listed nowhere: not prepared at all
+    record = json.loads((out / "prepare.json").read_text())
+    assert record["options"]["split_lists"] == [["train", str(lists / "train.txt")], ["test", str(lists / "test.txt")]]
+
+
+def test_split_lists_refuse_unknown_ids_and_ids_in_two_splits(source, tmp_path):
+    (tmp_path / "train.txt").write_text("clip0\nclip9\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.txt:2: no clip 'clip9' in the source folder"):
+        prepare_corpus(source, tmp_path / "a", PrepareOptions(split_lists=(("train", tmp_path / "train.txt"),)))
+    (tmp_path / "valid.txt").write_text("clip1\n", encoding="utf-8")
+    (tmp_path / "test.txt").write_text("clip2\nclip1\n", encoding="utf-8")
+    both = (("valid", tmp_path / "valid.txt"), ("test", tmp_path / "test.txt"))
+    with pytest.raises(DataError, match=r"test\.txt:2: clip 'clip1' is also listed for valid \(.*valid\.txt:1\)"):
+        prepare_corpus(source, tmp_path / "b", PrepareOptions(split_lists=both))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing anything
+
+
+def test_split_list_option_is_checked_on_the_command_line(source, tmp_path, capsys):
+    assert run(["prepare", str(source), str(tmp_path / "c"), "--split-list", "dev=x.txt"]) == 2
+    assert "--split-list takes SPLIT=FILE" in capsys.readouterr().err
+    assert run(["prepare", str(source), str(tmp_path / "c"), "--split-list", "test=missing.txt"]) == 2
+    assert "--split-list test: file not found: missing.txt" in capsys.readouterr().err

@@ -44,6 +44,15 @@ def prepare(
             "your own clips into test.tsv/.wrd for `avsrctl eval`; the fractions are then unused.",
         ),
     ] = None,
+    split_list: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--split-list",
+            metavar="SPLIT=FILE",
+            help="Honour a corpus's own split: FILE lists the clip ids (one per line: key, name or file "
+            "stem) for SPLIT (train, valid or test); repeat per split. Clips listed nowhere are left out.",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     roi: Annotated[
         str,
@@ -101,6 +110,9 @@ def prepare(
         raise UsageError("prepare needs SRC and OUT (or --merge OUT)")
     if split is not None and (valid_fraction, test_fraction) != (0.1, 0.1):
         raise UsageError(f"--split {split} puts every clip into {split}: drop --valid-fraction/--test-fraction")
+    lists = tuple(_split_list(item) for item in split_list or ())
+    if lists and (valid_fraction, test_fraction) != (0.1, 0.1):
+        raise UsageError("--split-list chooses every split: drop --valid-fraction/--test-fraction")
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -127,6 +139,7 @@ def prepare(
         roi=roi,
         roi_size=roi_size,
         split=split,
+        split_lists=lists,
     )
     label = f"prepare {part}" if part is not None else "prepare"
     columns = (
@@ -146,6 +159,13 @@ def prepare(
 
         result = prepare_corpus(src, out, options, progress=on_clip, workers=workers, shard=part)
     _report(result, format)
+
+
+def _split_list(item: str) -> tuple[str, Path]:
+    split, sep, path = item.partition("=")
+    if not sep or split not in SPLIT_CHOICES or not path:
+        raise UsageError(f"--split-list takes SPLIT=FILE with SPLIT one of {', '.join(SPLIT_CHOICES)}, got {item!r}")
+    return split, Path(path)
 
 
 def _report(result, format: str) -> None:

@@ -57,11 +57,18 @@ class PrepareOptions:
     roi: str = "auto"  # 'auto' | 'haar' write mouth-crop mp4s; 'none' references the source video
     roi_size: int = 96
     split: str | None = None  # every clip into this one split (an evaluation set); the fractions are unused
+    # a corpus's own split: (split, file of clip ids) pairs; clips listed nowhere are left out
+    split_lists: tuple[tuple[str, Path], ...] = ()
 
     def __post_init__(self) -> None:
         check_mode(self.roi)
         if self.split is not None and self.split not in SPLITS:
             raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.split is not None and self.split_lists:
+            raise UsageError("--split and --split-list both choose the split: give one of them")
+        for split, _ in self.split_lists:
+            if split not in SPLITS:
+                raise UsageError(f"--split-list takes SPLIT=FILE with SPLIT one of {', '.join(SPLITS)}, got {split!r}")
         for name in ("valid_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -281,6 +288,48 @@ def split_names(
     return {"train": sorted(train), "valid": sorted(valid), "test": sorted(test)}
 
 
+def read_split_lists(lists: tuple[tuple[str, Path], ...]) -> dict[str, tuple[str, str]]:
+    """Clip id -> (split, 'file:line' where it is listed), from files of one id per line ('#' comments
+    and blank lines skipped). An id may be a clip's key ('spk1/00001'), its output name or its file stem."""
+    listed: dict[str, tuple[str, str]] = {}
+    for split, path in lists:
+        if not Path(path).is_file():
+            raise UsageError(f"--split-list {split}: file not found: {path}")
+        lines = _text_lines(Path(path))
+        for number, line in enumerate(lines, start=1):
+            clip_id = line.split("#", 1)[0].strip()
+            if not clip_id:
+                continue
+            where = f"{path}:{number}"
+            if clip_id in listed and listed[clip_id][0] != split:
+                raise DataError(
+                    f"{where}: clip '{clip_id}' is also listed for {listed[clip_id][0]} ({listed[clip_id][1]})"
+                )
+            listed.setdefault(clip_id, (split, where))
+    return listed
+
+
+def assign_listed(clips: list[Clip], lists: tuple[tuple[str, Path], ...]) -> dict[str, list[str]]:
+    """Each clip's split from --split-list files (each split sorted). A listed id that matches no clip
+    is an error naming its file and line (a typo would otherwise shrink a test set unnoticed); clips
+    listed in no file are left out."""
+    listed = read_split_lists(lists)
+    members: dict[str, list[str]] = {s: [] for s in SPLITS}
+    matched: set[str] = set()
+    for clip in clips:
+        for clip_id in (clip.key, clip.name, Path(clip.key).name):
+            if clip_id in listed:
+                members[listed[clip_id][0]].append(clip.name)
+                matched.add(clip_id)
+                break
+    unmatched = [(where, clip_id) for clip_id, (_, where) in listed.items() if clip_id not in matched]
+    if unmatched:
+        where, clip_id = unmatched[0]
+        more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
+        raise DataError(f"{where}: no clip '{clip_id}' in the source folder{more}")
+    return {s: sorted(m) for s, m in members.items()}
+
+
 # ------------------------------------------------------------------ one clip
 
 
@@ -430,11 +479,15 @@ def prepare_corpus(
     _check_same_crops(out, options)
     clips = find_clips(src, exclude=out)
     mine = clips if shard is None else [c for c in clips if shard.holds(c.name)]
+    if options.split_lists:  # the corpus's own split; clips listed nowhere are not prepared
+        names = assign_listed(clips, options.split_lists)
+        listed = {n for members in names.values() for n in members}
+        mine = [c for c in mine if c.name in listed]
     texts = transcripts_for(mine, options.transcripts) if mine else {}
-    # every clip's split, from all clip names: the same in every shard and in a single run
-    names = split_names(
-        [c.name for c in clips], options.valid_fraction, options.test_fraction, options.seed, only=options.split
-    )
+    if not options.split_lists:  # every clip's split, from all clip names: the same in every shard and in one run
+        names = split_names(
+            [c.name for c in clips], options.valid_fraction, options.test_fraction, options.seed, only=options.split
+        )
     split_of = {n: split for split, members in names.items() for n in members}
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Utterance] = {}
@@ -502,6 +555,7 @@ def _check_same_crops(out: Path, options: PrepareOptions) -> None:
 def _options_record(options: PrepareOptions) -> dict:
     """The options, plus the crop the ROI mode gave on this machine ('auto' crops by landmarks when installed)."""
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    record["split_lists"] = [[split, str(path)] for split, path in options.split_lists]
     return {**record, "crop": crop_method(options.roi)}
 
 
