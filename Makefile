@@ -34,10 +34,13 @@ bench: install weights system
 	$(BIN)/python benchmarks/run_all.py
 
 # Train on the synthetic GRID corpus, test on held-out voices and the real GRID clips,
-# write docs/RESULTS.md and, when its figures improve, the built-in model avsrctl/builtin/grid-small
-# (about two hours on 2 CPU cores; resumes where it stopped).
+# write docs/RESULTS-synthetic.md; then teach its fused model real mouths from GRID speaker s1's
+# video (../shared/grid-s1; recipes/grid_real.py), write docs/RESULTS.md, docs/results.json,
+# docs/wer_vs_snr.png and, when its figures improve, the built-in model avsrctl/builtin/grid-small
+# (each step resumes where it stopped).
 grid-recipe: install weights system voices
 	HF_HUB_OFFLINE=1 $(BIN)/python recipes/grid.py --work runs/grid
+	HF_HUB_OFFLINE=1 $(BIN)/python recipes/grid_real.py --work runs/grid
 
 # WER and speed at other token compressions K, from the grid recipe's models (run grid-recipe first)
 token-rate: install weights system voices

@@ -1,6 +1,6 @@
 """GRID recipe: train on the synthetic GRID-grammar corpus, test on held-out voices and real GRID clips.
 
-    python recipes/grid.py --work runs/grid            # everything, writes docs/RESULTS.md
+    python recipes/grid.py --work runs/grid            # everything, writes docs/RESULTS-synthetic.md
     python recipes/grid.py --work runs/grid --modalities audio --utterances 600
 
 Steps (each skipped when its output already exists, so a rerun resumes):
@@ -19,8 +19,11 @@ Steps (each skipped when its output already exists, so a rerun resumes):
   5. `avsrctl eval` of every model on both test sets, babble noise at -5 dB for audio vs both,
      the fused model with its video replaced by a still frame, the real clips clean and with
      babble at 0 and -5 dB, and the faster-whisper baseline on the real clips;
-  6. docs/RESULTS.md with the tables, the targets, training times and peak memory, and every
-     figure in docs/results.json (keys `test-set/modality`, as in the tables).
+  6. docs/RESULTS-synthetic.md with the tables, the targets, training times and peak memory, and
+     every figure in docs/results-synthetic.json (keys `test-set/modality`, as in the tables).
+
+Its fused model (WORK/train-both/final) is where recipes/grid_real.py starts: the real-lips stages
+on GRID speaker s1's video, which write docs/RESULTS.md and export the built-in model grid-small.
 
 Nothing is tuned on the real clips: they are only ever decoded by step 5.
 Every step runs the installed `avsrctl` command, so the recipe is exactly what a user can type.
@@ -67,7 +70,7 @@ SYNC = 1.0
 # `--lip-sync-weight W` (default 0: off) also trains both lip stages against the voice with the same
 # SyncNet-style loss (model.lip_sync_weight): a frozen Whisper encoder reads each training clip's
 # audio, and the lips learn to tell their own voice from shifted and swapped ones. At W=1 it read
-# rendered faces better and the real clips worse (docs/RESULTS.md), so the default leaves it off.
+# rendered faces better and the real clips worse (docs/RESULTS-synthetic.md), so the default leaves it off.
 # offline-small's front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm):
 # what a face looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
 # It then divides by the clip's root mean square (utterance_scale): rendered mouths open wider than
@@ -329,7 +332,7 @@ def main() -> None:
         default="synthetic-test,heldout",
         help="synthetic test sets to evaluate on (the real GRID clips are always used when present)",
     )
-    parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS-synthetic.md")
     args = parser.parse_args()
     work: Path = args.work
     modalities = [m for m in args.modalities.split(",") if m]
@@ -491,22 +494,9 @@ def main() -> None:
 
     chance = grammar_chance(grid_tsv, corpus / "train.wrd") if grid_tsv is not None else None
     write_results(args.results, results, timings, args, lip_use, chance)
-    write_json(args.results.with_name("results.json"), results, lip_use, chance)
-    log(f"wrote {args.results} and {args.results.with_name('results.json')}")
-    if "both" in checkpoints:  # the built-in `--checkpoint grid-small`, replaced only when its figures improve
-        import shlex
-
-        from avsrctl.errors import AvsrError
-        from avsrctl.pretrained import export_builtin
-
-        recipe = shlex.join(["python", "recipes/grid.py", *sys.argv[1:]])
-        try:
-            folder = export_builtin(
-                checkpoints["both"], "grid-small", args.results.with_name("results.json"), recipe=recipe
-            )
-            log(f"wrote the built-in model grid-small to {folder}")
-        except AvsrError as e:
-            log(f"kept the installed built-in model: {e}")
+    figures = args.results.with_name(args.results.stem.lower() + ".json")
+    write_json(figures, results, lip_use, chance)
+    log(f"wrote {args.results} and {figures}")
 
 
 def _pct(report: dict | None, normalizer: str = "basic") -> str:

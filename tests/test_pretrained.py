@@ -18,7 +18,7 @@ from avsrctl.cli.main import run as run_cli
 from avsrctl.data.samples import write_sample_manifest
 from avsrctl.errors import AvsrError, CheckpointError
 
-GOOD = {"real-grid/both": {"wer": 0.10, "errors": 1, "words": 10}, "heldout-babble-5/both": {"wer": 0.30}}
+GOOD = {"s1-babble-5/both": {"wer": 0.10, "errors": 1, "words": 10}, "unseen/both": {"wer": 0.30}}
 
 
 @pytest.fixture
@@ -125,11 +125,11 @@ def test_exporter_replaces_the_model_only_when_the_key_figures_improve(tmp_path,
     pretrained.export_builtin(standin, "grid-small", results(tmp_path, GOOD))
     installed = (root / "grid-small" / "PROVENANCE.json").read_bytes()
 
-    worse = {**GOOD, "real-grid/both": {"wer": 0.125}}
+    worse = {**GOOD, "s1-babble-5/both": {"wer": 0.125}}
     with pytest.raises(pretrained.NotImproved) as e:
         pretrained.export_builtin(standin, "grid-small", results(tmp_path, worse, "worse.json"))
     assert str(e.value) == (
-        "built-in model grid-small not replaced: worse than the installed model on real-grid/both 10.0% -> 12.5%"
+        "built-in model grid-small not replaced: worse than the installed model on s1-babble-5/both 10.0% -> 12.5%"
     )
     assert "--force" in e.value.hint
     assert (root / "grid-small" / "PROVENANCE.json").read_bytes() == installed
@@ -141,14 +141,14 @@ def test_exporter_replaces_the_model_only_when_the_key_figures_improve(tmp_path,
 
     with pytest.raises(pretrained.NotImproved, match="no key figure improves"):
         pretrained.export_builtin(standin, "grid-small", results(tmp_path, GOOD, "same.json"))
-    with pytest.raises(pretrained.NotImproved, match="lack real-grid/both"):
-        pretrained.export_builtin(standin, "grid-small", results(tmp_path, {"heldout-babble-5/both": {"wer": 0.1}}))
+    with pytest.raises(pretrained.NotImproved, match="lack s1-babble-5/both"):
+        pretrained.export_builtin(standin, "grid-small", results(tmp_path, {"unseen/both": {"wer": 0.1}}))
 
     assert pretrained.main([*argv, "--root", str(root), "--force"]) == 0
     assert (
-        json.loads((root / "grid-small" / "PROVENANCE.json").read_text())["figures"]["real-grid/both"]["wer"] == 0.125
+        json.loads((root / "grid-small" / "PROVENANCE.json").read_text())["figures"]["s1-babble-5/both"]["wer"] == 0.125
     )
-    better = {"real-grid/both": {"wer": 0.125}, "heldout-babble-5/both": {"wer": 0.2}}
+    better = {"s1-babble-5/both": {"wer": 0.125}, "unseen/both": {"wer": 0.2}}
     pretrained.export_builtin(standin, "grid-small", results(tmp_path, better, "better.json"))  # one better, none worse
     assert json.loads((root / "grid-small" / "PROVENANCE.json").read_text())["figures"] == better
 
@@ -157,7 +157,7 @@ def test_weights_over_the_size_limit_are_refused_and_the_installed_model_kept(tm
     pretrained.export_builtin(standin, "grid-small", results(tmp_path, GOOD))
     before = (root / "grid-small" / WEIGHTS).read_bytes()
     monkeypatch.setattr(pretrained, "MAX_WEIGHT_BYTES", 1000)
-    better = {"real-grid/both": {"wer": 0.0}, "heldout-babble-5/both": {"wer": 0.0}}
+    better = {"s1-babble-5/both": {"wer": 0.0}, "unseen/both": {"wer": 0.0}}
     with pytest.raises(AvsrError, match=r"take [\d,]+ bytes in float16, over the 1,000"):
         pretrained.export_builtin(standin, "grid-small", results(tmp_path, better, "better.json"))
     assert (root / "grid-small" / WEIGHTS).read_bytes() == before

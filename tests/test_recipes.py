@@ -110,3 +110,78 @@ def test_the_both_vs_audio_targets_say_how_often_both_wins_on_resampled_utteranc
     better, _ = paired_comparison(both, audio)
     table = "\n".join(grid._targets({"real-grid-babble-5/audio": fig(audio), "real-grid-babble-5/both": fig(both)}))
     assert f"(60% lower; fewer errors in {100 * better:.0f}% of resamples) | met |" in table
+
+
+# ------------------------------------------------------------------ recipes/grid_real.py (real lips)
+
+import grid_real  # noqa: E402
+import real_report  # noqa: E402
+
+
+def test_the_unseen_speakers_never_include_s1s_test_clip(tmp_path, monkeypatch):
+    """bbaf2n is speaker s1 and in s1's test split: it must not count as an unseen speaker."""
+    media = tmp_path / "media"
+    (media / "video").mkdir(parents=True)
+    header = "file\tkind\tduration_s\tstreams\tsource_repo\tcommit\tpath_in_repo\trepo_license\treference_transcript\n"
+    rows = [
+        f"video/grid_{stem}.mpg\tvideo\t3.000\tv\tr\tc\tp\tl\tbin blue at f two now\n" for stem in ("bbaf2n", "lbax4n")
+    ]
+    (media / "MANIFEST.tsv").write_text(header + "".join(rows))
+    monkeypatch.setattr(grid_real, "MEDIA", media)
+    import avsrctl.data.media
+
+    monkeypatch.setattr(avsrctl.data.media, "probe", lambda path: type("Info", (), {"duration": 3.0})())
+    tsv = grid_real.unseen_manifest(tmp_path / "unseen")
+    ids = [line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]]
+    assert ids == ["grid_lbax4n", "grid_pwij3p"]  # media's s5 clip and the package's s2 sample; no bbaf2n
+
+
+def test_every_system_hears_the_same_babble_at_the_asked_snr(tmp_path):
+    import numpy as np
+
+    from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
+    from avsrctl.data.media import load_audio, save_audio
+    from avsrctl.data.noise import snr_db
+
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(4):
+        wav = tmp_path / f"u{i}.wav"
+        save_audio(wav, (0.1 * rng.standard_normal(640 * 25)).astype(np.float32))
+        utts.append(Utterance(f"u{i}", None, wav, 25, 640 * 25, "a b"))
+    write_manifest(tmp_path / "test.tsv", tmp_path / "test.wrd", tmp_path, utts)
+    first = grid_real.noisy_copies(tmp_path / "test.tsv", tmp_path / "a", (-5, 5))
+    again = grid_real.noisy_copies(tmp_path / "test.tsv", tmp_path / "b", (-5,))
+    for snr, tsv in first.items():
+        noisy = read_manifest(tsv)
+        assert [u.id for u in noisy] == [u.id for u in utts]
+        clean, mixed = load_audio(utts[0].audio), load_audio(noisy[0].audio)
+        assert abs(snr_db(clean, mixed) - snr) < 0.5
+    a, b = (load_audio(read_manifest(m[-5])[2].audio) for m in (first, again))
+    assert np.array_equal(a, b)  # written with a fixed seed: the same mixture for every system and rerun
+
+
+def test_the_real_lips_targets_say_met_or_missed():
+    def fig(wer, errors=None):
+        return {"wer": wer, "errors": 0, "ref_words": 600, "utterance_errors": errors or {}}
+
+    results = {
+        "s1/both-model-video-only": fig(0.12),
+        "s1-babble-5/audio": fig(0.80),
+        "s1-babble-5/both": fig(0.30),
+        "s1/audio": fig(0.10),
+        "s1/both": fig(0.11),
+        "s1-babble-10/both": fig(0.45),
+        "unseen/both-model-video-only": fig(0.7),
+        "unseen/both": fig(0.05),
+        "unseen/both-model-audio-only": fig(0.05),
+    }
+    rows = {t: (m, ok) for t, _, m, ok in real_report.targets(results, total_minutes=100)}
+    assert rows["s1 test (unseen sentences of a seen speaker), video alone"][1] is True
+    assert rows["s1 test, babble -5 dB: fused vs audio model"] == ("30.0% (0/600) vs 80.0% (0/600) (62% lower)", True)
+    assert rows["s1 test, clean: fused vs audio model"][1] is False
+    assert rows["s1 test, babble -10 dB: fused"][1] is False
+    assert rows["unseen real speakers (s2, s5, s20), video alone"][1] is False
+    assert rows["unseen real speakers, clean: fused vs its audio path"][1] is True
+    assert rows["unseen real speakers, babble -5 dB: fused vs its audio path"][1] is None  # not measured
+    assert rows["real-lips recipe, 2 CPU cores"] == ("100 min", True)

@@ -1,0 +1,269 @@
+"""Real-lips recipe: teach the GRID recipe's fused model real mouths from GRID speaker s1's video.
+
+    python recipes/grid_real.py --work runs/grid                      # after recipes/grid.py (make grid-recipe)
+    python recipes/grid_real.py --work runs/real --start grid-small   # from the shipped built-in model
+
+Steps (each skipped when its output already exists, so a rerun resumes):
+  1. `avsrctl prepare` of ../shared/grid-s1 (900 real recordings of speaker s1, CC BY 4.0) into
+     16 kHz wav + 48 px landmark mouth crops, honouring the corpus's own split (`--split-list`:
+     750 train, 50 valid, 100 test);
+  2. three training stages on the real s1 clips, each starting from the model before it
+     (`--init-from`; the first from START, the synthetic recipe's fused model): the lip front-end
+     alone with character CTC, then the video model through the LLM, then the fused model with
+     babble noise on the audio, corrupted video and the audio-visual sync loss (so its sync
+     classifier learns real faces: in-sync pairs against shifted ones and other clips' lips);
+  3. the s1 test clips drowned in babble at 5, 0, -5 and -10 dB (written once, so every system
+     hears the same noise), the unseen real speakers (s2, s5, s20: ../shared/media and the
+     package samples, never bbaf2n, which is s1 test), s1 test with still video, and the
+     synthetic held-out voices when the synthetic recipe made them;
+  4. `avsrctl eval` of the audio model (START's audio path), the video model, the fused model
+     (and its audio-only and video-only controls) and faster-whisper tiny.en on all of them;
+  5. docs/RESULTS.md (targets first), docs/results.json, docs/wer_vs_snr.png (the `plot` extra),
+     and the built-in model grid-small when its key figures improve.
+
+Nothing is tuned on a test clip: the settings below were chosen before the test sets were decoded,
+and the only set a stage reads besides its training clips is s1's valid split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from grid import AVSRCTL, LIP_FRONT_END, MEDIA, REPO, SIZE, evaluate, lips, log, run
+
+S1 = Path(os.environ.get("AVSRCTL_GRID_S1", REPO.parent / "shared" / "grid-s1"))
+SNRS = (5, 0, -5, -10)  # babble SNRs of the picture (dB), besides clean
+SEEN_TEST_CLIP = "bbaf2n"  # s1's clip in ../shared/media and the package samples: s1 test, never unseen
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `avsrctl train` run on the real clips: its name, modality, epochs and settings."""
+
+    name: str
+    modality: str
+    epochs: int
+    settings: list[str] = field(default_factory=list)
+    init: tuple[str, ...] = ()  # earlier stages whose `final` it starts from, after START
+
+
+# Real mouths are not rendered ones: no mouth parameters to regress (articulation off), and each
+# stage keeps the appearance augmentation of the synthetic recipe (one speaker, one camera: the
+# augmentation is what keeps the lips from learning s1's face instead of s1's movements).
+REAL = [*LIP_FRONT_END, "--set", "model.articulation_weight=0", "--set", "train.valid_max_utts=50"]
+STAGES = (
+    Stage(
+        "video-ctc",
+        "video",
+        20,
+        ["--set", "train.objective=ctc", "--set", "model.ctc_weight=0.5", "--set", "train.lr=2e-3"]
+        + ["--set", "train.warmup_steps=30", *REAL],
+    ),
+    Stage("video", "video", 6, ["--set", "train.lr=1e-3", "--set", "model.ctc_weight=0.5", *REAL], init=("video-ctc",)),
+    # babble from -10 to +6 dB on 60% of the clips: the lips must carry the words where the voice drowns
+    Stage(
+        "both",
+        "both",
+        4,
+        ["--set", "train.lr=5e-4", "--set", "train.warmup_steps=10", *REAL]
+        + ["--set", "data.noise_kind=babble", "--set", "data.noise_snr_db=-2", "--set", "data.noise_snr_spread_db=8"]
+        + ["--set", "data.noise_prob=0.6", "--set", "data.video_corruption=0.3"]
+        + ["--set", "model.fusion.modality_dropout=0.2", "--set", "model.fusion.sync_weight=1.0"],
+        init=("video",),
+    ),
+)
+
+
+def prepare_s1(out: Path, timings: dict) -> Path:
+    """s1's clips as a corpus with its own split (train/valid/test.tsv); prepare reuses finished clips."""
+    if not (out / "test.tsv").is_file():
+        lists = [a for split in ("train", "valid", "test") for a in ("--split-list", f"{split}={S1 / f'{split}.txt'}")]
+        command = ["prepare", S1 / "video", out, *lists, "--roi", "auto", "--roi-size", SIZE, "--workers", 2]
+        _, seconds, rss = run(AVSRCTL + command)
+        (out / "recipe_timing.json").write_text(json.dumps({"seconds": seconds, "peak_rss_mib": rss}))
+    if (out / "recipe_timing.json").is_file():
+        timings["prepare-s1"] = json.loads((out / "recipe_timing.json").read_text())
+    return out
+
+
+def unseen_manifest(out: Path) -> Path:
+    """The real GRID clips of speakers outside s1: ../shared/media's and the package samples' (bbaf2n
+    is s1 test and never counted here), full frames cropped at load time as a user's clip would be."""
+    from avsrctl.data.manifest import Utterance, write_manifest
+    from avsrctl.data.media import probe
+
+    clips: dict[str, tuple[Path, str]] = {}
+    samples = REPO / "avsrctl" / "samples"
+    for listing in (MEDIA / "MANIFEST.tsv", samples / "transcripts.tsv"):
+        if not listing.is_file():
+            continue
+        rows = [line.split("\t") for line in listing.read_text(encoding="utf-8").splitlines()[1:] if line]
+        for row in rows:
+            path = listing.parent / row[0]
+            text = row[-1] if listing.name == "transcripts.tsv" else row[4]
+            if path.stem.startswith("grid_") and SEEN_TEST_CLIP not in path.stem:
+                clips.setdefault(path.stem, (path, text))
+    utts = []
+    for stem, (path, text) in sorted(clips.items()):
+        frames = round(probe(path).duration * 25)
+        utts.append(Utterance(stem, path, path, frames, frames * 640, text))
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out / "test.tsv", out / "test.wrd", out, utts)
+    return out / "test.tsv"
+
+
+def noisy_copies(tsv: Path, out: Path, snrs) -> dict[int, Path]:
+    """The manifest with its audio drowned in babble (other utterances of the manifest) at each SNR:
+    wavs written once with `decode --snr`'s noise (seed 0), so every system hears the same mixture."""
+    from avsrctl.data.manifest import read_manifest, write_manifest
+    from avsrctl.data.media import load_audio, save_audio
+    from avsrctl.data.noise import ManifestNoiser, NoiseSpec
+
+    manifests = {}
+    utts = read_manifest(tsv)
+    for snr in snrs:
+        folder = out / f"snr_{snr}"
+        manifests[snr] = folder / "test.tsv"
+        if manifests[snr].is_file():
+            continue
+        (folder / "audio").mkdir(parents=True, exist_ok=True)
+        noiser = ManifestNoiser(utts, NoiseSpec("babble", float(snr), 1.0), seed=0)
+        rows = []
+        for i, u in enumerate(utts):
+            wav = folder / "audio" / f"{u.id}.wav"
+            save_audio(wav, noiser(i, load_audio(u.audio)))
+            rows.append(replace(u, audio=wav))
+        write_manifest(manifests[snr], folder / "test.wrd", folder, rows)
+    return manifests
+
+
+def still_copy(tsv: Path, out: Path) -> Path:
+    """The manifest with every video replaced by its first frame held for the whole clip (audio kept)."""
+    from avsrctl.data.manifest import read_manifest, write_manifest
+    from avsrctl.data.media import load_video, save_video
+
+    target = out / "test.tsv"
+    if not target.is_file():
+        (out / "video").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for u in read_manifest(tsv):
+            frames = load_video(u.video)
+            still = out / "video" / f"{u.id}.mp4"
+            save_video(still, frames[:1].repeat(len(frames), axis=0))
+            rows.append(replace(u, video=still))
+        write_manifest(target, out / "test.wrd", out, rows)
+    return target
+
+
+def synthetic_heldout(out: Path) -> Path:
+    """The synthetic recipe's second held-out set (other seed, other voices), made as recipes/grid.py makes it."""
+    from grid import mbrola_available
+
+    if not (out / "test.tsv").is_file():
+        voices = ["--mbrola"] if mbrola_available() else []
+        command = ["demo-data", out, "--test-only", "--utterances", 150, "--speakers", 16, "--test-speakers", 3]
+        run(AVSRCTL + [*command, "--seed", 1, "--size", SIZE, *voices])
+    return out / "test.tsv"
+
+
+def train(work: Path, corpus: Path, start: str, stage: Stage, timings: dict) -> Path:
+    out = work / f"real-{stage.name}"
+    if not (out / "final").is_dir():
+        init = [
+            a for s in (start, *(str(work / f"real-{i}" / "final") for i in stage.init)) for a in ("--init-from", s)
+        ]
+        extra = []
+        if stage.modality == "both":  # the audio path keeps START's token compression
+            from avsrctl.checkpoint import read_checkpoint_config
+            from avsrctl.pretrained import resolve_checkpoint
+
+            k = read_checkpoint_config(resolve_checkpoint(start)).model.audio_connector.compression
+            extra = ["--set", f"model.audio_connector.compression={k}"]
+        command = AVSRCTL + ["train", "--config", "offline-small", "--data", corpus, "--modality", stage.modality]
+        command += ["--output", out, "--max-epochs", stage.epochs, *init, *extra, *stage.settings]
+        _, seconds, rss = run(command)
+        record = {"seconds": seconds, "peak_rss_mib": rss, "epochs": stage.epochs}
+        (out / "recipe_timing.json").write_text(json.dumps(record))
+    timings[f"real-{stage.name}"] = json.loads((out / "recipe_timing.json").read_text())
+    return out / "final"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="the fused model the real stages start from (default: WORK/train-both/final of recipes/grid.py)",
+    )
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
+    parser.add_argument("--no-export", action="store_true", help="leave the built-in model grid-small as it is")
+    args = parser.parse_args()
+    work: Path = args.work
+    start = args.start or str(work / "train-both" / "final")
+    if not (S1 / "train.txt").is_file():
+        raise SystemExit(f"[grid-real] no GRID s1 corpus at {S1} (set AVSRCTL_GRID_S1)")
+    timings: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    corpus = prepare_s1(work / "s1", timings)
+    ckpt = {s.name: train(work, corpus, start, s, timings) for s in STAGES}
+
+    tests = {"s1": corpus / "test.tsv"}
+    noisy = noisy_copies(corpus / "test.tsv", work / "s1-babble", SNRS)
+    tests.update({f"s1-babble{snr}": tsv for snr, tsv in noisy.items()})
+    unseen = unseen_manifest(work / "unseen")
+    tests["unseen"] = unseen
+    tests["unseen-babble-5"] = noisy_copies(unseen, work / "unseen-babble", (-5,))[-5]
+    tests["s1-still-video"] = still_copy(corpus / "test.tsv", work / "s1-still")
+    heldout = synthetic_heldout(work / "heldout")  # the synthetic recipe's held-out voices: kept?
+    tests["heldout"] = heldout
+    tests["heldout-babble-5"] = noisy_copies(heldout, work / "heldout-babble", (-5,))[-5]
+
+    systems = {  # name -> (checkpoint or None for faster-whisper, modality, test sets)
+        "audio": (start, "audio", [t for t in tests if not t.endswith("still-video")]),
+        "video": (str(ckpt["video"]), "video", ["s1", "unseen", "heldout"]),
+        "both": (str(ckpt["both"]), "both", list(tests)),
+        "both-model-audio-only": (str(ckpt["both"]), "audio", [t for t in tests if not t.endswith("still-video")]),
+        "both-model-video-only": (str(ckpt["both"]), "video", ["s1", "unseen", "heldout"]),
+        "baseline": (None, "audio", ["s1", *(f"s1-babble{snr}" for snr in SNRS), "unseen"]),
+    }
+    results: dict[str, dict] = {}
+    lip_use: dict[str, dict] = {}
+    for name, (checkpoint, modality, names) in systems.items():
+        for test in names:
+            if test not in tests:
+                continue
+            folder = work / "eval" / f"{test}-{name}"
+            extra = [] if checkpoint is None else ["--checkpoint", checkpoint, "--modality", modality]
+            results[f"{test}/{name}"] = evaluate(tests[test], folder, *extra)
+            if name in ("both", "both-model-video-only"):
+                used = lips(folder)
+                if used and used.get("lip_sync") is not None:
+                    lip_use[test if name == "both" else f"{test} (lips alone)"] = used
+    import real_report as report
+
+    chance = report.grammar_chance(corpus / "test.tsv", corpus / "train.wrd")
+    report.write_all(args, results, timings, lip_use, chance, start=start)
+    if not args.no_export and (REPO / "avsrctl" / "builtin").is_dir():
+        from avsrctl.errors import AvsrError
+        from avsrctl.pretrained import export_builtin
+
+        recipe = shlex.join(["python", "recipes/grid_real.py", *sys.argv[1:]])
+        try:
+            folder = export_builtin(ckpt["both"], "grid-small", args.results.with_name("results.json"), recipe=recipe)
+            log(f"wrote the built-in model grid-small to {folder}")
+        except AvsrError as e:
+            log(f"kept the installed built-in model: {e}")
+    log(f"done in {(time.perf_counter() - t0) / 60:.1f} min on {os.cpu_count()} cores ({platform.machine()})")
+
+
+if __name__ == "__main__":
+    main()
