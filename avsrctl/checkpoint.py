@@ -61,6 +61,26 @@ def cpu_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
 
 
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in `state` that hold NaN or inf, sorted."""
+    return sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+
+
+def _nonfinite_message(bad: list[str]) -> str:
+    more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+    return f"non-finite weights (NaN or inf) in {bad[0]}{more}"
+
+
+def require_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse the weights read from `path` when a tensor holds NaN or inf: a diverged run's output."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(
+            f"{path}: {_nonfinite_message(bad)}",
+            hint="the run that wrote it diverged: use an earlier checkpoint of that run, or retrain with a lower train.lr",
+        )
+
+
 def model_modalities(model: Any) -> list[str]:
     """The streams a model holds, as a sorted list (e.g. ['audio', 'video'])."""
     mods = getattr(model, "modalities", None) or ()
@@ -118,6 +138,7 @@ def _write_folder(
     output: Path,
     *,
     model: Any,
+    weights: dict[str, torch.Tensor],
     cfg: Config,
     name: str,
     meta: dict[str, Any],
@@ -131,7 +152,7 @@ def _write_folder(
     tmp.mkdir(parents=True)
     written = [tmp / CONFIG, tmp / WEIGHTS, tmp / META]
     cfg.save(tmp / CONFIG)
-    save_file(cpu_tensors(model.trainable_state_dict()), str(tmp / WEIGHTS), metadata={"format": "pt"})
+    save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
     full_meta = {
         "format_version": FORMAT_VERSION,
         "avsrctl_version": __version__,
@@ -180,16 +201,25 @@ def save_checkpoint(
 
     `model` is the bare model (not the DDP wrapper). `optimizer_tensors` and `trainer_state`
     come from `flatten_optimizer` and the trainer; without them the checkpoint can decode but
-    not resume. An existing checkpoint of the same name (e.g. `best`) is replaced.
+    not resume. An existing checkpoint of the same name (e.g. `best`) is replaced. Weights holding
+    NaN or inf are refused before anything is written: a diverged model never becomes a checkpoint.
     """
     output = Path(output)
     final, tmp = output / name, output / f".tmp-{name}"
+    weights = cpu_tensors(model.trainable_state_dict())
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(
+            f"refusing to write checkpoint {final}: {_nonfinite_message(bad)}",
+            hint="the model diverged: lower train.lr, or train in fp32 (train.mixed_precision=no)",
+        )
     try:
         _write_folder(
             tmp,
             final,
             output,
             model=model,
+            weights=weights,
             cfg=cfg,
             name=name,
             meta=meta,
@@ -386,6 +416,7 @@ def load_weights_into(model: Any, path: str | os.PathLike, device: str | torch.d
     _check_folder(path, REQUIRED)
     meta = read_meta(path)
     state = read_tensors(path / WEIGHTS, device)
+    require_finite(state, path / WEIGHTS)
     if hasattr(model, "keep_loaded"):  # frozen weights a run stored (it was initialised with them)
         model.keep_loaded(state)
     expected = model.trainable_state_dict()

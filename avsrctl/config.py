@@ -28,7 +28,9 @@ DEFAULT_PRESET = "default"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: no float setting means anything at inf or nan, and `gt=0` alone lets
+    # inf through (train.lr=inf trained a run into NaN weights)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- data
@@ -178,6 +180,11 @@ class ConnectorConfig(_Section):
         "(Llama-AVSR used K=3 for audio, K=2 for video).",
     )
     hidden: int = Field(1024, gt=0, description="Hidden width of the two-layer MLP into the LLM width.")
+    frozen: bool = Field(
+        False,
+        description="Keep the connector's weights as they are (False: it trains, as the design does). "
+        "`avsrctl adapt` freezes the audio connector, so teaching the lips a face never changes the audio path.",
+    )
 
 
 class FusionConfig(_Section):
@@ -531,7 +538,14 @@ def _format_validation_error(e: ValidationError, origin: str, sources: dict[str,
     where = (sources or {}).get(key)
     if where is None:
         line = _yaml_line(origin, loc)
-        where = f"{origin}:{line}" if line else origin
+        # an unknown section (or key) that `--set nosection.x=1` made is not the preset's doing
+        made_by = sorted({v for k, v in (sources or {}).items() if k.startswith(key + ".")})
+        if line:
+            where = f"{origin}:{line}"
+        elif err["type"] == "extra_forbidden" and made_by:
+            where = " + ".join(made_by)
+        else:
+            where = origin
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(str(loc[-1]), _field_names(Config, loc), n=1)
         hint = f"did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?" if close else None

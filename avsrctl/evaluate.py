@@ -26,7 +26,7 @@ from avsrctl.atomic import write_files
 from avsrctl.config import Config
 from avsrctl.data.manifest import Manifest
 from avsrctl.errors import UsageError
-from avsrctl.metrics import ErrorReport, score, spelling_mapping, write_results
+from avsrctl.metrics import ErrorReport, result_paths, score, spelling_mapping, write_results
 
 if TYPE_CHECKING:  # torch stays out of `eval --hyp` and the baseline
     from avsrctl.decoding import DecodingOptions
@@ -247,9 +247,19 @@ def _progress_task(progress, description: str, total: int) -> Callable[[int], No
     return lambda n: progress.advance(task, n)
 
 
+WER_BY_SNR = "wer_by_snr.json"  # with --snr: one row per condition, beside the clean results
+
+
 def snr_dirname(snr_db: float) -> str:
     """Folder name for one noise level: snr_-5, snr_0, snr_2.5."""
     return f"snr_{snr_db:g}"
+
+
+def decode_outputs(output_dir: Path, snrs: Sequence[float] = ()) -> list[Path]:
+    """Every file `run_decode` writes into `output_dir` (to check them against the inputs first)."""
+    folders = [output_dir] + [output_dir / snr_dirname(float(s)) for s in snrs]
+    files = [path for folder in folders for path in result_paths(folder).values()]
+    return files + ([output_dir / WER_BY_SNR] if snrs else [])
 
 
 def run_decode(
@@ -304,7 +314,7 @@ def run_decode(
             {"snr_db": out.snr_db, "noise": None if out.snr_db is None else noise_kind, **rep.to_dict()}
             for out, rep in results
         ]
-        write_files({output_dir / "wer_by_snr.json": json.dumps(rows, indent=2) + "\n"})
+        write_files({output_dir / WER_BY_SNR: json.dumps(rows, indent=2) + "\n"})
     return results
 
 

@@ -415,6 +415,12 @@ def read_hypotheses(path: str | Path) -> list[str]:
     return [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
 
 
+def result_paths(output_dir: str | Path) -> dict[str, Path]:
+    """The files `write_results` writes into `output_dir`, by kind."""
+    out = Path(output_dir)
+    return {"wer": out / "wer.json", "hyp": out / "hyp.wrd", "results": out / "results.jsonl"}
+
+
 def write_results(
     output_dir: str | Path,
     report: ErrorReport,
@@ -427,8 +433,7 @@ def write_results(
     """Write `wer.json` (summary), `hyp.wrd` (raw hypotheses, one per line) and `results.jsonl`
     (one object per utterance: raw and normalised text and its errors, plus that row of `extra`,
     e.g. the fused model's video weight), all three or none."""
-    out = Path(output_dir)
-    paths = {"wer": out / "wer.json", "hyp": out / "hyp.wrd", "results": out / "results.jsonl"}
+    paths = result_paths(output_dir)
     rows = []
     extra = extra if extra is not None else [{}] * len(report.utterances)
     for utt, ref, hyp, more in zip(report.utterances, raw_references, raw_hypotheses, extra):

@@ -28,39 +28,11 @@ import time
 
 import common
 
+# Published config.json values of the three hub models (hard-coded, since nothing may be downloaded
+# here), defined once in the package: inspect-params builds their architectures from them too.
+from avsrctl.models.known import ADDED_TOKENS, CLIP_VIT_B_32, LLAMA_3_2_1B, WHISPER_MEDIUM
+
 GiB = 1024**3
-# Published config.json values (hub: meta-llama/Llama-3.2-1B, openai/whisper-medium,
-# openai/clip-vit-base-patch32); hard-coded because nothing may be downloaded here.
-LLAMA_3_2_1B = dict(
-    hidden_size=2048,
-    intermediate_size=8192,
-    num_hidden_layers=16,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=64,
-    vocab_size=128256,
-    tie_word_embeddings=True,
-    rope_theta=500000.0,
-    max_position_embeddings=131072,
-)
-WHISPER_MEDIUM = dict(
-    d_model=1024,
-    encoder_layers=24,
-    encoder_attention_heads=16,
-    encoder_ffn_dim=4096,
-    num_mel_bins=80,
-    max_source_positions=1500,
-)
-CLIP_VIT_B_32 = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    image_size=224,
-    patch_size=32,
-    hidden_act="quick_gelu",
-)
-ADDED_TOKENS = 5  # <pad> (Llama 3.2 has none) and the 4 modality markers: rows added to the vocabulary
 PROMPT_TOKENS = 8  # "Transcribe the speech in the recording." in the Llama 3 tokenizer (estimate)
 WORDS_PER_SECOND = 3.0  # conversational English (LRS3 is TED talks), a generous rate
 TOKENS_PER_WORD = 1.3  # BPE tokens per English word

@@ -36,28 +36,16 @@ GiB = 1024**3
 
 def _real_llm(cfg):
     """avsrctl's 'random' LLM source at Llama-3.2-1B's published sizes (character tokenizer kept)."""
-    from estimate_gpu_memory import LLAMA_3_2_1B
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from avsrctl.models.known import LLAMA_3_2_1B
+    from avsrctl.models.llm import shaped_llm
 
-    from avsrctl.models.llm import MARKERS, char_tokenizer
-
-    tokenizer = char_tokenizer()
-    tokenizer.add_tokens(list(MARKERS), special_tokens=True)
-    config = LlamaConfig(
-        **LLAMA_3_2_1B,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config._attn_implementation = "sdpa"
-    return LlamaForCausalLM(config), tokenizer
+    return shaped_llm(LLAMA_3_2_1B)
 
 
 def configure(tiny: bool, corpus: Path, output: Path, steps: int):
     """The config the check trains: the tiny preset, or the default preset at its real sizes."""
-    from estimate_gpu_memory import CLIP_VIT_B_32, WHISPER_MEDIUM
-
     from avsrctl.config import load_config
+    from avsrctl.models.known import CLIP_VIT_B_32, WHISPER_MEDIUM, audio_encoder_sizes, video_encoder_sizes
 
     flags = {
         "data.root": str(corpus),
@@ -71,17 +59,8 @@ def configure(tiny: bool, corpus: Path, output: Path, steps: int):
     if tiny:
         return load_config("tiny", None, flags)
     real = [
-        "model.audio_encoder.source=random",
-        f"model.audio_encoder.n_mels={WHISPER_MEDIUM['num_mel_bins']}",
-        f"model.audio_encoder.d_model={WHISPER_MEDIUM['d_model']}",
-        f"model.audio_encoder.layers={WHISPER_MEDIUM['encoder_layers']}",
-        f"model.audio_encoder.heads={WHISPER_MEDIUM['encoder_attention_heads']}",
-        "model.video_encoder.source=random",
-        f"model.video_encoder.image_size={CLIP_VIT_B_32['image_size']}",
-        f"model.video_encoder.patch_size={CLIP_VIT_B_32['patch_size']}",
-        f"model.video_encoder.width={CLIP_VIT_B_32['hidden_size']}",
-        f"model.video_encoder.layers={CLIP_VIT_B_32['num_hidden_layers']}",
-        f"model.video_encoder.heads={CLIP_VIT_B_32['num_attention_heads']}",
+        *(f"model.audio_encoder.{k}={v}" for k, v in audio_encoder_sizes(WHISPER_MEDIUM).items()),
+        *(f"model.video_encoder.{k}={v}" for k, v in video_encoder_sizes(CLIP_VIT_B_32).items()),
         "model.llm.source=random",  # built by _real_llm at Llama-3.2-1B's sizes
         "data.roi_size=96",
     ]

@@ -264,3 +264,31 @@ def test_a_checkpoint_is_rebuilt_on_the_device_it_is_loaded_to(tmp_path, monkeyp
     with pytest.raises(_Built):
         ckpt.load_checkpoint(path, device="cuda:0")
     assert seen["device"] == "cuda:0"
+
+
+def test_non_finite_weights_are_refused_on_load_naming_the_file_and_tensor(tmp_path, cfg):
+    """A diverged run's weights (NaN/inf) never load as a model: decode, eval, transcribe and
+    --init-from all read weights through here."""
+    from safetensors.torch import save_file
+
+    from avsrctl.training.run import init_weights_from
+
+    path = _save(tmp_path, "final", _model(), cfg)
+    state = ckpt.read_tensors(path / ckpt.WEIGHTS)
+    state["fusion.weight"][3] = float("nan")
+    save_file(state, str(path / ckpt.WEIGHTS))
+    for load in (lambda: ckpt.load_weights_into(_model(), path), lambda: init_weights_from(_model(), [path])):
+        with pytest.raises(CheckpointError) as e:
+            load()
+        message = str(e.value)
+        assert str(path / ckpt.WEIGHTS) in message and "fusion.weight" in message and "non-finite" in message
+        assert "\n" not in message and e.value.hint
+
+
+def test_non_finite_weights_are_never_written(tmp_path, cfg):
+    model = _model()
+    with torch.no_grad():
+        model.llm.lora_A.weight[0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match=r"non-finite .*llm\.lora_A\.weight"):
+        _save(tmp_path, "final", model, cfg)
+    assert ckpt.list_checkpoints(tmp_path) == [] and not list(tmp_path.iterdir())

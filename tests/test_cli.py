@@ -80,3 +80,43 @@ def test_no_option_help_loses_brackets_to_rich_markup():
         for m in tag.finditer(getattr(param, "help", None) or "")
     ]
     assert not lost, lost
+
+
+def _option_help(command: str, option: str) -> str:
+    import typer
+
+    from avsrctl.cli.main import app
+
+    cmd = typer.main.get_command(app).commands[command]
+    return next(p.help for p in cmd.params if option in p.opts)
+
+
+@pytest.mark.parametrize(
+    "command, option, words",
+    [
+        ("transcribe", "--device", ["cpu", "cuda", "cuda:N", "auto"]),  # cuda:1 is accepted: say so
+        ("decode", "--format", ["table", "json"]),  # it was "Output format."
+        ("decode", "--max-failed", ["0.1"]),  # the default and what it means
+        ("eval", "--max-failed", ["0.1"]),
+    ],
+)
+def test_option_help_names_the_accepted_values(command, option, words):
+    text = _option_help(command, option)
+    assert all(w in text for w in words), text
+
+
+@pytest.mark.parametrize(
+    "command, args, choices",
+    [
+        ("inspect-params", [], ["table", "json"]),
+        ("prepare", [], ["text", "json"]),
+        ("demo-data", ["unused-out"], ["text", "json"]),
+    ],
+)
+def test_format_help_lists_the_choices_the_command_accepts(command, args, choices, capsys, tmp_path):
+    """`--format` said only "Output format."; the help names the choices, and they are the ones taken."""
+    text = _option_help(command, "--format")
+    assert all(c in text for c in choices), text
+    assert run([command, *(str(tmp_path / a) for a in args), "--format", "xml"]) == 2
+    err = capsys.readouterr().err
+    assert all(c in err for c in choices), err

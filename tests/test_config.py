@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -81,3 +83,35 @@ def test_resolved_config_round_trips(tmp_path):
     out = tmp_path / "run" / "config.yaml"
     cfg.save(out)
     assert load_config(out) == cfg
+
+
+def _float_fields(model=Config, prefix: str = "") -> list[str]:
+    """Dotted keys of every float field of the config (sections recursed), e.g. 'train.lr'."""
+    from pydantic import BaseModel
+
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _float_fields(ann, f"{prefix}{name}.")
+        elif ann is float or float in getattr(ann, "__args__", ()):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", ".inf", "nan"])
+@pytest.mark.parametrize("key", _float_fields())
+def test_non_finite_numbers_are_refused_in_every_float_field(key, value):
+    """`train.lr=inf` used to validate (gt=0 holds for inf) and train a run into NaN weights; no
+    float setting means anything at inf or nan (issue: a diverged run is called finished)."""
+    with pytest.raises(ConfigError, match=rf"^--set: {re.escape(key)}: .*finite") as e:
+        load_config("tiny", [f"{key}={value}"])
+    assert "\n" not in str(e.value)
+
+
+def test_an_unknown_section_in_set_blames_set_not_the_preset():
+    with pytest.raises(ConfigError, match=r"^--set: unknown key 'nosection'") as e:
+        load_config("tiny", ["nosection.x=1"])
+    assert "preset" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^--set: unknown key 'train.lrr'"):  # a section --set made under a known one
+        load_config("tiny", ["train.lrr.x=1"])

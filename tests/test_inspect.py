@@ -147,3 +147,22 @@ def test_training_table_and_inspect_params_name_the_same_components():
     model = build_model(load_config("tiny", ["model.ctc_weight=0.5"]), ALL)
     report = param_report(model, "both")
     assert set(ParamUpdateTracker(model).groups) == {r.name for r in report.rows if r.total > 0}
+
+
+def test_the_default_preset_is_inspected_offline_from_its_published_shapes(capsys, monkeypatch):
+    """`inspect-params --config default` failed offline ("cannot load LLM from hub id ..."): the
+    table a GPU user wants before downloading 3 GB. Without the weights, the architecture is
+    built on the meta device from the published shapes, and the table's title says so."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run(["inspect-params", "--config", "default", "-f", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "without weights" in data["source"] and "meta-llama/Llama-3.2-1B" in data["source"]
+    rows = {c["name"]: c for c in data["components"]}
+    # Llama-3.2-1B: 1,235,814,400 parameters (tied embeddings), plus the pad and 4 marker rows avsrctl adds
+    assert rows["LLM base"]["total"] == 1_235_814_400 + 5 * 2048
+    assert rows["LLM base"]["output_dim"] == 128_256 + 5 and rows["LLM base"]["dtype"] == "bfloat16"
+    assert rows["audio encoder"]["output_dim"] == 1024 and rows["video encoder"]["output_dim"] == 768
+    assert rows["LoRA adapters"]["trainable"] > 0 and "r=32" in rows["LoRA adapters"]["detail"]
+    assert run(["inspect-params", "--config", "default"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps the title
+    assert -1 < out.find("without weights") < out.index("component")  # in the title, above the columns

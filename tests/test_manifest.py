@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,27 @@ def test_many_files_in_one_folder_are_checked_each(tmp_path):
     expect(tsv, r"train\.tsv:6: media file not found: .*a4\.wav")
     (tmp_path / "a4.wav").mkdir()  # a folder of that name is not a media file
     expect(tsv, r"train\.tsv:6: media file not found: .*a4\.wav")
+
+
+@pytest.mark.parametrize("path", ["../outside.wav", "sub/../../outside.wav", "./../outside.wav"])
+@pytest.mark.parametrize("check_files", [True, False])
+def test_a_relative_path_that_climbs_out_of_the_root_is_refused(tmp_path, path, check_files):
+    """A row cannot reach `../../../etc/passwd` through the root (it was handed to ffmpeg); the file
+    existing outside does not make it acceptable, and eval --hyp (no file checks) refuses it too."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (tmp_path / "outside.wav").write_bytes(b"x")
+    tsv, _ = corpus(root, ["a\ta.mp4\ta.wav\t75\t48000", f"b\tb.mp4\t{path}\t50\t32000"], ["one", "two"])
+    where = re.escape(f"train.tsv:3: audio path '{path}' climbs out of the root folder {root}")
+    with pytest.raises(DataError, match=where):
+        read_manifest(tsv, check_files=check_files)
+
+
+def test_paths_inside_the_root_and_absolute_paths_stay_allowed(tmp_path):
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere.wav").write_bytes(b"x")  # LRS3 manifests name absolute paths anywhere
+    rows = ["a\tsub/../a.mp4\ta.wav\t75\t48000", f"b\tb.mp4\t{tmp_path / 'elsewhere.wav'}\t50\t32000"]
+    tsv, _ = corpus(root, rows, ["one", "two"])
+    m = read_manifest(tsv)
+    assert m[1].audio == tmp_path / "elsewhere.wav" and m[0].video.resolve() == root / "a.mp4"

@@ -215,6 +215,14 @@ MANIFEST_CASES = {  # case: (spoil the corpus, fragments of the error line, frag
         ["train.tsv:3: duplicate id 'a' (first on line 2)"],
         "ids must be unique: rename or drop one of lines 2 and 3",
     ),
+    "path climbing out of the root": (  # the file exists out there: it used to be decoded
+        lambda d: (
+            shutil.copy(d / "b.wav", d.parent / "b.wav"),
+            _edit(d / "train.tsv", lambda b: b.replace(b"\tb.wav\t", b"\t../b.wav\t")),
+        ),
+        ["train.tsv:3: audio path '../b.wav' climbs out of the root folder"],
+        "absolute path",
+    ),
 }
 
 
@@ -228,10 +236,12 @@ def test_bad_manifests_name_file_and_line(cli_error, tmp_path, run_dir, case):
     )
 
 
-def test_bad_manifest_to_decode_keeps_the_previous_results(cli_error, trained, tmp_path):
+@pytest.mark.parametrize("case", ["missing media", "path climbing out of the root"])
+def test_bad_manifest_to_decode_keeps_the_previous_results(cli_error, trained, tmp_path, case):
     corpus, ckpt = trained
     data = fake_corpus(tmp_path / "data")
-    MANIFEST_CASES["missing media"][0](data)
+    spoil, fragments, _ = MANIFEST_CASES[case]
+    spoil(data)
     out = tmp_path / "decoded"
     out.mkdir()
     for name in ("hyp.wrd", "results.jsonl", "wer.json"):
@@ -239,7 +249,7 @@ def test_bad_manifest_to_decode_keeps_the_previous_results(cli_error, trained, t
     cli_error(
         ["decode", "--checkpoint", ckpt, "--tsv", data / "train.tsv", "--output-dir", out],
         1,
-        "train.tsv:3: media file not found",
+        *fragments,
         unchanged=list(out.iterdir()),
     )
 
@@ -298,17 +308,23 @@ def test_broken_media_to_decode_single_file(cli_error, trained, bad_media, case,
     )
 
 
-def test_broken_clip_in_a_manifest_is_an_empty_hypothesis_not_a_substitute(trained, bad_media, tmp_path, capsys):
-    """A decode over a manifest keeps going: the broken clip scores as deletions and is listed."""
+def _with_a_broken_clip(corpus: Path, broken_clip: Path, folder: Path):
+    """folder/t.tsv: the corpus's test manifest with the video of its 2nd utterance swapped for `broken_clip`."""
     from avsrctl.data.manifest import read_manifest
 
-    corpus, ckpt = trained
     manifest = read_manifest(corpus / "test.tsv")
     rows = [str(corpus)] + [f"{u.id}\t{u.video}\t{u.audio}\t{u.n_video_frames}\t{u.n_audio_samples}" for u in manifest]
-    broken = manifest[1]
-    rows[2] = rows[2].replace(str(broken.video), str(bad_media["truncated"][0]))
-    (tmp_path / "t.tsv").write_text("\n".join(rows) + "\n")
-    shutil.copy(corpus / "test.wrd", tmp_path / "t.wrd")
+    rows[2] = rows[2].replace(str(manifest[1].video), str(broken_clip))
+    (folder / "t.tsv").write_text("\n".join(rows) + "\n")
+    shutil.copy(corpus / "test.wrd", folder / "t.wrd")
+    return manifest, manifest[1]
+
+
+def test_broken_clip_in_a_manifest_is_an_empty_hypothesis_not_a_substitute(trained, bad_media, tmp_path, capsys):
+    """A decode over a manifest keeps going: the broken clip scores as deletions and is listed
+    (1 of 4 failed: within --max-failed 0.25)."""
+    corpus, ckpt = trained
+    manifest, broken = _with_a_broken_clip(corpus, bad_media["truncated"][0], tmp_path)
     out = tmp_path / "out"
     assert (
         run(
@@ -324,6 +340,8 @@ def test_broken_clip_in_a_manifest_is_an_empty_hypothesis_not_a_substitute(train
                 "both",
                 "--format",
                 "json",
+                "--max-failed",
+                "0.25",
             ]
         )
         == 0
@@ -334,6 +352,20 @@ def test_broken_clip_in_a_manifest_is_an_empty_hypothesis_not_a_substitute(train
     assert wer["n_utterances"] == len(manifest)
     hyps = (out / "hyp.wrd").read_text().split("\n")
     assert hyps[1] == "" and len(hyps) == len(manifest) + 1
+
+
+def test_decode_and_eval_fail_when_more_than_max_failed_utterances_fail(cli_error, trained, bad_media, tmp_path):
+    """1 of 4 clips broken is more than the default --max-failed 0.1: the results are written, the
+    exit code is 1 (it was 0, so a script went on with a WER over three quarters of the set)."""
+    corpus, ckpt = trained
+    _with_a_broken_clip(corpus, bad_media["truncated"][0], tmp_path)
+    out = tmp_path / "out"
+    args = ["--checkpoint", ckpt, "--tsv", tmp_path / "t.tsv", "--modality", "both"]
+    fragments = ["1 of 4 utterances could not be decoded (25%)", "more than --max-failed 0.1"]
+    cli_error(["decode", *args, "--output-dir", out], 1, *fragments, hint="--max-failed")
+    assert list(json.loads((out / "wer.json").read_text())["failed"]) == ["u1"]  # still written, for a look
+    cli_error(["eval", *args], 1, *fragments, hint="--max-failed")
+    cli_error(["eval", *args, "--max-failed", "1.5"], 2, "--max-failed", "less than or equal to 1")
 
 
 @requires_whisper_weights

@@ -101,6 +101,45 @@ def test_a_config_that_cannot_build_writes_nothing_into_the_run_folder(cli_error
     assert not out.exists()
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_refused_run_leaves_nothing_new_in_the_run_folder(cli_error, tmp_path, existing):
+    """A run refused after the run folder was set up (here --init-from a missing checkpoint) used
+    to leave it holding config.yaml alone (and an old run's metrics.jsonl deleted)."""
+    corpus = fake_corpus(tmp_path / "corpus")
+    out = tmp_path / "run"
+    if existing:
+        out.mkdir()
+        (out / "metrics.jsonl").write_bytes(b'{"type": "train", "step": 1}\n')
+    before = sorted(p.name for p in out.iterdir()) if existing else None
+    missing = tmp_path / "no-such-checkpoint"
+    cli_error(
+        _train(corpus, out, "--init-from", missing),
+        1,
+        str(missing),
+        unchanged=[out / "metrics.jsonl"] if existing else (),
+    )
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == before
+    else:
+        assert not out.exists()
+
+
+def test_ctrl_c_before_the_first_step_says_nothing_was_saved(cli_error, tmp_path, monkeypatch):
+    """Ctrl-C while the model is built (minutes for hub weights) used to suggest `--resume auto`,
+    which has nothing to resume from."""
+    from avsrctl.models import builder
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "build_model", interrupted)
+    corpus = fake_corpus(tmp_path / "corpus")
+    out = tmp_path / "run"
+    line = cli_error(_train(corpus, out), 130, "nothing was saved")
+    assert "--resume" not in line
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- real (tiny) training runs
 
 

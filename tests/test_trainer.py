@@ -635,3 +635,56 @@ def test_worker_processes_and_their_frame_memory_last_across_epochs(corpus, tmp_
     run_training(cfg, modality="video", trainer_hook=hook)
     decoded = log.read_text().split()
     assert decoded and len(decoded) == len(set(decoded))  # every clip once, over both epochs
+
+
+# ------------------------------------------------------------------ divergence (the run stops, nothing diverged is saved)
+
+
+def _all_finite(out) -> bool:
+    return all(
+        bool(torch.isfinite(v).all())
+        for path in ckpt.list_checkpoints(out)
+        for v in ckpt.read_tensors(path / ckpt.WEIGHTS).values()
+    )
+
+
+def test_an_lr_far_too_high_stops_the_run_and_saves_nothing(corpus, tmp_path, monkeypatch, capsys):
+    """train.lr=1e20 is finite, so the config takes it; the first update blows the weights up to
+    ~1e19 (finite), and every loss after is NaN. The run used to exit 0 with `final` and
+    `epoch-*` holding those weights, saying only '1 step skipped for a non-finite loss'."""
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+    assert run(_cli(corpus, out, "--set", "train.lr=1e20", "--max-steps", "3")) == 1
+    err = _err(capsys)
+    assert "training diverged: validation at step 1 gave a non-finite loss on every batch" in err
+    assert "no checkpoint was written" in err and "train.lr" in err
+    assert ckpt.list_checkpoints(out) == [] and not (out / "final").exists() and not (out / "best").exists()
+
+
+def test_weights_that_turn_non_finite_later_name_the_step_and_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    """Whatever makes a weight NaN (here injected after step 3's update: an fp16 overflow would
+    do the same), the run stops there; the checkpoints it wrote before are good."""
+    memoize_decoding(monkeypatch)
+    out = tmp_path / "run"
+
+    def poison_step_3(trainer):
+        step = trainer.optimizer.step
+
+        def poisoned(*a, **k):
+            done = step(*a, **k)
+            if trainer.step == 2:  # the update of optimiser step 3
+                with torch.no_grad():
+                    trainer.params[0].view(-1)[0] = float("nan")
+            return done
+
+        trainer.optimizer.step = poisoned
+
+    cfg = tiny_config(corpus, out, train__max_steps=5, train__save_steps=2, train__save_every=0)
+    with pytest.raises(TrainingError) as err:
+        run_training(cfg, modality="video", trainer_hook=poison_step_3)
+    message = str(err.value)
+    assert "optimiser step 3 left non-finite weights" in message
+    assert f"the last good checkpoint is {out / 'step-000002'}" in message
+    assert [p.name for p in ckpt.list_checkpoints(out) if p.name != "best"] == ["step-000002"]
+    assert not (out / "final").exists() and _all_finite(out)
+    assert any(r["event"] == "diverged" and r["step"] == 3 for r in read_metrics(out, "event"))

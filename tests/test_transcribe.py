@@ -378,3 +378,22 @@ def test_transcribe_reports_how_the_fused_model_used_the_lips(sync_checkpoint, c
     audio, said = _transcribe_json(clip, sync_checkpoint, capsys, "-m", "audio")
     assert "lips" not in audio["meta"] and "video_weight" not in audio["segments"][0]
     assert "lips" not in said
+
+
+@pytest.mark.slow  # a fresh interpreter plus a model load (~5 s)
+@requires_whisper_weights
+def test_the_embedded_default_writes_nothing_under_home_but_its_cache(media_dir, tmp_path):
+    """faster-whisper's Silero VAD runs in onnxruntime, which wrote a device id and a telemetry
+    database to ~/.cache/Microsoft/DeveloperTools/ when imported. Only the cache the README names
+    (~/.cache/avsrctl) may appear under $HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    unset = ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY", "AVSRCTL_CACHE", "HF_HOME")
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "jfk.txt"
+    args = ["transcribe", str(media_dir / "audio" / "jfk.flac"), "--vad", "--beam-size", "1", "-o", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "avsrctl", *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "ask not what your country" in out.read_text().lower()  # the VAD ran and the text is whole
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+    assert all(p.startswith(".cache/avsrctl/") for p in written), written

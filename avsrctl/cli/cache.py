@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from avsrctl.cli.options import FormatOpt
-from avsrctl.errors import UsageError
+from avsrctl.cli.options import SUMMARY_FORMATS, SummaryFormatOpt, check_choice
 
 cache_app = typer.Typer(help="Look at a feature cache folder (train --cache-features DIR).", no_args_is_help=True)
 
@@ -17,11 +16,10 @@ cache_app = typer.Typer(help="Look at a feature cache folder (train --cache-feat
 @cache_app.command("info")
 def info(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="The folder given to train --cache-features.")],
-    format: FormatOpt = "text",
+    format: SummaryFormatOpt = "text",
 ) -> None:
     """Size on disk, entries, hours of speech and encoders per stream."""
-    if format not in ("text", "json"):
-        raise UsageError(f"--format must be text or json, got {format!r}")
+    check_choice("--format", format, SUMMARY_FORMATS)
     from avsrctl.training.cache import cache_info
 
     found = cache_info(folder)

@@ -10,25 +10,30 @@ import typer
 
 from avsrctl.cli import console
 from avsrctl.cli.options import (
+    MAX_FAILED,
     MODALITIES,
     NORMALIZERS,
+    SCORE_FORMATS,
     BeamSizeOpt,
     CheckpointOpt,
     DeviceOpt,
-    FormatOpt,
+    MaxFailedOpt,
     MinLipSyncOpt,
     ModalityOpt,
     QuietOpt,
+    ScoreFormatOpt,
     SeedOpt,
     ThreadsOpt,
     TsvOpt,
     WrdOpt,
     check_choice,
+    check_failed_share,
     require_writable_folder,
     use_quiet,
     use_threads,
 )
 from avsrctl.errors import UsageError
+from avsrctl.paths import refuse_overwrite
 from avsrctl.wording import plural
 
 
@@ -109,9 +114,10 @@ def decode(
         bool, typer.Option("--verbose", "-v", help="Print every reference/hypothesis pair with differences marked.")
     ] = False,
     min_lip_sync: MinLipSyncOpt = None,
+    max_failed: MaxFailedOpt = MAX_FAILED,
     device: DeviceOpt = None,
     seed: SeedOpt = 0,
-    fmt: FormatOpt = "table",
+    fmt: ScoreFormatOpt = "table",
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -126,12 +132,19 @@ def decode(
 
     check_choice("--normalizer", normalizer, NORMALIZERS)
     check_choice("--noise", noise, NOISE_KINDS)
-    check_choice("--format", fmt, ("table", "json"))
+    check_choice("--format", fmt, SCORE_FORMATS)
     for name, value in (("--max-new-tokens", max_new_tokens), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     if single_file is not None and (tsv is not None or snr):
         raise UsageError("--single-file cannot be combined with --tsv or --snr")
+    if single_file is not None and single_file.is_dir():
+        raise UsageError(
+            f"--single-file {single_file} is a folder, not a clip",
+            hint="name one audio or video file; for a folder of clips use "
+            "`avsrctl transcribe --checkpoint CKPT FOLDER --output-dir OUT`",
+        )
+    _check_checkpoint_is_a_folder(Path(checkpoint))
     check_choice("--modality", modality, MODALITIES)
     from avsrctl.decoding import check_min_lip_sync
 
@@ -172,7 +185,20 @@ def decode(
         dev,
         seed,
         fmt,
+        max_failed,
     )
+
+
+def _check_checkpoint_is_a_folder(checkpoint: Path) -> None:
+    """A file given as --checkpoint (its model.safetensors, say) is named as one, not found out at the end."""
+    if checkpoint.is_file():
+        holder = checkpoint.parent
+        raise UsageError(
+            f"--checkpoint {checkpoint} is a file, not a checkpoint folder",
+            hint=f"pass the folder that holds it: --checkpoint {holder}"
+            if (holder / "config.yaml").is_file()
+            else "point --checkpoint at a folder written by `avsrctl train`",
+        )
 
 
 def _check_default_output(checkpoint: Path) -> None:
@@ -220,12 +246,13 @@ def _decode_manifest(
     device,
     seed,
     fmt,
+    max_failed,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from avsrctl.data.manifest import read_manifest, split_paths
     from avsrctl.decoding import lip_sync_setting
-    from avsrctl.evaluate import run_decode
+    from avsrctl.evaluate import decode_outputs, run_decode
     from avsrctl.pretrained import outputs_beside
 
     if tsv is None:
@@ -238,6 +265,8 @@ def _decode_manifest(
     manifest = read_manifest(tsv, wrd)
     manifest.require(modality)
     out_dir = output_dir or outputs_beside(checkpoint) / "decode" / f"{Path(tsv).stem}-{modality}"
+    media = [p for u in manifest for p in (u.video, u.audio)]
+    refuse_overwrite(decode_outputs(out_dir, snrs), [manifest.tsv, manifest.wrd, *media], "--output-dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size is not None:
         cfg.decode.batch_size = batch_size
@@ -283,6 +312,8 @@ def _decode_manifest(
         log_interval(label, rep)
         log_lip_use(label, out, lips.get("min_lip_sync"))
     console.log(f"wrote {out_dir}/hyp.wrd, results.jsonl, wer.json")
+    for _, out, _ in rows:  # after the results are written, so the failures can be looked at
+        check_failed_share(len(out.failed), len(manifest), max_failed)
 
 
 def log_interval(label: str, report) -> None:

@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import FormatOpt, SeedOpt
-from avsrctl.errors import UsageError
+from avsrctl.cli.options import SUMMARY_FORMATS, SeedOpt, SummaryFormatOpt, check_choice
 
 
 def demo_data(
@@ -63,7 +62,7 @@ def demo_data(
             "lip reader mouths rather than faces; the voices stay as they are.",
         ),
     ] = 1,
-    fmt: FormatOpt = "text",
+    fmt: SummaryFormatOpt = "text",
 ) -> None:
     """Generate a synthetic audio-visual corpus with GRID's grammar.
 
@@ -72,8 +71,7 @@ def demo_data(
     Writes 16 kHz WAV audio, 25 fps mouth-region MP4 video and AV-HuBERT manifests ({train,valid,test}.tsv/.wrd).
     The same seed gives the same corpus.
     """
-    if fmt not in ("text", "json"):
-        raise UsageError(f"--format must be 'text' or 'json', got {fmt!r}")
+    check_choice("--format", fmt, SUMMARY_FORMATS)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from avsrctl.data.synth import generate_corpus

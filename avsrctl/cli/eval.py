@@ -18,22 +18,28 @@ import typer
 
 from avsrctl.cli import console
 from avsrctl.cli.options import (
+    MAX_FAILED,
     MODALITIES,
     NORMALIZERS,
+    SCORE_FORMATS,
     BeamSizeOpt,
     CheckpointOpt,
     DeviceOpt,
+    MaxFailedOpt,
     MinLipSyncOpt,
     QuietOpt,
+    ScoreFormatOpt,
     ThreadsOpt,
     TsvOpt,
     WrdOpt,
     check_choice,
+    check_failed_share,
     require_writable_folder,
     use_quiet,
     use_threads,
 )
 from avsrctl.errors import UsageError
+from avsrctl.paths import refuse_overwrite
 
 
 def eval_(
@@ -66,7 +72,7 @@ def eval_(
             "(Whisper's English normaliser), none, or all (one row each; the first is primary).",
         ),
     ] = "basic",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")] = "table",
+    fmt: ScoreFormatOpt = "table",
     output_dir: Annotated[
         Optional[Path],
         typer.Option(
@@ -97,6 +103,7 @@ def eval_(
         ),
     ] = None,
     min_lip_sync: MinLipSyncOpt = None,
+    max_failed: MaxFailedOpt = MAX_FAILED,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -106,7 +113,7 @@ def eval_(
     use_threads(threads)
     if tsv is None:
         raise UsageError("--tsv is required (the manifest whose .wrd holds the references)")
-    check_choice("--format", fmt, ("table", "json"))
+    check_choice("--format", fmt, SCORE_FORMATS)
     check_choice("--normalizer", normalizer, NORMALIZERS + ("all",))
     if hyp is not None and checkpoint is not None:
         raise UsageError("--hyp and --checkpoint both supply hypotheses: pass one")
@@ -134,6 +141,12 @@ def eval_(
     from avsrctl.evaluate import Run, score_run
 
     manifest = read_manifest(tsv, wrd, check_files=hyp is None)
+    if output_dir is not None:  # no result file may be one of the files read
+        from avsrctl.metrics import result_paths
+
+        media = [p for u in manifest for p in (u.video, u.audio)] if hyp is None else []
+        outputs = [p for folder in _possible_folders(output_dir, hyp, modality) for p in result_paths(folder).values()]
+        refuse_overwrite(outputs, [manifest.tsv, manifest.wrd, *(hyp or []), *media], "--output-dir")
     if hyp is not None:
         from avsrctl.metrics import read_hypotheses
 
@@ -183,15 +196,31 @@ def eval_(
 
         refs = [u.text for u in manifest]
         for k, (run, (reports, summary)) in enumerate(zip(runs, results), 1):
-            if len(runs) == 1:
-                folder = output_dir
-            elif run.modality is not None:
-                folder = output_dir / run.modality
-            else:  # numbered: two systems' files are often both named hyp.txt
-                folder = output_dir / f"{k}-{Path(run.settings['hyp']).stem}"
+            folder = _run_folder(output_dir, k, len(runs), run.modality, run.settings.get("hyp"))
             rows = fusion_fields(run)[1]
             paths = write_results(folder, reports[0], refs, run.hypotheses, summary=summary, extra=rows)
             console.log(f"wrote {paths['wer']}, {paths['hyp'].name}, {paths['results'].name}")
+    for run in runs:  # after the scores are shown and written, so the failures can be looked at
+        check_failed_share(len(run.failed), len(manifest), max_failed)
+
+
+def _run_folder(output_dir: Path, k: int, n_runs: int, modality: str | None, hyp: str | None) -> Path:
+    """Where run `k` of `n_runs` writes: the folder itself for one run, else a subfolder per modality, or
+    numbered per hypothesis file (two systems' files are often both named hyp.txt)."""
+    if n_runs == 1:
+        return output_dir
+    if modality is not None:
+        return output_dir / modality
+    return output_dir / f"{k}-{Path(hyp).stem}"
+
+
+def _possible_folders(output_dir: Path, hyp: list[Path] | None, modality: str | None) -> list[Path]:
+    """Every folder `_run_folder` can give before the runs exist (with --modality all, each modality's)."""
+    if hyp is not None:
+        return [_run_folder(output_dir, k, len(hyp), None, str(h)) for k, h in enumerate(hyp, 1)]
+    if modality == "all":
+        return [output_dir] + [_run_folder(output_dir, 1, 2, m, None) for m in MODALITIES]
+    return [output_dir]
 
 
 def _progress():

@@ -7,12 +7,21 @@ import sys
 from pathlib import Path
 
 from avsrctl.cli import console
-from avsrctl.cli.options import MODALITIES, CheckpointOpt, ConfigOpt, FormatOpt, ModalityOpt, SetOpt, check_choice
+from avsrctl.cli.options import (
+    MODALITIES,
+    SCORE_FORMATS,
+    CheckpointOpt,
+    ConfigOpt,
+    ModalityOpt,
+    ScoreFormatOpt,
+    SetOpt,
+    check_choice,
+)
 from avsrctl.errors import UsageError
 
 
 def _check_args(config, checkpoint, overrides, modality, fmt) -> None:
-    check_choice("--format", fmt, ("table", "json"))
+    check_choice("--format", fmt, SCORE_FORMATS)
     check_choice("--modality", modality, MODALITIES)
     if config is not None and checkpoint is not None:
         raise UsageError("give --config or --checkpoint, not both", hint="a checkpoint carries its own config.yaml")
@@ -101,7 +110,7 @@ def inspect_params(
     config: ConfigOpt = None,
     checkpoint: CheckpointOpt = None,
     modality: ModalityOpt = None,
-    fmt: FormatOpt = "table",
+    fmt: ScoreFormatOpt = "table",
     overrides: SetOpt = None,
 ) -> None:
     """Show every model component, its dimensions and its (trainable) parameters.
@@ -117,11 +126,13 @@ def inspect_params(
     if checkpoint is not None:
         model, cfg, what = _from_checkpoint(checkpoint)
     else:
-        from avsrctl.models.builder import build_model
+        from avsrctl.models.builder import build_architecture
 
         cfg = load_config(config, overrides)
-        model = build_model(cfg, {"audio", "video", "both"})
+        model, shaped = build_architecture(cfg, {"audio", "video", "both"})
         what = f"config {config or 'default'}"
+        if shaped:  # weights not at hand (offline, not downloaded): nothing is downloaded for a table
+            what += f" (without weights: {', '.join(shaped)} built from their published shapes)"
     modality = modality or cfg.model.modality
     if modality not in model.modalities:
         raise UsageError(

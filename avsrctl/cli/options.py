@@ -11,10 +11,10 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.config import MODALITIES, NORMALIZERS
-from avsrctl.errors import UsageError
+from avsrctl.errors import MediaError, UsageError
 from avsrctl.pretrained import builtin_names
 
-__all__ = ["MODALITIES", "NORMALIZERS", "check_choice", "require_writable_folder"]
+__all__ = ["MODALITIES", "NORMALIZERS", "check_choice", "check_failed_share", "require_writable_folder"]
 
 ConfigOpt = Annotated[
     Optional[str],
@@ -39,6 +39,22 @@ CheckpointOpt = Annotated[
 TsvOpt = Annotated[Optional[Path], typer.Option("--tsv", help="Manifest (.tsv) to read.")]
 WrdOpt = Annotated[Optional[Path], typer.Option("--wrd", help="Transcripts (.wrd); default: beside the .tsv.")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Output format.")]
+SCORE_FORMATS = ("table", "json")  # how decode and eval print their scores
+ScoreFormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json (to stdout).")]
+SUMMARY_FORMATS = ("text", "json")  # how prepare, demo-data and cache print their summaries
+SummaryFormatOpt = Annotated[str, typer.Option("--format", "-f", help=f"{' or '.join(SUMMARY_FORMATS)} (to stdout).")]
+MAX_FAILED = 0.1  # share of utterances whose media may fail before decode/eval exit 1
+MaxFailedOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-failed",
+        min=0.0,
+        max=1.0,
+        help="Largest share (0 to 1) of utterances whose media may fail to decode; each is scored as an "
+        f"empty hypothesis. More than this: the results are still written, then exit 1. Default: {MAX_FAILED} "
+        "(one in ten); 0 fails on any, 1 never fails.",
+    ),
+]
 BeamSizeOpt = Annotated[
     Optional[int],
     typer.Option(
@@ -73,6 +89,17 @@ def require_writable_folder(folder: Path, flag: str) -> None:
         raise UsageError(
             f"{flag} {folder}: cannot write there ({e.strerror or e})", hint=f"choose another {flag}"
         ) from None
+
+
+def check_failed_share(n_failed: int, n_total: int, max_failed: float) -> None:
+    """A media error when more than `max_failed` of `n_total` utterances failed to decode."""
+    if n_total and n_failed / n_total > max_failed:
+        raise MediaError(
+            f"{n_failed} of {n_total} utterances could not be decoded ({n_failed / n_total:.0%}), "
+            f"more than --max-failed {max_failed:g}",
+            hint='each is named in a warning above and in wer.json\'s "failed": fix or drop those clips, '
+            "or allow more with --max-failed",
+        )
 
 
 def check_choice(flag: str, value: str | None, choices: tuple[str, ...]) -> None:

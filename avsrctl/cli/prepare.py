@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from avsrctl.cli import console
-from avsrctl.cli.options import FormatOpt, QuietOpt, SeedOpt, use_quiet
+from avsrctl.cli.options import QuietOpt, SeedOpt, SummaryFormatOpt, use_quiet
 from avsrctl.errors import UsageError
 
 SPLIT_CHOICES = ("train", "valid", "test")  # avsrctl.data.prepare.SPLITS, without importing it for --help
@@ -82,7 +82,7 @@ def prepare(
             "--merge", help="Join OUT/parts/ (from --shard runs) into the manifests: avsrctl prepare --merge OUT."
         ),
     ] = False,
-    format: FormatOpt = "text",
+    format: SummaryFormatOpt = "text",
     quiet: QuietOpt = False,
 ) -> None:
     """Build {train,valid,test}.tsv/.wrd from a folder of clips with transcripts.

@@ -97,6 +97,9 @@ def train(
         "train.init_from": [str(p) for p in init_from] if init_from else None,
     }
     cfg = load_config(config, overrides, flags)
+    from avsrctl.paths import refuse_overwrite
+
+    refuse_overwrite([cfg.train.output], [cfg.data.root], "--output", inside=True)  # a run never writes into its data
     _check_hub(cfg, config)
     use_threads(threads)
     use_quiet(quiet)

@@ -32,6 +32,7 @@ from avsrctl.cli.options import (
     use_threads,
 )
 from avsrctl.errors import AvsrError, MediaError, UsageError
+from avsrctl.paths import refuse_overwrite
 from avsrctl.wording import plural
 
 STDIN = "-"
@@ -83,7 +84,9 @@ def transcribe(
             "temperatures (can help on hard audio; reruns may then differ). Off: the same file gives the same text.",
         ),
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda, cuda:N (the GPU numbered N) or auto (a GPU when there is one).")
+    ] = "auto",
     vad: Annotated[
         Optional[bool],
         typer.Option(
@@ -195,10 +198,11 @@ def _jobs(inputs: list[str], output: Path | None, output_dir: Path | None, fmt: 
             f"{plural(len(found), 'input file')} need --output-dir DIR (one transcript file each)",
             hint="e.g. --output-dir transcripts; one input can go to stdout or -o",
         )
+    sources = [src for src, _, _ in found]
     if output_dir is None:
+        refuse_overwrite([output], sources, "-o")
         return [(src, name, output) for src, name, _ in found]
     jobs, taken = [], {}
-    sources = {src.resolve() for src, _, _ in found}
     for src, name, rel in found:
         target = output_dir / rel.with_name(f"{rel.stem}.{fmt}")
         key = target.resolve()
@@ -207,8 +211,7 @@ def _jobs(inputs: list[str], output: Path | None, output_dir: Path | None, fmt: 
                 f"{taken[key]} and {name} would both be written to {target}",
                 hint="transcribe them into different --output-dir folders",
             )
-        if key in sources:
-            raise UsageError(f"{target} is an input: writing its transcript there would replace it")
+        refuse_overwrite([target], sources, "--output-dir")
         taken[key] = name
         jobs.append((src, name, target))
     return jobs

@@ -1,8 +1,9 @@
 """AV-HuBERT/LRS3 manifests: `{split}.tsv` + `{split}.wrd`.
 
 `{split}.tsv`: line 1 is the root folder; every further line has five tab-separated fields
-`id, video, audio, n_video_frames, n_audio_samples`. Paths are relative to the root or
-absolute; an empty field or `-` marks a missing stream (audio-only or video-only corpora).
+`id, video, audio, n_video_frames, n_audio_samples`. Paths are relative to the root (never
+climbing out of it with `..`) or absolute; an empty field or `-` marks a missing stream
+(audio-only or video-only corpora).
 `{split}.wrd`: one transcript per line, same order, no header.
 
 Every validation error names the file and the 1-based line.
@@ -140,6 +141,18 @@ class _FileCheck:
         return name in listing
 
 
+def _inside(prefix: str, relative: str, stream: str, tsv: Path, line: int) -> str:
+    """`prefix + relative`, refused when `relative` climbs out of the root (`../../../etc/passwd`):
+    a row reaches outside its corpus only by an absolute path, which says so."""
+    if ".." in relative.split(os.sep) and not os.path.normpath(prefix + relative).startswith(prefix):
+        raise DataError(
+            f"{tsv}:{line}: {stream} path {relative!r} climbs out of the root folder {prefix.rstrip(os.sep)}",
+            hint="paths are relative to the root folder on line 1 and stay inside it; "
+            "name a file elsewhere by its absolute path",
+        )
+    return prefix + relative
+
+
 def _count(value: str, what: str, tsv: Path, line: int) -> int:
     if value in MISSING:
         return 0
@@ -153,15 +166,24 @@ def _count(value: str, what: str, tsv: Path, line: int) -> int:
 
 
 def read_manifest(
-    tsv: str | os.PathLike, wrd: str | os.PathLike | None = None, *, check_files: bool = True, require_text: bool = True
+    tsv: str | os.PathLike,
+    wrd: str | os.PathLike | None = None,
+    *,
+    check_files: bool = True,
+    require_text: bool = True,
+    read_text: bool = True,
 ) -> Manifest:
     """Read and validate a `.tsv` and its `.wrd` (default: the `.wrd` beside the `.tsv`, if any).
 
     `require_text=False` allows a manifest without transcripts (decoding unlabelled data).
+    `read_text=False` never opens a `.wrd`, even one beside the `.tsv` (every text is empty): for
+    data whose transcripts must stay unread (`avsrctl adapt` labels clips from their audio).
     About 10 us and 1 KB per row: an LRS3-sized manifest (150k rows) loads in ~1.5 s.
     """
     tsv = Path(tsv)
-    if wrd is None:
+    if not read_text:
+        wrd = None
+    elif wrd is None:
         candidate = tsv.with_suffix(".wrd")
         wrd = candidate if candidate.exists() or require_text else None
     wrd = Path(wrd) if wrd is not None else None
@@ -215,8 +237,8 @@ def read_manifest(
             )
         seen[uid] = i
         # plain strings first: pathlib parsing is most of the cost of a row, so it happens once per path
-        v = None if video in MISSING else video if video.startswith(os.sep) else prefix + video
-        a = None if audio in MISSING else audio if audio.startswith(os.sep) else prefix + audio
+        v = None if video in MISSING else video if video.startswith(os.sep) else _inside(prefix, video, "video", tsv, i)
+        a = None if audio in MISSING else audio if audio.startswith(os.sep) else _inside(prefix, audio, "audio", tsv, i)
         if v is None and a is None:
             raise DataError(f"{tsv}:{i}: '{uid}' has neither a video nor an audio path")
         nv = _count(n_video.strip(), "n_video_frames", tsv, i) if v is not None else 0

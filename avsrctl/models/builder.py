@@ -64,20 +64,25 @@ def _seed(cfg: Config, component: str) -> None:
 
 
 def build_model(
-    cfg: Config, modalities: Iterable[str] | None = None, device: str | torch.device = "cpu", *, training: bool = False
+    cfg: Config,
+    modalities: Iterable[str] | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    training: bool = False,
+    llm_shapes: dict | None = None,
 ) -> AVSRModel:
     """Config -> AVSRModel serving `modalities` (default: the one cfg.model.modality names).
 
     'both' needs the audio and video streams plus fusion; inspect-params asks for all three.
     `training` also builds what only training uses: a video model's lip-sync loss and its frozen
     audio partner (model.lip_sync_weight). Two builds of the same config are identical (seeded
-    per component).
+    per component). `llm_shapes` builds the LLM's architecture without loading it (`build_architecture`).
     """
     wanted = resolve_modalities(cfg, modalities)
     streams = sorted({s for m in wanted for s in MODALITY_STREAMS[m]})
     m = cfg.model
     _seed(cfg, "llm")
-    llm, tokenizer = build_llm(m.llm, device=device)
+    llm, tokenizer = build_llm(m.llm, device=device, shapes=llm_shapes)
     d_llm = llm.get_input_embeddings().embedding_dim
     encoders, connectors = {}, {}
     if "audio" in streams:
@@ -94,6 +99,9 @@ def build_model(
         connectors["video"] = VideoConnector(
             encoders["video"].output_dim, m.video_connector.hidden, d_llm, m.video_connector.compression
         )
+    for stream, connector in connectors.items():
+        if getattr(m, f"{stream}_connector").frozen:  # kept out of the optimiser; a checkpoint it came from restores it
+            connector.requires_grad_(False)
     fusion = None
     if "both" in wanted:
         _seed(cfg, "fusion")
@@ -124,3 +132,17 @@ def build_model(
         partner = build_audio_encoder(m.audio_encoder.model_copy(update={"frozen": True}))
         model.add_lip_sync(partner.to(device), m.lip_sync_weight)
     return model
+
+
+def build_architecture(cfg: Config, modalities: Iterable[str] | None = None) -> tuple[AVSRModel, list[str]]:
+    """The model `cfg` describes, to count its parameters: when hub weights are not at hand
+    (offline, or not downloaded), the components models/known.py knows are built from their
+    published shapes, and the whole model on the meta device (shapes, no storage, no weights).
+    Returns the model and the names built that way (none: `build_model`'s model, with its weights)."""
+    from avsrctl.models.known import without_weights
+
+    shaped, llm_shapes, replaced = without_weights(cfg)
+    if not replaced:
+        return build_model(cfg, modalities), []
+    with torch.device("meta"):
+        return build_model(shaped, modalities, device="meta", llm_shapes=llm_shapes), replaced

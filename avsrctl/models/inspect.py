@@ -102,6 +102,8 @@ def _dims(model: nn.Module, label: str) -> tuple[int | None, int | None, str]:
             if f.weighting == "dynamic"
             else "learned per channel"
             if f.learned
+            else "fixed w"
+            if f.audio_weight().is_meta  # built without weights (models/known.py): no value to show
             else f"fixed w={float(f.audio_weight()[0]):.2f}"
         )
         return (

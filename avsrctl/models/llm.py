@@ -179,6 +179,27 @@ def _random_llm(cfg):
     return LlamaForCausalLM(config), tokenizer
 
 
+def shaped_llm(shapes: dict, added_rows: int = 0, name: str | None = None):
+    """A Llama of published `shapes` (models/known.py) with random weights and the character
+    tokenizer: the architecture of a hub LLM without its weights (inspect-params builds it on the
+    meta device; benchmarks/gpu_check.py trains it). `added_rows` widens the vocabulary by the
+    rows `build_llm` adds to the real tokenizer; `name` is reported as its source."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = char_tokenizer()
+    tokenizer.add_tokens(list(MARKERS), special_tokens=True)
+    config = LlamaConfig(
+        **{**shapes, "vocab_size": shapes["vocab_size"] + added_rows},
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = "sdpa"
+    if name is not None:
+        config._name_or_path = name
+    return LlamaForCausalLM(config), tokenizer
+
+
 def _load_hf(name: str, trust_remote_code: bool, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -257,8 +278,11 @@ def _load_gguf(name: str, dtype: torch.dtype):
 # ----------------------------------------------------------------------------- entry point
 
 
-def build_llm(cfg, device: str | torch.device = "cpu"):
+def build_llm(cfg, device: str | torch.device = "cpu", shapes: dict | None = None):
     """LLMConfig -> (causal LM on `device`, tokenizer with markers and pad), LoRA or frozen.
+
+    `shapes` (models/known.py) builds the architecture cfg.name has, without its weights, instead
+    of loading it: for counting parameters on the meta device.
 
     Call under a fixed torch seed: random init, resized embedding rows and LoRA A matrices
     draw from the global generator, and frozen random weights are not saved in checkpoints.
@@ -269,7 +293,11 @@ def build_llm(cfg, device: str | torch.device = "cpu"):
     # conversion) would otherwise interleave with our own rich progress on stderr.
     hf_logging.disable_progress_bar()
     dtype, _ = resolve_dtype(cfg.dtype, device)
-    if cfg.source == "random":
+    if shapes is not None:
+        from avsrctl.models.known import ADDED_TOKENS
+
+        model, tokenizer = shaped_llm(shapes, ADDED_TOKENS, name=f"{cfg.name} (published shapes, no weights)")
+    elif cfg.source == "random":
         model, tokenizer = _random_llm(cfg)
     elif cfg.source == "hf":
         model, tokenizer = _load_hf(cfg.name, cfg.trust_remote_code, dtype)

@@ -129,6 +129,8 @@ def path_fingerprint(path: str | Path) -> str | None:
 
 def params_fingerprint(module) -> str:
     """A short hash of a module's weights: the identity of randomly initialised (or edited) weights."""
+    if any(t.is_meta for t in module.state_dict().values()):
+        return "meta"  # built without weights (inspect-params, models/known.py): nothing to identify
     h = hashlib.sha1()
     for name, p in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -189,25 +191,25 @@ def _hub_cached(repo_id: str) -> bool:
         return False
 
 
+def needs_download(section) -> bool:
+    """Whether a component's config section (model.audio_encoder, .video_encoder, .llm) names hub
+    weights the local cache does not hold (local paths, `offline:` names and random components need no hub)."""
+    name = section.name
+    if section.source not in ("hf", "open_clip") or not name or is_offline_name(name):
+        return False
+    if Path(str(name)).expanduser().exists():
+        return False
+    if section.source == "open_clip":  # 'ARCH/tag' downloads the tag's weights; a file path is local
+        return "/" in str(name)
+    return not _hub_cached(str(name))
+
+
 def hub_models(model_cfg) -> list[tuple[str, str]]:
     """(config key, hub id) of every weight a model config takes from the hub and the local cache
-    does not hold (local paths, `offline:` names and random components need no hub)."""
-    found = []
+    does not hold (`needs_download`), for the streams of its model.modality."""
     sections = [("model.llm", model_cfg.llm)]
     if model_cfg.modality in ("audio", "both"):
         sections.insert(0, ("model.audio_encoder", model_cfg.audio_encoder))
     if model_cfg.modality in ("video", "both"):
         sections.insert(-1, ("model.video_encoder", model_cfg.video_encoder))
-    for key, section in sections:
-        name = section.name
-        if section.source not in ("hf", "open_clip") or not name or is_offline_name(name):
-            continue
-        if Path(str(name)).expanduser().exists():
-            continue
-        if section.source == "open_clip":  # 'ARCH/tag' downloads the tag's weights; a file path is local
-            if "/" not in str(name):
-                continue
-        elif _hub_cached(str(name)):
-            continue
-        found.append((f"{key}.name", str(name)))
-    return found
+    return [(f"{key}.name", str(section.name)) for key, section in sections if needs_download(section)]

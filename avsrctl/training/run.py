@@ -18,9 +18,11 @@ from avsrctl.checkpoint import (
     WEIGHTS,
     check_tokenizer,
     checkpoint_folder,
+    list_checkpoints,
     read_checkpoint_config,
     read_meta,
     read_tensors,
+    require_finite,
 )
 from avsrctl.config import Config
 from avsrctl.data.roi import crop_method
@@ -29,6 +31,7 @@ from avsrctl.models.avsr import trainable_mismatches
 from avsrctl.training import distributed as D
 from avsrctl.training.progress import Reporter
 from avsrctl.training.run_folder import RunLock, check_free_space, check_output, clean_leftovers
+from avsrctl.training.signals import TrainingInterrupted
 from avsrctl.training.trainer import Trainer, TrainResult
 from avsrctl.wording import plural
 
@@ -129,9 +132,11 @@ def run_training(
     device: str | None = None,
     live: bool | None = None,
     trainer_hook: Any = None,
+    meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train as `avsrctl train` does. `model` replaces the one built from the config (tests);
-    `trainer_hook(trainer)` runs before training starts (tests and tools)."""
+    `trainer_hook(trainer)` runs before training starts (tests and tools); `meta` is added to every
+    checkpoint's meta.json (`avsrctl adapt` records there where the model came from)."""
     from avsrctl.data.dataset import AVDataset
     from avsrctl.data.noise import NoiseSpec
 
@@ -145,8 +150,8 @@ def run_training(
         )
     ctx = D.init_distributed(device)
     lock, fresh_folder = None, False
+    output = Path(cfg.train.output).expanduser()
     try:
-        output = Path(cfg.train.output).expanduser()
         train_m, valid_m = load_manifests(cfg, modality)
         resume_path = None
         if ctx.is_main:
@@ -171,11 +176,6 @@ def run_training(
                 reporter.log(f"[dim]removed what an interrupted save left: {', '.join(removed)}[/]")
         if resume is not None and resume_path is None:
             reporter.log(f"--resume {resume}: no checkpoint in {output} yet, starting a new run")
-        if resume_path is None:
-            reporter.reset()
-        if ctx.is_main:
-            cfg.save(output / CONFIG)
-        D.barrier(ctx)
 
         if resume_path is None and cfg.train.init_from:
             _init_from(model, cfg.train.init_from, reporter, cfg)
@@ -228,7 +228,16 @@ def run_training(
             f"{f', validating on {len(valid_m)}' if valid_m is not None else ''}; device {ctx.device}"
             f"{f', {ctx.world_size} processes' if ctx.enabled else ''}; output {output}"
         )
-        trainer = Trainer(cfg, model, modality, train_set, valid_set, ctx=ctx, reporter=reporter, cache=cache)
+        trainer = Trainer(
+            cfg, model, modality, train_set, valid_set, ctx=ctx, reporter=reporter, cache=cache, meta=meta
+        )
+        # Only now, with every check passed, is the run folder written to: a refused run leaves
+        # it as it was (a new one is removed again below).
+        if resume_path is None:
+            reporter.reset()
+        if ctx.is_main:
+            cfg.save(output / CONFIG)
+        D.barrier(ctx)
         if trainer_hook is not None:
             trainer_hook(trainer)
         result = trainer.fit(resume_path)
@@ -237,6 +246,13 @@ def run_training(
         # saving the final checkpoint, and a peer leaving mid-way aborts gloo's worker threads.
         D.barrier(ctx)
         return result
+    except KeyboardInterrupt:  # before the trainer catches Ctrl-C (building, loading), or a second one
+        if list_checkpoints(output):
+            raise  # the CLI's hint: continue with --resume auto
+        raise TrainingInterrupted(
+            "interrupted before the first checkpoint: nothing was saved",
+            hint="rerun the same command to start the run again",
+        ) from None
     finally:
         if lock is not None:
             lock.release()
@@ -264,6 +280,7 @@ def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[
     for p in paths:
         path = checkpoint_folder(p)
         state = read_tensors(path / WEIGHTS)
+        require_finite(state, path / WEIGHTS)
         taken = sorted(set(state) & set(params))
         problems = trainable_mismatches(params, {k: state[k] for k in taken}, strict=False)
         if problems:

@@ -68,6 +68,7 @@ class Trainer:
         reporter: Reporter,
         cache: FeatureCache | None = None,
         sampler_cls: Any = None,
+        meta: dict[str, Any] | None = None,
     ):
         if sampler_cls is None:
             from avsrctl.data.dataset import FrameBucketSampler as sampler_cls
@@ -76,6 +77,7 @@ class Trainer:
         self.reporter, self.cache, self.output = reporter, cache, Path(cfg.train.output)
         self.device = torch.device(ctx.device)
         self.sampler_cls = sampler_cls
+        self.extra_meta = dict(meta or {})  # added to every checkpoint's meta.json (adapt: where the model came from)
         self.sampler = sampler_cls(
             train_set.lengths,
             cfg.data.max_frames_per_batch,
@@ -86,6 +88,7 @@ class Trainer:
             rank=ctx.rank,
         )
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.named_params = named
         self.params = [p for _, p in named]
         self.param_names = optimizer_param_order(named)
         self.optimizer = build_optimizer(named, lr=self.tc.lr, weight_decay=self.tc.weight_decay)
@@ -263,6 +266,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._check_weights()
         self.bad_streak = 0
         if self.tracker is not None and self._table_due(done=True):
             stats = self.tracker.after_step(lr)
@@ -271,6 +275,29 @@ class Trainer:
                 self.reporter.record(s.to_record(self.step))
         self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, aux_all)
         return True
+
+    def _check_weights(self) -> None:
+        """Stop the run when the step just taken left a NaN or inf weight (an lr far too high, an
+        fp16 overflow): a finite loss and gradient do not guarantee finite weights after the update,
+        and a diverged model must never be saved (not as `best`, not as `final`)."""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.params]).all() if self.params else True
+        (bad,) = dist.all_reduce(self.ctx, [float(not bool(finite))], "max")  # every rank stops together
+        if bad:
+            names = [n for n, p in self.named_params if not bool(torch.isfinite(p).all())]
+            where = f"{names[0]}" + (f" and {len(names) - 1} more tensors" if len(names) > 1 else "")
+            self._diverged(
+                f"optimiser step {self.step} left non-finite weights (NaN or inf) in {where or 'another rank'}",
+                ckpt.find_latest(self.output) if self.ctx.is_main else None,
+            )
+
+    def _diverged(self, what: str, good: Path | None) -> None:
+        self.reporter.record({"type": "event", "event": "diverged", "step": self.step, "reason": what})
+        last = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
+        raise TrainingError(
+            f"training diverged: {what}; {last}",
+            hint="lower train.lr (and train in fp32: train.mixed_precision=no) and start a new run"
+            + (f", e.g. with --init-from {good}" if good else ""),
+        )
 
     def _table_due(self, done: bool = False) -> bool:
         n = self.tc.log_param_updates
@@ -360,6 +387,11 @@ class Trainer:
         result = dist.broadcast_object(self.ctx, result)
         if result is None:  # interrupted: the caller's stop check saves the checkpoint
             return
+        if result.n_nonfinite and not result.n_utts:  # finite weights, but no utterance gives a finite loss
+            best = self.output / "best" if self.best_valid_loss is not None else None
+            self._diverged(
+                f"validation at step {self.step} gave a non-finite loss on every batch ({result.n_nonfinite})", best
+            )
         self.last_valid = result
         self.reporter.record(result.to_record())
         wer = f"{result.wer:.2%}" if result.wer is not None else "n/a"
@@ -385,6 +417,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "valid_loss": v.loss if v else None,
                 "valid_wer": v.wer if v else None,
+                **self.extra_meta,
             }
             path = ckpt.save_checkpoint(
                 self.output,

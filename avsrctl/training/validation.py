@@ -26,6 +26,7 @@ class ValidResult:
     n_utts: int
     n_wer_utts: int
     examples: tuple[tuple[str, str], ...] = ()  # (reference, hypothesis) of the first few
+    n_nonfinite: int = 0  # batches whose loss was NaN or inf (left out of `loss`)
 
     def to_record(self) -> dict:
         rec = asdict(self)
@@ -68,7 +69,7 @@ def validate(
     sampler = sampler_cls(
         lengths, cfg.data.max_frames_per_batch, cfg.data.max_batch_size, shuffle=False, seed=cfg.train.seed
     )
-    loss_sum, tokens, n_utts = 0.0, 0, 0
+    loss_sum, tokens, n_utts, n_nonfinite = 0.0, 0, 0, 0
     for mb in _loader(dataset, list(range(len(dataset))), list(sampler)):
         if stopped():
             return None
@@ -84,6 +85,8 @@ def validate(
             loss_sum += value * n
             tokens += n
             n_utts += len(mb)
+        else:
+            n_nonfinite += 1
     loss = loss_sum / tokens if tokens else math.nan
 
     cap = min(cfg.train.valid_max_utts, len(dataset))
@@ -108,4 +111,4 @@ def validate(
             refs.extend(mb.texts)
             hyps.extend(by_id.get(uid, "") for uid in mb.ids)
     wer = word_error_rate(refs, hyps, cfg.decode.normalizer) if refs else None
-    return ValidResult(step, epoch, loss, wer, n_utts, len(refs), tuple(zip(refs[:3], hyps[:3])))
+    return ValidResult(step, epoch, loss, wer, n_utts, len(refs), tuple(zip(refs[:3], hyps[:3])), n_nonfinite)
