@@ -9,9 +9,13 @@ what a user can type next; each step's time is printed as it ends:
                   that corpus's test split: audio, video and both, clean and in babble at -5 dB;
   3. real       - the built-in model on the real GRID recordings shipped in avsrctl/samples
                   (audio, video, both) next to faster-whisper tiny.en, and `avsrctl transcribe`
-                  of one recording by each;
+                  of one recording by each; then (3 drowned) that recording in babble at -5 dB
+                  (3 to 6 voices of the synthetic test split over it, `avsrctl decode --snr`),
+                  read by the built-in model from its audio alone and from both;
   4. summary    - one table of every figure this run computed (nothing is read from a file of
-                  earlier results).
+                  earlier results), whole names at 80 columns: each row gives the step over its
+                  seconds, the model over its data, the modality over its condition, then the
+                  result; below it, lines that set both against audio.
 Without the built-in model (a build that has not run `make grid-recipe`), steps 2 and 3 say so
 in one line and the rest still runs.
 
@@ -37,7 +41,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich import box
 from rich.markup import escape
+from rich.table import Table
 
 from avsrctl.cli import console
 from avsrctl.data.manifest import read_manifest
@@ -46,7 +52,7 @@ from avsrctl.wording import plural
 
 AVSRCTL = [sys.executable, "-m", "avsrctl"]
 MARKER = ".avsrctl-demo"  # marks a --work folder as the demo's own, so a rerun may replace its outputs
-OUTPUTS = ("corpus", "train", "synthetic", "real", "transcripts")  # what a rerun in the same folder replaces
+OUTPUTS = ("corpus", "train", "synthetic", "real", "transcripts", "drowned")  # what a rerun in the same folder replaces
 UTTERANCES, EPOCHS = 48, 2  # about 2 minutes of offline-small training on 2 quiet CPU cores
 VIDEO_SIZE = 48  # mouth video side in pixels: the GRID recipe's, so the built-in model reads this corpus
 BABBLE_SNR_DB = -5  # other voices 5 dB louder than the speaker: audio alone mostly fails here
@@ -94,6 +100,7 @@ class DemoContext:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     wer: dict[tuple[str, str, str, str], float] = field(default_factory=dict)  # (model, data, modality, condition)
+    drowned: dict[str, dict] = field(default_factory=dict)  # modality -> the drowned clip's results.jsonl row + data
     step: str = ""  # the step running now, named in a failure
 
     @property
@@ -195,7 +202,7 @@ def train(ctx: DemoContext) -> None:
         result = f"train loss {losses[0][1]:.2f} (step {losses[0][0]}) -> {losses[-1][1]:.2f} (step {losses[-1][0]})"
     if valid is not None:
         result += f", valid loss {valid:.2f}"
-    ctx.rows.append(Row("1 train", f"{ctx.config}, from scratch", f"synthetic train ({n_train})", "both", "-", result))
+    ctx.rows.append(Row("1 train", ctx.config, f"synthetic train ({n_train})", "both", "from scratch", result))
     ctx.notes.append(
         "a few minutes of training only starts learning: the loss falls, the transcripts are not right yet; "
         f"the built-in model {MODEL} is what `make grid-recipe` (about an hour and a half on 2 cores) trains"
@@ -255,6 +262,7 @@ def real(ctx: DemoContext) -> None:
 
 def transcribe(ctx: DemoContext) -> None:
     from avsrctl.data.samples import sample_clips
+    from avsrctl.metrics import score
 
     clip = sample_clips()[0]
     folder = ctx.workdir / "transcripts"
@@ -265,16 +273,61 @@ def transcribe(ctx: DemoContext) -> None:
         out = folder / f"{clip.id}.{name.replace('/', '_').replace(' ', '_')}.txt"
         avsrctl(ctx, "transcribe", clip.path, *extra, "--output", out)
         text = " ".join(out.read_text(encoding="utf-8").split())
-        words = _words_right(clip.text, text)
-        result = escape(f'"{text}"') + f"  {words}\n[dim]reference: {escape(clip.text)}[/]"
-        ctx.rows.append(Row("3 transcribe", name, clip.path.name, "both" if extra else "audio", "clean", result))
+        r = score([clip.text], [text])
+        modality = "both" if extra else "audio"
+        ctx.rows.append(
+            Row("3 transcribe", name, clip.path.name, modality, "clean", _heard(text, r.hits, r.ref_words, clip.text))
+        )
 
 
-def _words_right(reference: str, hypothesis: str) -> str:
-    from avsrctl.metrics import score
+def drowned(ctx: DemoContext) -> None:
+    """The first shipped clip drowned in babble at -5 dB, decoded from its audio alone and from both.
 
-    r = score([reference], [hypothesis])
-    return f"({r.hits}/{r.ref_words} words right)"
+    `decode --snr` draws babble from the other utterances of its manifest (never the one it drowns),
+    so the clip goes into a manifest with the synthetic test split's voices: 3 to 6 of them talk
+    over the real speaker. Only the clip's rows are reported."""
+    if not _model_ready(ctx, "the built-in model on a real recording in babble"):
+        return
+    from avsrctl.data.manifest import write_manifest
+    from avsrctl.data.noise import BABBLE_TALKERS
+    from avsrctl.data.samples import sample_clips, write_sample_manifest
+    from avsrctl.evaluate import snr_dirname
+
+    clip = sample_clips()[0]
+    folder = ctx.workdir / "drowned"
+    [utt] = [u for u in read_manifest(write_sample_manifest(folder, split="samples")) if u.id == clip.id]
+    voices = read_manifest(ctx.corpus / "test.tsv").utterances[: BABBLE_TALKERS[1]]
+    tsv = folder / "test.tsv"
+    write_manifest(tsv, tsv.with_suffix(".wrd"), folder, [utt, *voices])
+    say(f"wrote {tsv}: {clip.path.name} and {plural(len(voices), 'synthetic test voice')} for its babble")
+    condition = f"babble {BABBLE_SNR_DB} dB"
+    for modality in ("audio", "both"):
+        out = folder / modality
+        avsrctl(
+            ctx,
+            "decode",
+            "--checkpoint",
+            ctx.model,
+            "--tsv",
+            tsv,
+            "--modality",
+            modality,
+            "--output-dir",
+            out,
+            "--snr",
+            str(BABBLE_SNR_DB),
+            "--noise",
+            "babble",
+        )
+        [row] = [r for r in _records(out / snr_dirname(BABBLE_SNR_DB) / "results.jsonl") if r["id"] == clip.id]
+        ctx.drowned[modality] = {**row, "data": clip.path.name}
+        result = _heard(row["hypothesis"], row["hits"], row["ref_words"], row["reference"])
+        ctx.rows.append(Row("3 drowned", ctx.model_name, clip.path.name, modality, condition, result))
+
+
+def _heard(text: str, hits: int, ref_words: int, reference: str) -> str:
+    """A result cell for one transcript: the text, its words right, and the reference below it."""
+    return escape(f'"{text}"') + f" ({hits}/{ref_words} words right)\n[dim]reference: {escape(reference)}[/]"
 
 
 # ----------------------------------------------------------------------- 4. summary
@@ -303,47 +356,62 @@ def comparisons(ctx: DemoContext) -> list[str]:
     m = ctx.model_name
     a, b = ctx.wer.get((m, "synthetic test", "audio", babble)), ctx.wer.get((m, "synthetic test", "both", babble))
     if a is not None and b is not None:
-        cut = f"{100 * (1 - b / a):.0f}% lower with the lips" if b < a else "the lips do not lower it here"
-        lines.append(f"synthetic test, {babble}: both {100 * b:.1f}% vs audio {100 * a:.1f}% ({cut})")
+        cut = f"{100 * (1 - b / a):.0f}% lower" if b < a else "not lower"
+        lines.append(f"synthetic test, {babble}: both {100 * b:.1f}% vs audio {100 * a:.1f}% (lips: {cut})")
     a, b = ctx.wer.get((m, "real GRID", "audio", "clean")), ctx.wer.get((m, "real GRID", "both", "clean"))
     w = ctx.wer.get((BASELINE, "real GRID", "audio", "clean"))
     if a is not None and b is not None:
         base = f", {BASELINE} {100 * w:.1f}%" if w is not None else ""
         lines.append(f"real GRID, clean: both {100 * b:.1f}%, audio {100 * a:.1f}%{base}")
+    a, b = ctx.drowned.get("audio"), ctx.drowned.get("both")
+    if a is not None and b is not None:
+        weight = b.get("video_weight")  # 0 when the model set the lips aside
+        lips = "" if weight is None else "; lips set aside" if weight == 0 else f"; lip weight {weight:.2f}"
+        lines.append(
+            f"{b['data']}, {babble}: both {b['hits']}/{b['ref_words']} words right, "
+            f"audio {a['hits']}/{a['ref_words']}{lips}"
+        )
     return lines
 
 
-def report(ctx: DemoContext, elapsed: float) -> None:
-    from rich.table import Table
-
+def summary(ctx: DemoContext, elapsed: float) -> Table:
+    """One row per figure, narrow enough for 80 columns (a pipe) with every name whole: the step over
+    its seconds, the model over its data, the modality over its condition; only the result wraps."""
     table = Table(
-        title=f"avsrctl demo: every figure of this run (model {ctx.model_name}; training {ctx.config}, "
-        f"{ctx.utterances} utterances, {plural(ctx.epochs, 'epoch')})",
+        title=f"avsrctl demo: every figure of this run\nmodel {ctx.model_name}; training {ctx.config}, "
+        f"{ctx.utterances} utterances, {plural(ctx.epochs, 'epoch')}",
         title_justify="left",
         caption=f"total {elapsed:.0f} s",
         caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
     )
-    for col in ("step", "model", "data", "modality", "condition", "result", "s"):
-        table.add_column(
-            col,
-            justify="right" if col == "s" else "left",
-            overflow="fold",
-            no_wrap=col in ("step", "modality", "s"),
-            max_width=22 if col in ("model", "data") else None,
-        )
+    table.add_column("step", no_wrap=True)
+    table.add_column("model\ndata", no_wrap=True)  # names are never cut: the result column gives way
+    table.add_column("modality\ncondition", no_wrap=True)
+    table.add_column("result", overflow="fold")
+    above = None  # (step, model, data) of the row above
     for r in ctx.rows:
-        table.add_row(
-            escape(r.step),
-            escape(r.model),
-            escape(r.data),
-            r.modality,
-            escape(r.condition),
-            r.result,
-            "" if r.seconds is None else f"{r.seconds:.0f}",
-        )
-    console.stdout().print(table)
+        step, source = "", f"{escape(r.model)}\n{escape(r.data)}"
+        if above is None or r.step != above[0]:  # a new step: its name and seconds, a blank line before it
+            if above is not None:
+                table.add_section()
+            step = escape(r.step) + ("" if r.seconds is None else f"\n[dim]{r.seconds:.0f} s[/]")
+        elif (r.model, r.data) == above[1:]:
+            source = ""  # as on the row above
+        above = (r.step, r.model, r.data)
+        table.add_row(step, source, f"{r.modality}\n{escape(r.condition)}", r.result)
+    return table
+
+
+def report(ctx: DemoContext, elapsed: float) -> None:
+    out = console.stdout()
+    out.print(summary(ctx, elapsed), soft_wrap=False)  # the table and its title fit the width
     for line in comparisons(ctx):
-        console.stdout().print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=False)
     for note in ctx.notes:
         console.log(f"[yellow]note:[/] {escape(note)}")
 
@@ -354,6 +422,7 @@ STEPS: tuple[Step, ...] = (
     Step("synthetic", synthetic),
     Step("real", real),
     Step("transcribe", transcribe),
+    Step("drowned", drowned),
 )
 
 
@@ -435,7 +504,8 @@ def main(argv: list[str] | None = None, steps: tuple[Step, ...] = STEPS) -> int:
         report(ctx, time.perf_counter() - started)
         if args.work:
             console.log(
-                f"kept {work}: checkpoint train/final, WER reports in synthetic/ and real/, transcripts in transcripts/"
+                f"kept {work}: checkpoint train/final, WER reports in synthetic/, real/ and drowned/, "
+                "transcripts in transcripts/"
             )
     except KeyboardInterrupt:
         console.error("interrupted")
