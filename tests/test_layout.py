@@ -12,7 +12,8 @@ from pathlib import Path
 import avsrctl
 
 PACKAGE = Path(avsrctl.__file__).parent
-MAY_IMPORT_TRAINING = ("training/", "cli/train.py", "cli/cache.py")  # cache info reads the training cache
+# cache info reads the training cache; adapt fine-tunes (avsrctl/training/adapt.py)
+MAY_IMPORT_TRAINING = ("training/", "cli/train.py", "cli/cache.py", "cli/adapt.py")
 
 
 def training_imports(source: str) -> list[int]:

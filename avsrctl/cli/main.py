@@ -16,6 +16,7 @@ from typer.exceptions import TyperException
 
 from avsrctl import __version__
 from avsrctl.cli import console
+from avsrctl.cli.adapt import adapt
 from avsrctl.cli.cache import cache_app
 from avsrctl.cli.decode import decode
 from avsrctl.cli.demo_data import demo_data
@@ -63,6 +64,7 @@ app.command("inspect-params")(inspect_params)
 app.command("transcribe")(transcribe)
 app.command("prepare")(prepare)
 app.command("demo-data")(demo_data)
+app.command("adapt")(adapt)
 app.add_typer(cache_app, name="cache")
 
 
@@ -75,7 +77,7 @@ def _fail(message: str, hint: str | None, code: int) -> int:
     return code
 
 
-_COMMANDS = ("train", "decode", "eval", "inspect-params", "transcribe", "prepare", "demo-data")
+_COMMANDS = ("train", "decode", "eval", "inspect-params", "transcribe", "prepare", "demo-data", "adapt")
 
 
 def _command(argv: list[str]) -> str:
@@ -97,8 +99,8 @@ _OS_HINTS = {
 
 
 def _interrupted_hint(argv: list[str]) -> str:
-    if _command(argv) == "avsrctl train":
-        return "continue from the last checkpoint with `avsrctl train ... --resume auto` (same --output)"
+    if _command(argv) in ("avsrctl train", "avsrctl adapt"):
+        return f"continue from the last checkpoint with `{_command(argv)} ... --resume auto` (same --output)"
     return "outputs are written only once complete: rerun the same command"
 
 
