@@ -116,7 +116,7 @@ def unseen_manifest(out: Path) -> Path:
         frames = round(probe(path).duration * 25)
         utts.append(Utterance(stem, path, path, frames, frames * 640, text))
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / "test.tsv", out / "test.wrd", out, utts)
+    write_manifest(out / "test.tsv", out / "test.wrd", out.resolve(), utts)
     return out / "test.tsv"
 
 
@@ -141,7 +141,7 @@ def noisy_copies(tsv: Path, out: Path, snrs) -> dict[int, Path]:
             wav = folder / "audio" / f"{u.id}.wav"
             save_audio(wav, noiser(i, load_audio(u.audio)))
             rows.append(replace(u, audio=wav))
-        write_manifest(manifests[snr], folder / "test.wrd", folder, rows)
+        write_manifest(manifests[snr], folder / "test.wrd", folder.resolve(), rows)
     return manifests
 
 
@@ -159,7 +159,7 @@ def still_copy(tsv: Path, out: Path) -> Path:
             still = out / "video" / f"{u.id}.mp4"
             save_video(still, frames[:1].repeat(len(frames), axis=0))
             rows.append(replace(u, video=still))
-        write_manifest(target, out / "test.wrd", out, rows)
+        write_manifest(target, out / "test.wrd", out.resolve(), rows)
     return target
 
 
@@ -196,6 +196,42 @@ def train(work: Path, corpus: Path, start: str, stage: Stage, timings: dict) -> 
     return out / "final"
 
 
+def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, dict]:
+    """`avsrctl adapt` from START (lips that never saw s1) on s1's training clips without their
+    transcripts: a manifest of the same crops with no .wrd beside it. Returns the adapted model and
+    how its pseudo-labels compare with the withheld transcripts (scored after the fact)."""
+    from avsrctl.metrics import score
+
+    data, out = work / "adapt-data", work / "adapt"
+    if not (data / "train.tsv").is_file():
+        data.mkdir(parents=True, exist_ok=True)
+        lines = (corpus / "train.tsv").read_text(encoding="utf-8").splitlines()
+        root = (corpus / lines[0]).resolve() if not Path(lines[0]).is_absolute() else Path(lines[0])
+        (data / "train.tsv").write_text("\n".join([str(root), *lines[1:]]) + "\n", encoding="utf-8")
+    if not (out / "final").is_dir():
+        _, seconds, rss = run(AVSRCTL + ["adapt", "--checkpoint", start, "--data", data / "train.tsv", "--output", out])
+        (out / "recipe_timing.json").write_text(json.dumps({"seconds": seconds, "peak_rss_mib": rss}))
+    timings["adapt"] = json.loads((out / "recipe_timing.json").read_text())
+    labels = [json.loads(line) for line in (out / "pseudo" / "labels.jsonl").read_text().splitlines() if line]
+    truth = dict(
+        zip(
+            [line.split("\t")[0] for line in (corpus / "train.tsv").read_text().splitlines()[1:]],
+            (corpus / "train.wrd").read_text(encoding="utf-8").splitlines(),
+        )
+    )
+    kept = [r for r in labels if r.get("kept")]
+    report = score([truth[r["id"]] for r in kept], [r["text"] for r in kept]) if kept else None
+    pseudo = {
+        "clips": len(labels),
+        "kept": len(kept),
+        "wer": None if report is None else report.wer,
+        "errors": None if report is None else report.substitutions + report.deletions + report.insertions,
+        "words": None if report is None else report.ref_words,
+        "wrong": None if report is None else sum(u.errors > 0 for u in report.utterances),
+    }
+    return out / "final", pseudo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
@@ -216,6 +252,8 @@ def main() -> None:
     corpus = prepare_s1(work / "s1", timings)
     ckpt = {s.name: train(work, corpus, start, s, timings) for s in STAGES}
 
+    adapted, pseudo = adapt(work, corpus, start, timings)
+
     tests = {"s1": corpus / "test.tsv"}
     noisy = noisy_copies(corpus / "test.tsv", work / "s1-babble", SNRS)
     tests.update({f"s1-babble{snr}": tsv for snr, tsv in noisy.items()})
@@ -234,6 +272,12 @@ def main() -> None:
         "both-model-audio-only": (str(ckpt["both"]), "audio", [t for t in tests if not t.endswith("still-video")]),
         "both-model-video-only": (str(ckpt["both"]), "video", ["s1", "unseen", "heldout"]),
         "baseline": (None, "audio", ["s1", *(f"s1-babble{snr}" for snr in SNRS), "unseen"]),
+        # avsrctl adapt: START's lips before, the adapted model after (it never read an s1 transcript)
+        "start-model-video-only": (start, "video", ["s1", "unseen"]),
+        "start": (start, "both", ["unseen", "unseen-babble-5"]),
+        "adapted": (str(adapted), "both", ["s1", "s1-babble-5", "s1-babble-10", "unseen", "unseen-babble-5"]),
+        "adapted-model-video-only": (str(adapted), "video", ["s1", "unseen"]),
+        "adapted-model-audio-only": (str(adapted), "audio", ["unseen", "unseen-babble-5"]),
     }
     results: dict[str, dict] = {}
     lip_use: dict[str, dict] = {}
@@ -244,14 +288,15 @@ def main() -> None:
             folder = work / "eval" / f"{test}-{name}"
             extra = [] if checkpoint is None else ["--checkpoint", checkpoint, "--modality", modality]
             results[f"{test}/{name}"] = evaluate(tests[test], folder, *extra)
-            if name in ("both", "both-model-video-only"):
+            if name in ("both", "both-model-video-only", "adapted"):
                 used = lips(folder)
                 if used and used.get("lip_sync") is not None:
-                    lip_use[test if name == "both" else f"{test} (lips alone)"] = used
+                    label = {"both": "", "both-model-video-only": " (lips alone)", "adapted": " (adapted)"}[name]
+                    lip_use[f"{test}{label}"] = used
     import real_report as report
 
     chance = report.grammar_chance(corpus / "test.tsv", corpus / "train.wrd")
-    report.write_all(args, results, timings, lip_use, chance, start=start)
+    report.write_all(args, results, timings, lip_use, chance, start=start, pseudo=pseudo)
     if not args.no_export and (REPO / "avsrctl" / "builtin").is_dir():
         from avsrctl.errors import AvsrError
         from avsrctl.pretrained import export_builtin

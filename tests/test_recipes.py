@@ -185,3 +185,28 @@ def test_the_real_lips_targets_say_met_or_missed():
     assert rows["unseen real speakers, clean: fused vs its audio path"][1] is True
     assert rows["unseen real speakers, babble -5 dB: fused vs its audio path"][1] is None  # not measured
     assert rows["real-lips recipe, 2 CPU cores"] == ("100 min", True)
+
+
+def test_the_adapt_targets_compare_the_lips_before_and_after():
+    def fig(wer, errors):
+        return {"wer": wer, "errors": errors, "ref_words": 600}
+
+    results = {
+        "s1/start-model-video-only": fig(0.70, 420),
+        "s1/adapted-model-video-only": fig(0.20, 120),
+        "s1/both-model-video-only": fig(0.08, 48),
+        "s1-babble-5/adapted": fig(0.30, 180),
+        "s1-babble-5/audio": fig(0.60, 360),
+        "unseen/adapted": fig(0.05, 1),
+        "unseen/start": fig(0.0, 0),
+    }
+    pseudo = {"clips": 750, "kept": 700}
+    rows = {t: (m, ok) for t, _, m, ok in real_report.adapt_targets(results, pseudo, minutes=31.0)}
+    assert rows["s1 test, video alone: after vs before adaptation"] == (
+        "20.0% (120/600) vs 70.0% (420/600) (3.5x fewer)",
+        True,
+    )
+    assert rows["s1 test, video alone after adaptation"][1] is False  # 12 points behind the supervised model
+    assert rows["s1 test, babble -5 dB: adapted fused vs audio model"][1] is True
+    assert rows["unseen real speakers, clean: adapted vs before"][1] is False
+    assert rows["time to adapt on 750 clips, 2 CPU cores"] == ("31.0 min", False)
