@@ -108,7 +108,7 @@ def unseen_manifest(out: Path) -> Path:
         rows = [line.split("\t") for line in listing.read_text(encoding="utf-8").splitlines()[1:] if line]
         for row in rows:
             path = listing.parent / row[0]
-            text = row[-1] if listing.name == "transcripts.tsv" else row[4]
+            text = row[-1]  # transcripts.tsv: file, transcript; MANIFEST.tsv: ..., reference_transcript
             if path.stem.startswith("grid_") and SEEN_TEST_CLIP not in path.stem:
                 clips.setdefault(path.stem, (path, text))
     utts = []
@@ -242,6 +242,7 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
     parser.add_argument("--no-export", action="store_true", help="leave the built-in model grid-small as it is")
+    parser.add_argument("--no-adapt", action="store_true", help="skip the `avsrctl adapt` stage and its evaluations")
     args = parser.parse_args()
     work: Path = args.work
     start = args.start or str(work / "train-both" / "final")
@@ -252,7 +253,7 @@ def main() -> None:
     corpus = prepare_s1(work / "s1", timings)
     ckpt = {s.name: train(work, corpus, start, s, timings) for s in STAGES}
 
-    adapted, pseudo = adapt(work, corpus, start, timings)
+    adapted, pseudo = (None, None) if args.no_adapt else adapt(work, corpus, start, timings)
 
     tests = {"s1": corpus / "test.tsv"}
     noisy = noisy_copies(corpus / "test.tsv", work / "s1-babble", SNRS)
@@ -275,10 +276,11 @@ def main() -> None:
         # avsrctl adapt: START's lips before, the adapted model after (it never read an s1 transcript)
         "start-model-video-only": (start, "video", ["s1", "unseen"]),
         "start": (start, "both", ["unseen", "unseen-babble-5"]),
-        "adapted": (str(adapted), "both", ["s1", "s1-babble-5", "s1-babble-10", "unseen", "unseen-babble-5"]),
-        "adapted-model-video-only": (str(adapted), "video", ["s1", "unseen"]),
-        "adapted-model-audio-only": (str(adapted), "audio", ["unseen", "unseen-babble-5"]),
     }
+    if adapted is not None:
+        systems["adapted"] = (str(adapted), "both", ["s1", "s1-babble-5", "s1-babble-10", "unseen", "unseen-babble-5"])
+        systems["adapted-model-video-only"] = (str(adapted), "video", ["s1", "unseen"])
+        systems["adapted-model-audio-only"] = (str(adapted), "audio", ["unseen", "unseen-babble-5"])
     results: dict[str, dict] = {}
     lip_use: dict[str, dict] = {}
     for name, (checkpoint, modality, names) in systems.items():

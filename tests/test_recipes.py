@@ -134,6 +134,11 @@ def test_the_unseen_speakers_never_include_s1s_test_clip(tmp_path, monkeypatch):
     tsv = grid_real.unseen_manifest(tmp_path / "unseen")
     ids = [line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]]
     assert ids == ["grid_lbax4n", "grid_pwij3p"]  # media's s5 clip and the package's s2 sample; no bbaf2n
+    # each with its own transcript: MANIFEST.tsv's last column, the samples' transcripts.tsv
+    assert tsv.with_suffix(".wrd").read_text().splitlines() == [
+        "bin blue at f two now",
+        "place white in j three please",
+    ]
 
 
 def test_every_system_hears_the_same_babble_at_the_asked_snr(tmp_path):
