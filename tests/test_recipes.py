@@ -189,7 +189,7 @@ def test_the_real_lips_targets_say_met_or_missed():
     assert rows["unseen real speakers (s2, s5, s20), video alone"][1] is False
     assert rows["unseen real speakers, clean: fused vs its audio path"][1] is True
     assert rows["unseen real speakers, babble -5 dB: fused vs its audio path"][1] is None  # not measured
-    assert rows["real-lips recipe, 2 CPU cores"] == ("100 min", True)
+    assert rows["real-lips recipe, prepare and training (evaluations not timed), 2 CPU cores"] == ("100 min", True)
 
 
 def test_the_adapt_targets_compare_the_lips_before_and_after():
