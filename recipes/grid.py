@@ -243,7 +243,7 @@ def still_manifest(tsv: Path, out: Path) -> Path:
         still = out / "video" / f"{u.id}.mp4"
         write_mp4(still, frames[:1].repeat(len(frames), axis=0))
         rows.append(replace(u, video=still))
-    write_manifest(target, out / "test.wrd", out, rows)
+    write_manifest(target, out / "test.wrd", out.resolve(), rows)
     return target
 
 
@@ -507,6 +507,17 @@ def _pct(report: dict | None, normalizer: str = "basic") -> str:
     return f"{100 * report['wer']:.1f}% ({report['errors']}/{report['ref_words']})"
 
 
+def figure_rows(results: dict) -> list[str]:
+    """'| test set | modality or system | WER | 95% interval |' rows, one per figure."""
+    rows = []
+    for key, report in results.items():
+        test, modality = key.split("/")
+        ci = report.get("wer_ci95")
+        interval = "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
+        rows.append(f"| {test} | {modality} | {_pct(report)} | {interval} |")
+    return rows
+
+
 def _targets(results: dict, chance=None) -> list[str]:
     """The issue's targets against what this run measured (the held-out set is the other-seed one);
     `chance` (metrics.ChanceLevel of the real clips) adds what random grammar guesses score."""
@@ -663,11 +674,7 @@ def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict 
         "| test set | modality | WER | 95% interval |",
         "|---|---|---|---|",
     ]
-    for key, report in results.items():
-        test, modality = key.split("/")
-        ci = report.get("wer_ci95")
-        interval = "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
-        lines.append(f"| {test} | {modality} | {_pct(report)} | {interval} |")
+    lines += figure_rows(results)
     if "real-grid/baseline" in results:
         lines += [
             "",

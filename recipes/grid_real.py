@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from grid import AVSRCTL, LIP_FRONT_END, MEDIA, REPO, SIZE, evaluate, lips, log, run
+from grid import AVSRCTL, LIP_FRONT_END, MEDIA, REPO, SIZE, evaluate, grammar_chance, lips, log, run, still_manifest
 
 S1 = Path(os.environ.get("AVSRCTL_GRID_S1", REPO.parent / "shared" / "grid-s1"))
 SNRS = (5, 0, -5, -10)  # babble SNRs of the picture (dB), besides clean
@@ -145,24 +145,6 @@ def noisy_copies(tsv: Path, out: Path, snrs) -> dict[int, Path]:
     return manifests
 
 
-def still_copy(tsv: Path, out: Path) -> Path:
-    """The manifest with every video replaced by its first frame held for the whole clip (audio kept)."""
-    from avsrctl.data.manifest import read_manifest, write_manifest
-    from avsrctl.data.media import load_video, save_video
-
-    target = out / "test.tsv"
-    if not target.is_file():
-        (out / "video").mkdir(parents=True, exist_ok=True)
-        rows = []
-        for u in read_manifest(tsv):
-            frames = load_video(u.video)
-            still = out / "video" / f"{u.id}.mp4"
-            save_video(still, frames[:1].repeat(len(frames), axis=0))
-            rows.append(replace(u, video=still))
-        write_manifest(target, out / "test.wrd", out.resolve(), rows)
-    return target
-
-
 def synthetic_heldout(out: Path) -> Path:
     """The synthetic recipe's second held-out set (other seed, other voices), made as recipes/grid.py makes it."""
     from grid import mbrola_available
@@ -261,7 +243,7 @@ def main() -> None:
     unseen = unseen_manifest(work / "unseen")
     tests["unseen"] = unseen
     tests["unseen-babble-5"] = noisy_copies(unseen, work / "unseen-babble", (-5,))[-5]
-    tests["s1-still-video"] = still_copy(corpus / "test.tsv", work / "s1-still")
+    tests["s1-still-video"] = still_manifest(corpus / "test.tsv", work / "s1-still")
     heldout = synthetic_heldout(work / "heldout")  # the synthetic recipe's held-out voices: kept?
     tests["heldout"] = heldout
     tests["heldout-babble-5"] = noisy_copies(heldout, work / "heldout-babble", (-5,))[-5]
@@ -297,7 +279,7 @@ def main() -> None:
                     lip_use[f"{test}{label}"] = used
     import real_report as report
 
-    chance = report.grammar_chance(corpus / "test.tsv", corpus / "train.wrd")
+    chance = grammar_chance(corpus / "test.tsv", corpus / "train.wrd")
     report.write_all(args, results, timings, lip_use, chance, start=start, pseudo=pseudo)
     if not args.no_export and (REPO / "avsrctl" / "builtin").is_dir():
         from avsrctl.errors import AvsrError

@@ -12,7 +12,7 @@ import platform
 import time
 from pathlib import Path
 
-from grid import _pct, grammar_chance  # noqa: F401 (grammar_chance is re-exported for grid_real)
+from grid import _pct, figure_rows
 from grid_real import SNRS, STAGES
 
 from avsrctl.metrics import paired_comparison
@@ -47,6 +47,12 @@ def _lower(results: dict, better: str, than: str) -> tuple[str, bool | None, flo
     return f"{_pct(results[better])} vs {_pct(results[than])} ({100 * cut:.0f}% lower{share})", a <= b, cut
 
 
+def lower_by(label: str, results: dict, better: str, than: str, share: float) -> tuple[str, str, str, bool | None]:
+    """The target row 'better is at least `share` lower than `than`'."""
+    text, _, cut = _lower(results, better, than)
+    return label, f">= {100 * share:.0f}% lower", text, None if cut is None else cut >= share
+
+
 def targets(results: dict, total_minutes: float) -> list[tuple[str, str, str, bool | None]]:
     """(target, wanted, measured, met) rows."""
     rows = []
@@ -60,9 +66,8 @@ def targets(results: dict, total_minutes: float) -> list[tuple[str, str, str, bo
         rows.append((label, f"<= {100 * limit:.0f}%", measured, None if w is None else w <= limit))
 
     at_most("s1 test (unseen sentences of a seen speaker), video alone", f"s1/{VIDEO_ALONE}", 0.15)
-    text, _, cut = _lower(results, "s1-babble-5/both", "s1-babble-5/audio")
     rows.append(
-        ("s1 test, babble -5 dB: fused vs audio model", ">= 50% lower", text, None if cut is None else cut >= 0.5)
+        lower_by("s1 test, babble -5 dB: fused vs audio model", results, "s1-babble-5/both", "s1-babble-5/audio", 0.5)
     )
     text, ok, _ = _lower(results, "s1/both", "s1/audio")
     rows.append(("s1 test, clean: fused vs audio model", "fused <= audio", text, ok))
@@ -81,15 +86,8 @@ def targets(results: dict, total_minutes: float) -> list[tuple[str, str, str, bo
         rows.append((f"unseen real speakers, {label}: fused vs its audio path", "never worse", text, ok))
     if "heldout/both" in results:
         at_most("synthetic held-out voices, video alone (was <= 35%)", f"heldout/{VIDEO_ALONE}", 0.35)
-        text, _, cut = _lower(results, "heldout-babble-5/both", "heldout-babble-5/audio")
-        rows.append(
-            (
-                "synthetic held-out voices, babble -5 dB: fused vs audio (was >= 30% lower)",
-                ">= 30% lower",
-                text,
-                None if cut is None else cut >= 0.3,
-            )
-        )
+        label = "synthetic held-out voices, babble -5 dB: fused vs audio (was >= 30% lower)"
+        rows.append(lower_by(label, results, "heldout-babble-5/both", "heldout-babble-5/audio", 0.3))
     rows.append(
         (
             "real-lips recipe, prepare and training (evaluations not timed), 2 CPU cores",
@@ -126,15 +124,8 @@ def adapt_targets(results: dict, pseudo: dict, minutes: float | None) -> list[tu
                 ok,
             )
         )
-    text, _, cut = _lower(results, "s1-babble-5/adapted", "s1-babble-5/audio")
-    rows.append(
-        (
-            "s1 test, babble -5 dB: adapted fused vs audio model",
-            ">= 40% lower",
-            text,
-            None if cut is None else cut >= 0.4,
-        )
-    )
+    label = "s1 test, babble -5 dB: adapted fused vs audio model"
+    rows.append(lower_by(label, results, "s1-babble-5/adapted", "s1-babble-5/audio", 0.4))
     for test, label in (("unseen", "clean"), ("unseen-babble-5", "babble -5 dB")):
         text, ok, _ = _lower(results, f"{test}/adapted", f"{test}/start")
         rows.append((f"unseen real speakers, {label}: adapted vs before", "not worse", text, ok))
@@ -254,11 +245,7 @@ def write_all(
         "| test set | system | WER | 95% interval |",
         "|---|---|---|---|",
     ]
-    for key, r in results.items():
-        test, system = key.split("/")
-        ci = r.get("wer_ci95")
-        interval = "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
-        lines.append(f"| {test} | {system} | {_pct(r)} | {interval} |")
+    lines += figure_rows(results)
     lines += [
         "",
         f"A reader that sees nothing but knows GRID's grammar (each s1 test clip read as a random s1 training "
