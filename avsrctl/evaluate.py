@@ -117,6 +117,25 @@ class DecodeOutput(_LipViews):
         return len(self.hypotheses) / self.seconds if self.seconds > 0 else math.inf
 
 
+def decode_loader(dataset, cfg, batch_size: int | None = None):
+    """Batches of `dataset` for decoding: sorted by length (no shuffle) to keep padding low, at most
+    `batch_size` (default: the config's decode.batch_size) utterances and data.max_frames_per_batch
+    frames each. Callers put results back in manifest order."""
+    import torch
+
+    from avsrctl.data.dataset import FrameBucketSampler
+
+    sampler = FrameBucketSampler(
+        dataset.lengths,
+        max_frames=cfg.data.max_frames_per_batch,
+        max_batch=batch_size or cfg.decode.batch_size,
+        shuffle=False,
+    )
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=cfg.data.num_workers
+    )
+
+
 def decode_manifest(
     model,
     manifest: Manifest,
@@ -137,7 +156,7 @@ def decode_manifest(
     """
     import torch
 
-    from avsrctl.data.dataset import AVDataset, FrameBucketSampler
+    from avsrctl.data.dataset import AVDataset
 
     if modality not in model.modalities:
         raise UsageError(
@@ -151,16 +170,7 @@ def decode_manifest(
     dataset = AVDataset(
         manifest, modality, roi=cfg.data.roi, roi_size=cfg.data.roi_size, noise=noise, seed=seed, judge_audio=judge
     )
-    # Sorting by length (no shuffle) keeps padding low; results are put back in manifest order.
-    sampler = FrameBucketSampler(
-        dataset.lengths,
-        max_frames=cfg.data.max_frames_per_batch,
-        max_batch=batch_size or cfg.decode.batch_size,
-        shuffle=False,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=cfg.data.num_workers
-    )
+    loader = decode_loader(dataset, cfg, batch_size)
     by_id: dict[str, str] = {}
     lips_by_id: dict[str, LipUse] = {}
     failed: dict[str, str] = {}

@@ -326,19 +326,12 @@ def pseudo_label(
     import torch
 
     from avsrctl import decoding
-    from avsrctl.data.dataset import AVDataset, FrameBucketSampler
+    from avsrctl.data.dataset import AVDataset
+    from avsrctl.evaluate import decode_loader
 
     # 'both' reads both streams from disk (the lips for lip_sync); the transcript reads the audio alone
     dataset = AVDataset(manifest, "both", roi=cfg.data.roi, roi_size=cfg.data.roi_size)
-    sampler = FrameBucketSampler(
-        dataset.lengths,
-        max_frames=cfg.data.max_frames_per_batch,
-        max_batch=batch_size or cfg.decode.batch_size,
-        shuffle=False,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=dataset.collate, num_workers=cfg.data.num_workers
-    )
+    loader = decode_loader(dataset, cfg, batch_size)
     judge = decoding.sync_fusion(model)
     labels: dict[str, Label] = {}
     failed: dict[str, str] = {}
