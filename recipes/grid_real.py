@@ -214,6 +214,42 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
     return out / "final", pseudo
 
 
+ADAPT_SYSTEMS = {  # name -> (modality, test sets): START before adaptation, the adapted model after
+    "start-model-video-only": ("video", ["s1", "unseen"]),
+    "start": ("both", ["unseen", "unseen-babble-5"]),
+    "adapted": ("both", ["s1", "s1-babble-5", "s1-babble-10", "unseen", "unseen-babble-5"]),
+    "adapted-model-video-only": ("video", ["s1", "unseen"]),
+    "adapted-model-audio-only": ("audio", ["unseen", "unseen-babble-5"]),
+}
+
+
+def adapt_only(args, work: Path, corpus: Path, start: str, timings: dict) -> None:
+    """The adaptation stage and the evaluations its targets need (the audio model at -5 dB too)."""
+    import real_report as report
+
+    adapted, pseudo = adapt(work, corpus, start, timings)
+    tests = {"s1": corpus / "test.tsv", "unseen": unseen_manifest(work / "unseen")}
+    tests.update(
+        {f"s1-babble{snr}": tsv for snr, tsv in noisy_copies(tests["s1"], work / "s1-babble", (-5, -10)).items()}
+    )
+    tests["unseen-babble-5"] = noisy_copies(tests["unseen"], work / "unseen-babble", (-5,))[-5]
+    systems = {"audio": (start, "audio", ["s1-babble-5"])}
+    for name, (modality, names) in ADAPT_SYSTEMS.items():
+        systems[name] = (str(adapted) if name.startswith("adapted") else start, modality, names)
+    results, lip_use = {}, {}
+    for name, (checkpoint, modality, names) in systems.items():
+        for test in names:
+            folder = work / "eval" / f"{test}-{name}"
+            results[f"{test}/{name}"] = evaluate(
+                tests[test], folder, "--checkpoint", checkpoint, "--modality", modality
+            )
+            used = lips(folder) if name == "adapted" else None
+            if used and used.get("lip_sync") is not None:
+                lip_use[f"{test} (adapted)"] = used
+    report.update_adapt(args, results, timings, lip_use, pseudo, start=start)
+    log(f"adaptation figures written to {args.results} and {args.results.with_name('results.json')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
@@ -225,7 +261,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
     parser.add_argument("--no-export", action="store_true", help="leave the built-in model grid-small as it is")
     parser.add_argument("--no-adapt", action="store_true", help="skip the `avsrctl adapt` stage and its evaluations")
+    parser.add_argument(
+        "--adapt-only",
+        action="store_true",
+        help="only the `avsrctl adapt` stage and its evaluations; its figures join docs/results.json and its "
+        "section of RESULTS.md is replaced (the real-lips figures there stay)",
+    )
     args = parser.parse_args()
+    if args.adapt_only and args.no_adapt:
+        parser.error("--adapt-only and --no-adapt exclude each other")
     work: Path = args.work
     start = args.start or str(work / "train-both" / "final")
     if not (S1 / "train.txt").is_file():
@@ -233,6 +277,9 @@ def main() -> None:
     timings: dict[str, dict] = {}
     t0 = time.perf_counter()
     corpus = prepare_s1(work / "s1", timings)
+    if args.adapt_only:
+        adapt_only(args, work, corpus, start, timings)
+        return
     ckpt = {s.name: train(work, corpus, start, s, timings) for s in STAGES}
 
     adapted, pseudo = (None, None) if args.no_adapt else adapt(work, corpus, start, timings)
@@ -255,14 +302,11 @@ def main() -> None:
         "both-model-audio-only": (str(ckpt["both"]), "audio", [t for t in tests if not t.endswith("still-video")]),
         "both-model-video-only": (str(ckpt["both"]), "video", ["s1", "unseen", "heldout"]),
         "baseline": (None, "audio", ["s1", *(f"s1-babble{snr}" for snr in SNRS), "unseen"]),
-        # avsrctl adapt: START's lips before, the adapted model after (it never read an s1 transcript)
-        "start-model-video-only": (start, "video", ["s1", "unseen"]),
-        "start": (start, "both", ["unseen", "unseen-babble-5"]),
     }
-    if adapted is not None:
-        systems["adapted"] = (str(adapted), "both", ["s1", "s1-babble-5", "s1-babble-10", "unseen", "unseen-babble-5"])
-        systems["adapted-model-video-only"] = (str(adapted), "video", ["s1", "unseen"])
-        systems["adapted-model-audio-only"] = (str(adapted), "audio", ["unseen", "unseen-babble-5"])
+    for name, (modality, names) in ADAPT_SYSTEMS.items():  # avsrctl adapt: START's lips before, adapted after
+        if name.startswith("adapted") and adapted is None:
+            continue
+        systems[name] = (str(adapted) if name.startswith("adapted") else start, modality, names)
     results: dict[str, dict] = {}
     lip_use: dict[str, dict] = {}
     for name, (checkpoint, modality, names) in systems.items():

@@ -262,23 +262,7 @@ def write_all(
         vw = "-" if used.get("video_weight") is None else f"{used['video_weight']:.3f}"
         lines.append(f"| {k} | {vw} | {used['lip_sync']:.3f} | {used.get('set_aside', '-')} |")
     if pseudo is not None:
-        minutes = timings["adapt"]["seconds"] / 60 if "adapt" in timings else None
-        wer = "-" if pseudo["wer"] is None else f"{100 * pseudo['wer']:.1f}% ({pseudo['errors']}/{pseudo['words']})"
-        lines += [
-            "",
-            "## Teach the lips a new face: `avsrctl adapt`",
-            "",
-            f"`avsrctl adapt --checkpoint {start} --data <s1 train clips, no transcripts> --output adapt`: the "
-            "starting model (whose lips never saw s1) transcribes s1's 750 training clips from their audio, keeps "
-            f"the confident ones ({pseudo['kept']} of {pseudo['clips']}), and trains its lips on those "
-            "pseudo-transcripts (CTC, video, fused; the audio path frozen). Measured after the fact against the "
-            f"withheld transcripts, the kept pseudo-transcripts have a WER of {wer}; {pseudo['wrong']} of "
-            f"{pseudo['kept']} have at least one wrong word.",
-            "",
-            "| target | wanted | measured | |",
-            "|---|---|---|---|",
-            *(f"| {t} | {w} | {m} | {mark[ok]} |" for t, w, m, ok in adapt_targets(results, pseudo, minutes)),
-        ]
+        lines += adapt_section(results, timings, pseudo, start)
     lines += [
         "",
         "## How it was trained",
@@ -313,3 +297,80 @@ def write_all(
         "docs/RESULTS-synthetic.md; their history is in git and CHANGELOG.md.",
     ]
     args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+ADAPT_HEADING = "## Teach the lips a new face: `avsrctl adapt`"
+
+
+def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: str = "") -> list[str]:
+    """The adaptation's lines of RESULTS.md: the command, how good its pseudo-labels were, its targets."""
+    mark = {True: "met", False: "**missed**", None: "-"}
+    minutes = timings["adapt"]["seconds"] / 60 if "adapt" in timings else None
+    rss = timings.get("adapt", {}).get("peak_rss_mib")
+    wer = "-" if pseudo["wer"] is None else f"{100 * pseudo['wer']:.1f}% ({pseudo['errors']}/{pseudo['words']})"
+    return [
+        "",
+        ADAPT_HEADING,
+        "",
+        *([when, ""] if when else []),
+        f"`avsrctl adapt --checkpoint {start} --data <s1 train clips, no transcripts> --output adapt`: the "
+        "starting model (whose lips never saw s1) transcribes s1's 750 training clips from their audio, keeps "
+        f"the confident ones ({pseudo['kept']} of {pseudo['clips']}), and trains its lips on those "
+        "pseudo-transcripts (CTC, video, fused; the audio path frozen). Measured after the fact against the "
+        f"withheld transcripts, the kept pseudo-transcripts have a WER of {wer}; {pseudo['wrong']} of "
+        f"{pseudo['kept']} have at least one wrong word."
+        + ("" if rss is None else f" Peak memory (RSS) of the adaptation: {rss} MiB."),
+        "",
+        "| target | wanted | measured | |",
+        "|---|---|---|---|",
+        *(f"| {t} | {w} | {m} | {mark[ok]} |" for t, w, m, ok in adapt_targets(results, pseudo, minutes)),
+    ]
+
+
+def update_adapt(args, results: dict, timings: dict, lip_use: dict, pseudo: dict, *, start: str) -> None:
+    """`--adapt-only`: merge the adaptation's figures into docs/results.json (the figures of the
+    real-lips run that wrote it stay) and put its section in RESULTS.md in place of the old one."""
+    docs = args.results.parent
+    path = docs / "results.json"
+    figures = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    before = {  # the supervised real-lips figures the adaptation targets compare with
+        k: {"wer": v["wer"], "errors": v["errors"], "ref_words": v["words"], "wer_ci95": v.get("ci95")}
+        for k, v in figures.items()
+        if isinstance(v, dict) and "wer" in v and "/" in k and k not in results
+    }
+    merged = {**before, **results}
+    for key, r in results.items():
+        figures[key] = {
+            "wer": round(r["wer"], 4),
+            "errors": r["errors"],
+            "words": r["ref_words"],
+            "ci95": r.get("wer_ci95"),
+        }
+    for k, used in lip_use.items():
+        figures[f"lip-sync/{k}"] = None if used.get("lip_sync") is None else round(used["lip_sync"], 4)
+        if used.get("video_weight") is not None:
+            figures[f"video-weight/{k}"] = round(used["video_weight"], 4)
+        if "set_aside" in used:
+            figures[f"lips-set-aside/{k}"] = used["set_aside"]
+    figures["adapt/pseudo-labels"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in pseudo.items()}
+    figures["adapt/seconds"] = round(timings["adapt"]["seconds"], 1)
+    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+    when = (
+        f"Run on {time.strftime('%Y-%m-%d')} with `python recipes/grid_real.py --adapt-only --start {start}` "
+        f"({platform.machine()}, {os.cpu_count()} CPU cores): the adaptation stage and its evaluations alone; the "
+        "supervised figures it is compared with are the real-lips run's above."
+    )
+    section = adapt_section(merged, timings, pseudo, start, when)
+    text = args.results.read_text(encoding="utf-8") if args.results.is_file() else "# Results\n"
+    lines = text.rstrip("\n").split("\n")
+    if ADAPT_HEADING in lines:  # replace the old section, up to the next heading of the same level
+        i = lines.index(ADAPT_HEADING) - 1
+        j = next((k for k in range(i + 2, len(lines)) if lines[k].startswith("## ")), len(lines))
+        lines[i:j] = section + [""]
+    elif "## How it was trained" in lines:
+        i = lines.index("## How it was trained")
+        lines[i:i] = section[1:] + [""]
+    else:
+        lines += section
+    args.results.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
