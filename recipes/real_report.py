@@ -307,6 +307,7 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
     mark = {True: "met", False: "**missed**", None: "-"}
     minutes = timings["adapt"]["seconds"] / 60 if "adapt" in timings else None
     rss = timings.get("adapt", {}).get("peak_rss_mib")
+    cpu = timings.get("adapt", {}).get("cpu_seconds")
     wer = "-" if pseudo["wer"] is None else f"{100 * pseudo['wer']:.1f}% ({pseudo['errors']}/{pseudo['words']})"
     return [
         "",
@@ -319,7 +320,13 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
         "pseudo-transcripts (CTC, video, fused; the audio path frozen). Measured after the fact against the "
         f"withheld transcripts, the kept pseudo-transcripts have a WER of {wer}; {pseudo['wrong']} of "
         f"{pseudo['kept']} have at least one wrong word."
-        + ("" if rss is None else f" Peak memory (RSS) of the adaptation: {rss} MiB."),
+        + ("" if rss is None else f" Peak memory (RSS) of the adaptation: {rss} MiB.")
+        + (
+            ""
+            if cpu is None
+            else f" It used {cpu / 60:.1f} CPU-minutes ({cpu / 120:.1f} min on two fully used cores; the wall time "
+            "below includes any other load on the machine)."
+        ),
         "",
         "| target | wanted | measured | |",
         "|---|---|---|---|",
@@ -354,6 +361,7 @@ def update_adapt(args, results: dict, timings: dict, lip_use: dict, pseudo: dict
             figures[f"lips-set-aside/{k}"] = used["set_aside"]
     figures["adapt/pseudo-labels"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in pseudo.items()}
     figures["adapt/seconds"] = round(timings["adapt"]["seconds"], 1)
+    figures["adapt/cpu-seconds"] = timings["adapt"].get("cpu_seconds")
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
     when = (
