@@ -13,7 +13,7 @@ SYSTEM_TOOLS  := ffmpeg espeak-ng
 .PHONY: demo test test-fast lint format bench install dev weights system voices clean-venv grid-recipe token-rate
 
 demo: install weights system
-	$(BIN)/python -m avsrctl.demo
+	$(BIN)/python -m avsrctl demo
 
 test: dev weights system
 	$(BIN)/python -m pytest -q

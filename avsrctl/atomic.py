@@ -2,11 +2,13 @@
 
 Every writer in avsrctl goes through here: the data is written beside the target under a
 temporary name (same suffix, so ffmpeg and matplotlib still pick the format), then renamed.
+A folder of files (a checkpoint, a built-in model) is written the same way by `write_folder`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +82,57 @@ def write_files(files: dict[Path, str]) -> None:
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+
+
+def recover_replaced(final: Path) -> None:
+    """Put back a folder that a crash left moved aside by `write_folder`.
+
+    Replacing an existing folder (a checkpoint's `best`, `final`) takes two renames: old ->
+    `.old-<name>`, new -> `<name>`. A kill between them leaves only `.old-<name>`, which is complete:
+    rename it back.
+    """
+    old = final.parent / f".old-{final.name}"
+    if not final.exists() and old.is_dir():
+        os.replace(old, final)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def write_folder(final: Path, fill: Callable[[Path], None], *, mode: int | None = None) -> Path:
+    """Write the folder `final` whole or not at all, and return it.
+
+    `fill(tmp)` writes the files into `tmp` (`.tmp-<name>` beside `final`); each file then gets
+    `mode` (default: what the umask gives a new file), is fsync'd, and `tmp` is renamed to `final`.
+    An existing `final` is first moved aside to `.old-<name>` (os.replace cannot replace a
+    non-empty folder; `recover_replaced` puts it back after a crash between the two renames)
+    and removed after. On any failure `tmp` is removed and the previous `final` stays.
+    """
+    final = Path(final)
+    tmp, old = final.parent / f".tmp-{final.name}", final.parent / f".old-{final.name}"
+    recover_replaced(final)
+    if tmp.exists():  # left by a crash during an earlier write
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+        mode = 0o666 & ~_umask() if mode is None else mode  # safetensors creates its files 0600 whatever the umask
+        for path in sorted(tmp.iterdir()):
+            os.chmod(path, mode)
+            fsync_file(path)
+        fsync_dir(tmp)
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

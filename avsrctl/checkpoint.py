@@ -5,25 +5,27 @@ OUTPUT/
   latest                  name of the newest complete checkpoint (written atomically)
   epoch-0001/ step-000500/ best/ final/
     config.yaml           resolved config: rebuilds the model
-    model.safetensors     trainable weights only (connectors, fusion, LoRA; never frozen encoders/LLM)
+    model.safetensors     weights a run trained (connectors, fusion, LoRA, unfrozen encoders), plus frozen ones
+                          it was initialised with from a checkpoint (--init-from: AVSRModel.keep_loaded);
+                          never the pretrained encoder/LLM weights config.yaml rebuilds
     meta.json             format version, avsrctl version, modality, step, epoch, valid loss/WER, tokenizer additions
     optimizer.safetensors optimizer state tensors, keyed 'state/<param name>/<field>' (training/state.py)
     trainer_state.json    step, epoch, batch position, scheduler, RNG states, best valid loss, param groups
 ```
 
-A checkpoint is written to `OUTPUT/.tmp-<name>`, every file fsync'd, then renamed into place,
-so a crash leaves either the previous checkpoint or the new one, never half of one. Reading
-uses safetensors and JSON only: a pickle planted where weights belong is refused.
-`load_checkpoint` is what decode, eval, transcribe and inspect-params call; training adds
-the optimiser state, periodic names and pruning (avsrctl/training/). Wherever a checkpoint path
-is read, a built-in name (`grid-small`, avsrctl/pretrained.py) is accepted too.
+A checkpoint is written to `OUTPUT/.tmp-<name>`, every file fsync'd, then renamed into place
+(atomic.write_folder, which scripts/export_builtin.py uses too), so a crash leaves either the previous
+checkpoint or the new one, never half of one. Reading uses safetensors and JSON only: a
+pickle planted where weights belong is refused. `load_checkpoint` is what decode, eval,
+transcribe and inspect-params call; training adds the optimiser state, periodic names and
+pruning (avsrctl/training/). Wherever a checkpoint path is read, a built-in name
+(`grid-small`, avsrctl/pretrained.py) is accepted too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from avsrctl import __version__
-from avsrctl.atomic import fsync_dir, fsync_file, write_atomic
+from avsrctl.atomic import recover_replaced, write_atomic, write_folder
 from avsrctl.config import Config, config_from_dict
 from avsrctl.errors import CheckpointError, ConfigError
-from avsrctl.models.avsr import trainable_mismatches
+from avsrctl.models.weights import trainable_mismatches
 from avsrctl.pretrained import resolve_checkpoint
 
 FORMAT_VERSION = 1
@@ -115,27 +117,8 @@ def _write_reason(e: BaseException) -> str:
     return str(e)
 
 
-def recover_replaced(final: Path) -> None:
-    """Put back a checkpoint that a crash left moved aside.
-
-    Replacing an existing folder (`best`, `final`) takes two renames: old -> `.old-<name>`, new ->
-    `<name>`. A kill between them leaves only `.old-<name>`, which is complete: rename it back.
-    """
-    old = final.parent / f".old-{final.name}"
-    if not final.exists() and old.is_dir():
-        os.replace(old, final)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def _write_folder(
+def _fill_checkpoint(
     tmp: Path,
-    final: Path,
-    output: Path,
     *,
     model: Any,
     weights: dict[str, torch.Tensor],
@@ -145,12 +128,7 @@ def _write_folder(
     optimizer_tensors: dict[str, torch.Tensor] | None,
     trainer_state: dict[str, Any] | None,
 ) -> None:
-    """Write every file into `tmp`, fsync them, then rename `tmp` to `final`."""
-    recover_replaced(final)
-    if tmp.exists():  # left by a crash during an earlier save
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    written = [tmp / CONFIG, tmp / WEIGHTS, tmp / META]
+    """Write a checkpoint's files into the folder `tmp`."""
     cfg.save(tmp / CONFIG)
     save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
     full_meta = {
@@ -165,25 +143,8 @@ def _write_folder(
     _write_json(tmp / META, full_meta)
     if optimizer_tensors is not None:
         save_file(optimizer_tensors, str(tmp / OPTIMIZER))
-        written.append(tmp / OPTIMIZER)
     if trainer_state is not None:
         _write_json(tmp / STATE, {"format_version": FORMAT_VERSION, **trainer_state})
-        written.append(tmp / STATE)
-    mode = 0o666 & ~_umask()  # safetensors creates its files 0600 whatever the umask: make them like the others
-    for path in written:
-        os.chmod(path, mode)
-        fsync_file(path)
-    fsync_dir(tmp)
-    if final.exists():
-        # os.replace cannot replace a non-empty folder: move the old one aside first
-        old = output / f".old-{name}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def save_checkpoint(
@@ -205,7 +166,7 @@ def save_checkpoint(
     NaN or inf are refused before anything is written: a diverged model never becomes a checkpoint.
     """
     output = Path(output)
-    final, tmp = output / name, output / f".tmp-{name}"
+    final = output / name
     weights = cpu_tensors(model.trainable_state_dict())
     bad = nonfinite_tensors(weights)
     if bad:
@@ -214,25 +175,24 @@ def save_checkpoint(
             hint="the model diverged: lower train.lr, or train in fp32 (train.mixed_precision=no)",
         )
     try:
-        _write_folder(
-            tmp,
+        write_folder(
             final,
-            output,
-            model=model,
-            weights=weights,
-            cfg=cfg,
-            name=name,
-            meta=meta,
-            optimizer_tensors=optimizer_tensors,
-            trainer_state=trainer_state,
+            lambda tmp: _fill_checkpoint(
+                tmp,
+                model=model,
+                weights=weights,
+                cfg=cfg,
+                name=name,
+                meta=meta,
+                optimizer_tensors=optimizer_tensors,
+                trainer_state=trainer_state,
+            ),
         )
-        fsync_dir(output)
         if update_latest:  # a failure here leaves a complete folder that find_latest still finds
             write_latest(output, name)
     except BaseException as e:
-        # Never leave a partial folder behind: on a full disk it would hold the space the
-        # next attempt needs. The final name and `latest` still point at complete checkpoints.
-        shutil.rmtree(tmp, ignore_errors=True)
+        # write_folder left no partial folder behind (on a full disk it would hold the space the
+        # next attempt needs): the final name and `latest` still point at complete checkpoints.
         if isinstance(e, (OSError, SafetensorError)):
             previous = read_latest_name(output)
             raise CheckpointWriteError(

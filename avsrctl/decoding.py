@@ -2,7 +2,14 @@
 
 Options and results are frozen dataclasses checked in one place (`__post_init__`). `generate`
 runs greedy or beam search with a KV cache (Hugging Face `generate` on the LLM) over the rows
-that `AVSRModel.build_inputs` makes, and scores each hypothesis by its mean log-probability.
+that `AVSRModel.llm_inputs` makes, and scores each hypothesis by its mean log-probability.
+
+The lips' vocabulary (fused models with the sync classifier, models/fusion.py): `lip_sync` is an
+utterance's mean probability that its lips move with its voice; `min_lip_sync` the threshold below
+which a fused ('both') decode sets the lips aside (reads the utterance from its audio alone) and a
+decode of the lips alone ('video') says they are below it; `video_weight` the mean weight the fusion
+gave the lips (0 when set aside). The threshold is an option of the decode (`DecodingOptions`),
+passed into the fusion's forward; the loaded model is never changed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ class DecodingOptions:
     beam_size: int = 1  # 1: greedy search; >1: beam search
     max_new_tokens: int = 64  # upper bound on generated tokens per utterance (EOS usually stops first)
     length_penalty: float = 1.0  # beam search only, Hugging Face convention: score / length**penalty
+    # fused models with the sync classifier: lips with a lower mean in-sync probability are set aside
+    # ('both') or said to be below it ('video'); None: the checkpoint's model.fusion.min_lip_sync
+    min_lip_sync: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
@@ -31,17 +41,24 @@ class DecodingOptions:
             raise UsageError(f"max_new_tokens must be an integer >= 1 (got {self.max_new_tokens!r})")
         if not isinstance(self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty):
             raise UsageError(f"length_penalty must be a finite number (got {self.length_penalty!r})")
+        check_min_lip_sync(self.min_lip_sync)
 
     @classmethod
     def from_config(
-        cls, decode_cfg, *, beam_size: int | None = None, max_new_tokens: int | None = None
+        cls,
+        decode_cfg,
+        *,
+        beam_size: int | None = None,
+        max_new_tokens: int | None = None,
+        min_lip_sync: float | None = None,
     ) -> "DecodingOptions":
         """Options from a `DecodeConfig` section (the `decode:` part of a config); a value given here
-        (a command-line flag) wins over the config's."""
+        (a command-line flag) wins over the config's. `min_lip_sync` None: the model's own threshold."""
         return cls(
             beam_size=beam_size or decode_cfg.beam_size,
             max_new_tokens=max_new_tokens or decode_cfg.max_new_tokens,
             length_penalty=float(decode_cfg.length_penalty),
+            min_lip_sync=None if min_lip_sync is None else float(min_lip_sync),
         )
 
 
@@ -57,23 +74,31 @@ def sync_fusion(model):
     return fusion if fusion is not None and getattr(fusion, "sync", None) is not None else None
 
 
-def use_min_lip_sync(model, value: float) -> None:
-    """Decode `model` with this in-sync threshold (model.fusion.min_lip_sync) instead of its config's."""
-    check_min_lip_sync(value)
-    fusion = sync_fusion(model)
-    if fusion is None:
+def check_options_fit(model, options: DecodingOptions) -> None:
+    """A usage error when `options` ask `model` for what it cannot do: an in-sync threshold
+    (`min_lip_sync`) without a fused model's sync classifier."""
+    if options.min_lip_sync is not None and sync_fusion(model) is None:
         raise UsageError(
             "--min-lip-sync needs a fused model with the sync classifier",
-            hint="it applies to checkpoints trained with model.fusion.sync_weight above 0",
+            hint="it applies to checkpoints trained with model.losses.sync above 0",
         )
-    fusion.min_sync = float(value)
 
 
-def lip_sync_setting(model, modality: str) -> dict:
-    """{"min_lip_sync": value} for a report's settings when `modality` 'both' reads a sync classifier
-    (below it, lips are set aside), or 'video' can (below it, the lips are said not to follow the voice)."""
+def lip_sync_threshold(model, options: DecodingOptions | None = None) -> float | None:
+    """The in-sync threshold a decode with `options` reads the lips with: the options' own, else the
+    model's configured one (model.fusion.min_lip_sync); None without a sync classifier."""
     fusion = sync_fusion(model)
-    return {"min_lip_sync": fusion.min_sync} if modality in ("both", "video") and fusion is not None else {}
+    if fusion is None:
+        return None
+    return fusion.min_lip_sync if options is None or options.min_lip_sync is None else options.min_lip_sync
+
+
+def lip_sync_setting(model, modality: str, options: DecodingOptions | None = None) -> dict:
+    """{"min_lip_sync": value} for a report's settings when `modality` 'both' reads a sync classifier
+    (below it, lips are set aside), or 'video' can (below it, the lips are said not to follow the voice);
+    the value is `lip_sync_threshold` of the decode's `options`."""
+    threshold = lip_sync_threshold(model, options)
+    return {"min_lip_sync": threshold} if modality in ("both", "video") and threshold is not None else {}
 
 
 @dataclass(frozen=True)
@@ -145,6 +170,7 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
     from transformers import GenerationConfig
 
     options = options or DecodingOptions()
+    check_options_fit(model, options)
     if len(batch) == 0:
         return []
     was_training = model.training
@@ -158,11 +184,13 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
             streams = model.streams(batch, "both")
             lengths = batch.lengths.to(model.device)
             lip_syncs = judge.mean_sync(streams["audio"], streams["video"], lengths).tolist()
-        embeds, attn, _ = model.build_inputs(batch, modality, with_targets=False, streams=streams)
-        fusion = getattr(model, "fusion", None)
-        video_weights = fusion.last_video_weight.tolist() if modality == "both" and fusion is not None else None
-        if video_weights is not None and judge is not None:
-            lip_syncs = fusion.last_sync.tolist()
+        inputs = model.llm_inputs(
+            batch, modality, with_targets=False, streams=streams, min_lip_sync=options.min_lip_sync
+        )
+        embeds, attn, fused = inputs.embeds, inputs.attention_mask, inputs.fusion
+        video_weights = fused.video_weight.tolist() if fused is not None else None
+        if fused is not None and fused.lip_sync is not None:
+            lip_syncs = fused.lip_sync.tolist()
         greedy = options.beam_size == 1
         # Greedy search scores its tokens as it goes (one (B, V) step held at a time) and so
         # applies the suppression itself, after reading the model's own distribution.

@@ -26,83 +26,15 @@ from avsrctl.atomic import write_files
 from avsrctl.config import Config
 from avsrctl.data.manifest import Manifest
 from avsrctl.errors import UsageError
+from avsrctl.lips import LipUse, LipViews, run_fields
 from avsrctl.metrics import ErrorReport, result_paths, score, spelling_mapping, write_results
 
 if TYPE_CHECKING:  # torch stays out of `eval --hyp` and the baseline
     from avsrctl.decoding import DecodingOptions
 
 
-@dataclass(frozen=True)
-class LipUse:
-    """How a fused model used one utterance's lips."""
-
-    video_weight: float | None  # 'both': mean fusion weight on the video over its frames (0 when set aside)
-    lip_sync: float | None = None  # with a sync classifier: mean probability that the lips move with the voice
-
-    def fields(self) -> dict:
-        """Its results.jsonl fields, rounded."""
-        known = {"video_weight": self.video_weight, "lip_sync": self.lip_sync}
-        return {k: round(v, 4) for k, v in known.items() if v is not None}
-
-
-class _LipViews:
-    """Per-row views of `lips` (one `LipUse` per manifest row, None for a row that was not decoded)."""
-
-    lips: list[LipUse | None] | None
-
-    @property
-    def video_weights(self) -> list[float | None] | None:
-        """'both': each row's mean fusion weight on the video; None for other modalities."""
-        return None if self.lips is None else [None if u is None else u.video_weight for u in self.lips]
-
-    @property
-    def lip_syncs(self) -> list[float | None] | None:
-        """'both' with a sync classifier: each row's mean in-sync probability; None without one."""
-        syncs = None if self.lips is None else [None if u is None else u.lip_sync for u in self.lips]
-        return syncs if syncs and any(r is not None for r in syncs) else None
-
-    @property
-    def mean_video_weight(self) -> float | None:
-        return mean_known(self.video_weights)
-
-    def lip_summary(self, min_lip_sync: float | None) -> tuple[dict, int] | None:
-        """(summary, rows) of how the lips were used over the decoded rows (`summarize_lips`, each
-        row counted once); None for one stream."""
-        uses = [(u.video_weight, u.lip_sync) for u in self.lips or [] if u is not None]
-        summary = summarize_lips(uses, min_lip_sync)
-        if summary is None:
-            return None
-        fused = "mean_video_weight" in summary
-        return summary, sum((w if fused else r) is not None for w, r in uses)
-
-
-def summarize_lips(
-    uses: Sequence[tuple[float | None, float | None]], min_lip_sync: float | None, spans: Sequence[float] | None = None
-) -> dict | None:
-    """How a fused model used the lips, from each utterance's or piece's (video weight, in-sync
-    probability), in the shape `wording.lip_use_line` reads; means weighted by `spans` (equal without).
-
-    Fused ('both'): `mean_video_weight` and, with a sync classifier and its threshold, `mean_lip_sync`,
-    `min_lip_sync` and `set_aside` (below the threshold: read from the audio alone). Lips read alone
-    and judged against the voice: `mean_lip_sync`, `min_lip_sync` and `below`. None for one stream."""
-    spans = [1.0] * len(uses) if spans is None else spans
-    weights = [(w, s) for (w, _), s in zip(uses, spans) if w is not None]
-    syncs = [(r, s) for (_, r), s in zip(uses, spans) if r is not None]
-
-    def mean(pairs):
-        return sum(v * s for v, s in pairs) / sum(s for _, s in pairs)
-
-    judged = {}
-    if syncs and min_lip_sync is not None:
-        low = sum(r < min_lip_sync for r, _ in syncs)
-        judged = {"mean_lip_sync": mean(syncs), "min_lip_sync": min_lip_sync, "set_aside" if weights else "below": low}
-    if not weights:
-        return judged or None
-    return {"mean_video_weight": mean(weights), **judged}
-
-
 @dataclass
-class DecodeOutput(_LipViews):
+class DecodeOutput(LipViews):
     """Hypotheses for one manifest under one condition (clean or one SNR)."""
 
     modality: str
@@ -212,27 +144,11 @@ def score_hypotheses(
     )
 
 
-def mean_known(values: list[float | None] | None) -> float | None:
-    """Mean of the rows' values that are known (video weights, in-sync probabilities); None when none is."""
-    known = [w for w in values or [] if w is not None]
-    return sum(known) / len(known) if known else None
-
-
-def fusion_fields(out: _LipViews) -> tuple[dict, list[dict] | None]:
-    """What the fused model's use of the lips (video weights and, with a sync classifier, in-sync
-    probabilities) adds to wer.json (the means) and to each results.jsonl row."""
-    if out.lips is None:
-        return {}, None
-    rows = [{} if u is None else u.fields() for u in out.lips]
-    means = {"mean_video_weight": mean_known(out.video_weights), "mean_lip_sync": mean_known(out.lip_syncs)}
-    return {k: round(v, 4) for k, v in means.items() if v is not None}, rows
-
-
 def write_condition(
     output_dir: Path, manifest: Manifest, out: DecodeOutput, report: ErrorReport, settings: dict
 ) -> dict[str, Path]:
     """Write hyp.wrd, results.jsonl and wer.json for one condition."""
-    mean, rows = fusion_fields(out)
+    mean, rows = run_fields(out)
     summary = {
         **report.to_dict(),
         "modality": out.modality,
@@ -285,13 +201,15 @@ def run_decode(
     normalizer: str = "basic",
     seed: int = 0,
     device: str = "cpu",
+    batch_size: int | None = None,
     extra_settings: dict | None = None,
     progress=None,
 ) -> list[tuple[DecodeOutput, ErrorReport]]:
     """Decode clean, then at each SNR level of `snrs`, and write each condition.
 
     With `snrs`, the clean condition is written to `output_dir` and each level to
-    `output_dir/snr_<db>/`, plus `output_dir/wer_by_snr.json`.
+    `output_dir/snr_<db>/`, plus `output_dir/wer_by_snr.json`. `batch_size`: utterances generated
+    together (None: the config's decode.batch_size).
     """
     from avsrctl.data.noise import NoiseSpec
 
@@ -310,7 +228,16 @@ def run_decode(
         label = "clean" if noise is None else f"{noise.kind} {noise.snr_db:g} dB"
         on_batch = _progress_task(progress, f"decode {modality} ({label})", len(manifest))
         out = decode_manifest(
-            model, manifest, modality, options, cfg, noise=noise, seed=seed, device=device, on_batch=on_batch
+            model,
+            manifest,
+            modality,
+            options,
+            cfg,
+            batch_size=batch_size,
+            noise=noise,
+            seed=seed,
+            device=device,
+            on_batch=on_batch,
         )
         report = score_hypotheses(manifest, out.hypotheses, normalizer)
         folder = output_dir if noise is None else output_dir / snr_dirname(noise.snr_db)
@@ -332,7 +259,7 @@ def run_decode(
 
 
 @dataclass
-class Run(_LipViews):
+class Run(LipViews):
     """One set of hypotheses to score: from a file, the baseline, or a checkpoint in one modality."""
 
     system: str
@@ -349,7 +276,7 @@ def score_run(run: Run, manifest: Manifest, normalizers: list[str], hyp_name: st
     summary = {**reports[0].to_dict(), "system": run.system, "tsv": str(manifest.tsv), "wrd": str(manifest.wrd)}
     if run.modality is not None:
         summary["modality"] = run.modality
-    summary.update(fusion_fields(run)[0])
+    summary.update(run_fields(run)[0])
     if run.settings:
         summary["settings"] = run.settings
     if run.failed or run.modality is not None or "baseline" in run.system:
@@ -388,17 +315,20 @@ def checkpoint_runs(
     beam_size: int | None,
     progress=None,
     batch_size: int | None = None,
+    min_lip_sync: float | None = None,
 ) -> list[Run]:
-    """Decode the manifest with a loaded checkpoint in `modality` ('all': each it serves; None: its own)."""
+    """Decode the manifest with a loaded checkpoint in `modality` ('all': each it serves; None: its own);
+    `min_lip_sync`: the in-sync threshold of a fused model's lips (None: its config's)."""
     from avsrctl.checkpoint import trained_modality
-    from avsrctl.decoding import DecodingOptions, lip_sync_setting
+    from avsrctl.decoding import DecodingOptions, check_options_fit, lip_sync_setting
 
     dev = str(model.device)
     if modality == "all":
         modalities = [m for m in ("audio", "video", "both") if m in model.modalities]
     else:
         modalities = [modality or trained_modality(cfg, meta)]
-    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size)
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size, min_lip_sync=min_lip_sync)
+    check_options_fit(model, options)
     runs = []
     for mod in modalities:
         on_batch = _progress_task(progress, f"decoding ({mod})", len(manifest))
@@ -409,7 +339,7 @@ def checkpoint_runs(
             "max_new_tokens": options.max_new_tokens,
             "batch_size": batch_size or cfg.decode.batch_size,
             "device": dev,
-            **lip_sync_setting(model, mod),
+            **lip_sync_setting(model, mod, options),
         }
         runs.append(Run(f"{Path(checkpoint).name} ({mod})", out.hypotheses, mod, dict(out.failed), settings, out.lips))
     return runs

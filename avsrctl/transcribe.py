@@ -22,6 +22,7 @@ import numpy as np
 
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, VIDEO_FPS
 from avsrctl.errors import MediaError
+from avsrctl.lips import clip_summary
 from avsrctl.subtitles import Segment, Transcript
 
 if TYPE_CHECKING:
@@ -330,7 +331,7 @@ class CheckpointRecognizer:
             lips = {} if r is None else {"video_weight": r.video_weight, "lip_sync": r.lip_sync}
             segments.append(Segment(f0 / VIDEO_FPS, f1 / VIDEO_FPS, "" if r is None else r.text.strip(), **lips))
         meta = {"modality": self.modality, "pieces": len(spans)}
-        lips = lip_use(segments, self.min_lip_sync)
+        lips = clip_summary(segments, self.min_lip_sync)
         if lips is not None:
             meta["lips"] = lips
         return Transcript(
@@ -348,19 +349,7 @@ class CheckpointRecognizer:
         they do not follow the voice ('video'); None without a sync classifier, or in audio mode."""
         from avsrctl.decoding import lip_sync_setting
 
-        return lip_sync_setting(self.model, self.modality).get("min_lip_sync")
-
-
-def lip_use(segments: list[Segment], min_lip_sync: float | None) -> dict | None:
-    """How a fused model used the lips over a clip's decoded pieces (`evaluate.summarize_lips`,
-    weighted by the pieces' lengths, rounded for the transcript's meta); None for one stream."""
-    from avsrctl.evaluate import summarize_lips
-
-    uses = [(s.video_weight, s.lip_sync) for s in segments]
-    summary = summarize_lips(uses, min_lip_sync, spans=[max(s.end - s.start, 1e-9) for s in segments])
-    if summary is None:
-        return None
-    return {k: round(v, 4) if k.startswith("mean_") else v for k, v in summary.items()}
+        return lip_sync_setting(self.model, self.modality, self.options).get("min_lip_sync")
 
 
 def torch_audio(audio: np.ndarray):
@@ -377,15 +366,18 @@ def checkpoint_recognizer(
     device: str | None = None,
     max_segment_s: float = 20.0,
     vad: bool | None = None,
+    min_lip_sync: float | None = None,
 ) -> CheckpointRecognizer:
-    """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`."""
+    """Load a checkpoint written by `avsrctl train` and wrap it for `transcribe`; `min_lip_sync`: the
+    in-sync threshold of a fused model's lips (None: its config's)."""
     from avsrctl.checkpoint import load_checkpoint, trained_modality
-    from avsrctl.decoding import DecodingOptions
+    from avsrctl.decoding import DecodingOptions, check_options_fit
 
     model, cfg, meta = load_checkpoint(checkpoint, device=device or "auto")
     dev = str(model.device)
     modality = modality or trained_modality(cfg, meta)
-    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size)
+    options = DecodingOptions.from_config(cfg.decode, beam_size=beam_size, min_lip_sync=min_lip_sync)
+    check_options_fit(model, options)  # before any clip is read
     return CheckpointRecognizer(
         model,
         cfg,

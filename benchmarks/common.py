@@ -36,7 +36,7 @@ CORPUS_SETTINGS = {"n_utterances": 64, "n_speakers": 4, "n_test_speakers": 1, "s
 
 def bench_corpus(log: Callable[[str], None] = print) -> Path:
     """The benchmark corpus (made once with `avsrctl demo-data`'s generator, ~10 s; reused after)."""
-    from avsrctl.data.synth import generate_corpus, settings_of
+    from avsrctl.synth.corpus import generate_corpus, settings_of
 
     out = BENCH_DIR / "corpus"
     done = (out / "train.tsv").is_file() and (out / "test.tsv").is_file()

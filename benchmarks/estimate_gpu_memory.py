@@ -4,10 +4,11 @@
     # on a machine with a GPU, to check the estimate against a real training step:
     .venv/bin/python benchmarks/estimate_gpu_memory.py --cuda [--frames 187 --batch 32]
 
-Parameter counts come from the real architectures, built on the meta device (no weights, no
-download) from their published config.json values: Llama-3.2-1B, the Whisper-medium encoder and
-the CLIP ViT-B/32 vision tower; connectors, fusion, marker embeddings and LoRA are counted from
-avsrctl's own modules and the config. Token counts follow the alignment rules (25 Hz frames,
+Parameter counts come from the model `train` builds (`build_model(..., training=True)`, every
+part the config turns on: connectors, fusion with its sync classifier, marker embeddings, LoRA,
+auxiliary heads), built on the meta device (no weights, no download) with the hub components at
+their published config.json values: Llama-3.2-1B, the Whisper-medium encoder and the CLIP
+ViT-B/32 vision tower (gpu_recipe.py). Token counts follow the alignment rules (25 Hz frames,
 fusion compression K, markers, prompt, transcript, EOS). Bytes of activations per token and LLM
 layer are measured: one decoder layer of the real width with LoRA runs forward under bf16
 autocast on CPU at two lengths, and the tensors autograd saves for backward are summed (the
@@ -22,74 +23,42 @@ the estimate. Exits 0; this is an estimate, not a gate.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
 import common
+from gpu_memory_check import run_step
+from gpu_recipe import tokens_per_utterance, training_model
 
 # Published config.json values of the three hub models (hard-coded, since nothing may be downloaded
 # here), defined once in the package: inspect-params builds their architectures from them too.
 from avsrctl.models.known import ADDED_TOKENS, CLIP_VIT_B_32, LLAMA_3_2_1B, WHISPER_MEDIUM
 
 GiB = 1024**3
-PROMPT_TOKENS = 8  # "Transcribe the speech in the recording." in the Llama 3 tokenizer (estimate)
-WORDS_PER_SECOND = 3.0  # conversational English (LRS3 is TED talks), a generous rate
-TOKENS_PER_WORD = 1.3  # BPE tokens per English word
+SYNC_PROJ = 64  # width of the sync classifier's per-frame projections (models/sync.py SyncScorer)
 DEFAULT_LAYER_BYTES = 129 * 1024  # saved-for-backward bytes per token per decoder layer (measured, see docs)
 
 
-def build_parts(dtype_llm):
-    """Meta-device modules with the real shapes: (llm, whisper encoder, clip tower)."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+def parameter_counts(model) -> dict:
+    """Parameters of the model `train` builds: the LLM's base weights (with the added vocabulary
+    rows), the two encoders, LoRA, and the trainable parts outside the LLM by name."""
 
-    with torch.device("meta"):
-        llm = LlamaForCausalLM(LlamaConfig(**LLAMA_3_2_1B)).to(dtype_llm)
-        whisper = WhisperEncoder(WhisperConfig(**WHISPER_MEDIUM))
-        clip = CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_B_32))
-    return llm, whisper, clip
+    def total(params) -> int:
+        return sum(p.numel() for p in params)  # tied weights are listed once
 
-
-def count(module) -> int:
-    return sum(p.numel() for p in module.parameters())  # tied weights are listed once
-
-
-def lora_params(llm, rank: int, targets: list[str]) -> int:
-    """peft LoRA adds A (r x in) and B (out x r) to every targeted Linear."""
-    import torch
-
-    return sum(
-        rank * (m.in_features + m.out_features)
-        for n, m in llm.named_modules()
-        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets
-    )
-
-
-def trainable_params(cfg, d_llm: int, d_audio: int, d_video: int) -> dict[str, int]:
-    import torch
-
-    from avsrctl.models.connector import AudioConnector, VideoConnector
-    from avsrctl.models.fusion import WeightedFusion
-
-    m = cfg.model
-    with torch.device("meta"):
-        audio = AudioConnector(d_audio, m.audio_connector.hidden, d_llm, m.audio_connector.compression)
-        video = VideoConnector(d_video, m.video_connector.hidden, d_llm, m.video_connector.compression)
-        fusion = WeightedFusion(
-            d_llm,
-            m.fusion.weight,
-            m.fusion.learned,
-            m.fusion.compression,
-            weighting=m.fusion.weighting,
-            gate_hidden=m.fusion.gate_hidden,
-        )
+    llm = dict(model.llm.named_parameters())
+    trainable: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        part = name.split(".")[0]
+        if p.requires_grad and part != "llm":
+            label = part.replace("_", " ")
+            trainable[label] = trainable.get(label, 0) + p.numel()
     return {
-        "audio connector": count(audio),
-        "video connector": count(video),
-        "fusion": count(fusion),
-        "marker embeddings": 4 * d_llm,
+        "llm": total(p for n, p in llm.items() if "lora_" not in n),
+        "whisper": total(model.audio_encoder.parameters()) if model.audio_encoder is not None else 0,
+        "clip": total(model.video_encoder.parameters()) if model.video_encoder is not None else 0,
+        "lora": total(p for n, p in llm.items() if "lora_" in n),
+        "trainable": trainable,
     }
 
 
@@ -128,26 +97,6 @@ def measure_layer_bytes(rank: int, alpha: float, dropout: float, targets: list[s
         weights = {p.untyped_storage().data_ptr() for p in layer.parameters()}
         saved[length] = sum(b for ptr, b in storages.items() if ptr not in weights)
     return (saved[128] - saved[64]) / (2 * 64)  # slope: bytes per extra token
-
-
-def tokens_per_utterance(cfg, modality: str, frames: int) -> dict[str, int]:
-    """LLM row length for an utterance of `frames` 25 Hz frames (avsr.py's layout)."""
-    m = cfg.model
-    k = {"both": m.fusion.compression, "audio": m.audio_connector.compression, "video": m.video_connector.compression}[
-        modality
-    ]
-    markers = 4 if modality == "both" else 2
-    text = math.ceil(frames / 25 * WORDS_PER_SECOND * TOKENS_PER_WORD)
-    parts = {
-        "BOS": 1,
-        "markers": markers,
-        "modality tokens": math.ceil(frames / k),
-        "prompt": PROMPT_TOKENS,
-        "transcript": text,
-        "EOS": 1,
-    }
-    parts["total"] = sum(parts.values())
-    return parts
 
 
 def estimate(cfg, counts: dict, layer_bytes: float, batch: int, frames: int, modality: str) -> dict[str, float]:
@@ -194,6 +143,8 @@ def estimate(cfg, counts: dict, layer_bytes: float, batch: int, frames: int, mod
         clip = 0
     if modality == "both":
         act += 4 * bt * D * 4  # fusion weight products and the compression's masked sum
+        if m.losses.sync > 0:  # the sync classifier: two unit projections, 3 pairings' agreement and logits
+            act += bt * (4 * SYNC_PROJ + 3 * 4) * 4
     out["connectors + fusion activations (fp32)"] = act
     out["frozen encoder transients (largest layer, no grad)"] = max(whisper, clip)
     return out
@@ -244,23 +195,13 @@ def main() -> int:
 
     cfg = load_config(args.config)
     m = cfg.model
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[m.llm.dtype]
-    llm, whisper, clip = build_parts(dtype)
-    counts = {
-        "llm": count(llm) + ADDED_TOKENS * LLAMA_3_2_1B["hidden_size"],
-        "whisper": count(whisper),
-        "clip": count(clip),
-        "lora": lora_params(llm, m.llm.lora.rank, list(m.llm.lora.targets)),
-        "trainable": trainable_params(
-            cfg, LLAMA_3_2_1B["hidden_size"], WHISPER_MEDIUM["d_model"], CLIP_VIT_B_32["hidden_size"]
-        ),
-    }
+    counts = parameter_counts(training_model(cfg, "meta"))
     print(
         f"config {args.config}: modality {m.modality}, LLM {m.llm.name} ({m.llm.dtype}), LoRA r={m.llm.lora.rank} "
         f"on {', '.join(m.llm.lora.targets)}, max_frames_per_batch {cfg.data.max_frames_per_batch}, "
         f"max_batch_size {cfg.data.max_batch_size}, mixed precision {cfg.train.mixed_precision}"
     )
-    print("parameters (meta-device models from published configs):")
+    print("parameters (the model train builds, on the meta device, at the published sizes):")
     print(
         f"  Llama-3.2-1B {counts['llm']:,} (incl. {ADDED_TOKENS} added vocabulary rows); Whisper-medium encoder "
         f"{counts['whisper']:,}; CLIP ViT-B/32 vision {counts['clip']:,}"
@@ -281,8 +222,6 @@ def main() -> int:
     shapes = [(args.batch, args.frames)] if args.batch and args.frames else [(B, F // B), (F // 750, 750)]
     results = show(cfg, counts, layer_bytes, shapes, m.modality)
     if args.cuda:
-        from gpu_memory_check import run_step
-
         for (batch, frames), total in results.items():
             peak = run_step(cfg, batch, frames, tokens_per_utterance(cfg, m.modality, frames))
             print(

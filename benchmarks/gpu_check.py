@@ -68,7 +68,7 @@ def configure(tiny: bool, corpus: Path, output: Path, steps: int):
 
 
 def make_corpus(root: Path, n: int) -> Path:
-    from avsrctl.data.synth import generate_corpus
+    from avsrctl.synth.corpus import generate_corpus
 
     generate_corpus(root, n_utterances=n, n_speakers=2, n_test_speakers=1, size=96, seed=0, jobs=1, valid_fraction=0)
     return root
@@ -81,23 +81,13 @@ def dtypes(model, modality: str) -> dict[str, str]:
 
 
 def estimate_gib(cfg, batch: int, frames: int) -> float:
-    """estimate_gpu_memory.py's total for one micro-batch (stored per-token layer bytes)."""
+    """estimate_gpu_memory.py's total for one micro-batch (stored per-token layer bytes) of the model
+    `train` builds from `cfg`, counted on the meta device."""
     import estimate_gpu_memory as E
-    import torch
+    from gpu_recipe import training_model
 
-    m = cfg.model
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[m.llm.dtype]
-    llm, whisper, clip = E.build_parts(dtype)
-    counts = {
-        "llm": E.count(llm) + E.ADDED_TOKENS * E.LLAMA_3_2_1B["hidden_size"],
-        "whisper": E.count(whisper),
-        "clip": E.count(clip),
-        "lora": E.lora_params(llm, m.llm.lora.rank, list(m.llm.lora.targets)),
-        "trainable": E.trainable_params(
-            cfg, E.LLAMA_3_2_1B["hidden_size"], E.WHISPER_MEDIUM["d_model"], E.CLIP_VIT_B_32["hidden_size"]
-        ),
-    }
-    return sum(E.estimate(cfg, counts, E.DEFAULT_LAYER_BYTES, batch, frames, m.modality).values()) / GiB
+    counts = E.parameter_counts(training_model(cfg, "meta"))
+    return sum(E.estimate(cfg, counts, E.DEFAULT_LAYER_BYTES, batch, frames, cfg.model.modality).values()) / GiB
 
 
 def train_and_decode(cfg, tiny: bool, device: str) -> dict:

@@ -4,13 +4,14 @@ Used by `estimate_gpu_memory.py --cuda`; runnable alone as a smoke test on CPU w
 
     .venv/bin/python benchmarks/gpu_memory_check.py --device cpu --layers 1 --batch 2 --frames 50
 
-The parts are avsrctl's own (WhisperAudioEncoder, VisionEncoder, connectors, fusion, AVSRModel,
-LoRA via avsrctl.models.llm.apply_lora) around transformers modules built from the published
+The model is what `train` builds (gpu_recipe.training_model: `build_model(..., training=True)`,
+every part the config turns on, the fusion's sync classifier included) from the published
 configs with random weights, so nothing is downloaded. The tokenizer is avsrctl's character
 tokenizer (the vocabulary size stays Llama's 128256 + added rows): the prompt and transcripts
 are made of as many characters as the Llama tokenizer would give tokens, so every LLM row has
 the length the estimate assumes. The step is what the trainer does on a GPU: bf16 autocast,
-forward, loss x tokens backward, AdamW step.
+forward, the training objective (loss plus the weighted auxiliary losses) x tokens backward,
+AdamW step.
 """
 
 from __future__ import annotations
@@ -19,65 +20,7 @@ import argparse
 import sys
 
 import common  # noqa: F401  (puts the repository on sys.path)
-
-
-def build_model(cfg, device, layers: int | None = None):
-    import torch
-    from estimate_gpu_memory import ADDED_TOKENS, CLIP_VIT_B_32, LLAMA_3_2_1B, PROMPT_TOKENS, WHISPER_MEDIUM
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-    from avsrctl.models.avsr import AVSRModel
-    from avsrctl.models.connector import AudioConnector, VideoConnector
-    from avsrctl.models.fusion import WeightedFusion
-    from avsrctl.models.llm import MARKERS, apply_lora, char_tokenizer
-    from avsrctl.models.vision import VisionEncoder
-    from avsrctl.models.whisper import WhisperAudioEncoder
-
-    m = cfg.model
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[m.llm.dtype]
-    if device.type == "cpu":
-        dtype = torch.float32  # as avsrctl does: half precision only on a GPU
-    tokenizer = char_tokenizer()
-    tokenizer.add_tokens(list(MARKERS), special_tokens=True)
-    llm_cfg = {
-        **LLAMA_3_2_1B,
-        "vocab_size": LLAMA_3_2_1B["vocab_size"] + ADDED_TOKENS,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if layers:
-        llm_cfg["num_hidden_layers"] = layers
-    torch.manual_seed(0)
-    with torch.device(device):
-        llm = LlamaForCausalLM(LlamaConfig(**llm_cfg, attn_implementation="sdpa")).to(dtype)
-        apply_lora(llm, m.llm.lora)
-        audio = WhisperAudioEncoder(WhisperEncoder(WhisperConfig(**WHISPER_MEDIUM)), identity="random")
-        video = VisionEncoder(
-            CLIPVisionModel(CLIPVisionConfig(**CLIP_VIT_B_32)),
-            kind="hf",
-            feature=m.video_encoder.feature,
-            image_size=CLIP_VIT_B_32["image_size"],
-            frame_batch=m.video_encoder.frame_batch,
-            identity="random",
-        )
-        d = LLAMA_3_2_1B["hidden_size"]
-        connectors = {
-            "audio": AudioConnector(audio.output_dim, m.audio_connector.hidden, d, m.audio_connector.compression),
-            "video": VideoConnector(video.output_dim, m.video_connector.hidden, d, m.video_connector.compression),
-        }
-        fusion = WeightedFusion(
-            d,
-            m.fusion.weight,
-            m.fusion.learned,
-            m.fusion.compression,
-            m.fusion.modality_dropout,
-            m.fusion.weighting,
-            m.fusion.gate_hidden,
-        )
-    prompt = "x" * (PROMPT_TOKENS - 1) + "."  # one character per token
-    return AVSRModel({"audio": audio, "video": video}, connectors, fusion, llm, tokenizer, prompt=prompt)
+from gpu_recipe import tokens_per_utterance, training_model
 
 
 def make_batch(batch: int, frames: int, text_tokens: int, device, roi: int = 96):
@@ -105,7 +48,7 @@ def run_step(cfg, batch: int, frames: int, parts: dict, device: str = "cuda", la
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
-    model = build_model(cfg, dev, layers)
+    model = training_model(cfg, dev, layers)
     model.train()
     data = make_batch(batch, frames, parts["transcript"] + 1, dev)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -114,7 +57,8 @@ def run_step(cfg, batch: int, frames: int, parts: dict, device: str = "cuda", la
     amp = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16
     with torch.autocast(dev.type, dtype=amp, enabled=use_amp):
         out = model(data, cfg.model.modality)
-    (out.loss.float() * out.n_tokens).backward()
+    objective = out.loss if out.objective is None else out.objective  # as the trainer (training/oom.py)
+    (objective.float() * out.n_tokens).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
     supervised = batch * (parts["transcript"] + 1)
@@ -139,8 +83,6 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=50)
     args = parser.parse_args()
-    from estimate_gpu_memory import tokens_per_utterance
-
     from avsrctl.config import load_config
 
     cfg = load_config(args.config)

@@ -12,7 +12,7 @@ Steps (each skipped when its output already exists, so a rerun resumes):
      the lip-reading front-end trained from scratch): audio; then video in two stages, the
      front-end alone with character CTC (`train.objective=ctc`, no LLM, fast) and then the
      LLM run that starts from it (`--lip-sync-weight` also trains both against the voice,
-     `model.lip_sync_weight`, with a frozen Whisper encoder as partner); then the fused model
+     `model.losses.lip_sync`, with a frozen Whisper encoder as partner); then the fused model
      (dynamic stream weights scaled by an audio-visual sync classifier), which starts from
      the two unimodal models (`--init-from`) and trains with babble noise on the audio and
      corrupted video (frozen, blank, blurred, occluded, shifted, another face) on some clips;
@@ -35,16 +35,24 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+# the report's helpers, also imported from here by recipes/grid_real.py and recipes/real_report.py
+from grid_report import _pct, figure_rows, read_report, write_json, write_results  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("AVSRCTL_MEDIA", REPO.parent / "shared" / "media"))
 AVSRCTL = [sys.executable, "-m", "avsrctl"]
+
+
+def _set(*settings: str) -> list[str]:
+    """`--set KEY=VALUE` for each setting."""
+    return [a for setting in settings for a in ("--set", setting)]
+
 
 # Per-stage training settings on top of configs/offline-small.yaml, whose video encoder is the
 # lip-reading front-end (3-D conv stem + ResNet + temporal convs, `source: resnet`), here at
@@ -68,69 +76,64 @@ FACES = 32
 # included, fall out of the average instead of costing words.
 SYNC = 1.0
 # `--lip-sync-weight W` (default 0: off) also trains both lip stages against the voice with the same
-# SyncNet-style loss (model.lip_sync_weight): a frozen Whisper encoder reads each training clip's
+# SyncNet-style loss (model.losses.lip_sync): a frozen Whisper encoder reads each training clip's
 # audio, and the lips learn to tell their own voice from shifted and swapped ones. At W=1 it read
 # rendered faces better and the real clips worse (docs/RESULTS-synthetic.md), so the default leaves it off.
 # offline-small's front-end subtracts each clip's mean feature (model.video_encoder.utterance_norm):
 # what a face looks like stays constant over a clip and leaves with the mean; how its mouth moves stays.
 # It then divides by the clip's root mean square (utterance_scale): rendered mouths open wider than
 # most real speakers', and the size of a movement says less than its shape.
-LIP_FRONT_END = [
-    "--set",
+LIP_SETTINGS = (
     "data.video_augment=true",
-    "--set",
     f"model.video_encoder.image_size={SIZE}",
-    "--set",
     f"data.roi_size={SIZE}",
-    "--set",
     "data.frame_memory_mb=2048",
-]
-TRAIN_SETTINGS = {
-    "audio": ["--set", "train.lr=1e-3"],
-    "video-ctc": [
-        "--set",
-        "train.objective=ctc",
-        "--set",
-        "model.ctc_weight=0.5",
-        "--set",
-        f"model.articulation_weight={ARTICULATION}",
-        "--set",
-        "train.lr=2e-3",
-        "--set",
-        "train.warmup_steps=30",
-        *LIP_FRONT_END,
-    ],
-    "video": [
-        "--set",
-        "train.lr=1e-3",
-        "--set",
-        "model.ctc_weight=0.5",
-        "--set",
-        f"model.articulation_weight={ARTICULATION}",
-        *LIP_FRONT_END,
-    ],
-    "both": [
-        "--set",
-        "train.lr=5e-4",
-        "--set",
-        "train.warmup_steps=10",
-        *LIP_FRONT_END,
-        "--set",
-        "data.noise_kind=babble",
-        "--set",
-        "data.noise_snr_db=0",
-        "--set",
-        "data.noise_snr_spread_db=5",
-        "--set",
-        "data.noise_prob=0.5",
-        "--set",
-        "data.video_corruption=0.3",
-        "--set",
-        "model.fusion.modality_dropout=0.2",
-        "--set",
-        f"model.fusion.sync_weight={SYNC}",
-    ],
-}
+)
+LIP_FRONT_END = _set(*LIP_SETTINGS)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `avsrctl train` run of the recipe, in WORK/train-<name>; the last stage of a modality gives its model."""
+
+    name: str
+    modality: str
+    epochs: str  # the option (argparse dest) that sets its epochs
+    settings: list[str]  # on top of configs/offline-small.yaml
+    init: tuple[str, ...] = ()  # earlier stages whose `final` it starts from (--init-from, in this order)
+
+
+STAGES = (
+    # clean audio, encoder features cached in WORK/features
+    Stage("audio", "audio", "epochs", _set("train.lr=1e-3")),
+    # the lip front-end alone with character CTC (no LLM)
+    Stage(
+        "video-ctc",
+        "video",
+        "video_ctc_epochs",
+        _set("train.objective=ctc", "model.losses.ctc=0.5", f"model.losses.articulation={ARTICULATION}")
+        + _set("train.lr=2e-3", "train.warmup_steps=30", *LIP_SETTINGS),
+    ),
+    # the LLM run from the CTC stage, CTC kept as an auxiliary loss
+    Stage(
+        "video",
+        "video",
+        "video_epochs",
+        _set("train.lr=1e-3", "model.losses.ctc=0.5", f"model.losses.articulation={ARTICULATION}", *LIP_SETTINGS),
+        init=("video-ctc",),
+    ),
+    # from both unimodal models, with babble noise and corrupted video on some clips
+    Stage(
+        "both",
+        "both",
+        "both_epochs",
+        _set("train.lr=5e-4", "train.warmup_steps=10", *LIP_SETTINGS)
+        + _set("data.noise_kind=babble", "data.noise_snr_db=0", "data.noise_snr_spread_db=5", "data.noise_prob=0.5")
+        + _set("data.video_corruption=0.3", "model.fusion.modality_dropout=0.2", f"model.losses.sync={SYNC}"),
+        init=("video", "audio"),
+    ),
+)
+TRAIN_SETTINGS = {stage.name: stage.settings for stage in STAGES}  # what recipes/token_rate.py reads
 
 
 def log(msg: str) -> None:
@@ -189,24 +192,6 @@ def real_grid_manifest(out: Path) -> Path | None:
     return out / "grid.tsv"
 
 
-def read_report(folder: Path) -> dict:
-    """An eval or decode folder's wer.json, with each utterance's errors from the results.jsonl beside
-    it (`utterance_errors`, id -> errors, for paired comparisons) and the WER's 95% bootstrap interval
-    (`wer_ci95`: a report written before eval recorded it gets it from those rows)."""
-    from avsrctl.metrics import wer_interval
-
-    report = json.loads((folder / "wer.json").read_text())
-    if (folder / "results.jsonl").is_file():
-        rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line]
-        report["utterance_errors"] = {r["id"]: r["errors"] for r in rows}
-        interval = (
-            None if "wer_ci95" in report else wer_interval([r["errors"] for r in rows], [r["ref_words"] for r in rows])
-        )
-        if interval is not None:
-            report["wer_ci95"] = [round(v, 4) for v in interval]
-    return report
-
-
 def evaluate(tsv: Path, out: Path, *extra: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "wer.json").is_file():
@@ -231,7 +216,7 @@ def still_manifest(tsv: Path, out: Path) -> Path:
     """A copy of a test set whose videos show their first frame for the whole clip (the audio is kept)."""
     from avsrctl.data.manifest import read_manifest, write_manifest
     from avsrctl.data.media import load_video
-    from avsrctl.data.synth import write_mp4
+    from avsrctl.synth.corpus import write_mp4
 
     target = out / "test.tsv"
     if target.is_file():
@@ -249,7 +234,7 @@ def still_manifest(tsv: Path, out: Path) -> Path:
 
 def missing_mouths(corpus: Path) -> bool:
     """Whether some rendered clip of a demo-data corpus has no stored mouth parameters."""
-    from avsrctl.data.synth_mouth import mouth_path
+    from avsrctl.data.mouth_params import mouth_path
 
     return any(not mouth_path(v).is_file() for v in (corpus / "video").glob("*.mp4"))
 
@@ -257,17 +242,20 @@ def missing_mouths(corpus: Path) -> bool:
 def lips(folder: Path) -> dict | None:
     """How a decode's or eval's fused model used the lips: mean video weight, mean in-sync probability
     and how many utterances it set aside (in-sync probability below its min_lip_sync), from the
-    folder's wer.json and results.jsonl; None when the folder has no wer.json."""
-    path = folder / "wer.json"
-    if not path.is_file():
+    folder's wer.json and results.jsonl (`avsrctl.lips.read_results`); None when the folder has no
+    wer.json. For lips read alone, "set_aside" counts the utterances below the threshold (avsrctl's
+    `below`), so the report's figures keep one name."""
+    from avsrctl.lips import count_below, read_results
+
+    found = read_results(folder)
+    if found is None:
         return None
-    summary = json.loads(path.read_text())
+    summary, uses = found
     out = {"video_weight": summary.get("mean_video_weight"), "lip_sync": summary.get("mean_lip_sync")}
     threshold = summary.get("settings", {}).get("min_lip_sync")
-    if threshold is not None and (folder / "results.jsonl").is_file():
-        rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line]
-        syncs = [r["lip_sync"] for r in rows if "lip_sync" in r]
-        out["set_aside"] = f"{sum(r < threshold for r in syncs)}/{len(syncs)}"
+    if threshold is not None and uses is not None:
+        below, judged = count_below(uses, threshold)
+        out["set_aside"] = f"{below}/{judged}"
     return out
 
 
@@ -280,161 +268,65 @@ def grammar_chance(tsv: Path, train_wrd: Path):
     return chance_level(refs, train_wrd.read_text().splitlines())
 
 
-LIP_READERS = ("real-grid/video", "real-grid/both-model-video-only")  # the real lip readers set against chance
-
-
-def _against_chance(results: dict, chance) -> list[str]:
-    """Rows: each real-clip lip reader's errors and the probability that random grammar guesses do as well."""
-    rows = []
-    for key in LIP_READERS:
-        if key in results:
-            r = results[key]
-            p = chance.p_at_most(r["errors"])
-            rows.append(f"| {key} | {_pct(r)} | {p:.3f} |")
-    return rows
-
-
 def mbrola_available() -> bool:
-    from avsrctl.data.synth_speech import MBROLA_VOICES, installed_mbrola
+    from avsrctl.synth.speech import MBROLA_VOICES, installed_mbrola
 
     return len(installed_mbrola()) == len(MBROLA_VOICES)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
-    parser.add_argument("--utterances", type=int, default=1200, help="synthetic corpus size")
-    parser.add_argument("--heldout-utterances", type=int, default=150, help="second held-out test set size")
-    parser.add_argument(
-        "--faces-per-speaker",
-        type=int,
-        default=FACES,
-        help="faces each training-corpus speaker is rendered with (the held-out set keeps one per speaker)",
-    )
-    parser.add_argument("--epochs", type=int, default=4, help="audio model epochs")
-    parser.add_argument(
-        "--video-ctc-epochs",
-        type=int,
-        default=16,
-        help="epochs of the lip front-end alone with CTC (before the video LLM run)",
-    )
-    parser.add_argument("--video-epochs", type=int, default=6, help="video model epochs (after the CTC stage)")
-    parser.add_argument("--both-epochs", type=int, default=4, help="fused model epochs (starts from audio + video)")
-    parser.add_argument(
-        "--lip-sync-weight",
-        type=float,
-        default=0.0,
-        help="model.lip_sync_weight of both lip stages: train the lips against the voice too (0: off)",
-    )
-    parser.add_argument("--modalities", default="audio,video,both")
-    parser.add_argument(
-        "--tests",
-        default="synthetic-test,heldout",
-        help="synthetic test sets to evaluate on (the real GRID clips are always used when present)",
-    )
-    parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS-synthetic.md")
-    args = parser.parse_args()
-    work: Path = args.work
-    modalities = [m for m in args.modalities.split(",") if m]
-    if "both" in modalities and not {"audio", "video"} <= set(modalities):
-        raise SystemExit(
-            "[grid-recipe] the fused model starts from the audio and video models: "
-            "--modalities must include audio and video with both"
-        )
-    timings: dict[str, dict] = {}
-    args.mbrola = mbrola_available()
-    if not args.mbrola:
-        log("MBROLA voices not installed (`make voices`): espeak-ng voices only; real-speech WER will be worse")
+def make_corpora(args, work: Path, timings: dict) -> tuple[Path, Path]:
+    """Steps 1-2: WORK/corpus (training corpus and its held-out speakers) and WORK/heldout (another seed,
+    other voices); MBROLA voices for every second speaker when installed."""
     voices = ["--mbrola"] if args.mbrola else []
-
+    speakers = ["--speakers", 16, "--test-speakers", 3]
     corpus, heldout = work / "corpus", work / "heldout"
     # also rerun on a finished corpus that lacks the mouth parameters (written before they were
     # stored): it renders nothing again and adds them from the same seeds
     if not (corpus / "test.tsv").is_file() or missing_mouths(corpus):
-        _, s, _ = run(
-            AVSRCTL
-            + [
-                "demo-data",
-                corpus,
-                "--utterances",
-                args.utterances,
-                "--speakers",
-                16,
-                "--test-speakers",
-                3,
-                "--seed",
-                0,
-                "--size",
-                SIZE,
-                "--faces-per-speaker",
-                args.faces_per_speaker,
-                *voices,
-            ]
-        )
+        command = ["demo-data", corpus, "--utterances", args.utterances, *speakers, "--seed", 0, "--size", SIZE]
+        _, s, _ = run(AVSRCTL + command + ["--faces-per-speaker", args.faces_per_speaker, *voices])
         timings["corpus"] = {"seconds": s}
     if not (heldout / "test.tsv").is_file():
-        run(
-            AVSRCTL
-            + [
-                "demo-data",
-                heldout,
-                "--test-only",
-                "--utterances",
-                args.heldout_utterances,
-                "--speakers",
-                16,
-                "--test-speakers",
-                3,
-                "--seed",
-                1,
-                "--size",
-                SIZE,
-                *voices,
-            ]
-        )
-    grid_tsv = real_grid_manifest(work / "real")
+        command = ["demo-data", heldout, "--test-only", "--utterances", args.heldout_utterances, *speakers]
+        run(AVSRCTL + command + ["--seed", 1, "--size", SIZE, *voices])
+    return corpus, heldout
 
-    epochs = {
-        "audio": args.epochs,
-        "video-ctc": args.video_ctc_epochs,
-        "video": args.video_epochs,
-        "both": args.both_epochs,
-    }
+
+def train_stages(args, work: Path, corpus: Path, modalities: list[str], timings: dict) -> dict[str, Path]:
+    """Step 4: the stages of `modalities`, in that order, each skipped when its `final` exists; returns each
+    modality's model (the `final` of its last stage)."""
     checkpoints = {}
-    stages = [s for m in modalities for s in (("video-ctc", "video") if m == "video" else (m,))]
-    for stage in stages:
-        m = stage.split("-")[0]
-        out = work / f"train-{stage}"
+    for stage in [s for m in modalities for s in STAGES if s.modality == m]:
+        out, epochs = work / f"train-{stage.name}", getattr(args, stage.epochs)
         if not (out / "final").is_dir():
-            extra = {
-                "audio": ["--cache-features", work / "features"],
-                "video": ["--init-from", work / "train-video-ctc" / "final"],
-                "both": ["--init-from", checkpoints.get("video"), "--init-from", checkpoints.get("audio")],
-            }.get(stage, [])
-            if stage == "both":
+            extra = [a for i in stage.init for a in ("--init-from", work / f"train-{i}" / "final")]
+            if stage.name == "audio":
+                extra += ["--cache-features", work / "features"]
+            if stage.modality == "both":
                 # The fused model decoded from the audio alone (the control) reads it through the audio
                 # connector: keep the K the audio model was trained with, whatever the preset says now.
                 from avsrctl.checkpoint import read_checkpoint_config
 
                 k = read_checkpoint_config(checkpoints["audio"]).model.audio_connector.compression
                 extra += ["--set", f"model.audio_connector.compression={k}"]
-            if m == "video" and args.lip_sync_weight > 0:
-                extra += ["--set", f"model.lip_sync_weight={args.lip_sync_weight}"]
-            _, s, rss = run(train_command(corpus, m, out, epochs[stage], *extra, *TRAIN_SETTINGS[stage]))
-            timings[f"train-{stage}"] = {"seconds": s, "peak_rss_mib": rss, "epochs": epochs[stage]}
-            (out / "recipe_timing.json").write_text(json.dumps(timings[f"train-{stage}"]))
+            if stage.modality == "video" and args.lip_sync_weight > 0:
+                extra += ["--set", f"model.losses.lip_sync={args.lip_sync_weight}"]
+            _, s, rss = run(train_command(corpus, stage.modality, out, epochs, *extra, *stage.settings))
+            timings[f"train-{stage.name}"] = {"seconds": s, "peak_rss_mib": rss, "epochs": epochs}
+            (out / "recipe_timing.json").write_text(json.dumps(timings[f"train-{stage.name}"]))
         elif (out / "recipe_timing.json").is_file():
-            timings[f"train-{stage}"] = json.loads((out / "recipe_timing.json").read_text())
-        if stage != "video-ctc":
-            checkpoints[m] = out / "final"
+            timings[f"train-{stage.name}"] = json.loads((out / "recipe_timing.json").read_text())
+        checkpoints[stage.modality] = out / "final"  # a later stage of the same modality replaces it
+    return checkpoints
 
+
+def evaluate_models(
+    work: Path, tests: dict[str, Path], heldout: Path, grid_tsv: Path | None, checkpoints: dict[str, Path]
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Step 5: every model on every test set, clean and in babble, with the controls; returns the figures
+    (`test-set/modality` -> report) and how the fused model used the lips per test condition (`lips`)."""
     results: dict[str, dict] = {}
     lip_use: dict[str, dict] = {}  # how the fused model used the lips, per test condition (`lips`)
-    tests = {
-        name: tsv
-        for name, tsv in (("synthetic-test", corpus / "test.tsv"), ("heldout", heldout / "test.tsv"))
-        if name in args.tests.split(",")
-    }
     for m, ckpt in checkpoints.items():
         common = ["--checkpoint", ckpt, "--modality", m]
         for name, tsv in tests.items():
@@ -491,241 +383,68 @@ def main() -> None:
             )
     if grid_tsv is not None:
         results["real-grid/baseline"] = evaluate(grid_tsv, work / "eval" / "grid-baseline", "--normalizer", "all")
+    return results, lip_use
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
+    parser.add_argument("--utterances", type=int, default=1200, help="synthetic corpus size")
+    parser.add_argument("--heldout-utterances", type=int, default=150, help="second held-out test set size")
+    parser.add_argument(
+        "--faces-per-speaker",
+        type=int,
+        default=FACES,
+        help="faces each training-corpus speaker is rendered with (the held-out set keeps one per speaker)",
+    )
+    parser.add_argument("--epochs", type=int, default=4, help="audio model epochs")
+    parser.add_argument(
+        "--video-ctc-epochs",
+        type=int,
+        default=16,
+        help="epochs of the lip front-end alone with CTC (before the video LLM run)",
+    )
+    parser.add_argument("--video-epochs", type=int, default=6, help="video model epochs (after the CTC stage)")
+    parser.add_argument("--both-epochs", type=int, default=4, help="fused model epochs (starts from audio + video)")
+    parser.add_argument(
+        "--lip-sync-weight",
+        type=float,
+        default=0.0,
+        help="model.losses.lip_sync of both lip stages: train the lips against the voice too (0: off)",
+    )
+    parser.add_argument("--modalities", default="audio,video,both")
+    parser.add_argument(
+        "--tests",
+        default="synthetic-test,heldout",
+        help="synthetic test sets to evaluate on (the real GRID clips are always used when present)",
+    )
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS-synthetic.md")
+    args = parser.parse_args()
+    work: Path = args.work
+    modalities = [m for m in args.modalities.split(",") if m]
+    if "both" in modalities and not {"audio", "video"} <= set(modalities):
+        raise SystemExit(
+            "[grid-recipe] the fused model starts from the audio and video models: "
+            "--modalities must include audio and video with both"
+        )
+    timings: dict[str, dict] = {}
+    args.mbrola = mbrola_available()
+    if not args.mbrola:
+        log("MBROLA voices not installed (`make voices`): espeak-ng voices only; real-speech WER will be worse")
+    corpus, heldout = make_corpora(args, work, timings)
+    grid_tsv = real_grid_manifest(work / "real")
+    checkpoints = train_stages(args, work, corpus, modalities, timings)
+    tests = {
+        name: tsv
+        for name, tsv in (("synthetic-test", corpus / "test.tsv"), ("heldout", heldout / "test.tsv"))
+        if name in args.tests.split(",")
+    }
+    results, lip_use = evaluate_models(work, tests, heldout, grid_tsv, checkpoints)
     chance = grammar_chance(grid_tsv, corpus / "train.wrd") if grid_tsv is not None else None
     write_results(args.results, results, timings, args, lip_use, chance)
     figures = args.results.with_name(args.results.stem.lower() + ".json")
     write_json(figures, results, lip_use, chance)
     log(f"wrote {args.results} and {figures}")
-
-
-def _pct(report: dict | None, normalizer: str = "basic") -> str:
-    if report is None:
-        return "-"
-    if normalizer != "basic" and "by_normalizer" in report:
-        report = report["by_normalizer"].get(normalizer, report)
-    return f"{100 * report['wer']:.1f}% ({report['errors']}/{report['ref_words']})"
-
-
-def figure_rows(results: dict) -> list[str]:
-    """'| test set | modality or system | WER | 95% interval |' rows, one per figure."""
-    rows = []
-    for key, report in results.items():
-        test, modality = key.split("/")
-        ci = report.get("wer_ci95")
-        interval = "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
-        rows.append(f"| {test} | {modality} | {_pct(report)} | {interval} |")
-    return rows
-
-
-def _targets(results: dict, chance=None) -> list[str]:
-    """The issue's targets against what this run measured (the held-out set is the other-seed one);
-    `chance` (metrics.ChanceLevel of the real clips) adds what random grammar guesses score."""
-
-    def wer(key: str) -> float | None:
-        return results[key]["wer"] if key in results else None
-
-    def paired(fused: str, audio: str) -> tuple[float, float] | None:
-        """(fewer errors, as many) of `fused` against `audio` over paired resamples of the same utterances."""
-        from avsrctl.metrics import paired_comparison
-
-        a = results.get(fused, {}).get("utterance_errors")
-        b = results.get(audio, {}).get("utterance_errors")
-        if not a or not b or a.keys() != b.keys():
-            return None
-        ids = sorted(a)
-        return paired_comparison([a[i] for i in ids], [b[i] for i in ids])
-
-    rows = []
-    for label, key, limit in (
-        ("real GRID, audio, basic normaliser", "real-grid/audio", 0.10),
-        ("held-out voices (other seed), audio", "heldout/audio", 0.05),
-        ("held-out voices (other seed), video", "heldout/video", 0.35),
-    ):
-        w = wer(key)
-        if w is not None:
-            rows.append(f"| {label} | <= {limit:.0%} | {100 * w:.1f}% | {'met' if w <= limit else 'missed'} |")
-    for name, test, wanted in (
-        ("heldout", "heldout-babble-5", 0.30),
-        ("synthetic-test", "synthetic-test-babble-5", 0.30),
-        ("real GRID", "real-grid-babble-5", 0.25),
-    ):
-        a, b = wer(f"{test}/audio"), wer(f"{test}/both")
-        if a and b is not None:
-            cut = 1 - b / a
-            p = paired(f"{test}/both", f"{test}/audio")
-            won = "" if p is None else f"; fewer errors in {100 * p[0]:.0f}% of resamples"
-            rows.append(
-                f"| {name}, babble -5 dB: both vs audio | >= {wanted:.0%} lower | {100 * b:.1f}% vs "
-                f"{100 * a:.1f}% ({100 * cut:.0f}% lower{won}) | {'met' if cut >= wanted else 'missed'} |"
-            )
-    a, b = wer("real-grid/audio"), wer("real-grid/both")
-    if a is not None and b is not None:
-        p = paired("real-grid/both", "real-grid/audio")
-        held = "" if p is None else f" (as many errors or fewer in {100 * (p[0] + p[1]):.0f}% of resamples)"
-        rows.append(
-            f"| real GRID, clean: both <= audio | <= {100 * a:.1f}% | {100 * b:.1f}%{held} | "
-            f"{'met' if b <= a else 'missed'} |"
-        )
-    v = wer("real-grid/video")
-    if v is not None:
-        guess = f" (random grammar guesses: {100 * chance.wer:.1f}%)" if chance is not None else ""
-        rows.append(f"| real GRID, video | <= 60% | {100 * v:.1f}%{guess} | {'met' if v <= 0.60 else 'missed'} |")
-    a, b = wer("heldout/both-model-audio-only"), wer("heldout-still-video/both")
-    if a is not None and b is not None:
-        rows.append(
-            f"| heldout, video a still frame: both vs its audio path | <= +1 point | {100 * b:.1f}% vs "
-            f"{100 * a:.1f}% | {'met' if b <= a + 0.01 else 'missed'} |"
-        )
-    if not rows:
-        return []
-    return ["", "## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|", *rows]
-
-
-def write_json(path: Path, results: dict, lip_use: dict, chance=None) -> None:
-    """Every figure as {"test-set/modality": {"wer", "errors", "words"}}, plus the fused model's mean
-    video weight, mean in-sync probability and utterances whose lips it set aside per test condition
-    under "video-weight/<test-set>", "lip-sync/<test-set>" and "lips-set-aside/<test-set>"; with
-    `chance`, random grammar guesses on the real clips ("real-grid/grammar-chance", mean errors) and,
-    per real lip reader, the probability that they do as well ("p-chance/real-grid/<modality>")."""
-    figures = {
-        key: {
-            "wer": round(r["wer"], 4),
-            "errors": r["errors"],
-            "words": r["ref_words"],
-            **({"ci95": r["wer_ci95"]} if "wer_ci95" in r else {}),
-        }
-        for key, r in results.items()
-    }
-    if chance is not None:
-        figures["real-grid/grammar-chance"] = {
-            "wer": round(chance.wer, 4),
-            "errors": round(chance.mean_errors, 2),
-            "words": chance.ref_words,
-        }
-        for key in LIP_READERS:
-            if key in results:
-                figures[f"p-chance/{key}"] = round(chance.p_at_most(results[key]["errors"]), 4)
-    for k, used in lip_use.items():
-        if not used:
-            continue
-        if used["video_weight"] is not None:
-            figures[f"video-weight/{k}"] = round(used["video_weight"], 4)
-        if used.get("lip_sync") is not None:
-            figures[f"lip-sync/{k}"] = round(used["lip_sync"], 4)
-        if "set_aside" in used:
-            figures[f"lips-set-aside/{k}"] = used["set_aside"]
-    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-
-
-_CROPS = {
-    "landmarks": "placed by facial landmarks (dlib's 68-point model: upright, scaled to the lips, anchored on the nose)",
-    "haar": "cut at a fixed place in the Haar face track's box (dlib is not installed)",
-}
-
-
-def write_results(path: Path, results: dict, timings: dict, args, lip_use: dict | None = None, chance=None) -> None:
-    import torch
-    import transformers
-
-    from avsrctl.data.roi import crop_method
-
-    voices = (
-        "espeak-ng voices and, for every second speaker, MBROLA diphone voices (en1, us1, us2 in training; "
-        "us3 only in test sets)"
-        if args.mbrola
-        else "espeak-ng voices only (MBROLA not installed)"
-    )
-    lines = [
-        "# Results: the GRID recipe",
-        "",
-        f"Produced by `python recipes/grid.py --utterances {args.utterances} --epochs {args.epochs} "
-        f"--video-ctc-epochs {args.video_ctc_epochs} --video-epochs {args.video_epochs} "
-        f"--both-epochs {args.both_epochs} --modalities {args.modalities} --tests {args.tests}"
-        f"{f' --lip-sync-weight {args.lip_sync_weight:g}' if args.lip_sync_weight else ''}` "
-        f"(`make grid-recipe`) on {time.strftime('%Y-%m-%d')}; "
-        f"{platform.machine()} with {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}. Model: configs/offline-small.yaml "
-        "(Whisper tiny.en encoder frozen, SmolLM2-135M-Instruct with LoRA r=8; for video the lip-reading "
-        "front-end (3-D conv + ResNet + temporal convs) trained from scratch, first alone with character CTC, "
-        "then with the LLM and CTC as an auxiliary loss; the fused model starts from the audio and video models). "
-        f"Corpus: {args.utterances} synthetic GRID-grammar utterances, 16 speakers of which 3 are held out, "
-        f"{voices}. WER is corpus-level with the `basic` normaliser unless marked.",
-        "",
-        "Test sets: `synthetic-test` is the corpus's held-out-speaker split; `heldout` is a second set from "
-        "another seed with other voices (`demo-data --test-only --seed 1`); `real-grid` is the four real GRID "
-        "recordings in ../shared/media (never used for training or tuning). `-babble-5` adds babble noise "
-        "at -5 dB SNR to the test audio; `both-model-audio-only` is the fused model decoded from the audio "
-        "alone, a control that separates what the lips add from what training with noise adds; "
-        "`both-model-video-only` is the fused model decoded from the lips alone. "
-        "`real-grid-babble0` / `real-grid-babble-5` add babble at 0 / -5 dB to the real clips; "
-        "`heldout-still-video` replaces every held-out video by its first frame (the audio is kept). "
-        f"The real clips' mouth crops are {_CROPS[crop_method('auto')]} (`data.roi: auto`).",
-        *_targets(results, chance),
-        "",
-        "## All figures",
-        "",
-        "The 95% interval is the central 95% of the WER over 2000 bootstrap resamples of the test set's "
-        "utterances (metrics.wer_interval, fixed seed): how far the figure could move on another draw of "
-        "utterances like these. On the 4 real clips (24 words) one word is 4.2 points. In the targets, "
-        '"fewer errors in N% of resamples" pairs the two systems utterance by utterance '
-        "(metrics.paired_comparison).",
-        "",
-        "| test set | modality | WER | 95% interval |",
-        "|---|---|---|---|",
-    ]
-    lines += figure_rows(results)
-    if "real-grid/baseline" in results:
-        lines += [
-            "",
-            "Real GRID clips with Whisper's normaliser (numbers as digits, spellings unified):",
-            "",
-            "| system | basic | whisper |",
-            "|---|---|---|",
-        ]
-        for m in ("baseline", "audio", "video", "both"):
-            r = results.get(f"real-grid/{m}")
-            if r:
-                lines.append(f"| {m} | {_pct(r)} | {_pct(r, 'whisper')} |")
-    rows = _against_chance(results, chance) if chance is not None else []
-    if rows:
-        lines += [
-            "",
-            f"Lip readers on the real clips against chance: a reader that sees nothing but knows GRID's grammar "
-            f"(each clip read as a training transcript drawn at random) makes {chance.mean_errors:.1f} errors of "
-            f"{chance.ref_words} on average ({100 * chance.wer:.1f}%); the last column is the probability that it "
-            "makes no more errors than the lip reader:",
-            "",
-            "| test set / modality | WER | P(random guesses do as well) |",
-            "|---|---|---|",
-            *rows,
-        ]
-    if lip_use:
-        lines += [
-            "",
-            "How the fused model used the lips: the mean video weight (1 - w, averaged over frames and "
-            "utterances), the mean probability that the lips are in sync with the voice, and the utterances "
-            "whose lips it set aside (in-sync probability below model.fusion.min_lip_sync: read as in audio mode):",
-            "",
-            "| test set | video weight | in sync | lips set aside |",
-            "|---|---|---|---|",
-        ]
-        for k, used in lip_use.items():
-            if used and used["video_weight"] is not None:
-                sync = "-" if used.get("lip_sync") is None else f"{used['lip_sync']:.3f}"
-                lines.append(f"| {k} | {used['video_weight']:.3f} | {sync} | {used.get('set_aside', '-')} |")
-    lines += [
-        "",
-        "## Time and memory (2 CPU cores)",
-        "",
-        "| step | epochs | wall time | peak memory (RSS) |",
-        "|---|---|---|---|",
-    ]
-    for step, t in timings.items():
-        rss = f"{t['peak_rss_mib']} MiB" if "peak_rss_mib" in t else "-"
-        lines.append(f"| {step} | {t.get('epochs', '-')} | {t['seconds'] / 60:.1f} min | {rss} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -58,16 +58,16 @@ class Stage:
 # Real mouths are not rendered ones: no mouth parameters to regress (articulation off), and each
 # stage keeps the appearance augmentation of the synthetic recipe (one speaker, one camera: the
 # augmentation is what keeps the lips from learning s1's face instead of s1's movements).
-REAL = [*LIP_FRONT_END, "--set", "model.articulation_weight=0", "--set", "train.valid_max_utts=50"]
+REAL = [*LIP_FRONT_END, "--set", "model.losses.articulation=0", "--set", "train.valid_max_utts=50"]
 STAGES = (
     Stage(
         "video-ctc",
         "video",
         20,
-        ["--set", "train.objective=ctc", "--set", "model.ctc_weight=0.5", "--set", "train.lr=2e-3"]
+        ["--set", "train.objective=ctc", "--set", "model.losses.ctc=0.5", "--set", "train.lr=2e-3"]
         + ["--set", "train.warmup_steps=30", *REAL],
     ),
-    Stage("video", "video", 6, ["--set", "train.lr=1e-3", "--set", "model.ctc_weight=0.5", *REAL], init=("video-ctc",)),
+    Stage("video", "video", 6, ["--set", "train.lr=1e-3", "--set", "model.losses.ctc=0.5", *REAL], init=("video-ctc",)),
     # babble from -10 to +6 dB on 60% of the clips: the lips must carry the words where the voice drowns
     Stage(
         "both",
@@ -76,7 +76,7 @@ STAGES = (
         ["--set", "train.lr=5e-4", "--set", "train.warmup_steps=10", *REAL]
         + ["--set", "data.noise_kind=babble", "--set", "data.noise_snr_db=-2", "--set", "data.noise_snr_spread_db=8"]
         + ["--set", "data.noise_prob=0.6", "--set", "data.video_corruption=0.3"]
-        + ["--set", "model.fusion.modality_dropout=0.2", "--set", "model.fusion.sync_weight=1.0"],
+        + ["--set", "model.fusion.modality_dropout=0.2", "--set", "model.losses.sync=1.0"],
         init=("video",),
     ),
 )
@@ -334,8 +334,10 @@ def main() -> None:
     chance = grammar_chance(corpus / "test.tsv", corpus / "train.wrd")
     report.write_all(args, results, timings, lip_use, chance, start=start, pseudo=pseudo)
     if not args.no_export and (REPO / "avsrctl" / "builtin").is_dir():
+        sys.path.insert(0, str(REPO / "scripts"))  # release tooling, outside the package
+        from export_builtin import export_builtin
+
         from avsrctl.errors import AvsrError
-        from avsrctl.pretrained import export_builtin
 
         recipe = shlex.join(["python", "recipes/grid_real.py", *sys.argv[1:]])
         try:

@@ -29,8 +29,9 @@ def real_rows(media: Path, size: int) -> list[np.ndarray]:
 
 
 def rendered_rows(n: int, size: int) -> list[np.ndarray]:
-    from avsrctl.data.synth import make_speakers, plan_corpus, render_utterance
-    from avsrctl.data.synth_speech import build_word_bank
+    from avsrctl.synth.corpus import render_utterance
+    from avsrctl.synth.plan import make_speakers, plan_corpus
+    from avsrctl.synth.speech import build_word_bank
 
     speakers = make_speakers(n, held_out=True, seed=1)
     plans = plan_corpus(n, speakers, seed=1, valid_fraction=0.0)

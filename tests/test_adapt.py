@@ -17,7 +17,7 @@ import pytest
 from reliability_support import av_clip, cli_error, tiny_checkpoint  # noqa: F401  (cli_error is a fixture)
 
 from avsrctl.cli.main import run
-from avsrctl.training.adapt import PseudoLabelRule
+from avsrctl.training.pseudo import PseudoLabelRule
 
 SENTINEL = "zebra quartz sentinel"  # written into every transcript beside the clips: must never travel
 CLIP_FRAMES = {"a": 25, "b": 30, "c": 35, "d": 40}
@@ -147,7 +147,7 @@ def test_no_transcript_beside_the_clips_is_read(adapted):
 def test_manifest_input_never_opens_its_wrd(tmp_path, monkeypatch):
     from avsrctl.data.manifest import write_manifest
     from avsrctl.data.media import probe
-    from avsrctl.training.adapt import clips_from_manifest
+    from avsrctl.training.pseudo import clips_from_manifest
 
     clip = av_clip(tmp_path / "a.mp4")
     from avsrctl.data.manifest import Utterance
@@ -177,7 +177,7 @@ def test_the_result_is_a_checkpoint_that_says_it_was_adapted(adapted):
     assert got["rule"]["min_score"] == PseudoLabelRule().min_score and got["rule"]["min_lip_sync"] == 0.0
     assert got["decode"]["modality"] == "audio"
     assert cfg.model.audio_connector.frozen and cfg.model.audio_encoder.frozen
-    assert (cfg.model.fusion.sync_weight, cfg.model.ctc_weight, cfg.train.lr) == (1.0, 0.5, 5e-4)
+    assert (cfg.model.losses.sync, cfg.model.losses.ctc, cfg.train.lr) == (1.0, 0.5, 5e-4)
     assert (cfg.data.noise_kind, cfg.data.noise_prob, cfg.data.noise_snr_db) == ("babble", 0.6, -2.0)
 
     # the audio path is the teacher: its weights are the source's, bit for bit; the lips moved
@@ -201,12 +201,12 @@ def test_three_stages_train_the_lips_and_never_the_audio_path(adapted):
         name: yaml.safe_load((out / name / "config.yaml").read_text()) for name in ("lips-ctc", "lips-video", ".")
     }
     ctc, video, fused = configs["lips-ctc"], configs["lips-video"], configs["."]
-    assert (ctc["model"]["modality"], ctc["train"]["objective"], ctc["model"]["ctc_weight"]) == ("video", "ctc", 0.5)
+    assert (ctc["model"]["modality"], ctc["train"]["objective"], ctc["model"]["losses"]["ctc"]) == ("video", "ctc", 0.5)
     assert (ctc["train"]["lr"], ctc["train"]["warmup_steps"]) == (2e-3, 30)
     assert (video["model"]["modality"], video["train"]["objective"], video["train"]["lr"]) == ("video", "llm", 1e-3)
     assert (fused["model"]["modality"], fused["train"]["objective"]) == ("both", "llm")
     for cfg in configs.values():
-        assert cfg["model"]["articulation_weight"] == 0 and cfg["data"]["video_augment"] is True
+        assert cfg["model"]["losses"]["articulation"] == 0 and cfg["data"]["video_augment"] is True
         assert cfg["model"]["audio_encoder"]["frozen"] and cfg["model"]["audio_connector"]["frozen"]
     source = str(adapted.source)
     assert ctc["train"]["init_from"] == [source]

@@ -98,5 +98,5 @@ def test_it_adds_to_either_objective_while_training_and_trains_the_lips(lips_cfg
 def test_the_weight_is_checked(lips_cfg):
     with pytest.raises(Exception, match="articulation_weight"):
         load_config("tiny", ["model.articulation_weight=-1"])
-    with pytest.raises(Exception, match="articulation_weight needs a video stream"):
+    with pytest.raises(Exception, match="losses.articulation needs a video stream"):
         load_config("tiny", ["model.modality=audio", "model.articulation_weight=1"])

@@ -381,7 +381,8 @@ def test_parts_are_checked_when_assembled():
 
 @pytest.fixture(scope="module")
 def ctc_cfg(cfg):
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"ctc_weight": 0.5})})
+    losses = cfg.model.losses.model_copy(update={"ctc": 0.5})
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"losses": losses})})
 
 
 def test_ctc_heads_exist_only_when_weighted(cfg, ctc_cfg):
@@ -454,7 +455,7 @@ def test_the_ctc_objective_alone_never_runs_the_llm(ctc_cfg):
     assert m.ctc_heads["audio"].weight.grad is not None and m.ctc_heads["video"].weight.grad is not None
     with pytest.raises(ModelError, match="objective"):
         m(batch, "video", "ctc-only")
-    with pytest.raises(UsageError, match="ctc_weight"):
+    with pytest.raises(UsageError, match="losses.ctc"):
         build_model(load_config("tiny"), {"video"})(batch, "video", "ctc")
 
 

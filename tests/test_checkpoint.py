@@ -292,3 +292,22 @@ def test_non_finite_weights_are_never_written(tmp_path, cfg):
     with pytest.raises(CheckpointError, match=r"non-finite .*llm\.lora_A\.weight"):
         _save(tmp_path, "final", model, cfg)
     assert ckpt.list_checkpoints(tmp_path) == [] and not list(tmp_path.iterdir())
+
+
+def test_write_folder_replaces_a_folder_whole_or_leaves_the_old_one(tmp_path):
+    from avsrctl.atomic import write_folder
+
+    final = tmp_path / "model"
+    write_folder(final, lambda tmp: (tmp / "a.txt").write_text("one"), mode=0o644)
+    assert (final / "a.txt").read_text() == "one" and (final / "a.txt").stat().st_mode & 0o777 == 0o644
+
+    def half_then_fail(tmp):
+        (tmp / "a.txt").write_text("two")
+        raise OSError("disk full (simulated)")
+
+    with pytest.raises(OSError, match="simulated"):
+        write_folder(final, half_then_fail)
+    assert (final / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no .tmp- or .old- folder left
+    write_folder(final, lambda tmp: (tmp / "b.txt").write_text("two"))
+    assert [p.name for p in final.iterdir()] == ["b.txt"]  # replaced, not merged

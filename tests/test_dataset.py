@@ -12,8 +12,8 @@ import torch
 from avsrctl.data.dataset import AVDataset, FrameBucketSampler, Sample, collate, load_clip
 from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
 from avsrctl.data.media import save_audio, save_video
+from avsrctl.data.mouth_params import mouth_path
 from avsrctl.data.noise import NoiseSpec
-from avsrctl.data.synth_mouth import mouth_path
 from avsrctl.errors import DataError, MediaError, UsageError
 
 FRAMES = [10, 14, 7]  # video lengths of the generated clips (25 fps)

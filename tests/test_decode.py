@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     """A 12-utterance corpus and a tiny 'both' checkpoint trained for a few steps."""
     from avsrctl.config import load_config
-    from avsrctl.data.synth import generate_corpus
+    from avsrctl.synth.corpus import generate_corpus
     from avsrctl.training.run import run_training
 
     root = tmp_path_factory.mktemp("decode")
@@ -412,14 +412,27 @@ def test_a_broken_audio_file_costs_a_video_decode_nothing(trained, sync_ckpt, tm
     assert summary["n_failed"] == 0 and summary["n_utterances"] == len(manifest)
 
 
-def test_the_lip_line_names_a_mean_as_a_mean_when_only_some_utterances_fall_below():
-    """2 of 12 below 0.50 with a mean of 0.69: the line must not read as if 0.69 were below 0.50."""
-    from avsrctl.wording import lip_use_line
+def test_decode_request_carries_its_settings_and_leaves_the_loaded_config_as_it_was(trained, tmp_path, monkeypatch):
+    """The library call behind `decode`: a frozen `DecodeRequest`; --batch-size reaches the decode
+    and wer.json's settings without being written into the loaded config."""
+    import dataclasses
 
-    fused = {"mean_video_weight": 0.44, "mean_lip_sync": 0.69, "min_lip_sync": 0.5, "set_aside": 2}
-    line = lip_use_line(fused, 12, "utterance")
-    assert "0.69, below" not in line and "in 2 of 12 utterances (in sync below 0.50; mean 0.69)" in line
-    alone = lip_use_line({"mean_lip_sync": 0.69, "min_lip_sync": 0.5, "below": 2}, 12, "utterance")
-    assert "(below" not in alone and "on average; below 0.50 in 2 of 12 utterances" in alone
-    every = lip_use_line({**fused, "mean_lip_sync": 0.2, "set_aside": 12}, 12, "utterance")
-    assert every.startswith("lips set aside in 12 of 12 utterances (in sync 0.20, below 0.50)")
+    import avsrctl.checkpoint as checkpoint
+    from avsrctl.decode_runs import ClipDecode, DecodeRequest, ManifestDecode, run_decode_request
+
+    corpus, ckpt = trained
+    loaded, real = [], checkpoint.load_checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    out = tmp_path / "out"
+    request = DecodeRequest(ckpt, tsv=corpus / "test.tsv", modality="both", output_dir=out, batch_size=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.batch_size = 2
+    done = run_decode_request(request)
+    assert isinstance(done, ManifestDecode) and done.output_dir == out and done.modality == "both"
+    [(_, cfg, _)] = loaded
+    assert cfg.decode.batch_size == 8  # the tiny config's, as loaded
+    assert json.loads((out / "wer.json").read_text())["settings"]["batch_size"] == 1
+    assert [done.label(o) for o, _ in done.results] == ["clean"]
+    clip = read_manifest(corpus / "test.tsv").utterances[0].video
+    single = run_decode_request(DecodeRequest(ckpt, single_file=clip, modality="video"))  # a video file
+    assert isinstance(single, ClipDecode) and single.path == clip and isinstance(single.result.text, str)

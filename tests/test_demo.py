@@ -9,58 +9,101 @@ from pretrained_support import standin_checkpoint
 
 from avsrctl import demo, pretrained
 from avsrctl.cli import console
+from avsrctl.cli.main import run
 
 
 def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
-def test_refuses_a_non_empty_work_folder_it_did_not_make(tmp_path, capsys):
+@pytest.fixture
+def run_demo(monkeypatch):
+    """`run_demo(argv, steps=None)`: `avsrctl demo ARGV` through the CLI's error boundary, with `steps`
+    in place of the demo's own (all of them when None); the exit code."""
+
+    def go(argv: list[str], steps: tuple | None = None) -> int:
+        if steps is not None:
+            monkeypatch.setattr(demo, "STEPS", steps)
+        return run(["demo", *argv])
+
+    return go
+
+
+def test_refuses_a_non_empty_work_folder_it_did_not_make(tmp_path, capsys, run_demo):
     work = tmp_path / "mine"
     work.mkdir()
     (work / "notes.txt").write_text("keep me")
     ran = []
-    assert demo.main(["--work", str(work)], steps=(demo.Step("a", ran.append),)) == 2
+    assert run_demo(["--work", str(work)], steps=(demo.Step("a", ran.append),)) == 2
     assert ran == []
     assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
     [line] = _error_lines(capsys.readouterr().err)
     assert "not made by the demo" in line and str(work) in line
 
 
-def test_reuses_its_own_work_folder_and_replaces_only_its_outputs(tmp_path):
+def test_reuses_its_own_work_folder_and_replaces_only_its_outputs(tmp_path, run_demo):
     work = tmp_path / "demo"
-    assert demo.main(["--work", str(work)], steps=()) == 0
+    assert run_demo(["--work", str(work)], steps=()) == 0
     (work / "train").mkdir()
     (work / "train" / "old.txt").write_text("from the last run")
     (work / "notes.txt").write_text("the user's")
     seen = []
-    assert demo.main(["--work", str(work)], steps=(demo.Step("a", lambda ctx: seen.append(ctx.workdir)),)) == 0
+    assert run_demo(["--work", str(work)], steps=(demo.Step("a", lambda ctx: seen.append(ctx.workdir)),)) == 0
     assert seen == [work.resolve()]
     assert not (work / "train").exists() and (work / "notes.txt").is_file() and (work / demo.MARKER).is_file()
 
 
-def test_temporary_folder_is_removed_at_the_end(capsys):
+def test_temporary_folder_is_removed_at_the_end(capsys, run_demo):
     seen = []
-    assert demo.main([], steps=(demo.Step("a", lambda ctx: seen.append(ctx.workdir)),)) == 0
+    assert run_demo([], steps=(demo.Step("a", lambda ctx: seen.append(ctx.workdir)),)) == 0
     [workdir] = seen
     assert workdir.name.startswith("avsrctl-demo-") and not workdir.exists()
 
 
-def test_failing_step_stops_the_demo_with_one_line_naming_step_and_command(tmp_path, capsys):
+def test_failing_step_stops_the_demo_with_one_line_naming_step_and_command(tmp_path, capsys, run_demo):
     seen = []
     steps = (
         demo.Step("score", lambda ctx: demo.avsrctl(ctx, "eval")),  # no --tsv: a usage error, exit 2
         demo.Step("after", seen.append),
     )
-    assert demo.main(["--work", str(tmp_path / "demo")], steps=steps) != 0
+    assert run_demo(["--work", str(tmp_path / "demo")], steps=steps) != 0
     assert seen == []
     err = capsys.readouterr().err
     assert "$ avsrctl eval" in err  # the command is shown before it runs
     [line] = _error_lines(err)
     assert line == "error: step 'score' failed (exit 2): avsrctl eval"
+    assert "hint: the command's own error is printed above it" in err
 
 
-def test_without_the_builtin_model_its_steps_say_so_in_one_line_and_the_demo_completes(tmp_path, monkeypatch, capsys):
+def test_an_interrupted_demo_says_so_in_one_line_and_removes_its_temporary_folder(capsys, run_demo):
+    seen = []
+
+    def interrupted(ctx):
+        seen.append(ctx.workdir)
+        raise KeyboardInterrupt
+
+    assert run_demo([], steps=(demo.Step("a", interrupted),)) == 130
+    [workdir] = seen
+    assert not workdir.exists()
+    assert _error_lines(capsys.readouterr().err) == ["error: interrupted"]
+
+
+def test_demo_is_a_command_of_the_cli_and_python_m_runs_the_same(capsys):
+    import subprocess
+    import sys
+
+    assert run(["--help"]) == 0
+    assert "demo " in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-m", "avsrctl.demo", "--epochs", "x"], capture_output=True, text=True)
+    assert proc.returncode == 2  # a usage error from the same command, through the same boundary
+    [line] = _error_lines(proc.stderr)
+    assert "--epochs" in line
+    assert "hint: run `avsrctl demo --help`" in proc.stderr
+
+
+def test_without_the_builtin_model_its_steps_say_so_in_one_line_and_the_demo_completes(
+    tmp_path, monkeypatch, capsys, run_demo
+):
     monkeypatch.setattr(pretrained, "BUILTIN_ROOT", tmp_path / "empty")
     monkeypatch.setattr(console.stderr(), "width", 10_000)
     after = []
@@ -69,7 +112,7 @@ def test_without_the_builtin_model_its_steps_say_so_in_one_line_and_the_demo_com
         demo.Step("drowned", demo.drowned),
         demo.Step("after", after.append),
     )
-    assert demo.main(["--work", str(tmp_path / "demo")], steps=steps) == 0
+    assert run_demo(["--work", str(tmp_path / "demo")], steps=steps) == 0
     assert len(after) == 1
     err = capsys.readouterr().err
     assert "$ avsrctl" not in err  # nothing ran for the missing model
@@ -84,9 +127,9 @@ def test_without_the_builtin_model_its_steps_say_so_in_one_line_and_the_demo_com
     ("model", "fragment"),
     [("no/such/final", "--model no/such/final: no such checkpoint folder"), ("grid-smal", "(built-in: grid-small)")],
 )
-def test_a_model_that_is_neither_builtin_nor_a_folder_is_a_usage_error(tmp_path, capsys, model, fragment):
+def test_a_model_that_is_neither_builtin_nor_a_folder_is_a_usage_error(tmp_path, capsys, model, fragment, run_demo):
     ran = []
-    assert demo.main(["--work", str(tmp_path / "demo"), "--model", model], steps=(demo.Step("a", ran.append),)) == 2
+    assert run_demo(["--work", str(tmp_path / "demo"), "--model", model], steps=(demo.Step("a", ran.append),)) == 2
     assert ran == []
     [line] = _error_lines(capsys.readouterr().err)
     assert fragment in line
@@ -140,7 +183,7 @@ def _summary_rows() -> list[demo.Row]:
         rows.append(demo.Row("2 built-in", demo.MODEL, "synthetic test (12)", modality, condition, wer))
     for model, modality in [(demo.MODEL, "audio"), (demo.MODEL, "both"), (demo.BASELINE, "audio")]:
         rows.append(demo.Row("3 real", model, "real GRID (2)", modality, "clean", wer))
-    heard = '"Bimblue F2 now." (1/6 words right)\n[dim]reference: bin blue at f two now[/]'  # as _heard writes it
+    heard = '"Bimblue F2 now." (1/6 words right)\n[dim]reference: bin blue at f two now[/]'  # as demo.report.heard writes it
     rows.append(demo.Row("3 transcribe", demo.BASELINE, "grid_bbaf2n.mpg", "audio", "clean", heard, 9.0))
     for modality in ("audio", "both"):
         rows.append(demo.Row("3 drowned", demo.MODEL, "grid_bbaf2n.mpg", modality, "babble -5 dB", heard))
@@ -169,14 +212,14 @@ def test_summary_keeps_every_name_whole_at_80_columns(monkeypatch, capsys):
 
 @pytest.mark.slow  # demo-data, train, 3 decodes, 2 evals and 2 transcribes on tiny models (~2 min on two busy cores)
 @requires_whisper_weights  # the baseline runs faster-whisper tiny.en
-def test_full_demo_with_tiny_models_and_a_standin_builtin(tmp_path, capfd, monkeypatch):
+def test_full_demo_with_tiny_models_and_a_standin_builtin(tmp_path, capfd, monkeypatch, run_demo):
     model = standin_checkpoint(tmp_path / "standin")
     monkeypatch.setattr(console.stdout(), "width", 250)
     shown, report = [], demo.report
     monkeypatch.setattr(demo, "report", lambda ctx, elapsed: (shown.extend(ctx.rows), report(ctx, elapsed)))
     work = tmp_path / "demo"
     argv = ["--config", "tiny", "--utterances", "24", "--epochs", "1", "--work", str(work), "--model", str(model)]
-    assert demo.main(argv) == 0
+    assert run_demo(argv) == 0
     out, err = capfd.readouterr()
     assert "$ avsrctl train --config tiny" in err and "--log-param-updates" in err
     assert err.count("parameter updates at step") == 1

@@ -222,19 +222,6 @@ def test_checkpoint_mode_scores_every_modality(media_dir, tmp_path, capsys):
         assert len((out_dir / r["modality"] / "hyp.wrd").read_text().splitlines()) == 1
 
 
-def test_lip_use_gives_each_row_its_fields_and_the_means_skip_rows_not_decoded():
-    from avsrctl.evaluate import DecodeOutput, LipUse, fusion_fields
-
-    out = DecodeOutput("both", ["a", "", "c"], lips=[LipUse(0.5, 0.8), None, LipUse(0.1234567, None)])
-    means, rows = fusion_fields(out)
-    assert rows == [{"video_weight": 0.5, "lip_sync": 0.8}, {}, {"video_weight": 0.1235}]
-    assert means == {"mean_video_weight": round((0.5 + 0.1234567) / 2, 4), "mean_lip_sync": 0.8}
-    assert out.video_weights == [0.5, None, 0.1234567] and out.lip_syncs == [0.8, None, None]
-    no_sync = DecodeOutput("both", ["a"], lips=[LipUse(0.3)])
-    assert no_sync.lip_syncs is None and fusion_fields(no_sync) == ({"mean_video_weight": 0.3}, [{"video_weight": 0.3}])
-    assert fusion_fields(DecodeOutput("audio", ["a"])) == ({}, None)
-
-
 def test_several_hyp_files_are_scored_side_by_side_and_paired_with_the_first(corpus, tmp_path, capsys):
     """--hyp A --hyp B: one row each, B compared with A on the same utterances, outputs in a subfolder each."""
     from avsrctl.metrics import paired_comparison
@@ -265,12 +252,12 @@ def test_several_hyp_files_are_scored_side_by_side_and_paired_with_the_first(cor
 
 def test_a_baseline_table_needs_no_hypothesis_file(capsys):
     """The summary table of a run that came from no --hyp file (the baseline) names no file."""
-    from avsrctl.cli.eval import _summary_table
+    from avsrctl.cli.scores import summary_table
     from avsrctl.evaluate import Run
     from avsrctl.metrics import score
 
     run_ = Run("faster-whisper tiny.en", ["a b"], settings={"model": "tiny.en"})
-    table = _summary_table([run_], [[score(["a b"], ["a b"])]], "baseline")
+    table = summary_table([run_], [[score(["a b"], ["a b"])]], "baseline")
     from rich.console import Console
 
     console = Console(width=120, record=True)

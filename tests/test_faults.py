@@ -46,7 +46,7 @@ SEED = 20261121  # the random kill moment
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from avsrctl.data.synth import generate_corpus
+    from avsrctl.synth.corpus import generate_corpus
 
     root = tmp_path_factory.mktemp("faults") / "corpus"
     generate_corpus(

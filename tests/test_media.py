@@ -244,7 +244,7 @@ def test_odd_file_names_are_not_options_or_protocols(generated, tmp_path):
 def test_falls_back_to_imageio_ffmpeg(monkeypatch, generated):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     monkeypatch.delenv("AVSRCTL_FFMPEG", raising=False)
-    monkeypatch.setattr(media.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     media.ffmpeg_exe.cache_clear()
     try:
         assert media.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
@@ -254,6 +254,33 @@ def test_falls_back_to_imageio_ffmpeg(monkeypatch, generated):
         assert info.has_audio and info.has_video and (info.width, info.height) == (64, 48)
     finally:
         media.ffmpeg_exe.cache_clear()
+
+
+def test_avsrctl_ffmpeg_wins_and_prefer_static_puts_imageio_first(monkeypatch):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/ffmpeg-system")
+    media.ffmpeg_exe.cache_clear()
+    try:
+        monkeypatch.setenv("AVSRCTL_FFMPEG", "/opt/my-ffmpeg")
+        assert media.ffmpeg_exe() == media.ffmpeg_exe(prefer_static=True) == "/opt/my-ffmpeg"
+        media.ffmpeg_exe.cache_clear()
+        monkeypatch.delenv("AVSRCTL_FFMPEG")
+        assert media.ffmpeg_exe() == "/usr/bin/ffmpeg-system"
+        assert media.ffmpeg_exe(prefer_static=True) == imageio_ffmpeg.get_ffmpeg_exe()
+    finally:
+        media.ffmpeg_exe.cache_clear()
+
+
+def test_reproducible_video_is_the_same_bytes_and_falls_back_to_mpeg4(tmp_path, monkeypatch):
+    frames = np.random.default_rng(0).integers(0, 255, (6, 16, 24, 3), dtype=np.uint8)
+    save_video(tmp_path / "a.mp4", frames, crf=20, reproducible=True)
+    save_video(tmp_path / "b.mp4", frames, crf=20, reproducible=True)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    assert load_video(tmp_path / "a.mp4").shape == (6, 16, 24, 3)
+    monkeypatch.setattr(media, "_encoders", lambda exe: " V..... mpeg4  MPEG-4 part 2\n")  # a build without libx264
+    save_video(tmp_path / "c.mp4", frames, reproducible=True)
+    assert load_video(tmp_path / "c.mp4").shape == (6, 16, 24, 3)
+    assert (tmp_path / "c.mp4").read_bytes() != (tmp_path / "a.mp4").read_bytes()
 
 
 def test_save_video_and_audio_round_trip(tmp_path):

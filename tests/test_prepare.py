@@ -13,15 +13,9 @@ import avsrctl.data.prepare as P
 from avsrctl.cli.main import run
 from avsrctl.data.manifest import read_manifest
 from avsrctl.data.media import load_video, save_audio, save_video
-from avsrctl.data.prepare import (
-    PrepareOptions,
-    Shard,
-    merge_parts,
-    prepare_corpus,
-    read_transcript_file,
-    safe_name,
-    split_names,
-)
+from avsrctl.data.prepare import PrepareOptions, merge_parts, prepare_corpus
+from avsrctl.data.sources import read_transcript_file, safe_name
+from avsrctl.data.splits import Shard, split_names
 from avsrctl.errors import DataError, UsageError
 
 N_CLIPS = 5

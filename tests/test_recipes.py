@@ -1,4 +1,5 @@
-"""The GRID recipe's report helpers (recipes/grid.py): what it reads back from eval folders and writes."""
+"""The GRID recipe (recipes/grid.py): its training stages, and its report (recipes/grid_report.py): what it
+reads back from eval folders and writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 
 import grid  # noqa: E402
+import grid_report  # noqa: E402
+
+
+def test_each_training_stage_is_one_record_and_runs_in_order_from_the_ones_it_names(tmp_path, monkeypatch):
+    import types
+
+    commands = []
+
+    def run(argv, capture=False):
+        out = Path(argv[argv.index("--output") + 1])
+        (out / "final").mkdir(parents=True)
+        commands.append([str(a) for a in argv])
+        return "", 1.0, 10
+
+    monkeypatch.setattr(grid, "run", run)
+    import avsrctl.checkpoint
+
+    k = types.SimpleNamespace(model=types.SimpleNamespace(audio_connector=types.SimpleNamespace(compression=4)))
+    monkeypatch.setattr(avsrctl.checkpoint, "read_checkpoint_config", lambda path: k)
+    args = types.SimpleNamespace(epochs=4, video_ctc_epochs=16, video_epochs=6, both_epochs=3, lip_sync_weight=0.0)
+    timings = {}
+    models = grid.train_stages(args, tmp_path, tmp_path / "corpus", ["audio", "video", "both"], timings)
+    assert models == {m: tmp_path / f"train-{m}" / "final" for m in ("audio", "video", "both")}
+    assert [c[c.index("--output") + 1] for c in commands] == [str(tmp_path / f"train-{s.name}") for s in grid.STAGES]
+    assert list(timings) == ["train-audio", "train-video-ctc", "train-video", "train-both"]
+    assert timings["train-both"]["epochs"] == 3
+    both = commands[-1]
+    init = [both[i + 1] for i, a in enumerate(both) if a == "--init-from"]
+    assert init == [str(tmp_path / "train-video" / "final"), str(tmp_path / "train-audio" / "final")]
+    assert "model.audio_connector.compression=4" in both and "data.noise_kind=babble" in both
+    assert grid.TRAIN_SETTINGS["both"] == grid.STAGES[-1].settings  # recipes/token_rate.py's view
+    # a rerun finds every stage's `final` and trains nothing again
+    commands.clear()
+    assert grid.train_stages(args, tmp_path, tmp_path / "corpus", ["audio", "video", "both"], {}) == models
+    assert commands == []
 
 
 def _eval_folder(folder: Path, rows: list[dict], **summary) -> Path:
@@ -34,7 +70,7 @@ def test_lips_counts_the_utterances_whose_lips_were_set_aside(tmp_path):
 def test_results_json_keeps_every_figure_and_how_the_lips_were_used(tmp_path):
     results = {"real-grid/both": {"wer": 1 / 24, "errors": 1, "ref_words": 24}}
     used = {"real-grid": {"video_weight": 0.0, "lip_sync": 0.1456, "set_aside": "4/4"}, "heldout": None}
-    grid.write_json(tmp_path / "results.json", results, used)
+    grid_report.write_json(tmp_path / "results.json", results, used)
     figures = json.loads((tmp_path / "results.json").read_text())
     assert figures == {
         "real-grid/both": {"wer": 0.0417, "errors": 1, "words": 24},
@@ -48,12 +84,14 @@ def test_the_targets_table_says_met_or_missed_from_the_figures():
     def fig(wer):
         return {"wer": wer, "errors": 0, "ref_words": 24}
 
-    rows = grid._targets({"real-grid/audio": fig(0.083), "real-grid/both": fig(0.125), "real-grid/video": fig(0.5)})
+    rows = grid_report._targets(
+        {"real-grid/audio": fig(0.083), "real-grid/both": fig(0.125), "real-grid/video": fig(0.5)}
+    )
     table = "\n".join(rows)
     assert "| real GRID, audio, basic normaliser | <= 10% | 8.3% | met |" in table
     assert "| real GRID, clean: both <= audio | <= 8.3% | 12.5% | missed |" in table
     assert "| real GRID, video | <= 60% | 50.0% | met |" in table
-    assert grid._targets({}) == []
+    assert grid_report._targets({}) == []
 
 
 def test_the_real_lip_readers_are_set_against_random_grammar_guesses(tmp_path):
@@ -64,17 +102,17 @@ def test_the_real_lip_readers_are_set_against_random_grammar_guesses(tmp_path):
         "real-grid/video": {"wer": 0.5, "errors": 1, "ref_words": 2},
         "real-grid/both-model-video-only": {"wer": 0.0, "errors": 0, "ref_words": 2},
     }
-    grid.write_json(tmp_path / "results.json", results, {}, chance)
+    grid_report.write_json(tmp_path / "results.json", results, {}, chance)
     figures = json.loads((tmp_path / "results.json").read_text())
     assert figures["real-grid/grammar-chance"] == {"wer": 0.6667, "errors": 1.33, "words": 2}
     assert figures["p-chance/real-grid/video"] == 0.6667
     assert figures["p-chance/real-grid/both-model-video-only"] == 0.3333
-    rows = grid._against_chance(results, chance)
+    rows = grid_report._against_chance(results, chance)
     assert rows == [
         "| real-grid/video | 50.0% (1/2) | 0.667 |",
         "| real-grid/both-model-video-only | 0.0% (0/2) | 0.333 |",
     ]
-    table = "\n".join(grid._targets(results, chance))
+    table = "\n".join(grid_report._targets(results, chance))
     assert "| real GRID, video | <= 60% | 50.0% (random grammar guesses: 66.7%) | met |" in table
 
 
@@ -83,14 +121,14 @@ def test_reports_read_back_carry_their_bootstrap_interval_and_utterance_errors(t
 
     rows = [{"id": "a", "errors": 0, "ref_words": 6}, {"id": "b", "errors": 3, "ref_words": 6}]
     old = _eval_folder(tmp_path / "old", rows, wer=0.25, errors=3, ref_words=12)  # written before wer_ci95
-    report = grid.read_report(old)
+    report = grid_report.read_report(old)
     assert report["wer_ci95"] == [round(v, 4) for v in wer_interval([0, 3], [6, 6])]
     assert report["utterance_errors"] == {"a": 0, "b": 3}
     new = _eval_folder(tmp_path / "new", rows, wer=0.25, errors=3, ref_words=12, wer_ci95=[0.1, 0.4])
-    assert grid.read_report(new)["wer_ci95"] == [0.1, 0.4]  # what eval wrote is kept
+    assert grid_report.read_report(new)["wer_ci95"] == [0.1, 0.4]  # what eval wrote is kept
 
     results = {"heldout/audio": report}
-    grid.write_json(tmp_path / "results.json", results, {})
+    grid_report.write_json(tmp_path / "results.json", results, {})
     figures = json.loads((tmp_path / "results.json").read_text())
     assert figures["heldout/audio"] == {"wer": 0.25, "errors": 3, "words": 12, "ci95": report["wer_ci95"]}
 
@@ -108,7 +146,9 @@ def test_the_both_vs_audio_targets_say_how_often_both_wins_on_resampled_utteranc
 
     audio, both = [2, 3, 1, 4], [0, 1, 1, 2]
     better, _ = paired_comparison(both, audio)
-    table = "\n".join(grid._targets({"real-grid-babble-5/audio": fig(audio), "real-grid-babble-5/both": fig(both)}))
+    table = "\n".join(
+        grid_report._targets({"real-grid-babble-5/audio": fig(audio), "real-grid-babble-5/both": fig(both)})
+    )
     assert f"(60% lower; fewer errors in {100 * better:.0f}% of resamples) | met |" in table
 
 

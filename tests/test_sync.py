@@ -78,11 +78,13 @@ def test_fusion_drops_lips_that_disagree_and_reports_it():
     lengths = torch.tensor([30, 20])
     with torch.no_grad():
         fusion.sync.threshold.fill_(10.0)  # certain the lips are out of sync
-        torch.testing.assert_close(fusion(audio, video, lengths=lengths), audio)
-        assert fusion.last_video_weight.max() < 1e-6 and fusion.last_sync.max() < 1e-6
+        out = fusion(audio, video, lengths=lengths)
+        torch.testing.assert_close(out.fused, audio)
+        assert out.video_weight.max() < 1e-6 and out.lip_sync.max() < 1e-6
         fusion.sync.threshold.fill_(-10.0)  # certain they are in sync: the gate alone decides
-        torch.testing.assert_close(fusion(audio, video, lengths=lengths), 0.5 * audio + 0.5 * video)
-        torch.testing.assert_close(fusion.last_sync, torch.ones(2))
+        out = fusion(audio, video, lengths=lengths)
+        torch.testing.assert_close(out.fused, 0.5 * audio + 0.5 * video)
+        torch.testing.assert_close(out.lip_sync, torch.ones(2))
     assert WeightedFusion(8, weighting="dynamic").sync is None
     with pytest.raises(ModelError, match="dynamic"):
         WeightedFusion(8, weighting="static", sync=True)
@@ -99,23 +101,31 @@ class _FixedSync(torch.nn.Module):
         return self.p[:, None, None].expand(audio.shape[0], audio.shape[1], 1)
 
 
-def test_outside_training_an_utterance_below_min_sync_reads_its_audio_alone():
-    fusion = WeightedFusion(8, weight=0.5, weighting="dynamic", sync=True, min_sync=0.5)
+def test_outside_training_an_utterance_below_min_lip_sync_reads_its_audio_alone():
+    fusion = WeightedFusion(8, weight=0.5, weighting="dynamic", sync=True, min_lip_sync=0.5)
     fusion.sync = _FixedSync([0.8, 0.3])  # the first utterance's lips agree with its voice, the second's do not
     audio, video = torch.randn(2, 30, 8), torch.randn(2, 30, 8)
     soft = [0.5 * audio[b] + 0.5 * (0.8, 0.3)[b] * video[b] + 0.5 * (1 - (0.8, 0.3)[b]) * audio[b] for b in (0, 1)]
     with torch.no_grad():
         out = fusion.eval()(audio, video)
-        torch.testing.assert_close(out[0], soft[0])  # above the threshold: the soft weights, as trained
-        torch.testing.assert_close(out[1], audio[1])  # below: the audio alone, exactly
-        torch.testing.assert_close(fusion.last_video_weight, torch.tensor([0.4, 0.0]))
-        torch.testing.assert_close(fusion.last_sync, torch.tensor([0.8, 0.3]))  # still reported
+        torch.testing.assert_close(out.fused[0], soft[0])  # above the threshold: the soft weights, as trained
+        torch.testing.assert_close(out.fused[1], audio[1])  # below: the audio alone, exactly
+        torch.testing.assert_close(out.video_weight, torch.tensor([0.4, 0.0]))
+        torch.testing.assert_close(out.lip_sync, torch.tensor([0.8, 0.3]))  # still reported
+        assert out.set_aside.tolist() == [False, True]
         out = fusion.train()(audio, video, drop_audio=torch.zeros(2, dtype=torch.bool))
-        torch.testing.assert_close(out[1], soft[1])  # training keeps every utterance's lips in the average
-        fusion.min_sync = 0.0  # off: the lips of every utterance stay in, at their small weight
-        torch.testing.assert_close(fusion.eval()(audio, video)[1], soft[1])
-    with pytest.raises(ModelError, match="min_sync"):
-        WeightedFusion(8, weighting="dynamic", sync=True, min_sync=1.0)
+        torch.testing.assert_close(out.fused[1], soft[1])  # training keeps every utterance's lips in the average
+        assert out.set_aside is None
+        off = fusion.eval()(audio, video, min_lip_sync=0.0)  # the call's threshold: every utterance's lips stay in
+        torch.testing.assert_close(off.fused[1], soft[1])
+        assert off.set_aside is None and fusion.min_lip_sync == 0.5  # the module keeps its own
+        higher = fusion(audio, video, min_lip_sync=0.9)  # both below: both read from the audio alone
+        assert higher.set_aside.tolist() == [True, True]
+        torch.testing.assert_close(higher.fused, audio)
+        with pytest.raises(ModelError, match="min_lip_sync"):
+            fusion(audio, video, min_lip_sync=1.0)
+    with pytest.raises(ModelError, match="min_lip_sync"):
+        WeightedFusion(8, weighting="dynamic", sync=True, min_lip_sync=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -152,52 +162,54 @@ def test_an_utterance_whose_lips_are_set_aside_reads_exactly_as_in_audio_mode(sy
     with torch.no_grad():
         audio = model.build_inputs(batch, "audio", with_targets=False)
         model.fusion.sync.threshold.fill_(10.0)  # no agreement anywhere: every utterance's lips are set aside
-        aside = model.build_inputs(batch, "both", with_targets=False)
-        assert bool(model.fusion.last_set_aside.all())
-        for x, y in zip(aside, audio):
+        aside = model.llm_inputs(batch, "both", with_targets=False)
+        assert bool(aside.fusion.set_aside.all())
+        for x, y in zip((aside.embeds, aside.attention_mask, aside.labels), audio):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
-        model.fusion.min_sync = 0.0  # nothing set aside: the fused tokens between both streams' markers
-        kept = model.build_inputs(batch, "both", with_targets=False)
-        assert model.fusion.last_set_aside is None and kept[0].shape != audio[0].shape
-        model.fusion.min_sync = 0.5
+        # a threshold of 0 for this call: nothing set aside, the fused tokens between both streams' markers
+        kept = model.llm_inputs(batch, "both", with_targets=False, min_lip_sync=0.0)
+        assert kept.fusion.set_aside is None and kept.embeds.shape != audio[0].shape
+        assert model.fusion.min_lip_sync == 0.5  # the call's threshold did not change the model's
         model.fusion.sync.threshold.fill_(-10.0)  # full agreement: nothing set aside either
-        model.build_inputs(batch, "both", with_targets=False)
-        assert not bool(model.fusion.last_set_aside.any())
+        assert not bool(model.llm_inputs(batch, "both", with_targets=False).fusion.set_aside.any())
         model.train()
         model.fusion.sync.threshold.fill_(10.0)
-        model.build_inputs(batch, "both")
-        assert model.fusion.last_set_aside is None  # training never sets lips aside
+        assert model.llm_inputs(batch, "both").fusion.set_aside is None  # training never sets lips aside
+        assert model(batch, "both").fusion.set_aside is None  # the output record carries it too
 
 
 def test_min_lip_sync_reaches_the_fusion_only_with_the_classifier(sync_cfg):
-    assert build_model(sync_cfg, {"both"}).fusion.min_sync == 0.5
+    assert build_model(sync_cfg, {"both"}).fusion.min_lip_sync == 0.5
     off = load_config("tiny", ["model.modality=both", "model.fusion.sync_weight=0.5", "model.fusion.min_lip_sync=0"])
-    assert build_model(off, {"both"}).fusion.min_sync == 0.0
-    assert build_model(load_config("tiny", ["model.modality=both"]), {"both"}).fusion.min_sync == 0.0
+    assert build_model(off, {"both"}).fusion.min_lip_sync == 0.0
+    assert build_model(load_config("tiny", ["model.modality=both"]), {"both"}).fusion.min_lip_sync == 0.0
     with pytest.raises(Exception, match="min_lip_sync"):
         load_config("tiny", ["model.fusion.min_lip_sync=1"])
 
 
 def test_decoding_can_override_min_lip_sync_and_says_which_it_used(sync_cfg):
-    from avsrctl.decoding import lip_sync_setting, use_min_lip_sync
+    from avsrctl.decoding import DecodingOptions, check_options_fit, lip_sync_setting
     from avsrctl.errors import UsageError
 
     model = build_model(sync_cfg, {"audio", "video", "both"})
     assert lip_sync_setting(model, "both") == {"min_lip_sync": 0.5} and lip_sync_setting(model, "audio") == {}
-    use_min_lip_sync(model, 0.2)
-    assert model.fusion.min_sync == 0.2 and lip_sync_setting(model, "both") == {"min_lip_sync": 0.2}
+    options = DecodingOptions(min_lip_sync=0.2)
+    check_options_fit(model, options)
+    assert lip_sync_setting(model, "both", options) == {"min_lip_sync": 0.2}
+    assert model.fusion.min_lip_sync == 0.5  # the decode's threshold lives in its options, not the model
     with pytest.raises(UsageError, match=r"--min-lip-sync must be in \[0, 1\)"):
-        use_min_lip_sync(model, 1.5)
+        DecodingOptions(min_lip_sync=1.5)
     plain = build_model(load_config("tiny", ["model.modality=both"]), {"both"})
     with pytest.raises(UsageError, match="sync classifier"):
-        use_min_lip_sync(plain, 0.5)
-    assert lip_sync_setting(plain, "both") == {}
+        check_options_fit(plain, options)
+    check_options_fit(plain, DecodingOptions())  # no threshold asked for: any model
+    assert lip_sync_setting(plain, "both") == {} and lip_sync_setting(plain, "both", options) == {}
 
 
 def test_the_setting_is_checked():
     with pytest.raises(Exception, match="sync_weight"):
         load_config("tiny", ["model.fusion.sync_weight=-1"])
-    with pytest.raises(Exception, match="sync_weight needs model.fusion.weighting=dynamic"):
+    with pytest.raises(Exception, match="losses.sync needs model.fusion.weighting=dynamic"):
         load_config("tiny", ["model.fusion.weighting=static", "model.fusion.sync_weight=1"])
 
 
@@ -243,7 +255,7 @@ def test_the_partner_features_are_averaged_in_pairs_to_the_video_rate():
     assert out.shape == (2, 4, 3)
     torch.testing.assert_close(out[:, :3], (features[:, 0::2] + features[:, 1::2]) / 2)
     assert out[:, 3].abs().sum() == 0  # a video frame past the audio is padding
-    with pytest.raises(ModelError, match="lip_sync_weight needs each training batch's audio"):
+    with pytest.raises(ModelError, match="losses.lip_sync needs each training batch's audio"):
         head.audio_stream(None, torch.tensor([3, 2]), frames=3)
 
 

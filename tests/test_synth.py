@@ -2,29 +2,30 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import wave
 
 import numpy as np
 import pytest
 
 from avsrctl.cli.main import run
+from avsrctl.data import media
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, read_manifest
-from avsrctl.data.synth import (
+from avsrctl.data.media import load_video
+from avsrctl.data.mouth_params import OPEN, PARAMS, PRESS, mouth_path
+from avsrctl.errors import UsageError
+from avsrctl.synth import corpus as synth_corpus
+from avsrctl.synth import plan as synth_plan
+from avsrctl.synth.corpus import generate_corpus, render_utterance, settings_of, write_mp4
+from avsrctl.synth.plan import (
     TEST_VARIANTS,
     TRAIN_VARIANTS,
     UtterancePlan,
-    generate_corpus,
     is_grammatical,
     make_speakers,
     plan_corpus,
-    render_utterance,
-    settings_of,
     utterance_look,
 )
-from avsrctl.data.synth_mouth import OPEN, PARAMS, PRESS, mouth_path
-from avsrctl.data.synth_speech import build_word_bank, ffmpeg_exe, parse_phonemes
-from avsrctl.errors import UsageError
+from avsrctl.synth.speech import build_word_bank, installed_mbrola, parse_phonemes
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
@@ -43,17 +44,10 @@ def _manifests(root):
 
 
 def _decode(path, size):
-    """Frames of an mp4 as (T, size, size, 3) uint8: the project's loader, or an ffmpeg pipe without it."""
-    try:
-        from avsrctl.data.media import load_video
-    except ImportError:
-        proc = subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-            capture_output=True,
-            check=True,
-        )
-        return np.frombuffer(proc.stdout, np.uint8).reshape(-1, size, size, 3)
-    return load_video(path)
+    """Frames of an mp4 as (T, size, size, 3) uint8."""
+    frames = load_video(path)
+    assert frames.shape[1:] == (size, size, 3)
+    return frames
 
 
 def test_layout_splits_and_speakers(corpus):
@@ -206,9 +200,7 @@ def test_cli_writes_corpus_and_json_summary(tmp_path, capsys):
 
 
 def test_mbrola_speakers_alternate_and_keep_train_and_test_voices_apart(monkeypatch):
-    import avsrctl.data.synth as synth
-
-    monkeypatch.setattr(synth, "installed_mbrola", lambda: ["mb-en1", "mb-us1", "mb-us2", "mb-us3"])
+    monkeypatch.setattr(synth_plan, "installed_mbrola", lambda: ["mb-en1", "mb-us1", "mb-us2", "mb-us3"])
     plain = make_speakers(6, False, 3)
     train = make_speakers(6, False, 3, mbrola=True)
     test = make_speakers(4, True, 3, mbrola=True)
@@ -216,15 +208,12 @@ def test_mbrola_speakers_alternate_and_keep_train_and_test_voices_apart(monkeypa
     assert [s.voice.language for s in test[1::2]] == ["mb-us3", "mb-us3"]
     assert [s.voice for s in train[0::2]] == [s.voice for s in plain[0::2]]  # espeak speakers unchanged
     assert [s.look for s in train] == [s.look for s in plain]  # and every mouth looks the same
-    monkeypatch.setattr(synth, "installed_mbrola", lambda: [])
+    monkeypatch.setattr(synth_plan, "installed_mbrola", lambda: [])
     with pytest.raises(UsageError, match="--mbrola: none of the MBROLA voices"):
         make_speakers(4, False, 3, mbrola=True)
 
 
-@pytest.mark.skipif(
-    not __import__("avsrctl.data.synth_speech", fromlist=["x"]).installed_mbrola(),
-    reason="no MBROLA English voices installed (make voices)",
-)
+@pytest.mark.skipif(not installed_mbrola(), reason="no MBROLA English voices installed (make voices)")
 def test_mbrola_corpus_speaks_and_records_the_setting(tmp_path):
     generate_corpus(tmp_path, 10, 5, 2, seed=0, size=16, jobs=1, valid_fraction=0.0, mbrola=True)
     assert settings_of(tmp_path)["mbrola"] is True
@@ -242,8 +231,6 @@ def test_mbrola_corpus_speaks_and_records_the_setting(tmp_path):
 
 def test_audio_does_not_depend_on_the_face_renderer(monkeypatch):
     """Voices and utterance audio come before any face draw: another look or renderer keeps every sample."""
-    import avsrctl.data.synth as synth
-
     words = ("set", "red", "by", "k", "seven", "now")
     plan = UtterancePlan("x", "train", 0, words, (4, 0, 0))
     speakers = make_speakers(3, False, 4)
@@ -254,14 +241,16 @@ def test_audio_does_not_depend_on_the_face_renderer(monkeypatch):
         rng.random(50)  # draws a different amount from its stream
         return speakers[1].look
 
-    monkeypatch.setattr(synth, "random_look", other_look)
-    monkeypatch.setattr(synth.FaceRenderer, "render", lambda self, track, rng: rng.random((len(track), 32, 32, 3)))
-    synth._RENDERERS.clear()
+    monkeypatch.setattr(synth_plan, "random_look", other_look)
+    monkeypatch.setattr(
+        synth_corpus.FaceRenderer, "render", lambda self, track, rng: rng.random((len(track), 32, 32, 3))
+    )
+    synth_corpus._RENDERERS.clear()
     again = make_speakers(3, False, 4)
     assert [s.voice for s in again] == [s.voice for s in speakers]
     assert again[0].look != speakers[0].look
     spoken2, _, _ = render_utterance(plan, again[0], bank, 32)
-    synth._RENDERERS.clear()
+    synth_corpus._RENDERERS.clear()
     assert np.array_equal(spoken.audio, spoken2.audio)
 
 
@@ -296,3 +285,21 @@ def test_more_faces_per_speaker_change_the_video_and_never_the_audio(corpus, tmp
     assert other_face > 0
     with pytest.raises(UsageError, match="faces-per-speaker"):
         generate_corpus(tmp_path / "x", **SMALL, jobs=1, faces_per_speaker=0)
+
+
+def test_avsrctl_ffmpeg_runs_the_speech_resampler_and_the_clip_writer(tmp_path, monkeypatch):
+    """$AVSRCTL_FFMPEG chooses the binary for demo-data too (it used to run imageio-ffmpeg's whatever it said)."""
+    real, log = media.ffmpeg_exe(), tmp_path / "calls.log"
+    wrapper = tmp_path / "ffmpeg-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("AVSRCTL_FFMPEG", str(wrapper))
+    media.ffmpeg_exe.cache_clear()
+    try:
+        voice = make_speakers(1, False, 0)[0].voice  # an espeak-ng voice: 22.05 kHz, resampled by ffmpeg
+        bank = build_word_bank(voice, ["bin", "blue"])
+        assert bank.audio["bin"].size > 0 and "s16le" in log.read_text()
+        write_mp4(tmp_path / "clip.mp4", np.zeros((5, 16, 16, 3), np.uint8))
+        assert "clip" in log.read_text() and load_video(tmp_path / "clip.mp4").shape == (5, 16, 16, 3)
+    finally:
+        media.ffmpeg_exe.cache_clear()

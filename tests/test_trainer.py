@@ -407,7 +407,7 @@ def test_a_fused_run_with_sync_records_it_and_its_checkpoint_keeps_the_classifie
     train = read_metrics(out, "train")
     assert len(train) == 2 and all(math.isfinite(r["sync"]) and r["sync"] > 0 for r in train)
     model, _, _ = ckpt.load_checkpoint(out / "final")
-    assert model.fusion.sync is not None and model.sync_weight == 0.5
+    assert model.fusion.sync is not None and model.loss_weights == {"sync": 0.5}
     saved = ckpt.read_tensors(out / "final" / "model.safetensors")
     # the classifier trained (its threshold left the initial 0.3) and the checkpoint kept what it learnt
     assert "fusion.sync.threshold" in saved and float(saved["fusion.sync.threshold"]) != pytest.approx(0.3, abs=1e-6)
@@ -439,7 +439,7 @@ def test_a_video_run_with_lip_sync_trains_the_lips_against_the_audio_and_decodes
 
 def test_lip_sync_is_refused_outside_a_video_run(corpus, tmp_path):
     cfg = tiny_config(corpus, tmp_path / "run", "model.lip_sync_weight=0.5", train__max_steps=1)
-    with pytest.raises(UsageError, match="lip_sync_weight trains a video model's lips; this run trains 'both'"):
+    with pytest.raises(UsageError, match="losses.lip_sync trains a video model's lips; this run trains 'both'"):
         run_training(cfg, modality="both")
     assert not (tmp_path / "run").exists()
 
@@ -453,7 +453,7 @@ def test_a_video_run_with_lip_sync_needs_audio_in_its_manifest(corpus, tmp_path)
     lines[2] = "\t".join([fields[0], fields[1], "", *fields[3:]])  # the second utterance loses its audio path
     tsv.write_text("\n".join(lines) + "\n")
     cfg = tiny_config(silent, tmp_path / "run", "model.lip_sync_weight=0.5", train__max_steps=1)
-    with pytest.raises(UsageError, match=r"train\.tsv:3: model\.lip_sync_weight trains the lips"):
+    with pytest.raises(UsageError, match=r"train\.tsv:3: model\.losses\.lip_sync trains the lips"):
         run_training(cfg, modality="video")
     assert not (tmp_path / "run").exists()
 

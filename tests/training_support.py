@@ -17,7 +17,7 @@ CHARS = "abcdefghijklmnopqrstuvwxyz '"  # the stand-in's vocabulary: one class p
 
 def make_corpus(root: Path, n: int = 20, seed: int = 0) -> Path:
     """A synthetic corpus at 32x32 with train and valid splits (a few seconds to generate)."""
-    from avsrctl.data.synth import generate_corpus
+    from avsrctl.synth.corpus import generate_corpus
 
     generate_corpus(
         root, n_utterances=n, n_speakers=3, n_test_speakers=1, size=32, seed=seed, jobs=1, valid_fraction=0.25

@@ -20,13 +20,8 @@ from avsrctl.cli.options import (
     use_threads,
 )
 from avsrctl.errors import UsageError
-from avsrctl.training.adapt import (  # no torch at import
-    DEFAULT_CTC_EPOCHS,
-    DEFAULT_EPOCHS,
-    DEFAULT_MIN_SCORE,
-    DEFAULT_VALID_FRACTION,
-    DEFAULT_VIDEO_EPOCHS,
-)
+from avsrctl.training.adapt import DEFAULT_CTC_EPOCHS, DEFAULT_EPOCHS, DEFAULT_VIDEO_EPOCHS  # no torch at import
+from avsrctl.training.pseudo import DEFAULT_MIN_SCORE, DEFAULT_VALID_FRACTION
 
 
 def adapt(
@@ -128,7 +123,8 @@ def adapt(
     use_threads(threads)
     use_quiet(quiet)
 
-    from avsrctl.training.adapt import PseudoLabelRule, run_adaptation  # torch: only once the arguments are valid
+    from avsrctl.training.adapt import run_adaptation  # torch: only once the arguments are valid
+    from avsrctl.training.pseudo import PseudoLabelRule
 
     result = run_adaptation(
         checkpoint,

@@ -74,7 +74,7 @@ def demo_data(
     check_choice("--format", fmt, SUMMARY_FORMATS)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from avsrctl.data.synth import generate_corpus
+    from avsrctl.synth.corpus import generate_corpus
 
     labels = {"voices": "synthesising voices", "utterances": "rendering utterances"}
     with Progress(

@@ -19,6 +19,7 @@ from avsrctl.cli import console
 from avsrctl.cli.adapt import adapt
 from avsrctl.cli.cache import cache_app
 from avsrctl.cli.decode import decode
+from avsrctl.cli.demo import demo
 from avsrctl.cli.demo_data import demo_data
 from avsrctl.cli.eval import eval_
 from avsrctl.cli.inspect import inspect_params
@@ -65,6 +66,7 @@ app.command("transcribe")(transcribe)
 app.command("prepare")(prepare)
 app.command("demo-data")(demo_data)
 app.command("adapt")(adapt)
+app.command("demo")(demo)
 app.add_typer(cache_app, name="cache")
 
 
@@ -77,7 +79,7 @@ def _fail(message: str, hint: str | None, code: int) -> int:
     return code
 
 
-_COMMANDS = ("train", "decode", "eval", "inspect-params", "transcribe", "prepare", "demo-data", "adapt")
+_COMMANDS = ("train", "decode", "eval", "inspect-params", "transcribe", "prepare", "demo-data", "adapt", "demo")
 
 
 def _command(argv: list[str]) -> str:

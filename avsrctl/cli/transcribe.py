@@ -4,13 +4,14 @@ Without --checkpoint it runs the embedded default (faster-whisper with the offli
 tiny.en weights, audio only) and never imports torch. With --checkpoint it runs a trained
 AVSR model on the clip's audio, video (mouth crops) or both. The model loads once for all
 inputs; one input goes to stdout or `-o`, several to `--output-dir`. An input that fails is
-named and skipped: the others are written, and the exit code is 1.
+named and skipped: the others are written, and the exit code is 1. Which files are read and where
+each transcript goes, and the loop over them, are transcribe_files.py's; this module parses and
+checks the options, loads the recogniser and shows the progress.
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,11 +32,8 @@ from avsrctl.cli.options import (
     use_quiet,
     use_threads,
 )
-from avsrctl.errors import AvsrError, MediaError, UsageError
-from avsrctl.paths import refuse_overwrite
+from avsrctl.errors import UsageError
 from avsrctl.wording import plural
-
-STDIN = "-"
 
 
 def transcribe(
@@ -139,91 +137,46 @@ def transcribe(
 
         check_min_lip_sync(min_lip_sync)
 
+    from avsrctl.transcribe_files import plan_jobs
+
     with ExitStack() as stack:
-        jobs = _jobs(inputs, output, output_dir, fmt, stack)
+        jobs = plan_jobs(inputs, output, output_dir, fmt, stack)
         # every output place is checked before the model loads
         if output is not None:
             require_writable_folder(output.parent, "--output folder")
         if output_dir is not None:
             require_writable_folder(output_dir, "--output-dir")
         recognizer = _recognizer(
-            checkpoint, modality, model, language, beam_size, device, vad, max_segment, temperature_fallback, threads
+            checkpoint,
+            modality,
+            model,
+            language,
+            beam_size,
+            device,
+            vad,
+            max_segment,
+            temperature_fallback,
+            threads,
+            min_lip_sync,
         )
-        if min_lip_sync is not None:
-            from avsrctl.decoding import use_min_lip_sync
-
-            use_min_lip_sync(recognizer.model, min_lip_sync)
         _run(jobs, recognizer, fmt)
 
 
-def _jobs(inputs: list[str], output: Path | None, output_dir: Path | None, fmt: str, stack: ExitStack):
-    """[(file to read, name to show, where to write or None for stdout)], checked before any work."""
-    from avsrctl.data.media import MEDIA_EXTENSIONS
-
-    if not inputs:
-        raise UsageError("no input: name audio or video files, folders, or - for stdin")
-    if inputs.count(STDIN) > 1:
-        raise UsageError("- (stdin) can be given once")
-    found: list[tuple[Path, str, Path]] = []  # (file, shown name, path relative to the output folder)
-    for item in inputs:
-        if item == STDIN:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsrctl-stdin-")))
-            data = sys.stdin.buffer.read()
-            if not data:
-                raise UsageError("- : nothing on stdin", hint="pipe a media file in: avsrctl transcribe - < talk.mp4")
-            (tmp / "stdin").write_bytes(data)
-            found.append((tmp / "stdin", "stdin", Path("stdin")))
-            continue
-        path = Path(item)
-        if path.is_dir():
-            media = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
-            if not media:
-                raise UsageError(
-                    f"{path}: no audio or video files in this folder",
-                    hint=f"files ending in {', '.join(MEDIA_EXTENSIONS)} are transcribed",
-                )
-            found.extend((p, str(p), p.relative_to(path)) for p in media)
-        elif path.is_file():
-            found.append((path, str(path), Path(path.name)))
-        else:
-            raise UsageError(f"{path}: no such file or folder", hint="pass audio or video files, folders, or -")
-    several = len(found) > 1 or any(Path(i).is_dir() for i in inputs if i != STDIN)
-    if several and output is not None:
-        raise UsageError(
-            f"-o {output} takes one input, but {plural(len(found), 'file')} were given",
-            hint="write one transcript per input with --output-dir DIR",
-        )
-    if several and output_dir is None:
-        raise UsageError(
-            f"{plural(len(found), 'input file')} need --output-dir DIR (one transcript file each)",
-            hint="e.g. --output-dir transcripts; one input can go to stdout or -o",
-        )
-    sources = [src for src, _, _ in found]
-    if output_dir is None:
-        refuse_overwrite([output], sources, "-o")
-        return [(src, name, output) for src, name, _ in found]
-    jobs, taken = [], {}
-    for src, name, rel in found:
-        target = output_dir / rel.with_name(f"{rel.stem}.{fmt}")
-        key = target.resolve()
-        if key in taken:
-            raise UsageError(
-                f"{taken[key]} and {name} would both be written to {target}",
-                hint="transcribe them into different --output-dir folders",
-            )
-        refuse_overwrite([target], sources, "--output-dir")
-        taken[key] = name
-        jobs.append((src, name, target))
-    return jobs
-
-
-def _recognizer(checkpoint, modality, model, language, beam_size, device, vad, max_segment, fallback, threads):
+def _recognizer(
+    checkpoint, modality, model, language, beam_size, device, vad, max_segment, fallback, threads, min_lip_sync=None
+):
     if checkpoint is not None:
         from avsrctl.transcribe import checkpoint_recognizer
 
         with console.chatter().status(f"loading {checkpoint}"):
             recognizer = checkpoint_recognizer(
-                checkpoint, modality, beam_size=beam_size, device=device, max_segment_s=max_segment, vad=vad
+                checkpoint,
+                modality,
+                beam_size=beam_size,
+                device=device,
+                max_segment_s=max_segment,
+                vad=vad,
+                min_lip_sync=min_lip_sync,
             )
         console.log(f"[dim]transcribing with {recognizer.name}[/]")
         return recognizer
@@ -243,38 +196,22 @@ def _recognizer(checkpoint, modality, model, language, beam_size, device, vad, m
     )
 
 
-def _streams_read(recognizer) -> str:
-    """What a duration is 'of': the streams the recogniser reads."""
-    mods = set(recognizer.modalities)
-    if mods == {"audio"}:
-        return "audio"
-    if mods == {"video"}:
-        return "video"
-    return "audio and video"
-
-
 def describe_lips(meta: dict) -> str:
     """One line on how a fused model used the lips of a clip (from `Transcript.meta`); '' for one stream."""
-    from avsrctl.wording import lip_use_line
+    from avsrctl.lips import lip_use_line
 
     return lip_use_line(meta["lips"], meta.get("pieces", 1), "piece") if meta.get("lips") else ""
 
 
 def _run(jobs, recognizer, fmt: str) -> None:
+    """Transcribe the jobs (`transcribe_files.transcribe_jobs`) under one progress bar over their seconds
+    of media; each written file or failure on stderr, a text for stdout printed there."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from avsrctl.atomic import write_atomic
-    from avsrctl.data.media import probe
-    from avsrctl.subtitles import render
-    from avsrctl.transcribe import transcribe as run_transcribe
+    from avsrctl.transcribe_files import failures, media_seconds, streams_read, transcribe_jobs
 
     started = time.perf_counter()
-    lengths = {}
-    for src, _, _ in jobs:  # for the ETA: seconds of media in all (a file ffmpeg cannot read counts 0)
-        try:
-            lengths[src] = probe(src).duration or 0.0
-        except AvsrError:
-            lengths[src] = 0.0
+    lengths = media_seconds(jobs)
     total = sum(lengths.values())
     failed: dict[str, str] = {}
     seconds = 0.0
@@ -289,45 +226,37 @@ def _run(jobs, recognizer, fmt: str) -> None:
     show = len(jobs) > 1 or total > 60
     with Progress(*columns, console=console.chatter(), transient=True, disable=not show) as bar:
         task = bar.add_task("transcribing", total=max(total, 1e-9))
-        done_before = 0.0
-        for src, name, target in jobs:
-            bar.update(task, description=f"{name[-40:]}")
+        before, at = {}, 0.0  # each job's seconds of media before it
+        for job in jobs:
+            before[job], at = at, at + lengths[job.source]
 
-            def progress(done_s, _total_s, _base=done_before):
-                bar.update(task, completed=_base + done_s)
+        def progress(job, done_s):
+            bar.update(task, description=f"{job.name[-40:]}", completed=before[job] + done_s)
 
-            try:
-                result = run_transcribe(src, recognizer, progress)
-            except AvsrError as e:
-                if len(jobs) == 1:
-                    raise
-                failed[name] = str(e)
-                console.warning(str(e) if name in str(e) else f"{name}: {e}")
+        for done in transcribe_jobs(jobs, recognizer, fmt, progress):
+            name = done.job.name
+            if done.error is not None:
+                failed[name] = str(done.error)
+                console.warning(str(done.error) if name in str(done.error) else f"{name}: {done.error}")
             else:
-                lips = describe_lips(result.meta)
+                lips = describe_lips(done.transcript.meta)
                 if lips:
                     console.log(f"[dim]{name}: {lips}[/]" if len(jobs) > 1 else f"[dim]{lips}[/]")
-                text = render(result, fmt)
-                if target is not None:
-                    write_atomic(target, text)
-                    console.log(f"wrote {target} ({fmt}, {plural(len(result.segments), 'segment')})")
+                if done.job.target is not None:
+                    segments = plural(len(done.transcript.segments), "segment")
+                    console.log(f"wrote {done.job.target} ({fmt}, {segments})")
                 else:
-                    sys.stdout.write(text)
+                    sys.stdout.write(done.text)
                     sys.stdout.flush()
-                seconds += result.duration or 0.0
-            done_before += lengths[src]
-            bar.update(task, completed=done_before)
+                seconds += done.transcript.duration or 0.0
+            bar.update(task, completed=before[done.job] + lengths[done.job.source])
     elapsed = time.perf_counter() - started
     if len(jobs) > 1:
         console.log(
             f"[dim]{len(jobs) - len(failed)} of {plural(len(jobs), 'file')} transcribed: "
-            f"{seconds:.1f} s of {_streams_read(recognizer)} in {elapsed:.1f} s[/]"
+            f"{seconds:.1f} s of {streams_read(recognizer)} in {elapsed:.1f} s[/]"
         )
     elif seconds:
-        console.log(f"[dim]{seconds:.1f} s of {_streams_read(recognizer)} in {elapsed:.1f} s[/]")
+        console.log(f"[dim]{seconds:.1f} s of {streams_read(recognizer)} in {elapsed:.1f} s[/]")
     if failed:
-        reason = next(iter(failed.values()))
-        raise MediaError(
-            f"{len(failed)} of {plural(len(jobs), 'input')} could not be transcribed (first: {reason})",
-            hint="the others were written; each failure is named in a warning above (check those files with ffprobe)",
-        )
+        raise failures(failed, len(jobs))

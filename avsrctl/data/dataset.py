@@ -28,10 +28,10 @@ from avsrctl.data.batch import Batch
 from avsrctl.data.corrupt import corrupt_video, gaussian_blur
 from avsrctl.data.manifest import SAMPLES_PER_FRAME, Manifest
 from avsrctl.data.media import load_audio, load_video, probe
+from avsrctl.data.mouth_params import mouth_path
 from avsrctl.data.noise import ManifestNoiser, NoiseSpec
 from avsrctl.data.roi import apply_roi, check_mode, source_side
 from avsrctl.data.sampler import FrameBucketSampler  # noqa: F401  (re-exported: dataset.FrameBucketSampler)
-from avsrctl.data.synth_mouth import mouth_path
 from avsrctl.errors import DataError, MediaError, UsageError
 
 STREAMS = {"audio": (True, False), "video": (False, True), "both": (True, True)}  # modality -> (audio, video)
@@ -148,7 +148,7 @@ class AVDataset(torch.utils.data.Dataset):
         judge_audio: bool = False,
     ):
         self.read_audio, self.read_video = _streams(modality)
-        self.read_audio |= with_audio  # a video run whose lips train against the voice (model.lip_sync_weight)
+        self.read_audio |= with_audio  # a video run whose lips train against the voice (model.losses.lip_sync)
         manifest.require("both" if with_audio and self.read_video else modality)
         # the audio a fused model hears only to judge lips read alone: read when it can be; a clip
         # whose audio fails is read without it, and its batch goes without (collate)
@@ -174,7 +174,7 @@ class AVDataset(torch.utils.data.Dataset):
         self.video_corruption = video_corruption
         self._other_video: torch.Tensor | None = None  # the previous clip's frames: 'swap' shows another face
         # per-frame mouth parameters of rendered clips (video/<id>.mouth.npy), the targets of
-        # model.articulation_weight; a corrupted clip carries none, since its frames no longer show them
+        # model.losses.articulation; a corrupted clip carries none, since its frames no longer show them
         self.articulation = articulation and self.read_video
 
     def use_features(self, lookup) -> None:
@@ -347,9 +347,9 @@ def read_articulation(video: Path, n_frames: int) -> torch.Tensor:
         track = np.load(path).astype(np.float32)
     except FileNotFoundError:
         raise DataError(
-            f"{path}: no mouth parameters for this clip; model.articulation_weight needs the ones "
+            f"{path}: no mouth parameters for this clip; model.losses.articulation needs the ones "
             "avsrctl demo-data stores beside each rendered clip",
-            hint="set model.articulation_weight=0 for recorded video, or rerun demo-data on the corpus to add them",
+            hint="set model.losses.articulation=0 for recorded video, or rerun demo-data on the corpus to add them",
         ) from None
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read the mouth parameters ({e})") from None

@@ -9,7 +9,7 @@ package) reads every frame inside the Haar track's face box, and the crop follow
 - the head's roll is the angle of the line through the outer eye corners, and the crop is rotated
   to undo it;
 - the crop's side is set once per clip from the median lip width, so that the mouth fills the
-  crop as in the synthetic training faces (synth_face.py: lips 0.38-0.50 of the side, centre at
+  crop as in the synthetic training faces (synth/face.py: lips 0.38-0.50 of the side, centre at
   0.6 of its height);
 - the crop is anchored on the nose tip plus the clip's median nose-to-mouth offset, not on the
   lips themselves: an anchor that followed the lips would move down with the jaw and cancel part
@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avsrctl.data.roi import _median_filter
+from avsrctl.data.smoothing import median_filter
 from avsrctl.errors import UsageError
 
 MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -43,7 +43,7 @@ NOSE_TIP = 30
 MOUTH = slice(48, 68)  # outer (48-59) and inner (60-67) lip contour
 MOUTH_CORNERS = (48, 54)
 
-# Framing of the synthetic training faces (synth_face.random_look): lip width 2 x U(0.19, 0.25) of the
+# Framing of the synthetic training faces (synth/face.py random_look): lip width 2 x U(0.19, 0.25) of the
 # crop side, mouth centre at 0.6 of the crop height.
 LIP_WIDTH = 0.44
 MOUTH_Y = 0.6
@@ -108,7 +108,7 @@ def face_landmarks(frames: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def _smooth(values: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     """Running median (the face track's), then running mean, along axis 0 (edges use the part of the window that fits)."""
     half = window // 2
-    med = _median_filter(values, window)
+    med = median_filter(values, window)
     return np.stack([med[max(0, i - half) : i + half + 1].mean(axis=0) for i in range(len(values))])
 
 

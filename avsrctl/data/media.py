@@ -2,8 +2,10 @@
 
 Everything leaves here in avsrctl's two formats: audio as float32 16 kHz mono, video as
 uint8 RGB frames at 25 fps. Any container ffmpeg reads works (mp4, mpg, mkv, webm, avi,
-wav, flac, ...). ffprobe is not needed: the only binary is `ffmpeg`, the system one or, when
-the system has none, the one shipped by imageio-ffmpeg.
+wav, flac, ...). Encoding is here too, and nowhere else: wav and mp4 files (written under a
+temporary name, then renamed) and the resampling of demo-data's speech. ffprobe is not needed:
+the only binary is `ffmpeg` (data/probe.py finds it and probes files; its names are importable
+from here).
 
 Decoding is strict: ffmpeg runs with `-xerror` and error-level logging, and any error it
 reports (truncated file, corrupt packet, missing stream) or an empty stream becomes a
@@ -21,11 +23,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import wave
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +34,8 @@ import numpy as np
 
 from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import SAMPLE_RATE, VIDEO_FPS
+from avsrctl.data.probe import MediaInfo, _check_file, _ffmpeg, _reason, _url, ffmpeg_exe
+from avsrctl.data.probe import probe as probe  # re-exported: callers read `media.probe`
 from avsrctl.errors import MediaError
 
 _QUIET = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-xerror")
@@ -42,65 +44,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mpg", ".mpeg", ".mkv", ".webm", ".avi", ".mov", ".
 MEDIA_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
 
 
-@lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary: $AVSRCTL_FFMPEG, else the system `ffmpeg`, else imageio-ffmpeg's."""
-    override = os.environ.get("AVSRCTL_FFMPEG")
-    if override:
-        return override
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise MediaError(
-            "no ffmpeg binary found", hint="install ffmpeg (apt-get install ffmpeg) or `pip install imageio-ffmpeg`"
-        ) from None
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as e:
-        raise MediaError(f"no ffmpeg binary found ({e})", hint="install ffmpeg (apt-get install ffmpeg)") from None
-
-
-def _url(path: Path) -> str:
-    # The `file:` protocol stops ffmpeg from reading 'name:with:colons.mp4' as another protocol
-    # and a name starting with '-' as an option.
-    return "file:" + str(Path(path).absolute())
-
-
-def _reason(stderr: bytes, path: Path) -> str:
-    """The most telling line of ffmpeg's stderr, shortened (ffmpeg repeats the full path)."""
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not ln.startswith(("To ignore this", "Conversion failed"))]
-    if not lines:
-        return "ffmpeg failed without a message"
-    line = lines[-1]
-    line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)  # '[mov,mp4 @ 0x55d4...] ' prefixes
-    full = str(Path(path).absolute())
-    for prefix in ("file:" + full, full):
-        line = line.replace(prefix + ": ", "").replace(prefix, Path(path).name)
-    return line[:200]
-
-
-def _ffmpeg(args: list[str], input_bytes: bytes | None = None) -> tuple[int, bytes, bytes]:
-    try:
-        # A session of its own: Ctrl-C in a terminal signals the whole foreground process group,
-        # and an ffmpeg killed mid-decode would turn into a "broken" clip that training skips.
-        # avsrctl handles the signal itself (training finishes the step and saves a checkpoint).
-        proc = subprocess.run(
-            args, input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, start_new_session=True
-        )
-    except FileNotFoundError:
-        raise MediaError(f"ffmpeg binary not found: {args[0]}") from None
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise MediaError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: zero-length file")
+# ---------------------------------------------------------------------------- decode
 
 
 def _decode(stream, path: Path, what: str) -> bytes:
@@ -116,76 +60,12 @@ def _decode(stream, path: Path, what: str) -> bytes:
     return out
 
 
-# ----------------------------------------------------------------------------- probe
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What ffmpeg says about a file before decoding it (from `ffmpeg -i`, no ffprobe)."""
-
-    path: Path
-    container: str
-    duration: float | None  # seconds, None when ffmpeg cannot tell
-    has_audio: bool
-    has_video: bool  # a real video stream (cover art in audio files does not count)
-    width: int = 0
-    height: int = 0
-    fps: float | None = None
-    sample_rate: int = 0
-    channels: str = ""
-
-
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_STREAM = re.compile(r"Stream #\d+:\d+.*?: (Video|Audio): (.*)")
-_SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
-_FPS = re.compile(r"([\d.]+)(k?) fps")
-_RATE = re.compile(r"(\d+) Hz, ([^,]+)")
-
-
-def probe(path: str | os.PathLike) -> MediaInfo:
-    """Streams, size, rate and duration of a media file, by running `ffmpeg -i` (no ffprobe needed)."""
-    path = Path(path)
-    _check_file(path)
-    # With no output file ffmpeg prints the input's description and exits 1 ("At least one
-    # output file must be specified"); only a missing "Input #0" header means it failed.
-    _, _, err = _ffmpeg([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(path)])
-    text = err.decode("utf-8", "replace")
-    head = re.search(r"Input #0, (.+?), from", text)
-    if head is None:
-        raise MediaError(f"{path}: not a media file ffmpeg can read: {_reason(err, path)}")
-    duration = None
-    m = _DURATION.search(text)
-    if m:
-        duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-    info: dict = {"has_audio": False, "has_video": False}
-    for kind, rest in _STREAM.findall(text):
-        if kind == "Video" and "attached pic" not in rest and not info["has_video"]:
-            info["has_video"] = True
-            size = _SIZE.search(rest)
-            if size:
-                info["width"], info["height"] = int(size.group(1)), int(size.group(2))
-            fps = _FPS.search(rest)
-            if fps:
-                info["fps"] = float(fps.group(1)) * (1000 if fps.group(2) else 1)
-        elif kind == "Audio" and not info["has_audio"]:
-            info["has_audio"] = True
-            rate = _RATE.search(rest)
-            if rate:
-                info["sample_rate"], info["channels"] = int(rate.group(1)), rate.group(2).strip()
-    return MediaInfo(path=path, container=head.group(1), duration=duration, **info)
-
-
-# ---------------------------------------------------------------------------- decode
-
-
 def _read_plain_wav(path: Path) -> np.ndarray | None:
     """16 kHz mono 16-bit PCM WAV read directly (what `prepare` and `demo-data` write).
 
     Starting ffmpeg costs 0.03-0.2 s per call, more than decoding a short utterance, and a
     training epoch reads every file. Any other WAV flavour returns None and goes through ffmpeg.
     """
-    import wave
-
     try:
         with wave.open(str(path), "rb") as w:
             if (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getcomptype()) != (SAMPLE_RATE, 1, 2, "NONE"):
@@ -279,17 +159,40 @@ def load_video(
 # ---------------------------------------------------------------------------- encode
 
 
-def _encode(path: Path, build, what: str, input_bytes: bytes | None = None) -> None:
+def _encode(path: Path, build, what: str, input_bytes: bytes | None = None, exe: str | None = None) -> None:
     """Run `build(output_url)` into a temporary name beside `path`, then rename (never half a file)."""
 
     def write(tmp: Path) -> None:
-        args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=ffmpeg_exe())
+        args = build(_url(tmp)).global_args(*_QUIET, "-y").compile(cmd=exe or ffmpeg_exe())
         rc, _, err = _ffmpeg(args, input_bytes)
         # As for decoding, any error-level message counts: a truncated source must not become a short wav.
         if rc != 0 or err.strip() or not tmp.is_file() or tmp.stat().st_size == 0:
             raise MediaError(f"{path}: cannot write {what}: {_reason(err, tmp)}")
 
     write_atomic(path, write)
+
+
+@lru_cache(maxsize=4)
+def _encoders(exe: str) -> str:
+    """The `ffmpeg -encoders` listing of one binary."""
+    rc, out, err = _ffmpeg([exe, "-hide_banner", "-encoders"])
+    if rc != 0:
+        raise MediaError(f"{exe} -encoders failed (exit {rc}): {_reason(err, Path(exe))}")
+    return out.decode("utf-8", "replace")
+
+
+def resample(samples: np.ndarray, rate: int, *, reproducible: bool = False) -> np.ndarray:
+    """16-bit mono samples (S,) at `rate` Hz -> float32 at 16 kHz (S * 16000 / rate,) through ffmpeg's resampler.
+
+    `reproducible` runs the binary `save_video(reproducible=True)` runs (imageio-ffmpeg's first).
+    """
+    graph = ffmpeg.input("pipe:", format="s16le", ar=rate, ac=1).output("pipe:", format="f32le", ar=SAMPLE_RATE, ac=1)
+    rc, out, err = _ffmpeg(
+        graph.global_args(*_QUIET).compile(cmd=ffmpeg_exe(reproducible)), samples.astype("<i2").tobytes()
+    )
+    if rc != 0 or err.strip():
+        raise MediaError(f"cannot resample {rate} Hz audio to {SAMPLE_RATE} Hz: {_reason(err, Path('pipe:'))}")
+    return np.frombuffer(out, dtype="<f4").copy()  # (S',)
 
 
 def extract_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -322,41 +225,52 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SA
 
 
 def save_video(
-    path: str | os.PathLike, frames: np.ndarray, fps: int = VIDEO_FPS, audio: np.ndarray | None = None, crf: int = 18
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: int = VIDEO_FPS,
+    audio: np.ndarray | None = None,
+    crf: int = 18,
+    *,
+    reproducible: bool = False,
 ) -> None:
-    """Write uint8 RGB frames (T, H, W, 3) as H.264 mp4 (yuv420p), optionally muxed with 16 kHz mono audio."""
+    """Write uint8 RGB frames (T, H, W, 3) as H.264 mp4 (yuv420p), optionally muxed with 16 kHz mono audio.
+
+    By default: x264's default preset, `+faststart` (what `prepare` writes). `reproducible` (what
+    `demo-data` writes) gives the same bytes for the same frames on every run: imageio-ffmpeg's
+    static binary before the system's (`ffmpeg_exe(prefer_static=True)`), the veryfast preset in
+    one thread (MPEG-4 part 2 at -q:v 3 where that binary has no libx264), exactly T frames, no
+    metadata, bit-exact muxing. $AVSRCTL_FFMPEG chooses the binary for both.
+    """
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise MediaError(f"{path}: frames must be (T, H, W, 3) uint8 with T > 0, got {frames.shape}")
-    _, h, w, _ = frames.shape
+    n, h, w, _ = frames.shape
+    exe = ffmpeg_exe(reproducible)
+    codec: dict = {"vcodec": "libx264", "crf": crf, "movflags": "+faststart"}
+    if reproducible:
+        exact = {"threads": 1, "frames:v": n, "map_metadata": -1, "fflags": "+bitexact"}
+        has_x264 = " libx264 " in _encoders(exe)
+        codec = {"vcodec": "libx264", "preset": "veryfast", "crf": crf} if has_x264 else {"vcodec": "mpeg4", "q:v": 3}
+        codec.update(exact)
     video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", r=fps)
     if h % 2 or w % 2:  # yuv420p needs even sides: pad one black row/column
         video = video.filter("pad", w + w % 2, h + h % 2)
     wav = None
     try:
-        streams, extra = [video], {}
+        streams = [video]
         if audio is not None:
             fd, name = tempfile.mkstemp(suffix=".wav")
             os.close(fd)
             wav = Path(name)
             save_audio(wav, audio)
             streams.append(ffmpeg.input(_url(wav)).audio)
-            extra = {"acodec": "aac"}
+            codec["acodec"] = "aac"
         _encode(
             Path(path),
-            lambda url: ffmpeg.output(
-                *streams,
-                url,
-                format="mp4",
-                vcodec="libx264",
-                pix_fmt="yuv420p",
-                crf=crf,
-                r=fps,
-                movflags="+faststart",
-                **extra,
-            ),
+            lambda url: ffmpeg.output(*streams, url, format="mp4", pix_fmt="yuv420p", r=fps, **codec),
             "video",
             frames.tobytes(),
+            exe,
         )
     finally:
         if wav is not None:

@@ -17,12 +17,13 @@ only the clips whose name hashes to shard i, writing `OUT/parts/shard-<i>-of-<n>
 the manifests; `merge_parts(OUT)` joins the n parts. Which split a clip lands in depends only
 on the clip names and the seed (a hash order), never on workers or shards, so n shards merge
 to exactly the corpus of one run.
+
+The clips and their transcripts are found by sources.py; the split and the shard are splits.py's.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import multiprocessing
 import os
@@ -36,12 +37,12 @@ from pathlib import Path
 
 from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import Utterance, read_manifest, write_manifest
-from avsrctl.data.media import MEDIA_EXTENSIONS, extract_audio, load_video, probe, save_video
+from avsrctl.data.media import extract_audio, load_video, probe, save_video
 from avsrctl.data.roi import apply_roi, check_mode, crop_method, source_side
+from avsrctl.data.sources import Clip, find_clips, transcripts_for
+from avsrctl.data.splits import SPLITS, Shard, assign_listed, split_names
 from avsrctl.errors import DataError, MediaError, UsageError
 
-SPLITS = ("train", "valid", "test")
-MAX_NAME = 150  # characters in an output file stem
 FAILURES = "failures.tsv"  # clip key <tab> reason, one line per clip that could not be prepared
 PARTS = "parts"  # OUT/parts/shard-<i>-of-<n>/ holds one shard's manifests until `merge_parts`
 PART_DONE = "done.json"  # written last in a part folder: the part is complete
@@ -83,42 +84,6 @@ class PrepareOptions:
 
 
 @dataclass(frozen=True)
-class Clip:
-    path: Path  # the source media file
-    key: str  # path relative to SRC without the suffix ('spk1/00001'); matches transcript keys
-    name: str  # sanitised output stem and utterance id ('spk1_00001')
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` of `count` (0-based, as a job array's task id): the clips whose name hashes to it."""
-
-    index: int
-    count: int
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise UsageError(f"--shard must be I/N with 0 <= I < N, got {self.index}/{self.count}")
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-        if match is None:
-            raise UsageError(f"--shard must be I/N (e.g. 3/16, I counted from 0), got {text!r}")
-        return cls(int(match[1]), int(match[2]))
-
-    def holds(self, name: str) -> bool:
-        return _hash(name) % self.count == self.index
-
-    @property
-    def folder(self) -> str:
-        return f"shard-{self.index:05d}-of-{self.count:05d}"
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-@dataclass(frozen=True)
 class PrepareResult:
     out: Path
     splits: dict[str, int]  # utterances per written split
@@ -131,203 +96,6 @@ class PrepareResult:
         d = asdict(self)
         d["out"] = str(self.out)
         return d
-
-
-# -------------------------------------------------------------------- finding clips
-
-
-def safe_name(key: str) -> str:
-    """An output stem from a clip key: path separators become '_', anything odd becomes '_',
-    no leading dots, never '..' or an absolute path. Empty results become 'clip'."""
-    parts = [p for p in re.split(r"[\\/]+", key) if p not in ("", ".", "..")]
-    name = re.sub(r"[^\w.-]+", "_", "_".join(parts)).lstrip(".-")
-    return name[:MAX_NAME] or "clip"
-
-
-def find_clips(src: Path, exclude: Path | None = None) -> list[Clip]:
-    """Media files under `src` (recursive, hidden files and `exclude` skipped), sorted by key."""
-    if not src.exists():
-        raise UsageError(f"source folder not found: {src}")
-    if not src.is_dir():
-        raise UsageError(f"source must be a folder of clips, got a file: {src}")
-    excluded = exclude.resolve() if exclude is not None else None
-    clips = []
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        if any(part.startswith(".") for part in rel.parts) or path.suffix.lower() not in MEDIA_EXTENSIONS:
-            continue
-        if excluded is not None and path.resolve().is_relative_to(excluded):
-            continue
-        if path.is_file():
-            key = rel.with_suffix("").as_posix()
-            clips.append(Clip(path, key, safe_name(key)))
-    if not clips:
-        raise UsageError(
-            f"no media clips found in {src}", hint=f"prepare reads files ending in {', '.join(MEDIA_EXTENSIONS)}"
-        )
-    by_name: dict[str, Clip] = {}
-    for clip in clips:
-        if clip.name in by_name:
-            raise DataError(
-                f"two clips map to the same output name '{clip.name}': {by_name[clip.name].path} and {clip.path}",
-                hint="keep one media file per clip name (e.g. not both clip.mp4 and clip.wav)",
-            )
-        by_name[clip.name] = clip
-    return clips
-
-
-# -------------------------------------------------------------------- transcripts
-
-
-def _text_lines(path: Path) -> list[str]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8", hint="re-encode the file as UTF-8") from None
-
-
-def read_transcript_file(path: Path) -> dict[str, str]:
-    """`<clip-stem> <text>` or `<clip-stem>\\t<text>` per line; blank lines ignored."""
-    if not path.is_file():
-        raise UsageError(f"transcripts file not found: {path}")
-    texts: dict[str, tuple[str, int]] = {}
-    for i, line in enumerate(_text_lines(path), start=1):
-        if not line.strip():
-            continue
-        key, _, text = line.partition("\t") if "\t" in line else line.strip().partition(" ")
-        key, text = key.strip(), " ".join(text.split())
-        if not text:
-            raise DataError(
-                f"{path}:{i}: no transcript after the clip name '{key}'",
-                hint="each line is '<clip-stem> <text>' (space or tab separated)",
-            )
-        if key in texts:
-            raise DataError(f"{path}:{i}: clip '{key}' listed twice (first on line {texts[key][1]})")
-        texts[key] = (text, i)
-    if not texts:
-        raise DataError(f"{path}: no transcripts in the file")
-    return {k: v for k, (v, _) in texts.items()}
-
-
-def read_txt(path: Path) -> str:
-    """A clip's .txt transcript: the whole file on one line, or the 'Text:' line of LRS3's format."""
-    lines = _text_lines(path)
-    for line in lines:
-        if line.startswith("Text:"):
-            return " ".join(line[len("Text:") :].split())
-    return " ".join(" ".join(lines).split())
-
-
-def transcripts_for(clips: list[Clip], transcripts: Path | None) -> dict[str, str]:
-    """Clip name -> transcript; DataError listing the clips that have none."""
-    table = read_transcript_file(transcripts) if transcripts is not None else None
-    found: dict[str, str] = {}
-    missing: list[str] = []
-    for clip in clips:
-        if table is not None:
-            text = table.get(clip.key, table.get(clip.path.stem, table.get(clip.name)))
-        else:
-            txt = clip.path.with_suffix(".txt")
-            text = read_txt(txt) if txt.is_file() else None
-        if text:
-            found[clip.name] = text
-        else:
-            missing.append(clip.key)
-    if missing:
-        where = f"in {transcripts}" if transcripts is not None else "(no non-empty .txt beside the clip)"
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DataError(
-            f"{len(missing)} of {len(clips)} clips have no transcript {where}: {shown}",
-            hint="give each clip a same-named .txt file, or pass --transcripts FILE",
-        )
-    return found
-
-
-# ---------------------------------------------------------------------- splitting
-
-
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
-
-
-def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> dict[str, int]:
-    """Utterances per split: a non-zero fraction gets at least one; training keeps at least one."""
-
-    def count(f: float) -> int:
-        return 0 if f <= 0 else max(1, round(n * f))
-
-    n_valid, n_test = count(valid_fraction), count(test_fraction)
-    if n_valid + n_test >= n:
-        raise UsageError(
-            f"{n} usable clips are too few for --valid-fraction {valid_fraction} and --test-fraction "
-            f"{test_fraction}: training would get none",
-            hint="lower the fractions, add clips, or use --split test for an evaluation set",
-        )
-    return {"train": n - n_valid - n_test, "valid": n_valid, "test": n_test}
-
-
-def split_names(
-    names: list[str], valid_fraction: float, test_fraction: float, seed: int, only: str | None = None
-) -> dict[str, list[str]]:
-    """Seeded split, each split sorted. `only` puts every name into that one split.
-
-    The names are ordered by a hash of (seed, name): test takes the first, valid the next, train
-    the rest. The same names and seed give the same split in any process, shard or worker count.
-    """
-    if only is not None:
-        return {s: sorted(names) if s == only else [] for s in SPLITS}
-    sizes = split_sizes(len(names), valid_fraction, test_fraction)
-    order = sorted(names, key=lambda n: (_hash(f"{seed}\0{n}"), n))
-    n_test, n_valid = sizes["test"], sizes["valid"]
-    test, valid, train = order[:n_test], order[n_test : n_test + n_valid], order[n_test + n_valid :]
-    return {"train": sorted(train), "valid": sorted(valid), "test": sorted(test)}
-
-
-def read_split_lists(lists: tuple[tuple[str, Path], ...]) -> dict[str, tuple[str, str]]:
-    """Clip id -> (split, 'file:line' where it is listed), from files of one id per line ('#' comments
-    and blank lines skipped). An id may be a clip's key ('spk1/00001'), its output name or its file stem."""
-    listed: dict[str, tuple[str, str]] = {}
-    for split, path in lists:
-        if not Path(path).is_file():
-            raise UsageError(f"--split-list {split}: file not found: {path}")
-        lines = _text_lines(Path(path))
-        for number, line in enumerate(lines, start=1):
-            clip_id = line.split("#", 1)[0].strip()
-            if not clip_id:
-                continue
-            where = f"{path}:{number}"
-            if clip_id in listed and listed[clip_id][0] != split:
-                raise DataError(
-                    f"{where}: clip '{clip_id}' is also listed for {listed[clip_id][0]} ({listed[clip_id][1]})"
-                )
-            listed.setdefault(clip_id, (split, where))
-    return listed
-
-
-def assign_listed(clips: list[Clip], lists: tuple[tuple[str, Path], ...]) -> dict[str, list[str]]:
-    """Each clip's split from --split-list files (each split sorted). A listed id that matches no clip
-    is an error naming its file and line (a typo would otherwise shrink a test set unnoticed); clips
-    listed in no file are left out."""
-    listed = read_split_lists(lists)
-    members: dict[str, list[str]] = {s: [] for s in SPLITS}
-    matched: set[str] = set()
-    for clip in clips:
-        for clip_id in (clip.key, clip.name, Path(clip.key).name):
-            if clip_id in listed:
-                members[listed[clip_id][0]].append(clip.name)
-                matched.add(clip_id)
-                break
-    unmatched = [(where, clip_id) for clip_id, (_, where) in listed.items() if clip_id not in matched]
-    if unmatched:
-        where, clip_id = unmatched[0]
-        more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
-        raise DataError(f"{where}: no clip '{clip_id}' in the source folder{more}")
-    return {s: sorted(m) for s, m in members.items()}
 
 
 # ------------------------------------------------------------------ one clip

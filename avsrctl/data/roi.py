@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avsrctl.data import landmarks
+from avsrctl.data.smoothing import median_filter
 from avsrctl.errors import MediaError, UsageError
 
 ROI_MODES = ("none", "haar", "auto", "landmarks")
@@ -80,15 +82,6 @@ class MouthTrack:
     tried: int  # frames the detector looked at
 
 
-def _median_filter(values: np.ndarray, window: int) -> np.ndarray:
-    """Running median along axis 0 (edges use the shorter window that fits)."""
-    half = window // 2
-    out = np.empty_like(values)
-    for i in range(len(values)):
-        out[i] = np.median(values[max(0, i - half) : i + half + 1], axis=0)
-    return out
-
-
 def track_mouth(frames: np.ndarray, *, every: int = 8, window: int = 5, path: str | Path | None = None) -> MouthTrack:
     """Detect the face on every `every`-th frame, smooth, and place a mouth square on each frame.
 
@@ -103,7 +96,7 @@ def track_mouth(frames: np.ndarray, *, every: int = 8, window: int = 5, path: st
             hint="for videos that are already mouth crops use --roi none",
         )
     at = np.array([i for i, _ in found], dtype=np.float64)
-    boxes = _median_filter(np.stack([b for _, b in found]), window)  # (N, 4) robust to single misfires
+    boxes = median_filter(np.stack([b for _, b in found]), window)  # (N, 4) robust to single misfires
     # Linear interpolation through frames without a detection; ends hold the nearest detection.
     faces = np.stack([np.interp(np.arange(t), at, boxes[:, k]) for k in range(4)], axis=1)  # (T, 4)
     side = int(round(min(np.median(faces[:, 2]) * MOUTH_SIDE, h, w)))  # one side per clip: steady scale
@@ -151,9 +144,7 @@ def needs_crop(height: int, width: int, roi_size: int = 96) -> bool:
 def crop_method(mode: str) -> str:
     """What a mode crops large frames with here: 'none', 'haar' or 'landmarks' ('auto' depends on the install)."""
     if mode == "auto":
-        from avsrctl.data.landmarks import available
-
-        return "landmarks" if available() else "haar"
+        return "landmarks" if landmarks.available() else "haar"
     return mode
 
 
@@ -162,9 +153,7 @@ def check_mode(mode: str) -> str:
     if mode not in ROI_MODES:
         raise UsageError(f"unknown ROI mode {mode!r}; choose one of {', '.join(ROI_MODES)}")
     if mode == "landmarks":
-        from avsrctl.data.landmarks import require
-
-        require()
+        landmarks.require()
     return mode
 
 
@@ -180,9 +169,7 @@ def apply_roi(
         return center_square(frames, roi_size)
     track = track_mouth(frames, path=path)
     if crop_method(mode) == "landmarks":
-        from avsrctl.data.landmarks import crop_landmarks
-
-        crops = crop_landmarks(frames, track.faces, roi_size)
+        crops = landmarks.crop_landmarks(frames, track.faces, roi_size)
         if crops is not None:
             return crops
     return crop_track(frames, track, roi_size)

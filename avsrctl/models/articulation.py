@@ -4,7 +4,7 @@ A lip-reading front-end trained from scratch on a few thousand clips gets one we
 character CTC: a sequence label per clip, which it can lower for a long time by learning the
 grammar's letter statistics and ignoring the lips. A rendered corpus knows, for every frame,
 how open, spread and rounded the mouth is and whether teeth and tongue show
-(data/synth_mouth.py, stored by `demo-data` as `video/<id>.mouth.npy`). Regressing those from
+(data/mouth_params.py, stored by `demo-data` as `video/<id>.mouth.npy`). Regressing those from
 the video stream's 25 Hz connector output gives the front-end a dense target that only the
 mouth can answer. It is the synthetic-data counterpart of pre-training a lip front-end on
 audio-derived targets (LiRA, AV-HuBERT's first iteration): labels that cost nothing, aligned to
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avsrctl.data.synth_mouth import PARAMS
+from avsrctl.data.mouth_params import PARAMS
 from avsrctl.models.connector import frame_mask
 
 MIN_VARIANCE = 1e-3  # a parameter that barely moves in a batch (tongue in a batch of 'bin'/'blue') is not blown up

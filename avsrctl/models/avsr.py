@@ -21,14 +21,18 @@ learn would stay random-ish mean vectors. Encoders, connectors and fusion comput
 (autocast off for the encoders, so live and cached features agree); their tokens are cast to
 the LLM dtype at the boundary.
 
-Auxiliary CTC (`ctc_weight > 0`, models/ctc.py) reads each stream's 25 Hz connector output;
-the 'ctc' objective trains with it alone, without running the LLM. Generation (greedy and
-beam search) is avsrctl/decoding.py; `generate` here only hands the model to it.
+The auxiliary losses' parts are passed in too (models/losses.py): CTC heads on each stream's
+25 Hz connector output (models/ctc.py; the 'ctc' objective trains with them alone, without
+running the LLM), an articulation head, the fusion's sync classifier and a video model's
+lip-sync loss, with their weights (`loss_weights`, from model.losses); `forward` returns each
+loss by name. Generation (greedy and beam search) is avsrctl/decoding.py; `generate` here
+only hands the model to it. What the fusion decided for each utterance (video weight, lip sync, lips set aside: a `FusionOutput`) comes back
+with the inputs (`LLMInputs.fusion`) and the output (`AVSROutput.fusion`); nothing is kept on the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +44,12 @@ from avsrctl.errors import CheckpointError, ModelError, UsageError
 from avsrctl.models.articulation import ArticulationHead
 from avsrctl.models.connector import compress_tokens
 from avsrctl.models.ctc import CTCHeads, ctc_targets
+from avsrctl.models.fusion import FusionOutput
 from avsrctl.models.llm import AUDIO_END, AUDIO_START, MARKERS, VIDEO_END, VIDEO_START, marker_ids
+from avsrctl.models.losses import auxiliary_losses, check_loss_parts
+from avsrctl.models.losses import objective as total_objective
+from avsrctl.models.sync import LipSync
+from avsrctl.models.weights import trainable_mismatches
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (Hugging Face convention)
 _OPEN = {"audio": (AUDIO_START,), "video": (VIDEO_START,), "both": (AUDIO_START, VIDEO_START)}
@@ -52,10 +61,35 @@ class AVSROutput:
     loss: torch.Tensor | None  # mean cross-entropy over transcript + EOS tokens (None without texts)
     logits: torch.Tensor  # (N, V) float32, the predictions at the N supervised positions only
     n_tokens: int  # supervised tokens in the batch (weights the loss across micro-batches)
-    ctc: torch.Tensor | None = None  # auxiliary CTC loss per character, mean over streams (training only)
-    objective: torch.Tensor | None = None  # what training minimises: loss + ctc_weight * ctc (None: loss)
-    articulation: torch.Tensor | None = None  # auxiliary mouth-parameter loss (training only, rendered clips)
-    sync: torch.Tensor | None = None  # auxiliary audio-visual agreement loss (training only, fused models)
+    # the auxiliary losses by name (models/losses.py), those computed: ctc (per character, mean over
+    # streams), articulation, sync (the fusion's) or lip_sync (a video model's); training only, but
+    # the CTC of the 'ctc' objective always
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    objective: torch.Tensor | None = None  # what training minimises: loss + each weight x its loss (None: loss)
+    fusion: FusionOutput | None = None  # 'both' with the LLM objective: what the fusion decided per utterance
+
+    @property
+    def ctc(self) -> torch.Tensor | None:
+        return self.losses.get("ctc")
+
+    @property
+    def articulation(self) -> torch.Tensor | None:
+        return self.losses.get("articulation")
+
+    @property
+    def sync(self) -> torch.Tensor | None:
+        """The audio-visual agreement loss: the fusion's, or a video model's lip-sync loss."""
+        return self.losses.get("sync", self.losses.get("lip_sync"))
+
+
+@dataclass(frozen=True)
+class LLMInputs:
+    """What `AVSRModel.llm_inputs` gives the LLM, and what the fusion decided on the way."""
+
+    embeds: torch.Tensor  # (B, L, D) inputs_embeds in the LLM dtype
+    attention_mask: torch.Tensor  # (B, L) 1 on real positions
+    labels: torch.Tensor  # (B, L) IGNORE_INDEX except the transcript and EOS
+    fusion: FusionOutput | None = None  # 'both': video weight, lip sync and set-aside lips per utterance
 
 
 def _frozen(module: nn.Module) -> bool:
@@ -71,8 +105,16 @@ class AVSRModel(nn.Module):
         llm: nn.Module,
         tokenizer,
         prompt: str,
-        ctc_weight: float = 0.0,
+        *,
+        ctc_heads: CTCHeads | None = None,
+        articulation_head: ArticulationHead | None = None,
+        lip_sync: LipSync | None = None,
+        loss_weights: dict[str, float] | None = None,
     ):
+        """The streams' encoders and connectors by name ('audio', 'video'), the fusion (None: no
+        'both'), the LLM and its tokenizer, the prompt; then the auxiliary losses' parts (None: that
+        loss is off; the sync classifier is the fusion's `sync`) and their weights by name
+        (models/losses.py: each part needs a weight above 0 and each weight its part)."""
         super().__init__()
         if set(encoders) - {"audio", "video"} or set(encoders) != set(connectors):
             raise ModelError(
@@ -105,34 +147,15 @@ class AVSRModel(nn.Module):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        # Auxiliary CTC: one linear head per stream on its 25 Hz connector output (training only).
-        self.ctc_weight = float(ctc_weight)
         # Frozen parameters whose values came from a checkpoint (--init-from a run that trained
         # them): saved with the trainable ones, since a rebuild from the config cannot restore them.
         self.loaded_frozen: set[str] = set()
-        self.ctc_heads = CTCHeads(encoders if ctc_weight > 0 else (), d_llm)
-        self.articulation_head: ArticulationHead | None = None
-        self.articulation_weight = 0.0
-        self.sync_weight = 0.0  # > 0 when an audio-visual agreement loss trains (models/sync.py)
-        self.lip_sync: nn.Module | None = None  # a video model's training-only agreement loss (add_lip_sync)
-
-    def add_articulation_head(self, weight: float) -> None:
-        """Train the video stream to predict rendered mouth parameters too (models/articulation.py)."""
-        if self.video_connector is None:
-            raise ModelError("an articulation head needs a video stream")
-        self.articulation_head = ArticulationHead(self.video_connector.output_dim).to(self.device)
-        self.articulation_weight = float(weight)
-
-    def add_lip_sync(self, partner: nn.Module, weight: float) -> None:
-        """Train a video model's lips to move with the voice (models/sync.py `LipSync`): `partner` is
-        a frozen audio encoder that reads each training utterance's audio. Training only: decoding
-        builds the model without it."""
-        from avsrctl.models.sync import LipSync
-
-        if self.video_connector is None or self.fusion is not None or self.audio_encoder is not None:
-            raise ModelError("a lip-sync loss trains a video model's lips (a fused model has model.fusion.sync_weight)")
-        self.lip_sync = LipSync(partner, self.video_connector.output_dim).to(self.device)
-        self.sync_weight = float(weight)
+        # The auxiliary losses' parts; their names are checkpoint keys: ctc_heads.<stream>.*,
+        # articulation_head.*, lip_sync.scorer.* (the fusion's classifier is fusion.sync.*)
+        self.ctc_heads = CTCHeads((), d_llm) if ctc_heads is None else ctc_heads  # empty: no CTC
+        self.articulation_head = articulation_head
+        self.lip_sync = lip_sync  # training only: decoding builds the model without it
+        self.loss_weights = check_loss_parts(self, loss_weights or {})  # name -> weight (> 0)
 
     # ------------------------------------------------------------------ properties
 
@@ -206,15 +229,26 @@ class AVSRModel(nn.Module):
         names = ("audio", "video") if modality == "both" else (modality,)
         return {name: self._stream(batch, name) for name in names}
 
+    def fuse(self, batch: Batch, streams: dict[str, torch.Tensor], min_lip_sync: float | None = None) -> FusionOutput:
+        """The fusion of the audio and video streams (B, T, D) and what it decided per utterance;
+        `min_lip_sync`: the in-sync threshold outside training (None: the fusion's configured one)."""
+        lengths = batch.lengths.to(self.device)
+        return self.fusion(streams["audio"], streams["video"], lengths=lengths, min_lip_sync=min_lip_sync)
+
     def modality_tokens(
-        self, batch: Batch, modality: str, streams: dict[str, torch.Tensor] | None = None
+        self,
+        batch: Batch,
+        modality: str,
+        streams: dict[str, torch.Tensor] | None = None,
+        fused: FusionOutput | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality."""
+        """LLM-width tokens (B, N, D) float32 and their mask (B, N) for one modality ('both': from
+        `fused`, the fusion's output, fused here when not given)."""
         streams = self.streams(batch, modality) if streams is None else streams
         lengths = batch.lengths.to(self.device)
         if modality == "both":
-            fused = self.fusion(streams["audio"], streams["video"], lengths=lengths)  # (B, T, D)
-            return compress_tokens(fused, lengths, self.fusion.compression)
+            fused = self.fuse(batch, streams) if fused is None else fused
+            return compress_tokens(fused.fused, lengths, self.fusion.compression)
         return compress_tokens(streams[modality], lengths, self.connector(modality).compression)
 
     def _check_modality(self, modality: str) -> None:
@@ -269,55 +303,66 @@ class AVSRModel(nn.Module):
             labs.append(F.pad(lab, (pad, 0) if left else (0, pad), value=IGNORE_INDEX))
         return torch.stack(embeds), torch.stack(masks), torch.stack(labs)  # (B, L, D), (B, L), (B, L)
 
-    def build_inputs(
-        self, batch: Batch, modality: str, with_targets: bool = True, streams: dict[str, torch.Tensor] | None = None
-    ):
-        """inputs_embeds (B, L, D), attention_mask (B, L), labels (B, L) for the LLM.
+    def llm_inputs(
+        self,
+        batch: Batch,
+        modality: str,
+        with_targets: bool = True,
+        streams: dict[str, torch.Tensor] | None = None,
+        min_lip_sync: float | None = None,
+    ) -> LLMInputs:
+        """The LLM's inputs_embeds (B, L, D), attention_mask (B, L) and labels (B, L), with the
+        fusion's decisions for 'both'.
 
-        A 'both' utterance whose lips the fusion set aside (fusion.py, outside training) reads
-        exactly as in audio mode: the audio connector's tokens between the audio markers.
+        A 'both' utterance whose lips the fusion set aside (fusion.py, outside training, in-sync
+        probability below `min_lip_sync`, None: the fusion's configured threshold) reads exactly
+        as in audio mode: the audio connector's tokens between the audio markers.
         """
         streams = self.streams(batch, modality) if streams is None else streams
-        tokens, mask = self.modality_tokens(batch, modality, streams)
+        fused = self.fuse(batch, streams, min_lip_sync) if modality == "both" else None
+        tokens, mask = self.modality_tokens(batch, modality, streams, fused)
         inputs = [(tokens[b, :n], modality) for b, n in enumerate(mask.sum(1).tolist())]
-        aside = self.fusion.last_set_aside if modality == "both" else None
+        aside = None if fused is None else fused.set_aside
         if aside is not None and bool(aside.any()) and "audio" in self.modalities:
             audio, audio_mask = self.modality_tokens(batch, "audio", streams)
             for b in aside.nonzero()[:, 0].tolist():
                 inputs[b] = (audio[b, : int(audio_mask[b].sum())], "audio")
         targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
         rows, labels = self._rows(inputs, targets)
-        return self._pad(rows, labels, left=not with_targets)
+        return LLMInputs(*self._pad(rows, labels, left=not with_targets), fusion=fused)
+
+    def build_inputs(
+        self, batch: Batch, modality: str, with_targets: bool = True, streams: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs_embeds, attention_mask, labels) of `llm_inputs`, without the fusion's decisions."""
+        inputs = self.llm_inputs(batch, modality, with_targets, streams)
+        return inputs.embeds, inputs.attention_mask, inputs.labels
 
     # ------------------------------------------------------------------ forward
 
     def forward(self, batch: Batch, modality: str, objective: str = "llm") -> AVSROutput:
         """Training/validation losses. objective 'llm': the LLM's cross-entropy on transcript + EOS (plus
-        ctc_weight x CTC while training); 'ctc': the CTC alone, per character, without running the LLM."""
+        each auxiliary loss x its weight while training); 'ctc': the CTC alone, per character, without
+        running the LLM (plus the other auxiliary losses while training)."""
         streams = self.streams(batch, modality)
-        articulation = self._articulation_loss(streams, batch)
-        sync = self._sync_loss(streams, batch)
-        extra = [
-            (w, x) for w, x in ((self.articulation_weight, articulation), (self.sync_weight, sync)) if x is not None
-        ]
+        aux = auxiliary_losses(self, streams, batch)  # articulation, sync, lip_sync: {} outside training
         if objective == "ctc":
             if not len(self.ctc_heads):
-                raise UsageError("the 'ctc' objective needs CTC heads: set model.ctc_weight above 0")
+                raise UsageError("the 'ctc' objective needs CTC heads: set model.losses.ctc above 0")
             ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
             n_chars = sum(len(t) for t in ctc_targets(batch.texts))
-            total = ctc + sum(w * x for w, x in extra) if extra else None
+            losses = {"ctc": ctc, **aux}
             return AVSROutput(
                 loss=ctc,
                 logits=ctc.new_zeros(0, 0),
                 n_tokens=n_chars,
-                ctc=ctc,
-                objective=total,
-                articulation=articulation,
-                sync=sync,
+                losses=losses,
+                objective=total_objective(ctc, losses, self.loss_weights, ctc_is_main=True),
             )
         if objective != "llm":
             raise ModelError(f"unknown training objective '{objective}' (expected 'llm' or 'ctc')")
-        embeds, attn, labels = self.build_inputs(batch, modality, with_targets=True, streams=streams)
+        inputs = self.llm_inputs(batch, modality, with_targets=True, streams=streams)
+        embeds, attn, labels = inputs.embeds, inputs.attention_mask, inputs.labels
         targets = labels[:, 1:]  # (B, L-1): position t predicts token t+1
         keep = targets != IGNORE_INDEX  # (B, L-1) transcript + EOS only
         decoder, head = self.llm.get_decoder(), self.llm.get_output_embeddings()
@@ -330,41 +375,18 @@ class AVSRModel(nn.Module):
             hidden = decoder(inputs_embeds=embeds, attention_mask=attn, use_cache=False).last_hidden_state
             logits = head(hidden[:, :-1][keep]).float()  # (N, V)
         loss = F.cross_entropy(logits, targets[keep]) if logits.shape[0] else None
-        ctc = objective = None
+        losses = {}
         if self.training and len(self.ctc_heads) and loss is not None:
-            ctc = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
-            objective = loss + self.ctc_weight * ctc
-        if extra and loss is not None:
-            objective = (loss if objective is None else objective) + sum(w * x for w, x in extra)
+            losses["ctc"] = self.ctc_heads.loss(streams, batch.texts, batch.lengths)
+        losses.update(aux)
         return AVSROutput(
             loss=loss,
             logits=logits,
             n_tokens=int(keep.sum()),
-            ctc=ctc,
-            objective=objective,
-            articulation=articulation,
-            sync=sync,
+            losses=losses,
+            objective=total_objective(loss, losses, self.loss_weights, ctc_is_main=False),
+            fusion=inputs.fusion,
         )
-
-    def _articulation_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
-        """The auxiliary mouth-parameter loss while training, when the batch carries targets (else None)."""
-        if not self.training or self.articulation_head is None or batch.articulation is None or "video" not in streams:
-            return None
-        return self.articulation_head.loss(streams["video"], batch.articulation, batch.lengths)
-
-    def _sync_loss(self, streams: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor | None:
-        """The audio-visual agreement loss while training with sync on (else None): the fusion's for a
-        fused model, the lip-sync loss against the frozen audio partner for a video model."""
-        if not self.training or self.sync_weight <= 0:
-            return None
-        if self.lip_sync is not None:
-            if "video" not in streams:
-                return None
-            return self.lip_sync.loss(streams["video"], batch.lengths, batch.audio, batch.video_corrupted)
-        sync = getattr(self.fusion, "sync", None)
-        if sync is None or not {"audio", "video"} <= set(streams):
-            return None
-        return sync.loss(streams["audio"], streams["video"], batch.lengths, batch.video_corrupted)
 
     # ------------------------------------------------------------------ decoding
 
@@ -382,7 +404,7 @@ class AVSRModel(nn.Module):
         to read the streams yet.
         """
         if not len(self.ctc_heads):
-            raise UsageError("this model has no CTC heads (model.ctc_weight is 0)")
+            raise UsageError("this model has no CTC heads (model.losses.ctc is 0)")
         was_training = self.training
         self.eval()
         try:
@@ -424,25 +446,3 @@ class AVSRModel(nn.Module):
 
                 base = str(getattr(enc, "identity", "") or "").split("+loaded:")[0]
                 enc.identity = f"{base}+loaded:{params_fingerprint(enc)}"  # keys the feature cache
-
-
-def trainable_mismatches(
-    expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], *, strict: bool = True
-) -> list[str]:
-    """Why weights `got` do not load where `expected` are (both name -> tensor), with examples:
-    names missing or unexpected (only when `strict`) and shapes that differ. [] when they fit."""
-    want = {k: tuple(v.shape) for k, v in expected.items()}
-    have = {k: tuple(v.shape) for k, v in got.items()}
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    shapes = [
-        f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(set(have) & set(want)) if have[k] != want[k]
-    ]
-    parts = []
-    if strict and missing:
-        parts_missing = sorted({k.split(".")[0] for k in missing})
-        parts.append(f"{len(missing)} weights missing from {', '.join(parts_missing)} (e.g. {', '.join(missing[:3])})")
-    if strict and extra:
-        parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
-    return parts

@@ -15,12 +15,13 @@ Weighting:
   its logit). With `sync` on, the video weight is also multiplied by the probability that the
   lips are in sync with the voice (models/sync.py), which sees what a per-frame gate cannot:
   a plausible mouth saying something else.
-  Outside training, an utterance whose mean in-sync probability is below `min_sync` has its lips
-  set aside (video weight 0 on every frame, `last_set_aside`), and the model then reads it
-  exactly as in its audio mode (AVSRModel.build_inputs): lips that disagree with the voice over
-  the whole utterance are left out rather than let in at a small weight, which on real faces
-  unlike any the lip reader was trained on still flips a word or two. Training keeps the soft
-  weights, so the gate and the classifier go on learning from every utterance.
+  Outside training, an utterance whose mean in-sync probability (`lip_sync`) is below
+  `min_lip_sync` has its lips set aside (video weight 0 on every frame, `FusionOutput.set_aside`),
+  and the model then reads it exactly as in its audio mode (AVSRModel.llm_inputs): lips that
+  disagree with the voice over the whole utterance are left out rather than let in at a small
+  weight, which on real faces unlike any the lip reader was trained on still flips a word or two.
+  Training keeps the soft weights, so the gate and the classifier go on learning from every
+  utterance.
 - 'static': w fixed, or learned per feature channel (D values) and then the same for every
   frame and utterance. A learned w is the sigmoid of a learned logit, squeezed into
   [1e-6, 1 - 1e-6] so that it stays strictly inside (0, 1) however far the logit goes (a float32
@@ -32,15 +33,18 @@ The weights are renormalised over the streams kept (the kept one gets weight 1),
 zeroing a stream and still scaling the other by w, which would also shrink the input.
 The fused stream is then compressed by `compression` frames per LLM token.
 
-After each forward, `last_video_weight` (B,) holds every utterance's mean video weight
-(1 - w) over its real frames: how much the model leaned on the lips (decode reports it), and
-`last_sync` (B,) the mean in-sync probability when `sync` is on (None otherwise), and
-`last_set_aside` (B,) bool the utterances whose lips were set aside (None when none can be).
+`forward` returns a `FusionOutput`: the fused stream and what the fusion decided for each
+utterance: `video_weight` (B,), its mean video weight (1 - w) over its real frames, how much the
+model leaned on the lips (decode reports it); `lip_sync` (B,), the mean in-sync probability when
+`sync` is on (None otherwise); `set_aside` (B,) bool, the utterances whose lips were left out
+(None when none can be: training, no classifier, or a threshold of 0). The threshold is the
+module's `min_lip_sync` (from the config) unless the call passes its own (decoding.DecodingOptions).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +68,23 @@ def _bounded_sigmoid(logit: torch.Tensor) -> torch.Tensor:
     return _W_BOUND + (1.0 - 2.0 * _W_BOUND) * torch.sigmoid(logit)
 
 
+@dataclass(frozen=True)
+class FusionOutput:
+    """What `WeightedFusion.forward` returns: the fused stream and what it decided per utterance."""
+
+    fused: torch.Tensor  # (B, T, D) the weighted average of the two streams
+    video_weight: torch.Tensor  # (B,) mean video weight (1 - w) over the real frames; 0 when set aside
+    lip_sync: torch.Tensor | None = None  # (B,) mean P(lips in sync with the voice); None without `sync`
+    set_aside: torch.Tensor | None = None  # (B,) bool: lips left out, read as audio alone; None: none can be
+
+
+def check_threshold(min_lip_sync: float) -> float:
+    """`min_lip_sync` as a float when it lies in [0, 1), else a ModelError."""
+    if not 0.0 <= min_lip_sync < 1.0:
+        raise ModelError(f"fusion min_lip_sync must be in [0, 1) (got {min_lip_sync})")
+    return float(min_lip_sync)
+
+
 WEIGHTINGS = ("static", "dynamic")
 GATE_SMOOTH = 5  # frames over which the dynamic weight is averaged (200 ms at 25 Hz)
 
@@ -72,15 +93,19 @@ class WeightedFusion(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         weight: float = 0.5,
         learned: bool = False,
         compression: int = 2,
         modality_dropout: float = 0.0,
-        weighting: str = "static",
+        weighting: str = "dynamic",
         gate_hidden: int = 64,
         sync: bool = False,
-        min_sync: float = 0.0,
+        min_lip_sync: float = 0.5,
     ):
+        """Fusion of two `dim`-wide streams; the defaults are model.fusion's (builder.build_fusion
+        reads the config), `sync` adds the agreement classifier (model.losses.sync > 0) and
+        `min_lip_sync` is its decoding threshold."""
         super().__init__()
         if weighting not in WEIGHTINGS:
             raise ModelError(f"fusion weighting must be one of {', '.join(WEIGHTINGS)} (got {weighting!r})")
@@ -96,15 +121,11 @@ class WeightedFusion(nn.Module):
         self.modality_dropout = modality_dropout
         self.weighting = weighting
         self.learned = learned  # static weighting only: the dynamic gate always trains
-        self.last_video_weight: torch.Tensor | None = None  # (B,) after each forward
-        self.last_sync: torch.Tensor | None = None  # (B,) after each forward, with sync on
-        self.last_set_aside: torch.Tensor | None = None  # (B,) bool after each forward outside training
         if sync and weighting != "dynamic":
             raise ModelError("fusion sync needs dynamic weighting (model.fusion.weighting=dynamic)")
         self.sync = SyncScorer(dim) if sync else None
-        if not 0.0 <= min_sync < 1.0:
-            raise ModelError(f"fusion min_sync must be in [0, 1) (got {min_sync})")
-        self.min_sync = min_sync  # outside training, with sync: below this mean P(in sync), audio alone
+        # outside training, with sync: below this mean P(in sync), audio alone (a call may pass its own)
+        self.min_lip_sync = check_threshold(min_lip_sync)
         w = min(max(weight, _W_EPS), 1.0 - _W_EPS)
         if weighting == "dynamic":
             self.gate = nn.Sequential(nn.Linear(2 * dim, gate_hidden), nn.GELU(), nn.Linear(gate_hidden, 1))
@@ -128,11 +149,11 @@ class WeightedFusion(nn.Module):
 
     @torch.no_grad()
     def mean_sync(self, audio: torch.Tensor, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B,) each utterance's mean in-sync probability over its real frames, as `forward` records it
-        in `last_sync`, without fusing: how well the lips follow the voice when the model reads the
-        lips alone. Needs `sync`."""
+        """(B,) each utterance's mean in-sync probability over its real frames, as `forward` returns
+        it in `FusionOutput.lip_sync`, without fusing: how well the lips follow the voice when the
+        model reads the lips alone. Needs `sync`."""
         if self.sync is None:
-            raise ModelError("mean_sync needs the sync classifier (model.fusion.sync_weight > 0)")
+            raise ModelError("mean_sync needs the sync classifier (model.losses.sync > 0)")
         T = audio.shape[1]
         n = lengths.to(audio.device).clamp(1, T)
         return _mean_over_frames(self.sync(audio, video, n)[..., 0], frame_mask(n, T).float(), n)
@@ -150,12 +171,15 @@ class WeightedFusion(nn.Module):
         drop_audio: torch.Tensor | None = None,
         drop_video: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """audio, video (B, T, D) aligned at 25 Hz -> fused (B, T, D).
+        min_lip_sync: float | None = None,
+    ) -> FusionOutput:
+        """audio, video (B, T, D) aligned at 25 Hz -> FusionOutput with fused (B, T, D).
 
         drop_audio / drop_video (B,) bool use only the other stream for those utterances;
         when not given and the module is training, they are sampled (modality dropout).
-        lengths (B,) real frames per utterance, for `last_video_weight` (all T when not given).
+        lengths (B,) real frames per utterance, for the means over frames (all T when not given).
+        min_lip_sync: the in-sync threshold below which an utterance's lips are set aside outside
+        training (None: the module's own `min_lip_sync`).
         """
         if audio.shape != video.shape:
             raise ModelError(
@@ -170,17 +194,18 @@ class WeightedFusion(nn.Module):
         T = audio.shape[1]
         n = torch.full((B,), T, device=audio.device) if lengths is None else lengths.to(audio.device).clamp(1, T)
         real = frame_mask(n, T).float()  # (B, T)
-        self.last_set_aside = None
+        threshold = self.min_lip_sync if min_lip_sync is None else check_threshold(min_lip_sync)
+        lip_sync = set_aside = None
         if self.weighting == "dynamic":
             w = self.audio_weight(audio, video)  # (B, T, 1)
             if self.sync is not None:
                 r = self.sync(audio, video, n)  # (B, T, 1): the lips' share is scaled by their agreement
                 w = 1.0 - (1.0 - w) * r
                 with torch.no_grad():
-                    self.last_sync = _mean_over_frames(r[..., 0], real, n)  # (B,)
-                if not self.training and self.min_sync > 0:
-                    self.last_set_aside = self.last_sync < self.min_sync  # (B,): these read the audio alone
-                    w = torch.where(self.last_set_aside[:, None, None], torch.ones_like(w), w)
+                    lip_sync = _mean_over_frames(r[..., 0], real, n)  # (B,)
+                if not self.training and threshold > 0:
+                    set_aside = lip_sync < threshold  # (B,): these read the audio alone
+                    w = torch.where(set_aside[:, None, None], torch.ones_like(w), w)
             w = w.to(audio.dtype).expand(B, T, D)  # (B, T, D)
         else:
             w = self.audio_weight().to(audio.dtype).expand(B, T, D)  # (B, T, D)
@@ -194,5 +219,5 @@ class WeightedFusion(nn.Module):
             w = torch.where(da[:, None, None], torch.zeros_like(w), w)
             w = torch.where(dv[:, None, None], torch.ones_like(w), w)
         with torch.no_grad():
-            self.last_video_weight = ((1.0 - w.float().mean(-1)) * real).sum(1) / n  # (B,)
-        return w * audio + (1.0 - w) * video  # (B, T, D)
+            video_weight = ((1.0 - w.float().mean(-1)) * real).sum(1) / n  # (B,)
+        return FusionOutput(w * audio + (1.0 - w) * video, video_weight, lip_sync, set_aside)  # fused (B, T, D)

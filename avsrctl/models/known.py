@@ -3,8 +3,9 @@
 `inspect-params` shows the parameter table of a config whose weights are not at hand (offline,
 or not downloaded yet: about 3 GB for the `default` preset) by building each such component
 from the published config.json values below, on the meta device (tensors with shapes and no
-storage): the counts and widths are those of the real model. benchmarks/estimate_gpu_memory.py
-and benchmarks/gpu_check.py build the same architectures from the same values.
+storage): the counts and widths are those of the real model. The GPU benchmarks
+(benchmarks/estimate_gpu_memory.py, gpu_memory_check.py, gpu_check.py) build the same
+architectures from the same values (`without_weights(cfg, always=True)`) through `build_model`.
 
 The encoders become avsrctl's 'random' sources at these sizes (whose layer widths follow the
 published models: FFN 4 x width); the LLM is a Llama of these shapes (`llm.shaped_llm`), its
@@ -79,22 +80,26 @@ def video_encoder_sizes(shapes: dict) -> dict:
     }
 
 
-def without_weights(cfg: Config) -> tuple[Config, dict | None, list[str]]:
-    """`cfg` with each component whose hub weights are not at hand (`weights.needs_download`) and
-    whose shapes are known here replaced by its architecture: (config, the LLM's shapes or None,
-    the names replaced). Components with unknown names stay as they are (they load, or fail, as usual).
+def without_weights(cfg: Config, *, always: bool = False) -> tuple[Config, dict | None, list[str]]:
+    """`cfg` with each component whose hub weights are not at hand (`weights.needs_download`; with
+    `always`, whether or not they are) and whose shapes are known here replaced by its architecture:
+    (config, the LLM's shapes or None, the names replaced). Components with unknown names stay as
+    they are (they load, or fail, as usual).
     """
     from avsrctl.models.weights import needs_download
 
+    def replace(part) -> bool:
+        return always or needs_download(part)
+
     m, replaced = cfg.model, []
     audio, video, llm_shapes = m.audio_encoder, m.video_encoder, None
-    if needs_download(audio) and audio.name in KNOWN_AUDIO_ENCODERS:
+    if replace(audio) and audio.name in KNOWN_AUDIO_ENCODERS:
         audio = audio.model_copy(update=audio_encoder_sizes(KNOWN_AUDIO_ENCODERS[audio.name]))
         replaced.append(str(m.audio_encoder.name))
-    if needs_download(video) and video.name in KNOWN_VIDEO_ENCODERS:
+    if replace(video) and video.name in KNOWN_VIDEO_ENCODERS:
         video = video.model_copy(update=video_encoder_sizes(KNOWN_VIDEO_ENCODERS[video.name]))
         replaced.append(str(m.video_encoder.name))
-    if needs_download(m.llm) and m.llm.name in KNOWN_LLMS:
+    if replace(m.llm) and m.llm.name in KNOWN_LLMS:
         llm_shapes = KNOWN_LLMS[m.llm.name]
         replaced.append(str(m.llm.name))
     model = m.model_copy(update={"audio_encoder": audio, "video_encoder": video})

@@ -23,7 +23,7 @@ audio path and the lips earn their weight as the projections learn what agrees. 
 The classifier sees noisy audio too when training adds noise, so the lips stay trusted
 where the audio is drowned.
 
-A video model can train its lips with the same loss (`LipSync`, model.lip_sync_weight): its
+A video model can train its lips with the same loss (`LipSync`, model.losses.lip_sync): its
 partner is a frozen audio encoder that reads the utterance's audio during training only, so the
 lip front-end learns to move with the voice from its first stage on, not only once it is fused.
 Decoding builds the video model without it and never reads audio.
@@ -137,7 +137,7 @@ class LipSync(nn.Module):
     def audio_stream(self, audio: torch.Tensor | None, lengths: torch.Tensor, frames: int) -> torch.Tensor:
         """(B, frames, D_a) float32 partner features at 25 Hz (frames past the audio's are zero)."""
         if audio is None:
-            raise ModelError("model.lip_sync_weight needs each training batch's audio; this batch has none")
+            raise ModelError("model.losses.lip_sync needs each training batch's audio; this batch has none")
         with torch.no_grad(), torch.autocast(device_type=audio.device.type, enabled=False):
             features = self.partner(audio, lengths)  # (B, 2T, D_a)
         paired = whisper_to_25hz(features.float(), lengths)  # (B, T, D_a)

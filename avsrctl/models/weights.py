@@ -1,4 +1,5 @@
-"""Where weights live: offline weight packages, the cache folder, hub access, fingerprints.
+"""Where weights live: offline weight packages, the cache folder, hub access, fingerprints; and
+whether a set of weights fits a model (`trainable_mismatches`).
 
 Configs name weights three ways: a hub id (`openai/whisper-tiny.en`), a local path, or
 `offline:<name>` for the registry packages that ship real weights (see DESIGN.md):
@@ -20,8 +21,12 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avsrctl.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 OFFLINE_PREFIX = "offline:"
 _READ_CHUNK = 1 << 22  # 4 MiB reads while hashing
@@ -213,3 +218,23 @@ def hub_models(model_cfg) -> list[tuple[str, str]]:
     if model_cfg.modality in ("video", "both"):
         sections.insert(-1, ("model.video_encoder", model_cfg.video_encoder))
     return [(f"{key}.name", str(section.name)) for key, section in sections if needs_download(section)]
+
+
+def trainable_mismatches(expected: dict[str, Tensor], got: dict[str, Tensor], *, strict: bool = True) -> list[str]:
+    """Why weights `got` do not load where `expected` are (both name -> tensor), with examples:
+    names missing or unexpected (only when `strict`) and shapes that differ. [] when they fit."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in got.items()}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [
+        f"{k}: checkpoint {have[k]} vs model {want[k]}" for k in sorted(set(have) & set(want)) if have[k] != want[k]
+    ]
+    parts = []
+    if strict and missing:
+        parts_missing = sorted({k.split(".")[0] for k in missing})
+        parts.append(f"{len(missing)} weights missing from {', '.join(parts_missing)} (e.g. {', '.join(missing[:3])})")
+    if strict and extra:
+        parts.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+    return parts

@@ -1,18 +1,15 @@
 """`avsrctl demo-data`: a synthetic audio-visual corpus with GRID's grammar.
 
-Sentences follow GRID (command colour preposition letter digit adverb, e.g. "bin blue at f
-two now"). Each speaker is an espeak-ng voice (language, variant, rate, pitch, loudness,
-pacing) plus a rendered lower-face look; audio comes from `synth_speech`, the mouth video from
-`synth_mouth` (articulation) and `synth_face` (drawing). The layout is AV-HuBERT's:
+plan.py decides the speakers and who says what in which split; here each planned utterance is
+rendered (audio from speech.py, articulation from mouth.py, frames from face.py) and written
+through data/media.py. The layout is AV-HuBERT's:
 
     OUT/{train,valid,test}.tsv + .wrd    OUT/audio/<id>.wav (16 kHz mono)
     OUT/video/<id>.mp4 (25 fps mouth ROI)    OUT/demo_data.json (settings, for resuming)
+    OUT/video/<id>.mouth.npy (the rendered mouth parameters, data/mouth_params.py)
 
-The test split uses held-out speakers: voice variants that no training speaker uses and
-looks drawn from another random stream, so it measures generalisation to new speakers;
-valid is a random slice of the training speakers' utterances. Everything is determined by
-the seed: the same settings give the same transcripts, audio bytes and frames whatever
-`jobs` is, because each utterance draws from its own seeded generator.
+Everything is determined by the seed: the same settings give the same transcripts, audio bytes
+and frames whatever `jobs` is, because each utterance draws from its own seeded generator.
 """
 
 from __future__ import annotations
@@ -23,74 +20,25 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME, Utterance, write_manifest
-from avsrctl.data.synth_face import FaceLook, FaceRenderer, random_look
-from avsrctl.data.synth_mouth import mouth_path, mouth_track, write_mouth
-from avsrctl.data.synth_speech import (
-    Voice,
-    WordBank,
-    _run,
-    build_word_bank,
-    ffmpeg_exe,
-    installed_mbrola,
-    installed_voices,
-    speak,
-    write_wav,
-)
+from avsrctl.data.media import save_audio, save_video
+from avsrctl.data.mouth_params import mouth_path, write_mouth
 from avsrctl.errors import UsageError
+from avsrctl.synth.face import FaceRenderer
+from avsrctl.synth.mouth import mouth_track
+from avsrctl.synth.plan import Speaker, UtterancePlan, make_speakers, plan_corpus, utterance_look
+from avsrctl.synth.speech import WordBank, build_word_bank, speak
 
-GRAMMAR: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("command", ("bin", "lay", "place", "set")),
-    ("colour", ("blue", "green", "red", "white")),
-    ("preposition", ("at", "by", "in", "with")),
-    ("letter", tuple("abcdefghijklmnopqrstuvxyz")),  # GRID has no "w"
-    ("digit", ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")),
-    ("adverb", ("again", "now", "please", "soon")),
-)
-VOCABULARY: tuple[str, ...] = tuple(w for _, words in GRAMMAR for w in words)  # 51 words
-# espeak-ng variants; the two pools are disjoint so test speakers are new voices
-TRAIN_VARIANTS = ("", "m1", "m2", "m3", "m4", "f1", "f2", "f3", "Andy", "Annie", "paul", "linda")
-TEST_VARIANTS = ("m5", "m6", "m7", "f4", "f5", "john", "steph")
-# MBROLA voices (`--mbrola`) are split the same way: us3 only ever speaks in test splits
-TRAIN_MBROLA = ("mb-en1", "mb-us1", "mb-us2")
-TEST_MBROLA = ("mb-us3",)
-FORMAT_VERSION = 2  # 2: lower faces framed like real ROI crops (synth_face.py)
+FORMAT_VERSION = 2  # 2: lower faces framed like real ROI crops (face.py)
 SETTINGS_FILE = "demo_data.json"
 SPLITS = ("train", "valid", "test")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total); stages "voices", "utterances"
-
-
-@dataclass(frozen=True)
-class Speaker:
-    id: str  # "s01".. for training speakers, "t01".. for held-out test speakers
-    voice: Voice
-    look: FaceLook
-    held_out: bool
-    more_looks: tuple[FaceLook, ...] = ()  # --faces-per-speaker > 1: the other faces its utterances get
-
-    @property
-    def looks(self) -> tuple[FaceLook, ...]:
-        return (self.look, *self.more_looks)
-
-
-@dataclass(frozen=True)
-class UtterancePlan:
-    id: str
-    split: str
-    speaker: int  # index into the corpus's speaker list
-    words: tuple[str, ...]
-    seed: tuple[int, ...]  # this utterance's own random stream
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.words)
 
 
 @dataclass(frozen=True)
@@ -126,130 +74,12 @@ class CorpusSummary:
         }
 
 
-def sample_sentence(rng: np.random.Generator) -> tuple[str, ...]:
-    return tuple(str(words[rng.integers(len(words))]) for _, words in GRAMMAR)
-
-
-def is_grammatical(text: str) -> bool:
-    words = text.split()
-    return len(words) == len(GRAMMAR) and all(w in slot for w, (_, slot) in zip(words, GRAMMAR))
-
-
-def make_speakers(n: int, held_out: bool, seed: int, mbrola: bool = False, faces: int = 1) -> list[Speaker]:
-    """`n` speakers from the training or the held-out voice pool, fixed by `seed`.
-
-    With `mbrola`, every second speaker uses an MBROLA voice (cycling through the pool, each
-    with its own pitch and rate), so recorded-diphone speech is half the corpus. With `faces` > 1
-    each speaker has that many faces (the first is its one face otherwise) and each utterance
-    is drawn with one of them (`utterance_look`)."""
-    languages, variants = installed_voices()
-    wanted = TEST_VARIANTS if held_out else TRAIN_VARIANTS
-    pool_variants = [v for v in wanted if v == "" or v in variants] or [""]
-    combos = [(lang, var) for var in pool_variants for lang in languages]
-    diphone: list[str] = []
-    if mbrola:
-        wanted_mb = TEST_MBROLA if held_out else TRAIN_MBROLA
-        diphone = [v for v in installed_mbrola() if v in wanted_mb]
-        if not diphone:
-            raise UsageError(
-                f"--mbrola: none of the MBROLA voices {', '.join(wanted_mb)} is installed",
-                hint="install them with `make voices` (Debian/Ubuntu packages mbrola-en1, mbrola-us1..3)",
-            )
-    rng = np.random.default_rng([seed, 1 if held_out else 0, 0x5EED])
-    order = rng.permutation(len(combos))
-    speakers = []
-    for i in range(n):
-        lang, var = combos[order[i % len(combos)]]
-        if diphone and i % 2 == 1:
-            lang, var = diphone[(i // 2) % len(diphone)], ""
-        voice = Voice(
-            language=lang,
-            variant=var,
-            rate=int(rng.integers(140, 186)),
-            pitch=int(rng.integers(30, 71)),
-            amplitude=int(rng.integers(70, 131)),
-            gap_s=float(rng.uniform(0.02, 0.10)),
-        )
-        # the look comes from a stream of its own, so a change to the face renderer never changes a voice
-        look = random_look(np.random.default_rng([seed, 1 if held_out else 0, 0xFACE, i]))
-        more = tuple(
-            random_look(np.random.default_rng([seed, 1 if held_out else 0, 0xFACE, i, k])) for k in range(1, faces)
-        )
-        speakers.append(Speaker(f"{'t' if held_out else 's'}{i + 1:02d}", voice, look, held_out, more))
-    return speakers
-
-
-def utterance_look(plan: UtterancePlan, speaker: Speaker) -> int:
-    """Which of the speaker's faces draws this utterance: from a stream of its own, so the audio never depends on it."""
-    if not speaker.more_looks:
-        return 0
-    return int(np.random.default_rng([*plan.seed, 0xFACE]).integers(len(speaker.looks)))
-
-
-def plan_corpus(n_utterances: int, speakers: list[Speaker], seed: int, valid_fraction: float) -> list[UtterancePlan]:
-    """Transcripts and splits; utterances are shared evenly among the speakers."""
-    rng = np.random.default_rng([seed, 0xC0DE])
-    plans: list[UtterancePlan] = []
-    for k, spk in enumerate(speakers):
-        count = n_utterances // len(speakers) + (1 if k < n_utterances % len(speakers) else 0)
-        for j in range(count):
-            split = "test" if spk.held_out else "train"
-            plans.append(UtterancePlan(f"{spk.id}_{j:04d}", split, k, sample_sentence(rng), (seed, k, j)))
-    train = [i for i, p in enumerate(plans) if p.split == "train"]
-    n_valid = min(len(train) - 1, round(valid_fraction * len(train))) if train else 0
-    if valid_fraction > 0 and len(train) >= 2:
-        n_valid = max(1, n_valid)
-    for i in rng.permutation(train)[:n_valid]:
-        p = plans[i]
-        plans[i] = UtterancePlan(p.id, "valid", p.speaker, p.words, p.seed)
-    return plans
-
-
 # ---------------------------------------------------------------------------- media writing
 
 
-@lru_cache(maxsize=1)
-def _codec_args() -> tuple[str, ...]:
-    encoders = _run([ffmpeg_exe(), "-hide_banner", "-encoders"], "ffmpeg -encoders").decode("utf-8", "replace")
-    if " libx264 " in encoders:  # one thread keeps the bitstream identical from run to run
-        return ("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-threads", "1")
-    return ("-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p", "-threads", "1")
-
-
-def write_mp4(path: Path, frames: np.ndarray) -> None:
-    """(T, H, W, 3) uint8 RGB -> 25 fps mp4 through an ffmpeg pipe (argument list, no shell)."""
-    n, h, w, _ = frames.shape
-    args = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{w}x{h}",
-        "-r",
-        "25",
-        "-i",
-        "pipe:0",
-        *_codec_args(),
-        "-r",
-        "25",
-        "-frames:v",
-        str(n),
-        "-map_metadata",
-        "-1",
-        "-fflags",
-        "+bitexact",
-        "-f",
-        "mp4",
-        str(path),
-    ]
-    _run(args, f"ffmpeg encode {path}", np.ascontiguousarray(frames).tobytes())
+def write_mp4(path: str | os.PathLike, frames: np.ndarray) -> None:
+    """(T, H, W, 3) uint8 RGB -> 25 fps mp4 as demo-data writes its clips: H.264 at CRF 20, the same bytes on every run."""
+    save_video(path, frames, crf=20, reproducible=True)
 
 
 def _paths(root: Path, uid: str) -> tuple[Path, Path]:
@@ -293,12 +123,11 @@ def _make_one(task: tuple[UtterancePlan, Speaker, int, str]) -> tuple[str, int, 
         return plan.id, spoken.n_frames, True
     spoken, track, frames = render_utterance(plan, speaker, _BANKS[speaker.id], size)
     assert frames.shape[0] == spoken.n_frames and spoken.audio.size == SAMPLES_PER_FRAME * spoken.n_frames
-    tmp_v, tmp_a = video.with_name(f".{video.name}.tmp"), audio.with_name(f".{audio.name}.tmp")
-    write_mp4(tmp_v, frames)
-    write_wav(tmp_a, spoken.audio)
+    # each file is written under a temporary name and renamed; the wav comes last, so an utterance
+    # whose video and audio both exist is complete
     write_mouth(mouth, track)
-    tmp_v.replace(video)
-    tmp_a.replace(audio)
+    write_mp4(video, frames)
+    save_audio(audio, spoken.audio)
     return plan.id, spoken.n_frames, False
 
 
@@ -467,18 +296,4 @@ def settings_of(out: str | os.PathLike) -> dict | None:
         return None
 
 
-__all__ = [
-    "GRAMMAR",
-    "VOCABULARY",
-    "CorpusSummary",
-    "SplitSummary",
-    "Speaker",
-    "UtterancePlan",
-    "generate_corpus",
-    "is_grammatical",
-    "make_speakers",
-    "plan_corpus",
-    "render_utterance",
-    "sample_sentence",
-    "settings_of",
-]
+__all__ = ["CorpusSummary", "SplitSummary", "generate_corpus", "render_utterance", "settings_of", "write_mp4"]

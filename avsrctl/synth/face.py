@@ -8,7 +8,7 @@ face (cylindrical cheeks, nose tip and wings, philtrum, folds, lips, the groove 
 lip, the chin) lit with a Lambertian + specular model, an albedo with skin texture, spots and
 stubble, the mouth opening with teeth and tongue, a jaw line that moves down as the mouth opens,
 then head motion, blur, sensor noise and JPEG compression at the output size. A speaker's
-`FaceLook` fixes the anatomy, colours, light and camera; `mouth_track` (synth_mouth.py) gives
+`FaceLook` fixes the anatomy, colours, light and camera; `mouth_track` (mouth.py) gives
 the per-frame articulation.
 """
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avsrctl.data.synth_mouth import OPEN, smooth_walk
+from avsrctl.data.mouth_params import OPEN
+from avsrctl.synth.mouth import smooth_walk
 
 SUPERSAMPLE = 2  # draw at 2x, box-filter down: smooth edges at 32-96 px
 # skin tones, light to dark (RGB under white light)

@@ -1,29 +1,18 @@
 """Mouth articulation for the synthetic corpus: timed visemes -> seven parameters per 25 Hz frame.
 
-Each viseme class sets a target for the parameters (below); targets are blended over time with
-a dominance-weighted Gaussian (lip closure for p/b/m and lip rounding dominate their
-neighbours, as in real coarticulation) and sampled at each frame instant. synth_face.py draws
-the frames from them.
-
-`demo-data` also stores each clip's parameters beside its video (`video/<id>.mouth.npy`,
-(T, 7) float16): free per-frame labels that `model.articulation_weight` trains the lip-reading
-front-end to predict (models/articulation.py).
+Each viseme class sets a target for the parameters (data/mouth_params.py `PARAMS`); targets are
+blended over time with a dominance-weighted Gaussian (lip closure for p/b/m and lip rounding
+dominate their neighbours, as in real coarticulation) and sampled at each frame instant.
+face.py draws the frames from them; `demo-data` also stores them beside each clip
+(`mouth_params.write_mouth`), the labels of `model.losses.articulation`.
 """
 
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
-
 import numpy as np
 
-from avsrctl.atomic import write_atomic
 from avsrctl.data.manifest import VIDEO_FPS
-
-# articulatory parameters, each in [0, 1]
-PARAMS = ("open", "spread", "round", "teeth", "tongue", "press", "tuck")
-OPEN, SPREAD, ROUND, TEETH, TONGUE, PRESS, TUCK = range(len(PARAMS))
+from avsrctl.data.mouth_params import OPEN, PARAMS
 
 # viseme -> (targets in PARAMS order, dominance); silence relaxes to "rest"
 VISEMES: dict[str, tuple[tuple[float, ...], float]] = {
@@ -87,19 +76,3 @@ def smooth_walk(rng: np.random.Generator, n: int, amplitude: float) -> np.ndarra
     walk -= np.linspace(walk[0], walk[-1], n) if n > 1 else walk
     scale = np.abs(walk).max()
     return walk * (amplitude / scale) if scale > 0 else walk
-
-
-MOUTH_SUFFIX = ".mouth.npy"
-
-
-def mouth_path(video: str | os.PathLike) -> Path:
-    """Where a rendered clip's mouth parameters lie: `video/<id>.mp4` -> `video/<id>.mouth.npy`."""
-    video = Path(video)
-    return video.with_name(video.stem + MOUTH_SUFFIX)
-
-
-def write_mouth(path: Path, track: np.ndarray) -> None:
-    """Store a (T, len(PARAMS)) track as float16, atomically (a reader never sees half a file)."""
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(track, np.float16))
-    write_atomic(path, buf.getvalue())

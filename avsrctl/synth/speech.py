@@ -6,7 +6,8 @@ This gives exact word boundaries. Phoneme boundaries are approximate: espeak-ng'
 string for the word (`-x`) is spread over the word's duration, weighted by a rough length
 per phoneme (vowels longer than stops), which is enough to drive the rendered mouth.
 
-Every external program runs with an argument list, never a shell string.
+espeak-ng runs here with an argument list, never a shell string; resampling to 16 kHz is
+data/media.py's (`media.resample`, through the binary that writes the corpus's video).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from avsrctl.data.manifest import SAMPLE_RATE, SAMPLES_PER_FRAME
+from avsrctl.data.media import resample
 from avsrctl.errors import AvsrError, MediaError, UsageError
 
 ESPEAK_RATE = 22_050  # Hz, espeak-ng's native output rate
@@ -146,22 +148,6 @@ def espeak_exe() -> str:
     return exe
 
 
-@lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """imageio-ffmpeg's static binary first: it starts ~3x faster than a typical shared-library
-    system build, which matters at two ffmpeg runs per utterance; the system ffmpeg otherwise."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        pass
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise UsageError("ffmpeg not found", hint="install ffmpeg or `pip install imageio-ffmpeg`")
-    return exe
-
-
 def _run(args: list[str], what: str, input_bytes: bytes | None = None) -> bytes:
     return _run_both(args, what, input_bytes)[0]
 
@@ -255,33 +241,10 @@ def _espeak(voice: Voice, word: str) -> tuple[np.ndarray, int, tuple[tuple[str, 
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    """int16 at `rate` -> float32 at 16 kHz through ffmpeg's resampler (one pipe)."""
+    """int16 at `rate` -> float32 at 16 kHz (ffmpeg's resampler, the binary that writes demo-data's clips)."""
     if rate == SAMPLE_RATE:
         return samples.astype(np.float32) / np.float32(32768.0)
-    args = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-f",
-        "s16le",
-        "-ar",
-        str(rate),
-        "-ac",
-        "1",
-        "-i",
-        "pipe:0",
-        "-f",
-        "f32le",
-        "-ar",
-        str(SAMPLE_RATE),
-        "-ac",
-        "1",
-        "pipe:1",
-    ]
-    out = _run(args, "ffmpeg resample", samples.astype("<i2").tobytes())
-    return np.frombuffer(out, dtype="<f4").copy()
+    return resample(samples, rate, reproducible=True)
 
 
 def trim_silence(x: np.ndarray) -> np.ndarray:
@@ -364,16 +327,3 @@ def spread_visemes(segs: tuple[tuple[str, float], ...], start: float, end: float
         out.append((name, t, t + dt))
         t += dt
     return out
-
-
-def to_pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-
-
-def write_wav(path, audio: np.ndarray) -> None:
-    """16 kHz mono 16-bit PCM WAV (stdlib writer: exact, byte-identical for equal input)."""
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(to_pcm16(audio))

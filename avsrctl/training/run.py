@@ -27,7 +27,7 @@ from avsrctl.checkpoint import (
 from avsrctl.config import Config
 from avsrctl.data.roi import crop_method
 from avsrctl.errors import CheckpointError, TrainingError, UsageError
-from avsrctl.models.avsr import trainable_mismatches
+from avsrctl.models.weights import trainable_mismatches
 from avsrctl.training import distributed as D
 from avsrctl.training.progress import Reporter
 from avsrctl.training.run_folder import RunLock, check_free_space, check_output, clean_leftovers
@@ -67,11 +67,11 @@ def load_manifests(cfg: Config, modality: str) -> tuple[Any, Any | None]:
         )
     train = read_manifest(tsv, wrd)
     train.require(modality)
-    if modality == "video" and cfg.model.lip_sync_weight > 0:
+    if modality == "video" and cfg.model.losses.lip_sync > 0:
         train.require(
             "audio",
-            because="model.lip_sync_weight trains the lips against each utterance's audio",
-            hint="set model.lip_sync_weight=0, or train on a manifest with audio",
+            because="model.losses.lip_sync trains the lips against each utterance's audio",
+            hint="set model.losses.lip_sync=0, or train on a manifest with audio",
         )
     if cfg.data.max_seconds is not None:
         kept = [u for u in train.utterances if u.seconds <= cfg.data.max_seconds]
@@ -143,10 +143,10 @@ def run_training(
     modality = modality or cfg.model.modality
     if modality != cfg.model.modality:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modality": modality})})
-    if cfg.model.lip_sync_weight > 0 and modality != "video":
+    if cfg.model.losses.lip_sync > 0 and modality != "video":
         raise UsageError(
-            f"model.lip_sync_weight trains a video model's lips; this run trains '{modality}'",
-            hint="set model.lip_sync_weight=0 (a fused model has model.fusion.sync_weight)",
+            f"model.losses.lip_sync trains a video model's lips; this run trains '{modality}'",
+            hint="set model.losses.lip_sync=0 (a fused model has model.losses.sync)",
         )
     ctx = D.init_distributed(device)
     lock, fresh_folder = None, False
@@ -196,7 +196,7 @@ def run_training(
             frame_memory_mb=cfg.data.frame_memory_mb,
             video_augment=cfg.data.video_augment,
             video_corruption=cfg.data.video_corruption,
-            articulation=cfg.model.articulation_weight > 0,
+            articulation=cfg.model.losses.articulation > 0,
         )
         valid_set = None
         if valid_m is not None:

@@ -1,5 +1,6 @@
 """The training loop: AdamW on trainable parameters, warm-up + cosine lr, accumulation,
-clipping, mixed precision, non-finite guard, out-of-memory splitting, checkpoints, resume.
+clipping, mixed precision, non-finite guard (guards.py), out-of-memory splitting (oom.py),
+checkpoints, resume.
 
 One optimiser step takes `train.grad_accum` micro-batches from `FrameBucketSampler`. Each
 micro-batch contributes `loss * n_tokens` to the gradient and the sum is divided by the
@@ -25,9 +26,9 @@ import torch
 
 from avsrctl import checkpoint as ckpt
 from avsrctl.config import Config
-from avsrctl.errors import TrainingError
 from avsrctl.training import distributed as dist
 from avsrctl.training.cache import FeatureCache, cache_streams
+from avsrctl.training.guards import check_weights, diverged, record_skipped_media, skip_bad_step
 from avsrctl.training.oom import AUX_LOSSES, accumulate
 from avsrctl.training.param_table import ParamUpdateTracker, render_table
 from avsrctl.training.progress import Reporter, StepWindow
@@ -119,7 +120,6 @@ class Trainer:
         self.bad_streak, self.bad_total, self.skipped_media, self.oom_splits = 0, 0, 0, 0
         self.last_loss = math.nan
         self.stop = StopRequest(reporter.log)
-        self.ctc_weight = cfg.model.ctc_weight
         self._window = StepWindow()  # sums since the last metrics line
 
     # ------------------------------------------------------------------ run
@@ -208,23 +208,7 @@ class Trainer:
     def _optimizer_step(self, micro: list[Any]) -> bool:
         """One optimiser step over the micro-batches; False when it was skipped."""
         t0 = time.monotonic()
-        for b in micro:
-            skipped = b.meta.get("skipped") or []
-            if skipped:
-                self.skipped_media += len(skipped)
-                reasons = b.meta.get("skip_reasons") or {}
-                self.reporter.record(
-                    {
-                        "type": "event",
-                        "event": "skipped_media",
-                        "step": self.step,
-                        "ids": skipped,
-                        "reasons": [reasons.get(i, "") for i in skipped],
-                    }
-                )
-                self.reporter.log(
-                    f"[yellow]skipped {len(skipped)} utterance(s) whose media failed: {', '.join(skipped[:5])}[/]"
-                )
+        record_skipped_media(self, micro)
         pieces = [b for b in micro if len(b)]
         loss_sum, tokens, utts, bad_ids, aux = (
             accumulate(self, pieces) if pieces else (0.0, 0, 0, [], [0.0] * len(AUX_LOSSES))
@@ -249,7 +233,7 @@ class Trainer:
         )
         lr = self.optimizer.param_groups[0]["lr"]
         if bad_loss or (bad_grad and self.scaler is None):
-            self._skip_bad_step(bad_ids or [i for b in pieces for i in b.ids], loss_all / tok_all, grad_norm)
+            skip_bad_step(self, bad_ids or [i for b in pieces for i in b.ids], loss_all / tok_all, grad_norm)
             return False
         if bad_grad:  # fp16 overflow: the scaler lowers its scale; not a data problem
             self.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +250,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self._check_weights()
+        check_weights(self)
         self.bad_streak = 0
         if self.tracker is not None and self._table_due(done=True):
             stats = self.tracker.after_step(lr)
@@ -275,29 +259,6 @@ class Trainer:
                 self.reporter.record(s.to_record(self.step))
         self._log_step(loss_all, tok_all, utt_all, lr, grad_norm, time.monotonic() - t0, aux_all)
         return True
-
-    def _check_weights(self) -> None:
-        """Stop the run when the step just taken left a NaN or inf weight (an lr far too high, an
-        fp16 overflow): a finite loss and gradient do not guarantee finite weights after the update,
-        and a diverged model must never be saved (not as `best`, not as `final`)."""
-        finite = torch.stack([torch.isfinite(p).all() for p in self.params]).all() if self.params else True
-        (bad,) = dist.all_reduce(self.ctx, [float(not bool(finite))], "max")  # every rank stops together
-        if bad:
-            names = [n for n, p in self.named_params if not bool(torch.isfinite(p).all())]
-            where = f"{names[0]}" + (f" and {len(names) - 1} more tensors" if len(names) > 1 else "")
-            self._diverged(
-                f"optimiser step {self.step} left non-finite weights (NaN or inf) in {where or 'another rank'}",
-                ckpt.find_latest(self.output) if self.ctx.is_main else None,
-            )
-
-    def _diverged(self, what: str, good: Path | None) -> None:
-        self.reporter.record({"type": "event", "event": "diverged", "step": self.step, "reason": what})
-        last = f"the last good checkpoint is {good}" if good else "no checkpoint was written before it"
-        raise TrainingError(
-            f"training diverged: {what}; {last}",
-            hint="lower train.lr (and train in fp32: train.mixed_precision=no) and start a new run"
-            + (f", e.g. with --init-from {good}" if good else ""),
-        )
 
     def _table_due(self, done: bool = False) -> bool:
         n = self.tc.log_param_updates
@@ -314,27 +275,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _skip_bad_step(self, ids: list[str], loss: float, grad_norm: float) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.update()
-        self.bad_streak += 1
-        self.bad_total += 1
-        self.reporter.record(
-            {"type": "event", "event": "nonfinite", "step": self.step, "loss": loss, "grad_norm": grad_norm, "ids": ids}
-        )
-        self.reporter.log(
-            f"[yellow]non-finite loss or gradient (loss {loss}, grad norm {grad_norm}): step "
-            f"skipped ({self.bad_streak} in a row); batch ids: {', '.join(ids[:8])}[/]"
-        )
-        if self.bad_streak >= self.tc.max_bad_steps:
-            raise TrainingError(
-                f"{self.bad_streak} optimiser steps in a row had a non-finite loss or gradient "
-                f"(train.max_bad_steps={self.tc.max_bad_steps}); last batch ids: {', '.join(ids[:8])}",
-                hint="lower train.lr, train in fp32 (train.mixed_precision=no), and check those utterances' "
-                "media and transcripts; no checkpoint was written for the bad steps",
-            )
-
     def _log_step(
         self,
         loss_sum: float,
@@ -347,10 +287,11 @@ class Trainer:
     ) -> None:
         self._window.add(loss_sum, tokens, utts, seconds, aux_sums)
         due = self.step % self.tc.log_every == 0 or self.step == self.total_steps
+        built = getattr(self.model, "loss_weights", {})  # the auxiliary losses the model computes, by name
         shown = {
-            "ctc": bool(self.ctc_weight) and self.tc.objective == "llm",  # with the CTC objective, `loss` is the CTC
-            "articulation": bool(self.cfg.model.articulation_weight),
-            "sync": bool(getattr(self.model, "sync_weight", 0.0)),
+            "ctc": "ctc" in built and self.tc.objective == "llm",  # with the CTC objective, `loss` is the CTC
+            "articulation": "articulation" in built,
+            "sync": "sync" in built or "lip_sync" in built,  # the fusion's, or a video model's lip-sync loss
         }
         loss = self._window.report(
             self.reporter,
@@ -389,8 +330,10 @@ class Trainer:
             return
         if result.n_nonfinite and not result.n_utts:  # finite weights, but no utterance gives a finite loss
             best = self.output / "best" if self.best_valid_loss is not None else None
-            self._diverged(
-                f"validation at step {self.step} gave a non-finite loss on every batch ({result.n_nonfinite})", best
+            diverged(
+                self,
+                f"validation at step {self.step} gave a non-finite loss on every batch ({result.n_nonfinite})",
+                best,
             )
         self.last_valid = result
         self.reporter.record(result.to_record())

@@ -1,4 +1,4 @@
-"""`make demo` (`python -m avsrctl.demo`): avsrctl recognising speech, offline, in a few minutes.
+"""`make demo` (`avsrctl demo`): avsrctl recognising speech, offline, in a few minutes.
 
 Every step runs the real command in a subprocess and prints it first, so what scrolls by is
 what a user can type next; each step's time is printed as it ends:
@@ -19,15 +19,17 @@ what a user can type next; each step's time is printed as it ends:
 Without the built-in model (a build that has not run `make grid-recipe`), steps 2 and 3 say so
 in one line and the rest still runs.
 
-    python -m avsrctl.demo                             # offline-small training, grid-small
-    python -m avsrctl.demo --work runs/demo            # keep corpus, checkpoints and results
-    python -m avsrctl.demo --model runs/grid/train-both/final   # another trained checkpoint
-    python -m avsrctl.demo --config tiny --utterances 24 --epochs 1 --model CKPT   # seconds (tests)
+    avsrctl demo                             # offline-small training, grid-small
+    avsrctl demo --work runs/demo            # keep corpus, checkpoints and results
+    avsrctl demo --model runs/grid/train-both/final   # another trained checkpoint
+    avsrctl demo --config tiny --utterances 24 --epochs 1 --model CKPT   # seconds (tests)
+
+`run_demo` is the whole job; the `avsrctl demo` command (cli/demo.py) calls it under the CLI's error
+boundary, and `python -m avsrctl.demo` (__main__.py) runs that command. The summary is report.py's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,12 +43,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
 from avsrctl.cli import console
 from avsrctl.data.manifest import read_manifest
+from avsrctl.demo.report import Row, comparison_lines, heard, print_report, summary_table
 from avsrctl.errors import AvsrError, CheckpointError, UsageError
 from avsrctl.wording import plural
 
@@ -74,19 +75,6 @@ TRAIN_SETTINGS = {
     # GRID sentences are six words (~7 tokens); a briefly trained model babbles until this cap.
     "decode.max_new_tokens": 16,
 }
-
-
-@dataclass
-class Row:
-    """One line of the summary table."""
-
-    step: str
-    model: str
-    data: str
-    modality: str
-    condition: str
-    result: str
-    seconds: float | None = None  # on the first row of each step
 
 
 @dataclass
@@ -126,6 +114,8 @@ class Step:
 
 class StepFailed(AvsrError):
     """A command of the demo exited non-zero (its own error is printed just above)."""
+
+    hint = "the command's own error is printed above it; run that command alone to look into it"
 
 
 def run_command(ctx: DemoContext, program: list[str], args: list[str | Path], *, shown: str) -> None:
@@ -276,7 +266,7 @@ def transcribe(ctx: DemoContext) -> None:
         r = score([clip.text], [text])
         modality = "both" if extra else "audio"
         ctx.rows.append(
-            Row("3 transcribe", name, clip.path.name, modality, "clean", _heard(text, r.hits, r.ref_words, clip.text))
+            Row("3 transcribe", name, clip.path.name, modality, "clean", heard(text, r.hits, r.ref_words, clip.text))
         )
 
 
@@ -321,13 +311,8 @@ def drowned(ctx: DemoContext) -> None:
         )
         [row] = [r for r in _records(out / snr_dirname(BABBLE_SNR_DB) / "results.jsonl") if r["id"] == clip.id]
         ctx.drowned[modality] = {**row, "data": clip.path.name}
-        result = _heard(row["hypothesis"], row["hits"], row["ref_words"], row["reference"])
+        result = heard(row["hypothesis"], row["hits"], row["ref_words"], row["reference"])
         ctx.rows.append(Row("3 drowned", ctx.model_name, clip.path.name, modality, condition, result))
-
-
-def _heard(text: str, hits: int, ref_words: int, reference: str) -> str:
-    """A result cell for one transcript: the text, its words right, and the reference below it."""
-    return escape(f'"{text}"') + f" ({hits}/{ref_words} words right)\n[dim]reference: {escape(reference)}[/]"
 
 
 # ----------------------------------------------------------------------- 4. summary
@@ -351,69 +336,21 @@ def _score(
 
 def comparisons(ctx: DemoContext) -> list[str]:
     """Lines that set this run's figures side by side (only those it computed)."""
-    lines = []
-    babble = f"babble {BABBLE_SNR_DB} dB"
-    m = ctx.model_name
-    a, b = ctx.wer.get((m, "synthetic test", "audio", babble)), ctx.wer.get((m, "synthetic test", "both", babble))
-    if a is not None and b is not None:
-        cut = f"{100 * (1 - b / a):.0f}% lower" if b < a else "not lower"
-        lines.append(f"synthetic test, {babble}: both {100 * b:.1f}% vs audio {100 * a:.1f}% (lips: {cut})")
-    a, b = ctx.wer.get((m, "real GRID", "audio", "clean")), ctx.wer.get((m, "real GRID", "both", "clean"))
-    w = ctx.wer.get((BASELINE, "real GRID", "audio", "clean"))
-    if a is not None and b is not None:
-        base = f", {BASELINE} {100 * w:.1f}%" if w is not None else ""
-        lines.append(f"real GRID, clean: both {100 * b:.1f}%, audio {100 * a:.1f}%{base}")
-    a, b = ctx.drowned.get("audio"), ctx.drowned.get("both")
-    if a is not None and b is not None:
-        weight = b.get("video_weight")  # 0 when the model set the lips aside
-        lips = "" if weight is None else "; lips set aside" if weight == 0 else f"; lip weight {weight:.2f}"
-        lines.append(
-            f"{b['data']}, {babble}: both {b['hits']}/{b['ref_words']} words right, "
-            f"audio {a['hits']}/{a['ref_words']}{lips}"
-        )
-    return lines
+    return comparison_lines(ctx.wer, ctx.drowned, ctx.model_name, f"babble {BABBLE_SNR_DB} dB", BASELINE)
 
 
-def summary(ctx: DemoContext, elapsed: float) -> Table:
-    """One row per figure, narrow enough for 80 columns (a pipe) with every name whole: the step over
-    its seconds, the model over its data, the modality over its condition; only the result wraps."""
-    table = Table(
-        title=f"avsrctl demo: every figure of this run\nmodel {ctx.model_name}; training {ctx.config}, "
-        f"{ctx.utterances} utterances, {plural(ctx.epochs, 'epoch')}",
-        title_justify="left",
-        caption=f"total {elapsed:.0f} s",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        padding=(0, 1),
-        collapse_padding=True,
+def summary(ctx: DemoContext, elapsed: float):
+    """The summary table of this run's rows (`demo_report.summary_table`), titled with its settings."""
+    title = (
+        f"avsrctl demo: every figure of this run\nmodel {ctx.model_name}; training {ctx.config}, "
+        f"{ctx.utterances} utterances, {plural(ctx.epochs, 'epoch')}"
     )
-    table.add_column("step", no_wrap=True)
-    table.add_column("model\ndata", no_wrap=True)  # names are never cut: the result column gives way
-    table.add_column("modality\ncondition", no_wrap=True)
-    table.add_column("result", overflow="fold")
-    above = None  # (step, model, data) of the row above
-    for r in ctx.rows:
-        step, source = "", f"{escape(r.model)}\n{escape(r.data)}"
-        if above is None or r.step != above[0]:  # a new step: its name and seconds, a blank line before it
-            if above is not None:
-                table.add_section()
-            step = escape(r.step) + ("" if r.seconds is None else f"\n[dim]{r.seconds:.0f} s[/]")
-        elif (r.model, r.data) == above[1:]:
-            source = ""  # as on the row above
-        above = (r.step, r.model, r.data)
-        table.add_row(step, source, f"{r.modality}\n{escape(r.condition)}", r.result)
-    return table
+    return summary_table(ctx.rows, title, f"total {elapsed:.0f} s")
 
 
 def report(ctx: DemoContext, elapsed: float) -> None:
-    out = console.stdout()
-    out.print(summary(ctx, elapsed), soft_wrap=False)  # the table and its title fit the width
-    for line in comparisons(ctx):
-        out.print(line, highlight=False, soft_wrap=False)
-    for note in ctx.notes:
-        console.log(f"[yellow]note:[/] {escape(note)}")
+    """The summary table and the comparison lines on stdout, the notes on stderr."""
+    print_report(summary(ctx, elapsed), comparisons(ctx), ctx.notes)
 
 
 STEPS: tuple[Step, ...] = (
@@ -457,42 +394,28 @@ def model_missing(model: str) -> str | None:
     return None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m avsrctl.demo", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--work",
-        type=Path,
-        help="folder to keep corpus, checkpoint and results in (default: a temporary folder, removed at the end)",
-    )
-    parser.add_argument(
-        "--utterances", type=int, default=UTTERANCES, help=f"synthetic corpus size, all splits (default {UTTERANCES})"
-    )
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"training epochs (default {EPOCHS})")
-    parser.add_argument(
-        "--config",
-        default="offline-small",
-        help="preset or YAML file of the from-scratch run (default offline-small; tiny: random tiny models, seconds)",
-    )
-    parser.add_argument(
-        "--model",
-        default=MODEL,
-        help=f"trained model of steps 2 and 3: a built-in name or a checkpoint folder (default {MODEL})",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None, steps: tuple[Step, ...] = STEPS) -> int:
-    args = parse_args(argv)
+def run_demo(
+    work: Path | None = None,
+    *,
+    config: str = "offline-small",
+    utterances: int = UTTERANCES,
+    epochs: int = EPOCHS,
+    model: str = MODEL,
+    steps: tuple[Step, ...] | None = None,
+) -> None:
+    """Run `steps` (default: STEPS, all of them) in WORK (default: a temporary folder, removed at the end),
+    then print the summary. A failing step raises its `AvsrError` (`StepFailed` for a command)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo and its commands never reach for a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    steps = STEPS if steps is None else steps
     started = time.perf_counter()
-    work = args.work.expanduser().resolve() if args.work else Path(tempfile.mkdtemp(prefix="avsrctl-demo-"))
+    folder = work.expanduser().resolve() if work else Path(tempfile.mkdtemp(prefix="avsrctl-demo-"))
     try:
-        missing = model_missing(args.model)
-        if args.work:
-            prepare_workdir(work)
-        model = args.model if missing or not Path(args.model).exists() else str(Path(args.model).resolve())
-        ctx = DemoContext(work, args.config, args.utterances, args.epochs, model, missing)
+        missing = model_missing(model)
+        if work:
+            prepare_workdir(folder)
+        model = model if missing or not Path(model).exists() else str(Path(model).resolve())
+        ctx = DemoContext(folder, config, utterances, epochs, model, missing)
         for step in steps:
             console.log(f"[bold]{step.name}[/]")
             ctx.step, first, t0 = step.name, len(ctx.rows), time.perf_counter()
@@ -502,25 +425,11 @@ def main(argv: list[str] | None = None, steps: tuple[Step, ...] = STEPS) -> int:
                 ctx.rows[first].seconds = seconds
             console.log(f"[bold]{step.name}[/]: {seconds:.0f} s")
         report(ctx, time.perf_counter() - started)
-        if args.work:
+        if work:
             console.log(
-                f"kept {work}: checkpoint train/final, WER reports in synthetic/, real/ and drowned/, "
+                f"kept {folder}: checkpoint train/final, WER reports in synthetic/, real/ and drowned/, "
                 "transcripts in transcripts/"
             )
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return 130
-    except AvsrError as e:
-        # soft_wrap: the error stays one line however narrow the terminal
-        console.stderr().print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
-        if e.hint:
-            console.stderr().print(f"[dim]hint: {escape(e.hint)}[/]", soft_wrap=True, highlight=False)
-        return e.exit_code
     finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        if not work:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,363 @@
+"""Pseudo-labels for `avsrctl adapt` (adapt.py): the clips of DATA transcribed by the model's audio path.
+
+Every clip is decoded from its clean audio alone (`-m audio`, batched, through `decoding.generate`,
+as `decode` does); a clip is kept when its transcript is not empty, ended at EOS and its mean token
+log-probability (`DecodingResult.score`) is at least `min_score`; with the fused model's sync
+classifier, each clip's in-sync probability (`lip_sync`) is recorded and may be required too
+(`min_lip_sync`, off by default). Transcripts beside the clips (`.txt`, `.wrd`) are never opened.
+The kept clips become RUN/pseudo's train/valid corpus (see adapt.py for the folder).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avsrctl.atomic import write_atomic
+from avsrctl.config import Config
+from avsrctl.data.manifest import Manifest, Utterance, read_manifest, write_manifest
+from avsrctl.errors import DataError, MediaError, UsageError
+from avsrctl.wording import plural
+
+if TYPE_CHECKING:  # torch and OpenCV load only when labelling: `avsrctl adapt --help` reads the defaults below
+    from avsrctl.decoding import DecodingOptions
+
+# Whisper's own fallback rule treats a decode whose mean token log-probability is below -1.0 as failed
+# (`logprob_threshold`); the same scale here (our score also averages over the tokens, EOS included).
+DEFAULT_MIN_SCORE = -1.0
+DEFAULT_VALID_FRACTION = 0.05  # of the kept clips, held out for validation (at least one)
+PSEUDO = "pseudo"  # RUN/pseudo: the pseudo-labelled corpus
+LABELS, SUMMARY, CLIPS = "labels.jsonl", "summary.json", "clips.tsv"
+
+
+@dataclass(frozen=True)
+class PseudoLabelRule:
+    """Which audio decodes become training transcripts."""
+
+    min_score: float = DEFAULT_MIN_SCORE  # mean token log-probability (<= 0), EOS included
+    min_lip_sync: float = 0.0  # sync classifier's mean P(in sync); 0: not required
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.min_score) or self.min_score > 0:
+            raise UsageError(
+                f"--min-score is a mean token log-probability, at most 0 (got {self.min_score})",
+                hint=f"e.g. --min-score {DEFAULT_MIN_SCORE} (the default)",
+            )
+        from avsrctl.decoding import check_min_lip_sync
+
+        check_min_lip_sync(self.min_lip_sync)
+
+    def rejects(self, text: str, score: float, stopped_at_eos: bool, lip_sync: float | None) -> str | None:
+        """Why a decode is not kept, or None when it is."""
+        if not text:
+            return "empty transcript"
+        if not stopped_at_eos:
+            return "no end of sentence (cut at decode.max_new_tokens)"
+        if score < self.min_score:
+            return f"score {score:.3f} below --min-score {self.min_score:g}"
+        if lip_sync is not None and lip_sync < self.min_lip_sync:
+            return f"lip_sync {lip_sync:.3f} below --min-lip-sync {self.min_lip_sync:g}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "non_empty": True, "stopped_at_eos": True}
+
+
+@dataclass(frozen=True)
+class Label:
+    """One clip's pseudo-label (a line of labels.jsonl)."""
+
+    id: str
+    text: str
+    score: float | None  # None when the clip could not be decoded
+    lip_sync: float | None
+    kept: bool
+    why: str  # 'kept', or the reason it was not
+
+    def to_dict(self) -> dict:
+        rounded = {
+            k: None if v is None else round(v, 4) for k, v in (("score", self.score), ("lip_sync", self.lip_sync))
+        }
+        return {"id": self.id, "text": self.text, **rounded, "kept": self.kept, "why": self.why}
+
+
+def reading_prepared(cfg: Config) -> Config:
+    """The config that reads clips `prepare` already cut into mouth crops: a mode that always crops
+    ('haar', 'landmarks') would cut the crops again, 'auto' passes them through."""
+    if cfg.data.roi not in ("haar", "landmarks"):
+        return cfg
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"roi": "auto"})})
+
+
+# --------------------------------------------------------------------------- clips
+
+
+def log(console: Any, message: str) -> None:
+    """Print to `console` (the CLI's stderr chatter), when there is one."""
+    if console is not None:
+        console.print(message, soft_wrap=True)
+
+
+def _crops(cfg: Config) -> dict:
+    from avsrctl.data.roi import crop_method  # OpenCV
+
+    return {"roi": cfg.data.roi, "roi_size": cfg.data.roi_size, "crop": crop_method(cfg.data.roi)}
+
+
+def clips_from_folder(
+    src: Path, pseudo: Path, cfg: Config, exclude: Path, console: Any = None
+) -> tuple[list[Utterance], dict[str, str]]:
+    """Mouth crops and 16 kHz wavs of every media file under `src`, as `prepare` writes them (reused
+    when already there). Returns (usable utterances, clip id -> why it cannot be used)."""
+    from avsrctl.data.prepare import prepare_clip
+    from avsrctl.data.sources import find_clips
+
+    clips = find_clips(src, exclude=exclude)
+    usable, failed = [], {}
+    log(console, f"preparing {plural(len(clips), 'clip')} from {src} ({cfg.data.roi} crops, {cfg.data.roi_size} px)")
+    for clip in clips:
+        try:
+            utt, _ = prepare_clip(clip, pseudo, cfg.data.roi, cfg.data.roi_size)
+        except (MediaError, DataError) as e:
+            failed[clip.name] = " ".join(str(e).split())
+            continue
+        if utt.video is None or utt.audio is None:
+            failed[clip.name] = f"{clip.path}: no {'video' if utt.video is None else 'audio'} stream"
+        else:
+            usable.append(utt)
+    return usable, failed
+
+
+def clips_from_manifest(tsv: Path) -> tuple[Path, list[Utterance], dict[str, str]]:
+    """(root, rows with both streams, id -> why a row cannot be used) of a manifest; its `.wrd` is
+    never opened."""
+    manifest = read_manifest(tsv, read_text=False, require_text=False)
+    usable = [u for u in manifest if u.video is not None and u.audio is not None]
+    failed = {
+        u.id: f"{tsv}:{u.line}: no {'video' if u.video is None else 'audio'} path"
+        for u in manifest
+        if u.video is None or u.audio is None
+    }
+    return manifest.root, usable, failed
+
+
+# --------------------------------------------------------------------------- pseudo-labels
+
+
+def pseudo_label(
+    model: Any,
+    manifest: Manifest,
+    cfg: Config,
+    rule: PseudoLabelRule,
+    options: DecodingOptions,
+    *,
+    batch_size: int | None = None,
+    device: Any = "cpu",
+    on_batch: Any = None,
+) -> tuple[dict[str, Label], dict[str, str]]:
+    """Decode every utterance from its clean audio alone and judge it by `rule`; with the fused
+    model's sync classifier also record how well its lips follow its voice.
+    Returns ({id: Label}, {id: why its media could not be decoded})."""
+    import torch
+
+    from avsrctl import decoding
+    from avsrctl.data.dataset import AVDataset
+    from avsrctl.evaluate import decode_loader
+
+    # 'both' reads both streams from disk (the lips for lip_sync); the transcript reads the audio alone
+    dataset = AVDataset(manifest, "both", roi=cfg.data.roi, roi_size=cfg.data.roi_size)
+    loader = decode_loader(dataset, cfg, batch_size)
+    judge = decoding.sync_fusion(model)
+    labels: dict[str, Label] = {}
+    failed: dict[str, str] = {}
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            failed.update(batch.meta.get("skip_reasons", {}))
+            if len(batch):
+                batch = batch.to(device)
+                syncs = [None] * len(batch)
+                if judge is not None:
+                    streams = model.streams(batch, "both")  # (B, T, D) each
+                    syncs = judge.mean_sync(streams["audio"], streams["video"], batch.lengths.to(model.device)).tolist()
+                for r, sync in zip(decoding.generate(model, batch, "audio", options), syncs):
+                    text = " ".join(r.text.split())
+                    why = rule.rejects(text, r.score, r.stopped_at_eos, sync)
+                    labels[r.id] = Label(r.id, text, r.score, sync, why is None, why or "kept")
+            if on_batch is not None:
+                on_batch(len(batch) + len(batch.meta.get("skipped", [])))
+    return labels, failed
+
+
+def _split(kept: list[str], valid_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, valid) ids: valid is a seeded hash choice of `valid_fraction` of them, at least one."""
+    from avsrctl.data.splits import split_names
+
+    names = split_names(kept, valid_fraction, 0.0, seed)
+    return names["train"], names["valid"]
+
+
+def _write_corpus(
+    pseudo: Path, root: Path, utts: dict[str, Utterance], labels: dict[str, Label], train: list[str], valid: list[str]
+) -> None:
+    relative = root == pseudo.resolve()  # prepared clips live in RUN/pseudo: the corpus moves with the run
+    for split, ids in (("train", train), ("valid", valid)):
+        tsv, wrd = pseudo / f"{split}.tsv", pseudo / f"{split}.wrd"
+        if not ids:
+            tsv.unlink(missing_ok=True)  # a valid split left by an earlier run would still be read
+            wrd.unlink(missing_ok=True)
+            continue
+        rows = [_with_text(utts[i], labels[i].text) for i in sorted(ids)]
+        write_manifest(tsv, wrd, root, rows, relative_root=relative)
+
+
+def _with_text(u: Utterance, text: str) -> Utterance:
+    return Utterance(u.id, u.video, u.audio, u.n_video_frames, u.n_audio_samples, text)
+
+
+def make_pseudo_corpus(
+    checkpoint: Path,
+    data: Path,
+    output: Path,
+    cfg: Config,
+    rule: PseudoLabelRule,
+    *,
+    valid_fraction: float = DEFAULT_VALID_FRACTION,
+    beam_size: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    console: Any = None,
+) -> dict:
+    """Prepare DATA's clips, label them with the checkpoint's audio path and write RUN/pseudo
+    (see the module docstring). Returns summary.json's content."""
+    import torch
+
+    from avsrctl import decoding
+    from avsrctl.checkpoint import load_checkpoint
+
+    pseudo = output / PSEUDO
+    pseudo.mkdir(parents=True, exist_ok=True)
+    crops = None
+    if data.is_dir():
+        crops = _crops(cfg)
+        _fresh_crops(pseudo, crops, console)
+        utts, failed = clips_from_folder(data, pseudo, cfg, exclude=output, console=console)
+        root, cfg = pseudo.resolve(), reading_prepared(cfg)
+    else:
+        root, utts, failed = clips_from_manifest(data)
+    total = len(utts) + len(failed)
+    if not utts:
+        first = next(iter(failed.values()))
+        raise DataError(f"none of the {plural(total, 'clip')} in {data} has both audio and video (first: {first})")
+    manifest = Manifest(root, pseudo / CLIPS, None, utts)
+    write_manifest(pseudo / CLIPS, None, root, utts, relative_root=root == pseudo.resolve())
+
+    model, _, _ = load_checkpoint(checkpoint, device=device)
+    options = decoding.DecodingOptions.from_config(cfg.decode, beam_size=beam_size)  # the checkpoint's, or --set
+    log(console, f"pseudo-labelling {plural(len(utts), 'clip')} from their audio with {checkpoint}")
+    labels, undecoded = _run_labelling(model, manifest, cfg, rule, options, batch_size, console)
+    del model  # the training builds its own; two models would double the memory
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    failed.update({k: f"media: {v}" for k, v in undecoded.items()})
+    every = {**labels, **{k: Label(k, "", None, None, False, why) for k, why in failed.items()}}
+    write_atomic(pseudo / LABELS, "".join(json.dumps(every[k].to_dict()) + "\n" for k in sorted(every)))
+
+    kept = sorted(k for k, label in labels.items() if label.kept)
+    babble = cfg.data.noise_kind == "babble" and cfg.data.noise_prob > 0
+    need = (2 if babble else 1) + (1 if valid_fraction > 0 else 0)
+    if len(kept) < need:
+        raise DataError(
+            f"only {len(kept)} of {plural(total, 'clip')} passed the pseudo-label rule (not empty, ended at EOS, "
+            f"score >= {rule.min_score:g}{f', lip_sync >= {rule.min_lip_sync:g}' if rule.min_lip_sync else ''}); "
+            f"adapt needs at least {need}",
+            hint=f"each clip's score and why are in {pseudo / LABELS}: lower --min-score, or add clips",
+        )
+    train, valid = _split(kept, valid_fraction, cfg.train.seed)
+    by_id = {u.id: u for u in utts}
+    _write_corpus(pseudo, root, by_id, labels, train, valid)
+    summary = {
+        "data": str(data.resolve()),
+        "checkpoint": str(checkpoint),
+        "rule": rule.to_dict(),
+        "decode": {"modality": "audio", **asdict(options)},
+        "clips": total,
+        "kept": len(kept),
+        "failed": len(failed),
+        "train": len(train),
+        "valid": len(valid),
+        "valid_fraction": valid_fraction,
+        "crops": crops,
+        "labels": str(Path(PSEUDO) / LABELS),
+    }
+    write_atomic(pseudo / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    log(
+        console,
+        f"kept {len(kept)} of {plural(total, 'clip')} (score >= {rule.min_score:g}, ended at EOS, not empty"
+        f"{f', lip_sync >= {rule.min_lip_sync:g}' if rule.min_lip_sync else ''}); {len(failed)} unusable; "
+        f"training on {len(train)}, validating on {len(valid)}; labels in {pseudo / LABELS}",
+    )
+    return summary
+
+
+def _run_labelling(model, manifest, cfg, rule, options, batch_size, console):
+    if console is None:
+        return pseudo_label(model, manifest, cfg, rule, options, batch_size=batch_size, device=model.device)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("pseudo-labels (audio)", total=len(manifest))
+        return pseudo_label(
+            model,
+            manifest,
+            cfg,
+            rule,
+            options,
+            batch_size=batch_size,
+            device=model.device,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+
+
+def _fresh_crops(pseudo: Path, crops: dict, console: Any) -> None:
+    """Crops left by an earlier run are reused; crops of another kind are cut again."""
+    try:
+        before = json.loads((pseudo / SUMMARY).read_text(encoding="utf-8")).get("crops")
+    except (OSError, ValueError, AttributeError):
+        return
+    if before is not None and before != crops and (pseudo / "video").is_dir():
+        log(console, f"[yellow]{pseudo / 'video'} holds {before['crop']} crops; cutting {crops['crop']} crops[/]")
+        shutil.rmtree(pseudo / "video")
+
+
+def check_data(data: Path, output: Path) -> None:
+    """Refuse DATA before anything is written: a folder without clips, an unreadable manifest."""
+    if data.is_dir():
+        from avsrctl.data.sources import find_clips
+
+        find_clips(data, exclude=output)
+    else:
+        read_manifest(data, read_text=False, require_text=False)
+
+
+def reusable_summary(pseudo: Path, data: Path, rule: PseudoLabelRule, valid_fraction: float) -> dict | None:
+    """summary.json of the pseudo-labels a resumed run trained on, checked against this call's options."""
+    try:
+        summary = json.loads((pseudo / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    now = {"data": str(data.resolve()), "rule": rule.to_dict(), "valid_fraction": valid_fraction}
+    for key, value in now.items():
+        if summary.get(key) != value:
+            raise UsageError(
+                f"--resume: this run's pseudo-labels were made with {key} {summary.get(key)!r}, now {value!r}",
+                hint="resume with the same --data and pseudo-label options, or start a new run with another --output",
+            )
+    return summary
