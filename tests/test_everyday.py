@@ -119,7 +119,7 @@ def test_quiet_leaves_stderr_empty_and_video_only_is_not_called_audio(monkeypatc
     assert capsys.readouterr().err == ""
     import avsrctl.cli.transcribe as cli_transcribe
 
-    monkeypatch.setattr(cli_transcribe, "_recognizer", lambda *a: FakeRecognizer(modalities=("video",)))
+    monkeypatch.setattr(cli_transcribe, "_recognizer", lambda *a, **kw: FakeRecognizer(modalities=("video",)))
     assert run(["transcribe", str(clips / "b.mp4"), "-o", str(tmp_path / "b.txt")]) == 0
     err = capsys.readouterr().err
     assert "s of video in" in err and "of audio" not in err

@@ -149,21 +149,21 @@ def transcribe(
         recognizer = _recognizer(
             checkpoint,
             modality,
-            model,
-            language,
-            beam_size,
-            device,
-            vad,
-            max_segment,
-            temperature_fallback,
-            threads,
-            min_lip_sync,
+            model=model,
+            language=language,
+            beam_size=beam_size,
+            device=device,
+            vad=vad,
+            max_segment=max_segment,
+            fallback=temperature_fallback,
+            threads=threads,
+            min_lip_sync=min_lip_sync,
         )
         _run(jobs, recognizer, fmt)
 
 
 def _recognizer(
-    checkpoint, modality, model, language, beam_size, device, vad, max_segment, fallback, threads, min_lip_sync=None
+    checkpoint, modality, *, model, language, beam_size, device, vad, max_segment, fallback, threads, min_lip_sync=None
 ):
     if checkpoint is not None:
         from avsrctl.transcribe import checkpoint_recognizer
