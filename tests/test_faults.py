@@ -38,7 +38,9 @@ from avsrctl import checkpoint as ckpt
 from avsrctl.cli.main import run as run_cli
 from avsrctl.training import run_folder
 
-MAX_STEPS = 12  # 6 utterances, batch 1: two epochs of 6 steps, so the run crosses an epoch end
+# 6 utterances, batch 1: three epochs of 6 steps, so the run crosses epoch ends and, on an idle machine
+# where a step is quicker than the ~0.1 s the kill moments assume, steps remain for the SIGINT case
+MAX_STEPS = 18
 SAVE_STEPS = 1
 START_TIMEOUT = 120.0  # seconds for a process to import torch, build the model and reach a step
 SEED = 20261121  # the random kill moment
@@ -82,6 +84,8 @@ def _command(corpus: Path, out: Path, resume: bool) -> list[str]:
         str(out),
         "--max-steps",
         str(MAX_STEPS),
+        "--max-epochs",
+        str(MAX_STEPS // 6),
         "--save-steps",
         str(SAVE_STEPS),
         "--set",
