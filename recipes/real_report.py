@@ -184,15 +184,11 @@ def picture(results: dict, path: Path) -> bool:
     return True
 
 
-def write_json(path: Path, results: dict, lip_use: dict, chance, pseudo: dict | None = None) -> None:
+def figures_of(results: dict, lip_use: dict, pseudo: dict | None = None) -> dict:
+    """results.json's entries for these WER reports, lip-use summaries and pseudo-label counts."""
     figures = {
         key: {"wer": round(r["wer"], 4), "errors": r["errors"], "words": r["ref_words"], "ci95": r.get("wer_ci95")}
         for key, r in results.items()
-    }
-    figures["s1/grammar-chance"] = {
-        "wer": round(chance.wer, 4),
-        "errors": round(chance.mean_errors, 2),
-        "words": chance.ref_words,
     }
     for k, used in lip_use.items():
         figures[f"lip-sync/{k}"] = None if used.get("lip_sync") is None else round(used["lip_sync"], 4)
@@ -202,6 +198,17 @@ def write_json(path: Path, results: dict, lip_use: dict, chance, pseudo: dict | 
             figures[f"lips-set-aside/{k}"] = used["set_aside"]
     if pseudo is not None:
         figures["adapt/pseudo-labels"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in pseudo.items()}
+    return figures
+
+
+def write_json(path: Path, results: dict, lip_use: dict, chance, pseudo: dict | None = None) -> None:
+    figures = figures_of(results, {})
+    figures["s1/grammar-chance"] = {
+        "wer": round(chance.wer, 4),
+        "errors": round(chance.mean_errors, 2),
+        "words": chance.ref_words,
+    }
+    figures.update(figures_of({}, lip_use, pseudo))  # the order results.json has always had
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
@@ -346,20 +353,7 @@ def update_adapt(args, results: dict, timings: dict, lip_use: dict, pseudo: dict
         if isinstance(v, dict) and "wer" in v and "/" in k and k not in results
     }
     merged = {**before, **results}
-    for key, r in results.items():
-        figures[key] = {
-            "wer": round(r["wer"], 4),
-            "errors": r["errors"],
-            "words": r["ref_words"],
-            "ci95": r.get("wer_ci95"),
-        }
-    for k, used in lip_use.items():
-        figures[f"lip-sync/{k}"] = None if used.get("lip_sync") is None else round(used["lip_sync"], 4)
-        if used.get("video_weight") is not None:
-            figures[f"video-weight/{k}"] = round(used["video_weight"], 4)
-        if "set_aside" in used:
-            figures[f"lips-set-aside/{k}"] = used["set_aside"]
-    figures["adapt/pseudo-labels"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in pseudo.items()}
+    figures.update(figures_of(results, lip_use, pseudo))
     figures["adapt/seconds"] = round(timings["adapt"]["seconds"], 1)
     figures["adapt/cpu-seconds"] = timings["adapt"].get("cpu_seconds")
     path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

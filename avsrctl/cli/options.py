@@ -76,6 +76,12 @@ MinLipSyncOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+# train and adapt: a run's seed (unset: the config's) and the checkpoint it continues from
+TrainSeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (sets train.seed).")]
+ResumeOpt = Annotated[
+    Optional[str],
+    typer.Option("--resume", help="Checkpoint folder to continue from, or 'auto' for the newest in --output."),
+]
 
 
 def require_writable_folder(folder: Path, flag: str) -> None:

@@ -18,8 +18,10 @@ from avsrctl.cli.options import (
     DeviceOpt,
     ModalityOpt,
     QuietOpt,
+    ResumeOpt,
     SetOpt,
     ThreadsOpt,
+    TrainSeedOpt,
     check_choice,
     check_device,
     use_quiet,
@@ -49,10 +51,7 @@ def train(
             "--log-param-updates", help="Every N steps, print grad/param norms and update ratios per component."
         ),
     ] = None,
-    resume: Annotated[
-        Optional[str],
-        typer.Option("--resume", help="Checkpoint folder to continue from, or 'auto' for the newest in --output."),
-    ] = None,
+    resume: ResumeOpt = None,
     cache_features: Annotated[
         Optional[Path],
         typer.Option("--cache-features", help="Folder caching frozen encoder outputs across epochs and runs."),
@@ -65,7 +64,7 @@ def train(
         ),
     ] = None,
     overrides: SetOpt = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (sets train.seed).")] = None,
+    seed: TrainSeedOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
