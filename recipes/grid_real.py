@@ -12,6 +12,8 @@ Steps (each skipped when its output already exists, so a rerun resumes):
      alone with character CTC, then the video model through the LLM, then the fused model with
      babble noise on the audio, corrupted video and the audio-visual sync loss (so its sync
      classifier learns real faces: in-sync pairs against shifted ones and other clips' lips);
+     `--mix-synthetic N` adds N clips of the synthetic recipe's training corpus (WORK/corpus, made
+     when absent; spread evenly, so every rendered speaker and face) to every stage's training split;
   3. the s1 test clips drowned in babble at 5, 0, -5 and -10 dB (written once, so every system
      hears the same noise), the unseen real speakers (s2, s5, s20: ../shared/media and the
      package samples, never bbaf2n, which is s1 test), s1 test with still video, and the
@@ -156,11 +158,49 @@ def synthetic_heldout(out: Path) -> Path:
     return out / "test.tsv"
 
 
-def train(work: Path, corpus: Path, start: str, stage: Stage, timings: dict) -> Path:
-    out = work / f"real-{stage.name}"
+def synthetic_corpus(out: Path, timings: dict) -> Path:
+    """The synthetic recipe's training corpus, made as recipes/grid.py makes it (same seed, size,
+    speakers and faces), when it is not there yet: the rendered faces the real stages may mix in."""
+    from grid import FACES, mbrola_available
+
+    if not (out / "train.tsv").is_file():
+        voices = ["--mbrola"] if mbrola_available() else []
+        command = ["demo-data", out, "--utterances", 1200, "--speakers", 16, "--test-speakers", 3, "--seed", 0]
+        _, seconds, _ = run(AVSRCTL + [*command, "--size", SIZE, "--faces-per-speaker", FACES, *voices])
+        timings["corpus"] = {"seconds": seconds}
+    return out
+
+
+def mixed_corpus(real: Path, synthetic: Path, n: int, out: Path) -> Path:
+    """One corpus: `real`'s training clips and `n` of `synthetic`'s (spread evenly over its list), with
+    `real`'s own valid and test splits alone (so every choice a stage makes is still made on real
+    clips). Rows point at the clips where they are (absolute paths); an id in both is an error."""
+    from avsrctl.data.manifest import read_manifest, write_manifest
+    from avsrctl.errors import DataError
+
+    pool = list(read_manifest(synthetic / "train.tsv", synthetic / "train.wrd"))
+    if len(pool) < n:
+        raise DataError(f"{synthetic / 'train.tsv'}: {len(pool)} training utterances, {n} asked to mix in")
+    extra = [pool[i * len(pool) // n] for i in range(n)]  # spread evenly: every speaker and face, in any order
+    for split in ("train", "valid", "test"):
+        utts = list(read_manifest(real / f"{split}.tsv", real / f"{split}.wrd"))
+        if split == "train":
+            clash = {u.id for u in utts} & {u.id for u in extra}
+            if clash:
+                raise DataError(f"{synthetic / 'train.tsv'}: id '{sorted(clash)[0]}' is also in {real / 'train.tsv'}")
+            utts = utts + extra
+        write_manifest(out / f"{split}.tsv", out / f"{split}.wrd", real.resolve(), utts)
+    return out
+
+
+def train(work: Path, corpus: Path, start: str, stage: Stage, timings: dict, *, mixed: int = 0) -> Path:
+    """One stage into WORK/real-NAME (WORK/real-mixN-NAME with N rendered clips mixed in, so a run with
+    another mixture never reuses these), skipped when its `final` exists."""
+    tag = f"real-mix{mixed}-" if mixed else "real-"
+    out = work / f"{tag}{stage.name}"
     if not (out / "final").is_dir():
         init = [
-            a for s in (start, *(str(work / f"real-{i}" / "final") for i in stage.init)) for a in ("--init-from", s)
+            a for s in (start, *(str(work / f"{tag}{i}" / "final") for i in stage.init)) for a in ("--init-from", s)
         ]
         extra = []
         if stage.modality == "both":  # the audio path keeps START's token compression
@@ -174,7 +214,7 @@ def train(work: Path, corpus: Path, start: str, stage: Stage, timings: dict) -> 
         _, seconds, rss = run(command)
         record = {"seconds": seconds, "peak_rss_mib": rss, "epochs": stage.epochs}
         (out / "recipe_timing.json").write_text(json.dumps(record))
-    timings[f"real-{stage.name}"] = json.loads((out / "recipe_timing.json").read_text())
+    timings[f"{tag}{stage.name}"] = json.loads((out / "recipe_timing.json").read_text())
     return out / "final"
 
 
@@ -268,6 +308,14 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "RESULTS.md")
     parser.add_argument("--no-export", action="store_true", help="leave the built-in model grid-small as it is")
+    parser.add_argument(
+        "--mix-synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train every real stage on N clips of the synthetic recipe's training corpus, spread evenly over it "
+        "(WORK/corpus, made when absent); validation stays on s1's valid split (default 0: real clips only)",
+    )
     parser.add_argument("--no-adapt", action="store_true", help="skip the `avsrctl adapt` stage and its evaluations")
     parser.add_argument(
         "--adapt-only",
@@ -278,6 +326,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.adapt_only and args.no_adapt:
         parser.error("--adapt-only and --no-adapt exclude each other")
+    if args.mix_synthetic < 0:
+        parser.error("--mix-synthetic must be 0 or more")
     work: Path = args.work
     start = args.start or str(work / "train-both" / "final")
     if not (S1 / "train.txt").is_file():
@@ -288,7 +338,11 @@ def main() -> None:
     if args.adapt_only:
         adapt_only(args, work, corpus, start, timings)
         return
-    ckpt = {s.name: train(work, corpus, start, s, timings) for s in STAGES}
+    train_corpus = corpus  # what the stages train on: s1, or s1 with rendered faces mixed in
+    if args.mix_synthetic:
+        rendered = synthetic_corpus(work / "corpus", timings)
+        train_corpus = mixed_corpus(corpus, rendered, args.mix_synthetic, work / f"s1-mixed-{args.mix_synthetic}")
+    ckpt = {s.name: train(work, train_corpus, start, s, timings, mixed=args.mix_synthetic) for s in STAGES}
 
     adapted, pseudo = (None, None) if args.no_adapt else adapt(work, corpus, start, timings)
 

@@ -227,7 +227,8 @@ def write_all(
     lines = [
         "# Results: lips that read real mouths",
         "",
-        f"`make grid-recipe` on {time.strftime('%Y-%m-%d')}: `python recipes/grid_real.py --start {start}`, "
+        f"`make grid-recipe` on {time.strftime('%Y-%m-%d')}: `python recipes/grid_real.py --start {start}"
+        f"{f' --mix-synthetic {args.mix_synthetic}' if getattr(args, 'mix_synthetic', 0) else ''}`, "
         f"{platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, transformers "
         f"{transformers.__version__}. Real video: GRID speaker s1 (../shared/grid-s1, CC BY 4.0, Cooke et al. 2006), "
         "750 clips to train, 50 to validate, 100 to test (its own split). WER is corpus-level with the `basic` "
@@ -277,7 +278,13 @@ def write_all(
         "Three stages on the real s1 clips (recipes/grid_real.py, `STAGES`), each `--init-from` the one before, "
         "the first from the synthetic recipe's fused model (recipes/grid.py; docs/RESULTS-synthetic.md): "
         "48 px landmark mouth crops with the synthetic recipe's appearance augmentation, no mouth-parameter "
-        "regression (real clips have none).",
+        "regression (real clips have none)."
+        + (
+            f" Each stage also trains on {args.mix_synthetic} clips of the synthetic recipe's training "
+            "corpus (rendered faces and voices); validation stays on s1's valid split."
+            if getattr(args, "mix_synthetic", 0)
+            else ""
+        ),
         "",
         "| stage | modality | epochs | settings |",
         "|---|---|---|---|",

@@ -181,6 +181,87 @@ def test_the_unseen_speakers_never_include_s1s_test_clip(tmp_path, monkeypatch):
     ]
 
 
+def _corpus(folder: Path, splits: dict[str, list[str]]) -> Path:
+    """A corpus of empty clip files: {split: ids}, each id's transcript its own name."""
+    from avsrctl.data.manifest import Utterance, write_manifest
+
+    for split, ids in splits.items():
+        utts = []
+        for uid in ids:
+            for kind in ("video", "audio"):
+                (folder / kind).mkdir(parents=True, exist_ok=True)
+                (folder / kind / f"{uid}.{'mp4' if kind == 'video' else 'wav'}").touch()
+            utts.append(
+                Utterance(uid, folder / "video" / f"{uid}.mp4", folder / "audio" / f"{uid}.wav", 25, 16000, uid)
+            )
+        write_manifest(folder / f"{split}.tsv", folder / f"{split}.wrd", folder, utts, relative_root=True)
+    return folder
+
+
+def test_rendered_clips_join_the_real_training_split_only(tmp_path):
+    from avsrctl.data.manifest import read_manifest
+
+    real = _corpus(tmp_path / "s1", {"train": ["r1", "r2"], "valid": ["v1"], "test": ["t1"]})
+    synth = _corpus(tmp_path / "synth", {"train": ["s1", "s2", "s3", "s4"]})
+    out = grid_real.mixed_corpus(real, synth, 2, tmp_path / "mixed")
+    train = read_manifest(out / "train.tsv", out / "train.wrd")
+    assert [(u.id, u.text) for u in train] == [
+        ("r1", "r1"),
+        ("r2", "r2"),
+        ("s1", "s1"),
+        ("s3", "s3"),
+    ]  # spread over the list
+    assert (
+        train[2].video == (synth / "video" / "s1.mp4").resolve()
+        and train[0].audio == (real / "audio" / "r1.wav").resolve()
+    )
+    assert [u.id for u in read_manifest(out / "valid.tsv", out / "valid.wrd")] == ["v1"]  # choices stay on real clips
+    assert [u.id for u in read_manifest(out / "test.tsv", out / "test.wrd")] == ["t1"]
+
+
+def test_mixing_refuses_a_shared_id_and_more_clips_than_there_are(tmp_path):
+    import pytest
+
+    from avsrctl.errors import DataError
+
+    real = _corpus(tmp_path / "s1", {"train": ["a", "b"], "valid": ["v"], "test": ["t"]})
+    synth = _corpus(tmp_path / "synth", {"train": ["c", "b"]})
+    with pytest.raises(DataError, match="id 'b' is also in"):
+        grid_real.mixed_corpus(real, synth, 2, tmp_path / "one")
+    with pytest.raises(DataError, match="2 training utterances, 3 asked"):
+        grid_real.mixed_corpus(real, synth, 3, tmp_path / "two")
+    assert not (tmp_path / "one" / "train.tsv").exists()
+
+
+def test_a_mixed_run_never_reuses_the_real_only_stages(tmp_path, monkeypatch):
+    import types
+
+    import avsrctl.checkpoint
+
+    commands = []
+
+    def run(argv, capture=False):
+        out = Path(argv[argv.index("--output") + 1])
+        (out / "final").mkdir(parents=True)
+        commands.append([str(a) for a in argv])
+        return "", 1.0, 10
+
+    monkeypatch.setattr(grid_real, "run", run)
+    k = types.SimpleNamespace(model=types.SimpleNamespace(audio_connector=types.SimpleNamespace(compression=4)))
+    monkeypatch.setattr(avsrctl.checkpoint, "read_checkpoint_config", lambda path: k)
+    for mixed in (0, 300):
+        for stage in grid_real.STAGES:
+            grid_real.train(tmp_path, tmp_path / "corpus", "grid-small", stage, {}, mixed=mixed)
+    outputs = [c[c.index("--output") + 1] for c in commands]
+    names = [s.name for s in grid_real.STAGES]
+    assert outputs == [str(tmp_path / f"real-{n}") for n in names] + [str(tmp_path / f"real-mix300-{n}") for n in names]
+    both = commands[-1]
+    assert [both[i + 1] for i, a in enumerate(both) if a == "--init-from"] == [
+        "grid-small",
+        str(tmp_path / "real-mix300-video" / "final"),
+    ]
+
+
 def test_every_system_hears_the_same_babble_at_the_asked_snr(tmp_path):
     import numpy as np
 
