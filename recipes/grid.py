@@ -69,6 +69,7 @@ ARTICULATION = 1.0
 # Thirteen training faces taught the lip reader those faces: a new face read worse than a seen one.
 # The corpus draws each utterance with one of FACES faces of its speaker (voices unchanged).
 FACES = 32
+UTTERANCES = 1200  # the synthetic training corpus's size
 # Every lip stage trains on randomised appearance (zoom, rotation, colour, gamma, blur, sensor noise;
 # data.video_augment): the front-end must read faces the renderer never drew, real ones included.
 # The fused model scales the lips' weight by the probability that they move with the voice
@@ -274,20 +275,28 @@ def mbrola_available() -> bool:
     return len(installed_mbrola()) == len(MBROLA_VOICES)
 
 
+SPEAKERS = ["--speakers", 16, "--test-speakers", 3]  # demo-data's speakers: 13 to train on, 3 held out
+
+
+def training_corpus(corpus: Path, utterances: int, faces: int, mbrola: bool, timings: dict) -> Path:
+    """Step 1: the `demo-data` training corpus (seed 0), made when absent; also rerun on a finished
+    corpus that lacks the mouth parameters (written before they were stored): it renders nothing
+    again and adds them from the same seeds."""
+    if not (corpus / "test.tsv").is_file() or missing_mouths(corpus):
+        command = ["demo-data", corpus, "--utterances", utterances, *SPEAKERS, "--seed", 0, "--size", SIZE]
+        _, s, _ = run(AVSRCTL + command + ["--faces-per-speaker", faces, *(["--mbrola"] if mbrola else [])])
+        timings["corpus"] = {"seconds": s}
+    return corpus
+
+
 def make_corpora(args, work: Path, timings: dict) -> tuple[Path, Path]:
     """Steps 1-2: WORK/corpus (training corpus and its held-out speakers) and WORK/heldout (another seed,
     other voices); MBROLA voices for every second speaker when installed."""
     voices = ["--mbrola"] if args.mbrola else []
-    speakers = ["--speakers", 16, "--test-speakers", 3]
     corpus, heldout = work / "corpus", work / "heldout"
-    # also rerun on a finished corpus that lacks the mouth parameters (written before they were
-    # stored): it renders nothing again and adds them from the same seeds
-    if not (corpus / "test.tsv").is_file() or missing_mouths(corpus):
-        command = ["demo-data", corpus, "--utterances", args.utterances, *speakers, "--seed", 0, "--size", SIZE]
-        _, s, _ = run(AVSRCTL + command + ["--faces-per-speaker", args.faces_per_speaker, *voices])
-        timings["corpus"] = {"seconds": s}
+    training_corpus(corpus, args.utterances, args.faces_per_speaker, args.mbrola, timings)
     if not (heldout / "test.tsv").is_file():
-        command = ["demo-data", heldout, "--test-only", "--utterances", args.heldout_utterances, *speakers]
+        command = ["demo-data", heldout, "--test-only", "--utterances", args.heldout_utterances, *SPEAKERS]
         run(AVSRCTL + command + ["--seed", 1, "--size", SIZE, *voices])
     return corpus, heldout
 
@@ -389,7 +398,7 @@ def evaluate_models(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "grid", help="working folder")
-    parser.add_argument("--utterances", type=int, default=1200, help="synthetic corpus size")
+    parser.add_argument("--utterances", type=int, default=UTTERANCES, help="synthetic corpus size")
     parser.add_argument("--heldout-utterances", type=int, default=150, help="second held-out test set size")
     parser.add_argument(
         "--faces-per-speaker",

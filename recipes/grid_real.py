@@ -39,7 +39,20 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from grid import AVSRCTL, LIP_FRONT_END, MEDIA, REPO, SIZE, evaluate, grammar_chance, lips, log, run, still_manifest
+from grid import (
+    AVSRCTL,
+    LIP_FRONT_END,
+    MEDIA,
+    REPO,
+    SIZE,
+    SPEAKERS,
+    evaluate,
+    grammar_chance,
+    lips,
+    log,
+    run,
+    still_manifest,
+)
 
 S1 = Path(os.environ.get("AVSRCTL_GRID_S1", REPO.parent / "shared" / "grid-s1"))
 SNRS = (5, 0, -5, -10)  # babble SNRs of the picture (dB), besides clean
@@ -153,22 +166,17 @@ def synthetic_heldout(out: Path) -> Path:
 
     if not (out / "test.tsv").is_file():
         voices = ["--mbrola"] if mbrola_available() else []
-        command = ["demo-data", out, "--test-only", "--utterances", 150, "--speakers", 16, "--test-speakers", 3]
+        command = ["demo-data", out, "--test-only", "--utterances", 150, *SPEAKERS]
         run(AVSRCTL + [*command, "--seed", 1, "--size", SIZE, *voices])
     return out / "test.tsv"
 
 
 def synthetic_corpus(out: Path, timings: dict) -> Path:
-    """The synthetic recipe's training corpus, made as recipes/grid.py makes it (same seed, size,
-    speakers and faces), when it is not there yet: the rendered faces the real stages may mix in."""
-    from grid import FACES, mbrola_available
+    """The synthetic recipe's training corpus, made as recipes/grid.py makes it by default (same seed,
+    size, speakers and faces) when it is not there yet: the rendered faces the real stages may mix in."""
+    from grid import FACES, UTTERANCES, mbrola_available, training_corpus
 
-    if not (out / "train.tsv").is_file():
-        voices = ["--mbrola"] if mbrola_available() else []
-        command = ["demo-data", out, "--utterances", 1200, "--speakers", 16, "--test-speakers", 3, "--seed", 0]
-        _, seconds, _ = run(AVSRCTL + [*command, "--size", SIZE, "--faces-per-speaker", FACES, *voices])
-        timings["corpus"] = {"seconds": seconds}
-    return out
+    return training_corpus(out, UTTERANCES, FACES, mbrola_available(), timings)
 
 
 def mixed_corpus(real: Path, synthetic: Path, n: int, out: Path) -> Path:

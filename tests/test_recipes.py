@@ -13,8 +13,12 @@ import grid  # noqa: E402
 import grid_report  # noqa: E402
 
 
-def test_each_training_stage_is_one_record_and_runs_in_order_from_the_ones_it_names(tmp_path, monkeypatch):
+def _stub_training(monkeypatch, recipe) -> list[list[str]]:
+    """`recipe.run` writes each stage's `final` and records its command; every start checkpoint
+    reads as an audio path with token compression 4. Returns the recorded commands."""
     import types
+
+    import avsrctl.checkpoint
 
     commands = []
 
@@ -24,11 +28,16 @@ def test_each_training_stage_is_one_record_and_runs_in_order_from_the_ones_it_na
         commands.append([str(a) for a in argv])
         return "", 1.0, 10
 
-    monkeypatch.setattr(grid, "run", run)
-    import avsrctl.checkpoint
-
+    monkeypatch.setattr(recipe, "run", run)
     k = types.SimpleNamespace(model=types.SimpleNamespace(audio_connector=types.SimpleNamespace(compression=4)))
     monkeypatch.setattr(avsrctl.checkpoint, "read_checkpoint_config", lambda path: k)
+    return commands
+
+
+def test_each_training_stage_is_one_record_and_runs_in_order_from_the_ones_it_names(tmp_path, monkeypatch):
+    import types
+
+    commands = _stub_training(monkeypatch, grid)
     args = types.SimpleNamespace(epochs=4, video_ctc_epochs=16, video_epochs=6, both_epochs=3, lip_sync_weight=0.0)
     timings = {}
     models = grid.train_stages(args, tmp_path, tmp_path / "corpus", ["audio", "video", "both"], timings)
@@ -234,21 +243,7 @@ def test_mixing_refuses_a_shared_id_and_more_clips_than_there_are(tmp_path):
 
 
 def test_a_mixed_run_never_reuses_the_real_only_stages(tmp_path, monkeypatch):
-    import types
-
-    import avsrctl.checkpoint
-
-    commands = []
-
-    def run(argv, capture=False):
-        out = Path(argv[argv.index("--output") + 1])
-        (out / "final").mkdir(parents=True)
-        commands.append([str(a) for a in argv])
-        return "", 1.0, 10
-
-    monkeypatch.setattr(grid_real, "run", run)
-    k = types.SimpleNamespace(model=types.SimpleNamespace(audio_connector=types.SimpleNamespace(compression=4)))
-    monkeypatch.setattr(avsrctl.checkpoint, "read_checkpoint_config", lambda path: k)
+    commands = _stub_training(monkeypatch, grid_real)
     for mixed in (0, 300):
         for stage in grid_real.STAGES:
             grid_real.train(tmp_path, tmp_path / "corpus", "grid-small", stage, {}, mixed=mixed)
