@@ -12,8 +12,10 @@ Steps (each skipped when its output already exists, so a rerun resumes):
      alone with character CTC, then the video model through the LLM, then the fused model with
      babble noise on the audio, corrupted video and the audio-visual sync loss (so its sync
      classifier learns real faces: in-sync pairs against shifted ones and other clips' lips);
-     `--mix-synthetic N` adds N clips of the synthetic recipe's training corpus (WORK/corpus, made
-     when absent; spread evenly, so every rendered speaker and face) to every stage's training split;
+     `--mix-synthetic N` (default 375, one rendered clip per two real ones: the built-in model's
+     run) adds N clips of the synthetic recipe's training corpus (WORK/corpus, made when absent;
+     spread evenly, so every rendered speaker and face) to every stage's training split, so the
+     lips keep reading rendered faces and the sync classifier sees more than one face (0: s1 only);
   3. the s1 test clips drowned in babble at 5, 0, -5 and -10 dB (written once, so every system
      hears the same noise), the unseen real speakers (s2, s5, s20: ../shared/media and the
      package samples, never bbaf2n, which is s1 test), s1 test with still video, and the
@@ -56,6 +58,7 @@ from grid import (
 
 S1 = Path(os.environ.get("AVSRCTL_GRID_S1", REPO.parent / "shared" / "grid-s1"))
 SNRS = (5, 0, -5, -10)  # babble SNRs of the picture (dB), besides clean
+MIX_SYNTHETIC = 375  # rendered clips mixed into every real stage (--mix-synthetic): the built-in model's run
 SEEN_TEST_CLIP = "bbaf2n"  # s1's clip in ../shared/media and the package samples: s1 test, never unseen
 
 
@@ -319,10 +322,11 @@ def main() -> None:
     parser.add_argument(
         "--mix-synthetic",
         type=int,
-        default=0,
+        default=MIX_SYNTHETIC,
         metavar="N",
         help="also train every real stage on N clips of the synthetic recipe's training corpus, spread evenly over it "
-        "(WORK/corpus, made when absent); validation stays on s1's valid split (default 0: real clips only)",
+        f"(WORK/corpus, made when absent); validation stays on s1's valid split (default {MIX_SYNTHETIC}; "
+        "0: real clips only)",
     )
     parser.add_argument("--no-adapt", action="store_true", help="skip the `avsrctl adapt` stage and its evaluations")
     parser.add_argument(
