@@ -79,14 +79,19 @@ def test_apply_overrides_takes_old_keys_on_old_and_new_mappings():
     assert config_from_dict(old).model.losses == LossesConfig(ctc=0.5)
 
 
-def test_the_built_in_models_config_is_in_the_old_format_and_loads():
+def test_the_built_in_models_config_loads_and_reads_the_same_in_the_old_format(tmp_path):
     from avsrctl.checkpoint import checkpoint_folder, read_checkpoint_config
 
     folder = checkpoint_folder("grid-small")
     raw = yaml.safe_load((Path(folder) / "config.yaml").read_text(encoding="utf-8"))
-    assert raw["model"]["fusion"]["sync_weight"] == 1.0 and "losses" not in raw["model"]  # written before
     cfg = read_checkpoint_config(folder)
-    assert cfg.model.losses == LossesConfig(sync=1.0)
+    assert cfg.model.losses.sync > 0  # the fused model's sync classifier trained
+    losses = raw["model"].pop("losses")  # the same config written before model.losses existed
+    raw["model"]["fusion"]["sync_weight"] = losses["sync"]
+    raw["model"].update(ctc_weight=losses["ctc"], articulation_weight=losses["articulation"])
+    raw["model"]["lip_sync_weight"] = losses["lip_sync"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert read_checkpoint_config(tmp_path) == cfg
 
 
 def test_a_checkpoint_written_in_the_old_format_loads_and_decodes_as_the_new_one(tmp_path):
