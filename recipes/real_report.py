@@ -228,7 +228,7 @@ def write_all(
         "# Results: lips that read real mouths",
         "",
         f"`make grid-recipe` on {time.strftime('%Y-%m-%d')}: `python recipes/grid_real.py --start {start}"
-        f"{f' --mix-synthetic {args.mix_synthetic}' if getattr(args, 'mix_synthetic', 0) else ''}`, "
+        f" --mix-synthetic {args.mix_synthetic}`, "  # always: 0 is not the default
         f"{platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, transformers "
         f"{transformers.__version__}. Real video: GRID speaker s1 (../shared/grid-s1, CC BY 4.0, Cooke et al. 2006), "
         "750 clips to train, 50 to validate, 100 to test (its own split). WER is corpus-level with the `basic` "
@@ -282,7 +282,7 @@ def write_all(
         + (
             f" Each stage also trains on {args.mix_synthetic} clips of the synthetic recipe's training "
             "corpus (rendered faces and voices); validation stays on s1's valid split."
-            if getattr(args, "mix_synthetic", 0)
+            if args.mix_synthetic
             else ""
         ),
         "",
