@@ -112,6 +112,9 @@ class DecodingResult:
     stopped_at_eos: bool  # False when max_new_tokens cut the hypothesis short
     video_weight: float | None = None  # 'both': mean weight the fusion gave the video over the clip's frames
     lip_sync: float | None = None  # sync classifier's mean P(lips move with the voice): 'both'; 'video' + audio
+    # log-probability of each token of token_ids under the model's raw distribution (EOS not included);
+    # `score` is their mean with EOS's. Not written by to_dict.
+    token_logprobs: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -154,14 +157,14 @@ class _StepScorer:
             scores = scores.index_fill(-1, self.never.to(scores.device), float("-inf"))
         return scores
 
-    def scores(self, new: torch.Tensor, keep: torch.Tensor) -> list[float]:
-        """Mean log-probability per kept token (`keep`: up to and including the first EOS)."""
+    def logprobs(self, new: torch.Tensor) -> torch.Tensor:
+        """(B, n_new) log-probability of each generated token."""
         if new.shape[1] == 0:
-            return [0.0] * new.shape[0]
+            return new.new_zeros(new.shape, dtype=torch.float32)
         self._take(new[:, -1])
         taken = torch.stack(self.taken, 1)  # (B, n_new)
         assert taken.shape == new.shape, f"{taken.shape[1]} scored steps for {new.shape[1]} generated tokens"
-        return ((taken * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+        return taken
 
 
 @torch.no_grad()
@@ -214,10 +217,8 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
                 generation_config=gen_cfg,
                 logits_processor=[scorer] if greedy else None,
             )  # (B, L_new)
-        if greedy:
-            scores = scorer.scores(new, kept_tokens(new, model.eos_id))
-        else:
-            scores = teacher_forced_scores(model, embeds, attn, new)
+        logprobs = scorer.logprobs(new) if greedy else teacher_forced_logprobs(model, embeds, attn, new)
+        scores = mean_kept(logprobs, kept_tokens(new, model.eos_id))
     finally:
         model.train(was_training)
     n_inputs = attn.sum(1).tolist()
@@ -226,6 +227,7 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
         ids = new[b].tolist()
         stopped = model.eos_id in ids
         ids = ids[: ids.index(model.eos_id)] if stopped else ids
+        token_logprobs = tuple(logprobs[b, : len(ids)].tolist())
         text = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
         results.append(
             DecodingResult(
@@ -238,6 +240,7 @@ def generate(model, batch, modality: str, options: DecodingOptions | None = None
                 stopped_at_eos=stopped,
                 video_weight=None if video_weights is None else video_weights[b],
                 lip_sync=None if lip_syncs is None else lip_syncs[b],
+                token_logprobs=token_logprobs,
             )
         )
     return results
@@ -270,15 +273,28 @@ def kept_tokens(new: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (torch.cumsum(is_eos, 1) - is_eos) == 0
 
 
+def mean_kept(logprobs: torch.Tensor, keep: torch.Tensor) -> list[float]:
+    """Mean log-probability per kept token (`keep`: up to and including the first EOS); 0 for none."""
+    if logprobs.shape[1] == 0:
+        return [0.0] * logprobs.shape[0]
+    keep = keep.to(logprobs.dtype)
+    return ((logprobs * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+
+
 def teacher_forced_scores(model, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> list[float]:
-    """Mean log-probability per generated token (EOS included) by one teacher-forced pass.
+    """Mean log-probability per generated token (EOS included) by one teacher-forced pass."""
+    return mean_kept(teacher_forced_logprobs(model, embeds, attn, new), kept_tokens(new, model.eos_id))
+
+
+def teacher_forced_logprobs(model, embeds: torch.Tensor, attn: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """(B, n_new) log-probability of each generated token by one teacher-forced pass (0 after the first EOS).
 
     For beam search: the beam scores of `generate` are taken after suppress_tokens and divided
     by the length penalty, so the raw measure takes this pass. Greedy search uses `_StepScorer`.
     """
     B, n_new = new.shape
     if n_new == 0:
-        return [0.0] * B
+        return new.new_zeros(new.shape, dtype=torch.float32)
     keep = kept_tokens(new, model.eos_id)  # (B, n_new)
     full = torch.cat([embeds, model.llm.get_input_embeddings()(new)], 1)  # (B, L + n_new, D)
     mask = torch.cat([attn, keep.long()], 1)  # (B, L + n_new)
@@ -300,6 +316,5 @@ def teacher_forced_scores(model, embeds: torch.Tensor, attn: torch.Tensor, new: 
             .float()
         )  # (b, n_new, V): the prediction of each generated token
         logp = torch.log_softmax(logits, -1).gather(-1, new[sl, :, None])[..., 0]  # (b, n_new)
-        k = keep[sl].float()
-        out += ((logp * k).sum(1) / k.sum(1).clamp(min=1)).tolist()
-    return out
+        out.append(logp * keep[sl])
+    return torch.cat(out, 0)

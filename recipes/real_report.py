@@ -334,6 +334,7 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
         "pseudo-transcripts (CTC, video, fused; the audio path frozen). Measured after the fact against the "
         f"withheld transcripts, the kept pseudo-transcripts have a WER of {wer}; {pseudo['wrong']} of "
         f"{pseudo['kept']} have at least one wrong word."
+        + _unsure_sentence(pseudo)
         + ("" if rss is None else f" Peak memory (RSS) of the adaptation: {rss} MiB.")
         + (
             ""
@@ -346,6 +347,20 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
         "|---|---|---|---|",
         *(f"| {t} | {w} | {m} | {mark[ok]} |" for t, w, m, ok in adapt_targets(results, pseudo, minutes)),
     ]
+
+
+def _unsure_sentence(pseudo: dict) -> str:
+    """How the words the audio path was unsure of (--min-word-prob: read, not taught) compare with the
+    taught ones, scored after the fact."""
+    if not pseudo.get("unsure"):
+        return ""
+    taught, unsure = pseudo["taught"], pseudo["unsure"]
+    return (
+        f" Of their words, {unsure} of {taught + unsure} fell under --min-word-prob {pseudo['min_word_prob']:g} and "
+        f"were read but not taught: {pseudo['unsure_wrong']} of those were wrong "
+        f"({100 * pseudo['unsure_wrong'] / unsure:.0f}%), against {pseudo['taught_wrong']} of the {taught} taught "
+        f"words ({100 * pseudo['taught_wrong'] / max(taught, 1):.1f}%)."
+    )
 
 
 def update_adapt(args, results: dict, timings: dict, lip_use: dict, pseudo: dict, *, start: str) -> None:

@@ -8,6 +8,7 @@ import builtins
 import dataclasses
 import io
 import json
+import math
 import os
 import shutil
 import types
@@ -23,6 +24,9 @@ SENTINEL = "zebra quartz sentinel"  # written into every transcript beside the c
 CLIP_FRAMES = {"a": 25, "b": 30, "c": 35, "d": 40}
 TEXTS = {"a": "bin blue at f two now", "b": "set red by g nine soon", "c": "lay green in m one again", "d": "place"}
 SCORES = {"a": -0.2, "b": -0.4, "c": -0.3, "d": -3.0}  # 'd' is garbled: below the default --min-score
+# each word's probability in the audio decode (the others: 0.95); under the default --min-word-prob 0.7: unsure
+WORD_PROBS = {("a", "f"): 0.3, ("b", "g"): 0.71, ("b", "nine"): 0.69}
+TRAINED = {"a": "bin blue at ~f two now", "b": "set red by g ~nine soon", "c": "lay green in m one again"}
 
 
 def _sync_checkpoint(folder: Path) -> Path:
@@ -57,7 +61,12 @@ class _Spies:
             self.calls.append((modality, list(batch.ids), batch.video is not None))
             if modality != "audio":  # validation during fine-tuning reads 'both': left as it is
                 return results
-            out = [dataclasses.replace(r, text=TEXTS[r.id], score=SCORES[r.id], stopped_at_eos=True) for r in results]
+            out = [
+                dataclasses.replace(
+                    r, text=TEXTS[r.id], score=SCORES[r.id], stopped_at_eos=True, **_tokens(model, r.id)
+                )
+                for r in results
+            ]
             self.returned.update({r.id: r.text for r in out})
             return out
 
@@ -77,6 +86,15 @@ class _Spies:
 
         for module, name in ((builtins, "open"), (io, "open"), (os, "open")):
             monkeypatch.setattr(module, name, guard(getattr(module, name)))
+
+
+def _tokens(model, uid: str) -> dict:
+    """token_ids and token_logprobs of TEXTS[uid] as the decode would give them, every token of a word
+    at the word's probability (WORD_PROBS, else 0.95)."""
+    words = TEXTS[uid].split()
+    ids, word_of = model.token_words(words)
+    probs = [WORD_PROBS.get((uid, words[n]), 0.95) if n >= 0 else 0.95 for n in word_of]
+    return {"token_ids": tuple(ids), "token_logprobs": tuple(math.log(p) for p in probs)}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +151,10 @@ def test_pseudo_labels_come_from_the_audio_path(adapted):
 
     pseudo = adapted.out / "pseudo"
     trained = (pseudo / "train.wrd").read_text().splitlines() + (pseudo / "valid.wrd").read_text().splitlines()
-    assert sorted(trained) == sorted(TEXTS[k] for k in "abc")
+    assert sorted(trained) == sorted(TRAINED.values())  # the words under --min-word-prob 0.7 marked unsure
+    assert labels["b"]["word_probs"] == pytest.approx([0.95, 0.95, 0.95, 0.71, 0.69, 0.95], abs=1e-3)
+    summary = json.loads((pseudo / "summary.json").read_text())
+    assert (summary["words"], summary["unsure_words"]) == (18, 2)
     assert len((pseudo / "valid.wrd").read_text().splitlines()) == 1  # 5% of 3, at least one
 
 
@@ -175,6 +196,7 @@ def test_the_result_is_a_checkpoint_that_says_it_was_adapted(adapted):
     assert got["from"] == str(adapted.source) and got["clips"] == 4 and got["kept"] == 3
     assert (got["train"], got["valid"]) == (2, 1)
     assert got["rule"]["min_score"] == PseudoLabelRule().min_score and got["rule"]["min_lip_sync"] == 0.0
+    assert got["rule"]["min_word_prob"] == 0.7 and (got["words"], got["unsure_words"]) == (18, 2)
     assert got["decode"]["modality"] == "audio"
     assert cfg.model.audio_connector.frozen and cfg.model.audio_encoder.frozen
     assert (cfg.model.losses.sync, cfg.model.losses.ctc, cfg.train.lr) == (1.0, 0.5, 5e-4)
@@ -281,6 +303,7 @@ def test_adapting_into_a_finished_run_is_refused_like_train(adapted, cli_error):
         ("folder without clips", 2, "no media clips found"),
         ("audio path unfrozen", 2, "never trains the audio path"),
         ("positive min-score", 2, "--min-score"),
+        ("min-word-prob above 1", 2, "--min-word-prob is a probability"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cli_error, case, code, fragment):
@@ -302,6 +325,8 @@ def test_bad_input_is_one_line(tmp_path, cli_error, case, code, fragment):
         extra = ["--set", "model.audio_connector.frozen=false"]
     elif case == "positive min-score":
         extra = ["--min-score", "0.5"]
+    elif case == "min-word-prob above 1":
+        extra = ["--min-word-prob", "1.5"]
     out = tmp_path / "run"
     cli_error(["adapt", "--checkpoint", source, "--data", data, "--output", out, *extra], code, fragment)
     assert not out.exists()  # refused before anything was written
@@ -336,3 +361,27 @@ def test_the_rule_says_why():
     assert rule.rejects("bin blue", -1.5, True, 0.9) == "score -1.500 below --min-score -1"
     assert rule.rejects("bin blue", -0.5, True, 0.1) == "lip_sync 0.100 below --min-lip-sync 0.3"
     assert PseudoLabelRule().rejects("bin blue", -0.5, True, 0.0) is None  # lip_sync not required by default
+    assert PseudoLabelRule(min_word_prob=0.5).unsure((0.49, 0.5, 0.9)) == [True, False, False]
+    assert PseudoLabelRule(min_word_prob=0.0).unsure((0.0, 0.2)) == [False, False]  # 0: every word taught
+    assert PseudoLabelRule().unsure(None) is None
+
+
+def test_word_probabilities_follow_the_models_tokens():
+    from avsrctl.training.pseudo import word_probs
+
+    class Model:  # one token per character, spaces included; -1: a token of no word
+        def token_words(self, words):
+            ids, word_of = [], []
+            for n, w in enumerate(words):
+                ids += [ord(" ")] + [ord(c) for c in w]
+                word_of += [-1] + [n] * len(w)
+            return ids, word_of
+
+    text = "at f"
+    ids = tuple(Model().token_words(text.split())[0])  # ' ', a, t, ' ', f
+    lps = (-5.0, -0.1, -0.7, -5.0, -0.2)
+    probs = word_probs(Model(), text, ids, lps)
+    assert probs == pytest.approx((math.exp(-0.7), math.exp(-0.2)))  # the least likely token; spaces ignored
+    assert word_probs(Model(), "at g", ids, lps) is None  # the decode's tokens are another text's
+    assert word_probs(Model(), text, ids, lps[:-1]) is None
+    assert word_probs(Model(), "", (), ()) is None

@@ -8,7 +8,7 @@ from torch import nn
 
 from avsrctl.config import load_config
 from avsrctl.data.batch import Batch
-from avsrctl.decoding import DecodingOptions, teacher_forced_scores
+from avsrctl.decoding import DecodingOptions, teacher_forced_logprobs, teacher_forced_scores
 from avsrctl.errors import CheckpointError, ModelError, UsageError
 from avsrctl.models.avsr import IGNORE_INDEX, AVSRModel
 from avsrctl.models.builder import build_model
@@ -103,6 +103,25 @@ def test_labels_cover_only_transcript_and_eos(model):
             n = int(attn[b].sum())
             assert attn[b, :n].all() and not attn[b, n:].any()  # right padding for training
             assert labels[b, n - len(target) : n].tolist() == target  # the transcript ends the row
+
+
+def test_an_unsure_word_is_read_but_not_taught(model):
+    # `~word` (data/manifest.py): the LLM reads the word's tokens, but they carry no loss
+    plain = feature_batch(texts=("hello world now", "bye"))
+    marked = feature_batch(texts=("hello ~world now", "~bye"))
+    e_plain, a_plain, l_plain = model.build_inputs(plain, "video")
+    e_marked, a_marked, l_marked = model.build_inputs(marked, "video")
+    assert torch.equal(e_plain, e_marked) and torch.equal(a_plain, a_marked)
+    tok = model.tokenizer
+    changed = l_plain != l_marked
+    assert (l_marked[changed] == IGNORE_INDEX).all()
+    # the untaught tokens are the word's own (a lone space token before it is still taught)
+    assert [tok.decode(l_plain[b][changed[b]].tolist()).strip() for b in range(2)] == ["world", "bye"]
+    untaught = changed.sum(1).tolist()
+    taught = l_marked[1][l_marked[1] != IGNORE_INDEX].tolist()
+    assert taught[-1] == tok.eos_token_id and tok.decode(taught[:-1]).strip() == ""  # EOS is always taught
+    with torch.no_grad():
+        assert model(marked, "video").n_tokens == model(plain, "video").n_tokens - sum(untaught)
 
 
 def test_sequence_layout_per_modality(model):
@@ -212,6 +231,10 @@ def test_greedy_and_beam_search_reproduce_the_overfitted_sentences(overfit):
     beam = m.generate(batch, "both", DecodingOptions(beam_size=3, max_new_tokens=24))
     assert [r.text for r in beam] == batch.texts
     assert [r.id for r in beam] == batch.ids
+    for g, b in zip(greedy, beam):  # the same tokens: the beam's teacher-forced pass measures what greedy read
+        assert len(b.token_logprobs) == len(b.token_ids) and b.token_logprobs == pytest.approx(
+            g.token_logprobs, abs=1e-4
+        )
 
 
 @pytest.mark.slow
@@ -246,9 +269,14 @@ def _check_greedy_scores_equal_a_teacher_forced_pass(m, batch, modality, n):
     embeds, attn, _ = m.build_inputs(batch, modality, with_targets=False)
     with torch.no_grad():
         forced = teacher_forced_scores(m, embeds, attn, new)
-    for r, f in zip(res, forced):
+        per_token = teacher_forced_logprobs(m, embeds, attn, new)
+    for b, (r, f) in enumerate(zip(res, forced)):
         assert r.score < 0.0
         assert abs(r.score - f) < 1e-4
+        # each token's own log-probability, EOS left out of token_logprobs but in the score
+        assert len(r.token_logprobs) == len(r.token_ids)
+        assert r.token_logprobs == pytest.approx(per_token[b, : len(r.token_ids)].tolist(), abs=1e-4)
+        assert all(lp <= 0.0 for lp in r.token_logprobs)
     return res
 
 

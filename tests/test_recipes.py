@@ -331,3 +331,23 @@ def test_the_adapt_targets_compare_the_lips_before_and_after():
     assert rows["s1 test, babble -5 dB: adapted fused vs audio model"][1] is True
     assert rows["unseen real speakers, clean: adapted vs before"][1] is False
     assert rows["time to adapt on 750 clips, 2 CPU cores"] == ("31.0 min", False)
+
+
+def test_the_pseudo_labels_words_are_scored_taught_or_unsure():
+    truth = {"a": "bin blue at f two now", "b": "set red by g nine soon"}
+    kept = [
+        # 'f' misheard as 'p' and unsure; 'at' right but unsure
+        {"id": "a", "text": "bin blue at p two now", "word_probs": [0.9, 0.9, 0.5, 0.3, 0.9, 0.9]},
+        # 'nine' dropped (a deletion: no word of the pseudo-transcript to blame), 'red' misheard and taught
+        {"id": "b", "text": "set green by g soon", "word_probs": [0.9, 0.8, 0.9, 0.9, 0.9]},
+    ]
+    got = grid_real.taught_and_unsure(kept, truth, 0.7)
+    assert got == {"taught": 9, "taught_wrong": 1, "unsure": 2, "unsure_wrong": 1}
+    # no word probabilities (a run before --min-word-prob): every word was taught
+    got = grid_real.taught_and_unsure([{"id": "a", "text": "bin blue at p two now"}], truth, 0.7)
+    assert got == {"taught": 6, "taught_wrong": 1, "unsure": 0, "unsure_wrong": 0}
+    line = real_report._unsure_sentence(
+        {"min_word_prob": 0.7, "taught": 9, "taught_wrong": 1, "unsure": 2, "unsure_wrong": 1}
+    )
+    assert "2 of 11 fell under --min-word-prob 0.7" in line and "1 of those were wrong (50%)" in line
+    assert real_report._unsure_sentence({"unsure": 0}) == ""

@@ -23,7 +23,7 @@ from avsrctl.cli.options import (
 )
 from avsrctl.errors import UsageError
 from avsrctl.training.adapt import DEFAULT_CTC_EPOCHS, DEFAULT_EPOCHS, DEFAULT_VIDEO_EPOCHS  # no torch at import
-from avsrctl.training.pseudo import DEFAULT_MIN_SCORE, DEFAULT_VALID_FRACTION
+from avsrctl.training.pseudo import DEFAULT_MIN_SCORE, DEFAULT_MIN_WORD_PROB, DEFAULT_VALID_FRACTION
 
 
 def adapt(
@@ -60,6 +60,14 @@ def adapt(
             "off, because lips the model never saw may all score low.",
         ),
     ] = 0.0,
+    min_word_prob: Annotated[
+        float,
+        typer.Option(
+            "--min-word-prob",
+            help="In a kept transcript, a word the audio path gave less than this probability (its least likely "
+            "token's) is marked unsure: the lips read it in context but are not taught it. 0: teach every word.",
+        ),
+    ] = DEFAULT_MIN_WORD_PROB,
     ctc_epochs: Annotated[
         int,
         typer.Option(
@@ -99,7 +107,8 @@ def adapt(
 ) -> None:
     """Teach a fused model's lips a new face from the face's own untranscribed video.
 
-    Decodes each clip from its clean audio with the model's audio path and keeps the confident transcripts.
+    Decodes each clip from its clean audio with the model's audio path and keeps the confident transcripts;
+    in them, the words the audio path was unsure of are read but not taught (--min-word-prob).
     Then trains on them in three stages, each as `avsrctl train` does:
     (1) lips-ctc: the lip front-end alone with character CTC, from the checkpoint;
     (2) lips-video: the lips through the LLM, from the checkpoint and then (1);
@@ -129,7 +138,7 @@ def adapt(
         checkpoint,
         data,
         output,
-        rule=PseudoLabelRule(min_score=min_score, min_lip_sync=min_lip_sync),
+        rule=PseudoLabelRule(min_score=min_score, min_lip_sync=min_lip_sync, min_word_prob=min_word_prob),
         ctc_epochs=ctc_epochs,
         video_epochs=video_epochs,
         epochs=epochs,

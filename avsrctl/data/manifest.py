@@ -4,7 +4,9 @@
 `id, video, audio, n_video_frames, n_audio_samples`. Paths are relative to the root (never
 climbing out of it with `..`) or absolute; an empty field or `-` marks a missing stream
 (audio-only or video-only corpora).
-`{split}.wrd`: one transcript per line, same order, no header.
+`{split}.wrd`: one transcript per line, same order, no header. A word written `~word` is an
+unsure word: the LLM reads it as `word`, but it carries no loss in training (`avsrctl adapt` marks so
+the words its audio path heard with little confidence); WER normalisation and CTC drop the `~`.
 
 Every validation error names the file and the 1-based line.
 """
@@ -22,6 +24,17 @@ SAMPLE_RATE = 16_000  # Hz, audio everywhere in avsrctl
 VIDEO_FPS = 25  # frames per second of mouth-region video
 SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS  # 640 audio samples per video frame
 MISSING = ("", "-")
+UNSURE = "~"  # prefix of a transcript word that is read but carries no loss (see above)
+
+
+def unsure_words(text: str) -> list[tuple[str, bool]]:
+    """A transcript's words as (word without the mark, unsure?)."""
+    return [(w[1:], True) if w.startswith(UNSURE) and len(w) > 1 else (w, False) for w in text.split()]
+
+
+def mark_unsure(words: list[str], unsure: list[bool]) -> str:
+    """The transcript line of `words` with the unsure ones marked."""
+    return " ".join(UNSURE + w if u else w for w, u in zip(words, unsure, strict=True))
 
 
 @dataclass(frozen=True, slots=True)  # slots: 150k LRS3 rows in ~60 MB less

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsrctl.data.batch import Batch
+from avsrctl.data.manifest import unsure_words
 from avsrctl.decoding import DecodingOptions, DecodingResult
 from avsrctl.errors import CheckpointError, ModelError, UsageError
 from avsrctl.models.articulation import ArticulationHead
@@ -261,15 +262,46 @@ class AVSRModel(nn.Module):
     # ------------------------------------------------------------------ LLM inputs
 
     def target_ids(self, text: str) -> list[int]:
-        """Transcript -> token ids + EOS. Light normalisation: strip; case is kept as in the .wrd."""
-        ids = self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"] if text.strip() else []
-        return ids + [self.eos_id]
+        """Transcript -> token ids + EOS. Light normalisation: strip; case is kept as in the .wrd; an
+        unsure word (`~word`, data/manifest.py) reads as the word."""
+        return self.targets(text)[0]
+
+    def targets(self, text: str) -> tuple[list[int], list[int]]:
+        """(token ids + EOS, their labels): a token of an unsure word is read but labelled IGNORE_INDEX."""
+        words = unsure_words(text)
+        if not any(u for _, u in words):
+            clean = " ".join(w for w, _ in words)
+            ids = self.tokenizer(" " + clean, add_special_tokens=False)["input_ids"] if clean else []
+            return ids + [self.eos_id], ids + [self.eos_id]
+        ids, word_of = self.token_words([w for w, _ in words])
+        labels = [IGNORE_INDEX if w >= 0 and words[w][1] else i for i, w in zip(ids, word_of)]
+        return ids + [self.eos_id], labels + [self.eos_id]
+
+    def token_words(self, words: list[str]) -> tuple[list[int], list[int]]:
+        """Token ids of the transcript `words` (no EOS) and the index of the word each token belongs
+        to (-1: none, e.g. a lone space token)."""
+        text = " " + " ".join(words)
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # a slow tokenizer has no offsets: one word at a time
+            ids, word_of = [], []
+            for n, w in enumerate(words):
+                piece = self.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+                ids += piece
+                word_of += [n] * len(piece)
+            return ids, word_of
+        spans, at = [], 1  # each word's characters in `text`
+        for w in words:
+            spans.append((at, at + len(w)))
+            at += len(w) + 1
+        word_of = [next((n for n, (a, b) in enumerate(spans) if s < b and a < e), -1) for s, e in enc["offset_mapping"]]
+        return list(enc["input_ids"]), word_of
 
     def _embed_ids(self, ids: list[int]) -> torch.Tensor:
         t = torch.tensor(ids, dtype=torch.long, device=self.device)
         return self.llm.get_input_embeddings()(t)  # (L, D)
 
-    def _rows(self, inputs: list[tuple[torch.Tensor, str]], targets: list[list[int]] | None):
+    def _rows(self, inputs: list[tuple[torch.Tensor, str]], targets: list[tuple[list[int], list[int]]] | None):
         """Per-row embeddings (L_b, D) and labels (L_b,) for [BOS] markers tokens markers prompt [target],
         from each row's modality tokens (N_b, D) and the modality whose markers enclose them."""
         dtype = self.llm_dtype
@@ -283,8 +315,9 @@ class AVSRModel(nn.Module):
             n_context = sum(p.shape[0] for p in parts)
             lab = [IGNORE_INDEX] * n_context
             if targets is not None:
-                parts.append(self._embed_ids(targets[b]))
-                lab += targets[b]
+                ids, target_labels = targets[b]
+                parts.append(self._embed_ids(ids))
+                lab += target_labels
             rows.append(torch.cat(parts, 0))  # (L_b, D)
             labels.append(torch.tensor(lab, dtype=torch.long, device=self.device))
         return rows, labels
@@ -327,7 +360,7 @@ class AVSRModel(nn.Module):
             audio, audio_mask = self.modality_tokens(batch, "audio", streams)
             for b in aside.nonzero()[:, 0].tolist():
                 inputs[b] = (audio[b, : int(audio_mask[b].sum())], "audio")
-        targets = [self.target_ids(t) for t in batch.texts] if with_targets else None
+        targets = [self.targets(t) for t in batch.texts] if with_targets else None
         rows, labels = self._rows(inputs, targets)
         return LLMInputs(*self._pad(rows, labels, left=not with_targets), fusion=fused)
 

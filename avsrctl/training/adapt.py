@@ -3,7 +3,8 @@ model's audio path.
 
 1. Pseudo-labels (pseudo.py). Every clip is decoded from its clean audio alone; a clip is kept when
    its transcript is not empty, ended at EOS and scored at least `min_score` (and, when asked, its
-   lips were in sync with its voice). Transcripts beside the clips are never opened.
+   lips were in sync with its voice); in a kept transcript, the words the audio path gave less than
+   `min_word_prob` are marked unsure, read but not taught. Transcripts beside the clips are never opened.
 2. Fine-tuning, in the three stages `STAGES` of the real-lips recipe (recipes/grid_real.py), each
    through `run_training` as `train` does (progress, parameter table, run folder, lock, resume, best
    and final), from the checkpoint's own config plus `COMMON` (the audio encoder and connector frozen,
@@ -300,6 +301,8 @@ def run_adaptation(
                 "train": summary["train"],
                 "valid": summary["valid"],
                 "rule": summary["rule"],
+                "words": summary.get("words"),
+                "unsure_words": summary.get("unsure_words"),
                 "decode": summary["decode"],
                 "labels": summary["labels"],
                 "stages": [

@@ -5,7 +5,9 @@ as `decode` does); a clip is kept when its transcript is not empty, ended at EOS
 log-probability (`DecodingResult.score`) is at least `min_score`; with the fused model's sync
 classifier, each clip's in-sync probability (`lip_sync`) is recorded and may be required too
 (`min_lip_sync`, off by default). Transcripts beside the clips (`.txt`, `.wrd`) are never opened.
-The kept clips become RUN/pseudo's train/valid corpus (see adapt.py for the folder).
+The kept clips become RUN/pseudo's train/valid corpus (see adapt.py for the folder), where a word
+whose probability (its least likely token's) is below `min_word_prob` is marked unsure (`~word`,
+data/manifest.py): the lips read it in context but are not taught it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from avsrctl.atomic import write_atomic
 from avsrctl.config import Config
-from avsrctl.data.manifest import Manifest, Utterance, read_manifest, write_manifest
+from avsrctl.data.manifest import Manifest, Utterance, mark_unsure, read_manifest, write_manifest
 from avsrctl.errors import DataError, MediaError, UsageError
 from avsrctl.wording import plural
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # torch and OpenCV load only when labelling: `avsrctl adapt -
 # Whisper's own fallback rule treats a decode whose mean token log-probability is below -1.0 as failed
 # (`logprob_threshold`); the same scale here (our score also averages over the tokens, EOS included).
 DEFAULT_MIN_SCORE = -1.0
+# A word the audio path gave less than this probability carries no loss (see the module docstring).
+DEFAULT_MIN_WORD_PROB = 0.7
 DEFAULT_VALID_FRACTION = 0.05  # of the kept clips, held out for validation (at least one)
 PSEUDO = "pseudo"  # RUN/pseudo: the pseudo-labelled corpus
 LABELS, SUMMARY, CLIPS = "labels.jsonl", "summary.json", "clips.tsv"
@@ -41,12 +45,18 @@ class PseudoLabelRule:
 
     min_score: float = DEFAULT_MIN_SCORE  # mean token log-probability (<= 0), EOS included
     min_lip_sync: float = 0.0  # sync classifier's mean P(in sync); 0: not required
+    min_word_prob: float = DEFAULT_MIN_WORD_PROB  # a kept clip's less likely words are marked unsure; 0: none
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.min_score) or self.min_score > 0:
             raise UsageError(
                 f"--min-score is a mean token log-probability, at most 0 (got {self.min_score})",
                 hint=f"e.g. --min-score {DEFAULT_MIN_SCORE} (the default)",
+            )
+        if not 0.0 <= self.min_word_prob <= 1.0:  # also refuses NaN
+            raise UsageError(
+                f"--min-word-prob is a probability, in [0, 1] (got {self.min_word_prob})",
+                hint=f"e.g. --min-word-prob {DEFAULT_MIN_WORD_PROB} (the default); 0 teaches every word",
             )
         from avsrctl.decoding import check_min_lip_sync
 
@@ -64,6 +74,10 @@ class PseudoLabelRule:
             return f"lip_sync {lip_sync:.3f} below --min-lip-sync {self.min_lip_sync:g}"
         return None
 
+    def unsure(self, word_probs: tuple[float, ...] | None) -> list[bool] | None:
+        """Which words of a kept transcript are marked unsure (None: no word probabilities)."""
+        return None if word_probs is None else [p < self.min_word_prob for p in word_probs]
+
     def to_dict(self) -> dict:
         return {**asdict(self), "non_empty": True, "stopped_at_eos": True}
 
@@ -78,12 +92,35 @@ class Label:
     lip_sync: float | None
     kept: bool
     why: str  # 'kept', or the reason it was not
+    word_probs: tuple[float, ...] | None = None  # per word of `text`: its least likely token's probability
 
     def to_dict(self) -> dict:
         rounded = {
             k: None if v is None else round(v, 4) for k, v in (("score", self.score), ("lip_sync", self.lip_sync))
         }
-        return {"id": self.id, "text": self.text, **rounded, "kept": self.kept, "why": self.why}
+        probs = None if self.word_probs is None else [round(p, 3) for p in self.word_probs]
+        return {"id": self.id, "text": self.text, **rounded, "word_probs": probs, "kept": self.kept, "why": self.why}
+
+    def training_text(self, rule: PseudoLabelRule) -> str:
+        """The transcript the lips train on: `text` with the words below rule.min_word_prob marked unsure."""
+        unsure = rule.unsure(self.word_probs)
+        return self.text if unsure is None else mark_unsure(self.text.split(), unsure)
+
+
+def word_probs(model: Any, text: str, token_ids: tuple[int, ...], token_logprobs: tuple[float, ...]):
+    """Per word of `text`, the probability of its least likely token, from the decode that wrote it;
+    None when the decode's tokens are not the model's tokenisation of `text` (nothing to tie them to)."""
+    words = text.split()
+    if not words or len(token_logprobs) != len(token_ids):
+        return None
+    ids, word_of = model.token_words(words)
+    if tuple(ids) != tuple(token_ids):
+        return None
+    least = [0.0] * len(words)  # log-probabilities, all <= 0
+    for n, lp in zip(word_of, token_logprobs):
+        if n >= 0:
+            least[n] = min(least[n], lp)
+    return tuple(math.exp(lp) for lp in least)
 
 
 def reading_prepared(cfg: Config) -> Config:
@@ -188,7 +225,8 @@ def pseudo_label(
                 for r, sync in zip(decoding.generate(model, batch, "audio", options), syncs):
                     text = " ".join(r.text.split())
                     why = rule.rejects(text, r.score, r.stopped_at_eos, sync)
-                    labels[r.id] = Label(r.id, text, r.score, sync, why is None, why or "kept")
+                    probs = word_probs(model, text, r.token_ids, r.token_logprobs)
+                    labels[r.id] = Label(r.id, text, r.score, sync, why is None, why or "kept", probs)
             if on_batch is not None:
                 on_batch(len(batch) + len(batch.meta.get("skipped", [])))
     return labels, failed
@@ -203,7 +241,13 @@ def _split(kept: list[str], valid_fraction: float, seed: int) -> tuple[list[str]
 
 
 def _write_corpus(
-    pseudo: Path, root: Path, utts: dict[str, Utterance], labels: dict[str, Label], train: list[str], valid: list[str]
+    pseudo: Path,
+    root: Path,
+    utts: dict[str, Utterance],
+    labels: dict[str, Label],
+    rule: PseudoLabelRule,
+    train: list[str],
+    valid: list[str],
 ) -> None:
     relative = root == pseudo.resolve()  # prepared clips live in RUN/pseudo: the corpus moves with the run
     for split, ids in (("train", train), ("valid", valid)):
@@ -212,7 +256,7 @@ def _write_corpus(
             tsv.unlink(missing_ok=True)  # a valid split left by an earlier run would still be read
             wrd.unlink(missing_ok=True)
             continue
-        rows = [_with_text(utts[i], labels[i].text) for i in sorted(ids)]
+        rows = [_with_text(utts[i], labels[i].training_text(rule)) for i in sorted(ids)]
         write_manifest(tsv, wrd, root, rows, relative_root=relative)
 
 
@@ -281,7 +325,9 @@ def make_pseudo_corpus(
         )
     train, valid = _split(kept, valid_fraction, cfg.train.seed)
     by_id = {u.id: u for u in utts}
-    _write_corpus(pseudo, root, by_id, labels, train, valid)
+    _write_corpus(pseudo, root, by_id, labels, rule, train, valid)
+    words = sum(len(labels[k].text.split()) for k in kept)
+    unsure = sum(sum(rule.unsure(labels[k].word_probs) or []) for k in kept)
     summary = {
         "data": str(data.resolve()),
         "checkpoint": str(checkpoint),
@@ -293,6 +339,8 @@ def make_pseudo_corpus(
         "train": len(train),
         "valid": len(valid),
         "valid_fraction": valid_fraction,
+        "words": words,  # in the kept transcripts
+        "unsure_words": unsure,  # of them, marked unsure (no loss)
         "crops": crops,
         "labels": str(Path(PSEUDO) / LABELS),
     }
@@ -301,6 +349,7 @@ def make_pseudo_corpus(
         console,
         f"kept {len(kept)} of {plural(total, 'clip')} (score >= {rule.min_score:g}, ended at EOS, not empty"
         f"{f', lip_sync >= {rule.min_lip_sync:g}' if rule.min_lip_sync else ''}); {len(failed)} unusable; "
+        f"{unsure} of {plural(words, 'word')} marked unsure (probability < {rule.min_word_prob:g}: not taught); "
         f"training on {len(train)}, validating on {len(valid)}; labels in {pseudo / LABELS}",
     )
     return summary
