@@ -263,6 +263,11 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
     kept = [r for r in labels if r.get("kept")]
     report = score([truth[r["id"]] for r in kept], [r["text"] for r in kept]) if kept else None
     summary = json.loads((out / "pseudo" / "summary.json").read_text())
+    trained = {}  # id -> the transcript the lips trained on, unsure words marked
+    for split in ("train", "valid"):
+        if (out / "pseudo" / f"{split}.tsv").is_file():
+            ids = [line.split("\t")[0] for line in (out / "pseudo" / f"{split}.tsv").read_text().splitlines()[1:]]
+            trained.update(zip(ids, (out / "pseudo" / f"{split}.wrd").read_text(encoding="utf-8").splitlines()))
     pseudo = {
         "clips": len(labels),
         "kept": len(kept),
@@ -271,28 +276,28 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
         "words": None if report is None else report.ref_words,
         "wrong": None if report is None else sum(u.errors > 0 for u in report.utterances),
         "min_word_prob": summary["rule"].get("min_word_prob", 0.0),
-        **taught_and_unsure(kept, truth, summary["rule"].get("min_word_prob", 0.0)),
+        **taught_and_unsure([trained[r["id"]] for r in kept], [truth[r["id"]] for r in kept]),
     }
     return out / "final", pseudo
 
 
-def taught_and_unsure(kept: list[dict], truth: dict[str, str], min_word_prob: float) -> dict:
-    """How many words of the kept pseudo-transcripts the lips were taught and how many were marked unsure
-    (probability < min_word_prob), and how many of each were wrong: a word of the pseudo-transcript is
-    wrong when the alignment with the withheld transcript substitutes or inserts it."""
+def taught_and_unsure(trained: list[str], truths: list[str]) -> dict:
+    """How many words of the pseudo-transcripts the lips were taught and how many were marked unsure
+    (`~word`, read but not taught), and how many of each were wrong: a word of a pseudo-transcript is
+    wrong when its alignment with the withheld transcript substitutes or inserts it."""
     import jiwer
 
+    from avsrctl.data.manifest import unsure_words
+
     counts = {"taught": 0, "taught_wrong": 0, "unsure": 0, "unsure_wrong": 0}
-    for r in kept:
-        hyp, probs = r["text"].split(), r.get("word_probs")
-        if probs is None or len(probs) != len(hyp):
-            probs = [1.0] * len(hyp)  # no word probabilities: every word was taught
-        right = [False] * len(hyp)
-        for chunk in jiwer.process_words(truth[r["id"]], r["text"]).alignments[0]:
+    for text, truth in zip(trained, truths, strict=True):
+        words = unsure_words(text)
+        right = [False] * len(words)
+        for chunk in jiwer.process_words(truth, " ".join(w for w, _ in words)).alignments[0]:
             if chunk.type == "equal":
                 right[chunk.hyp_start_idx : chunk.hyp_end_idx] = [True] * (chunk.hyp_end_idx - chunk.hyp_start_idx)
-        for ok, p in zip(right, probs):
-            kind = "unsure" if p < min_word_prob else "taught"
+        for ok, (_, unsure) in zip(right, words):
+            kind = "unsure" if unsure else "taught"
             counts[kind] += 1
             counts[f"{kind}_wrong"] += not ok
     return counts

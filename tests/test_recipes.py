@@ -334,18 +334,19 @@ def test_the_adapt_targets_compare_the_lips_before_and_after():
 
 
 def test_the_pseudo_labels_words_are_scored_taught_or_unsure():
-    truth = {"a": "bin blue at f two now", "b": "set red by g nine soon"}
-    kept = [
-        # 'f' misheard as 'p' and unsure; 'at' right but unsure
-        {"id": "a", "text": "bin blue at p two now", "word_probs": [0.9, 0.9, 0.5, 0.3, 0.9, 0.9]},
-        # 'nine' dropped (a deletion: no word of the pseudo-transcript to blame), 'red' misheard and taught
-        {"id": "b", "text": "set green by g soon", "word_probs": [0.9, 0.8, 0.9, 0.9, 0.9]},
+    truths = ["bin blue at f two now", "set red by g nine soon"]
+    trained = [
+        "bin blue ~at ~p two now",  # 'f' misheard as 'p' and unsure; 'at' right but unsure
+        "set green by g soon",  # 'nine' dropped (a deletion: no word of the pseudo-transcript to blame)
     ]
-    got = grid_real.taught_and_unsure(kept, truth, 0.7)
+    got = grid_real.taught_and_unsure(trained, truths)
     assert got == {"taught": 9, "taught_wrong": 1, "unsure": 2, "unsure_wrong": 1}
-    # no word probabilities (a run before --min-word-prob): every word was taught
-    got = grid_real.taught_and_unsure([{"id": "a", "text": "bin blue at p two now"}], truth, 0.7)
-    assert got == {"taught": 6, "taught_wrong": 1, "unsure": 0, "unsure_wrong": 0}
+    assert grid_real.taught_and_unsure(["bin blue at p two now"], truths[:1]) == {
+        "taught": 6,
+        "taught_wrong": 1,
+        "unsure": 0,
+        "unsure_wrong": 0,
+    }
     line = real_report._unsure_sentence(
         {"min_word_prob": 0.7, "taught": 9, "taught_wrong": 1, "unsure": 2, "unsure_wrong": 1}
     )
