@@ -233,6 +233,7 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
     """`avsrctl adapt` from START (lips that never saw s1) on s1's training clips without their
     transcripts: a manifest of the same crops with no .wrd beside it. Returns the adapted model and
     how its pseudo-labels compare with the withheld transcripts (scored after the fact)."""
+    from avsrctl.data.manifest import read_manifest
     from avsrctl.metrics import score
 
     data, out = work / "adapt-data", work / "adapt"
@@ -263,11 +264,12 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
     kept = [r for r in labels if r.get("kept")]
     report = score([truth[r["id"]] for r in kept], [r["text"] for r in kept]) if kept else None
     summary = json.loads((out / "pseudo" / "summary.json").read_text())
-    trained = {}  # id -> the transcript the lips trained on, unsure words marked
-    for split in ("train", "valid"):
-        if (out / "pseudo" / f"{split}.tsv").is_file():
-            ids = [line.split("\t")[0] for line in (out / "pseudo" / f"{split}.tsv").read_text().splitlines()[1:]]
-            trained.update(zip(ids, (out / "pseudo" / f"{split}.wrd").read_text(encoding="utf-8").splitlines()))
+    trained = {  # id -> the transcript the lips trained on, unsure words marked
+        u.id: u.text
+        for split in ("train", "valid")
+        if (out / "pseudo" / f"{split}.tsv").is_file()
+        for u in read_manifest(out / "pseudo" / f"{split}.tsv", check_files=False)
+    }
     pseudo = {
         "clips": len(labels),
         "kept": len(kept),
@@ -276,28 +278,29 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
         "words": None if report is None else report.ref_words,
         "wrong": None if report is None else sum(u.errors > 0 for u in report.utterances),
         "min_word_prob": summary["rule"].get("min_word_prob", 0.0),
-        **taught_and_unsure([trained[r["id"]] for r in kept], [truth[r["id"]] for r in kept]),
+        **taught_and_unsure([trained[r["id"]] for r in kept], report.utterances if report else ()),
     }
     return out / "final", pseudo
 
 
-def taught_and_unsure(trained: list[str], truths: list[str]) -> dict:
+def taught_and_unsure(trained: list[str], scored) -> dict:
     """How many words of the pseudo-transcripts the lips were taught and how many were marked unsure
-    (`~word`, read but not taught), and how many of each were wrong: a word of a pseudo-transcript is
-    wrong when its alignment with the withheld transcript substitutes or inserts it."""
-    import jiwer
-
+    (`~word`, read but not taught), and how many of each were wrong. `scored`: the same transcripts'
+    `metrics.score` against the withheld ones (basic normaliser), whose alignment says which of their
+    words were substituted or inserted, i.e. wrong."""
     from avsrctl.data.manifest import unsure_words
+    from avsrctl.metrics import basic_normalize
 
     counts = {"taught": 0, "taught_wrong": 0, "unsure": 0, "unsure_wrong": 0}
-    for text, truth in zip(trained, truths, strict=True):
-        words = unsure_words(text)
-        right = [False] * len(words)
-        for chunk in jiwer.process_words(truth, " ".join(w for w, _ in words)).alignments[0]:
+    for text, utt in zip(trained, scored, strict=True):
+        # each word normalised alone: the same words, in order, as the normalised hypothesis scored
+        unsure = [u for w, u in unsure_words(text) for _ in basic_normalize(w).split()]
+        right = [False] * len(unsure)
+        for chunk in utt.alignment:
             if chunk.type == "equal":
                 right[chunk.hyp_start_idx : chunk.hyp_end_idx] = [True] * (chunk.hyp_end_idx - chunk.hyp_start_idx)
-        for ok, (_, unsure) in zip(right, words):
-            kind = "unsure" if unsure else "taught"
+        for ok, u in zip(right, unsure, strict=True):
+            kind = "unsure" if u else "taught"
             counts[kind] += 1
             counts[f"{kind}_wrong"] += not ok
     return counts

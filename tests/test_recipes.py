@@ -334,14 +334,17 @@ def test_the_adapt_targets_compare_the_lips_before_and_after():
 
 
 def test_the_pseudo_labels_words_are_scored_taught_or_unsure():
+    from avsrctl.metrics import score
+
     truths = ["bin blue at f two now", "set red by g nine soon"]
     trained = [
         "bin blue ~at ~p two now",  # 'f' misheard as 'p' and unsure; 'at' right but unsure
         "set green by g soon",  # 'nine' dropped (a deletion: no word of the pseudo-transcript to blame)
     ]
-    got = grid_real.taught_and_unsure(trained, truths)
+    plain = [" ".join(w.lstrip("~") for w in t.split()) for t in trained]  # what labels.jsonl holds
+    got = grid_real.taught_and_unsure(trained, score(truths, plain).utterances)
     assert got == {"taught": 9, "taught_wrong": 1, "unsure": 2, "unsure_wrong": 1}
-    assert grid_real.taught_and_unsure(["bin blue at p two now"], truths[:1]) == {
+    assert grid_real.taught_and_unsure(["bin blue at p two now"], score(truths[:1], plain[:1]).utterances) == {
         "taught": 6,
         "taught_wrong": 1,
         "unsure": 0,
