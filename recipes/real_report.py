@@ -33,18 +33,23 @@ def _wer(results: dict, key: str) -> float | None:
 
 
 def _lower(results: dict, better: str, than: str) -> tuple[str, bool | None, float | None]:
-    """'a vs b (x% lower; fewer errors in y% of resamples)', whether it is lower at all, the reduction."""
+    """'a vs b (x% lower; fewer errors in y% of resamples)' (or 'x% higher', or 'the same WER'), whether
+    it is lower at all, the reduction."""
     a, b = _wer(results, better), _wer(results, than)
     if a is None or b is None:
         return "-", None, None
-    cut = 1 - a / b if b > 0 else 0.0
+    figures = f"{_pct(results[better])} vs {_pct(results[than])}"
+    if a == b:
+        return f"{figures} (the same WER)", True, 0.0
+    cut = 1 - a / b if b > 0 else -1.0  # from no errors to some: 'higher' (the ratio is undefined)
     share = ""
     ea, eb = results[better].get("utterance_errors"), results[than].get("utterance_errors")
     if ea and eb and ea.keys() == eb.keys():
         ids = sorted(ea)
         fewer, _ = paired_comparison([ea[i] for i in ids], [eb[i] for i in ids])
         share = f"; fewer errors in {100 * fewer:.0f}% of resamples"
-    return f"{_pct(results[better])} vs {_pct(results[than])} ({100 * cut:.0f}% lower{share})", a <= b, cut
+    change = f"{100 * cut:.0f}% lower" if a < b else (f"{-100 * cut:.0f}% higher" if b > 0 else "higher")
+    return f"{figures} ({change}{share})", a <= b, cut
 
 
 def lower_by(label: str, results: dict, better: str, than: str, share: float) -> tuple[str, str, str, bool | None]:

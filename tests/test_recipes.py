@@ -308,6 +308,26 @@ def test_the_real_lips_targets_say_met_or_missed():
     assert rows["real-lips recipe, prepare and training (evaluations not timed), 2 CPU cores"] == ("100 min", True)
 
 
+def test_a_comparison_says_lower_higher_or_the_same():
+    def fig(errors):
+        return {
+            "wer": sum(errors) / 18,
+            "errors": sum(errors),
+            "ref_words": 18,
+            "utterance_errors": dict(enumerate(errors)),
+        }
+
+    results = {"none": fig([0, 0, 0]), "none-too": fig([0, 0, 0]), "some": fig([2, 1, 0]), "more": fig([2, 1, 3])}
+    assert real_report._lower(results, "none", "none-too") == ("0.0% (0/18) vs 0.0% (0/18) (the same WER)", True, 0.0)
+    text, lower, cut = real_report._lower(results, "some", "more")
+    assert text.startswith("16.7% (3/18) vs 33.3% (6/18) (50% lower; fewer errors in ") and (lower, cut) == (True, 0.5)
+    text, lower, cut = real_report._lower(results, "more", "some")
+    assert text.startswith("33.3% (6/18) vs 16.7% (3/18) (100% higher; fewer errors in 0% of resamples")
+    assert (lower, cut) == (False, -1.0)
+    text, lower, _ = real_report._lower(results, "some", "none")
+    assert text.startswith("16.7% (3/18) vs 0.0% (0/18) (higher; ") and lower is False
+
+
 def test_the_adapt_targets_compare_the_lips_before_and_after():
     def fig(wer, errors):
         return {"wer": wer, "errors": errors, "ref_words": 600}
