@@ -59,6 +59,9 @@ VIDEO_SIZE = 48  # mouth video side in pixels: the GRID recipe's, so the built-i
 BABBLE_SNR_DB = -5  # other voices 5 dB louder than the speaker: audio alone mostly fails here
 MODEL = "grid-small"  # the built-in model (avsrctl/pretrained.py)
 BASELINE = "faster-whisper tiny.en"  # what `eval` / `transcribe` run without --checkpoint
+# How long `make grid-recipe` takes: its training stages alone took 77 min (docs/RESULTS-synthetic.md), 88 min
+# (docs/RESULTS.md, with preparing s1) and the adaptation 27 min, on 2 cores; corpus synthesis and evaluations add more.
+RECIPE_TIME = "over three hours on 2 cores"
 
 # On top of the chosen config for the from-scratch run. The video encoder (offline-small's lip
 # front-end) sees the corpus's 48 px frames as they are, as in the GRID recipe. It trains, so
@@ -161,7 +164,7 @@ def train(ctx: DemoContext) -> None:
     every = table_every(n_train, TRAIN_SETTINGS["data.max_batch_size"], ctx.epochs)
     say(
         f"training {ctx.config} from scratch for {plural(ctx.epochs, 'epoch')} of {n_train} utterances: enough to see the "
-        "loss fall, not to recognise speech (that takes `make grid-recipe`, about an hour and a half on 2 cores; its model is step 2's)"
+        f"loss fall, not to recognise speech (that takes `make grid-recipe`, {RECIPE_TIME}; its model is step 2's)"
     )
     sets = [a for key, value in TRAIN_SETTINGS.items() for a in ("--set", f"{key}={value}")]
     avsrctl(
@@ -195,7 +198,7 @@ def train(ctx: DemoContext) -> None:
     ctx.rows.append(Row("1 train", ctx.config, f"synthetic train ({n_train})", "both", "from scratch", result))
     ctx.notes.append(
         "a few minutes of training only starts learning: the loss falls, the transcripts are not right yet; "
-        f"the built-in model {MODEL} is what `make grid-recipe` (about an hour and a half on 2 cores) trains"
+        f"the built-in model {MODEL} is what `make grid-recipe` ({RECIPE_TIME}) trains"
     )
 
 
