@@ -155,6 +155,7 @@ def test_pseudo_labels_come_from_the_audio_path(adapted):
     assert labels["b"]["word_probs"] == pytest.approx([0.95, 0.95, 0.95, 0.71, 0.69, 0.95], abs=1e-3)
     summary = json.loads((pseudo / "summary.json").read_text())
     assert (summary["words"], summary["unsure_words"]) == (18, 2)
+    assert summary["speed"] == {"asked": 1.0, "chosen": 1.0, "tried": {}}
     assert len((pseudo / "valid.wrd").read_text().splitlines()) == 1  # 5% of 3, at least one
 
 
@@ -304,6 +305,8 @@ def test_adapting_into_a_finished_run_is_refused_like_train(adapted, cli_error):
         ("audio path unfrozen", 2, "never trains the audio path"),
         ("positive min-score", 2, "--min-score"),
         ("min-word-prob above 1", 2, "--min-word-prob is a probability"),
+        ("speed 3", 2, "--speed must be 'auto' or a factor from 0.5 to 2 (got '3')"),
+        ("speed fast", 2, "--speed must be 'auto' or a factor from 0.5 to 2 (got 'fast')"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cli_error, case, code, fragment):
@@ -327,6 +330,8 @@ def test_bad_input_is_one_line(tmp_path, cli_error, case, code, fragment):
         extra = ["--min-score", "0.5"]
     elif case == "min-word-prob above 1":
         extra = ["--min-word-prob", "1.5"]
+    elif case.startswith("speed"):
+        extra = ["--speed", case.split()[1]]
     out = tmp_path / "run"
     cli_error(["adapt", "--checkpoint", source, "--data", data, "--output", out, *extra], code, fragment)
     assert not out.exists()  # refused before anything was written
@@ -366,7 +371,60 @@ def test_the_rule_says_why():
     assert PseudoLabelRule().unsure(None) is None
 
 
-def test_word_probabilities_follow_the_models_tokens():
+def test_the_speed_option_reads_auto_or_a_factor():
+    from avsrctl.cli.adapt import _speed
+
+    assert _speed("auto") is None and _speed(" AUTO ") is None
+    assert _speed("0.9") == 0.9 and _speed("1") == 1.0
+
+
+def test_a_batch_at_another_speed():
+    import torch
+
+    from avsrctl.data.batch import Batch
+    from avsrctl.training.pseudo import at_speed
+
+    tone = torch.sin(2 * torch.pi * 400 * torch.arange(6400) / 16000)  # 10 frames, 160 cycles
+    batch = Batch(["a"], [""], torch.tensor([10]), audio=tone[None], video=torch.zeros(1, 10, 3, 4, 4))
+    assert at_speed(batch, 1.0) is batch
+    slow = at_speed(batch, 0.5)
+    assert slow.lengths.tolist() == [20] and slow.audio.shape == (1, 12800) and slow.video is None
+    crossings = lambda x: int((torch.sign(x[1:]) != torch.sign(x[:-1])).sum())  # noqa: E731
+    assert abs(crossings(slow.audio[0]) - crossings(tone)) <= 2  # the same cycles over twice the time: 200 Hz
+    assert at_speed(batch, 0.9).lengths.tolist() == [12]  # ceil(10 / 0.9) frames, the audio padded to them
+    assert at_speed(batch, 0.9).audio.shape == (1, 12 * 640)
+
+
+def test_the_audio_speed_is_where_the_audio_path_is_most_confident(tmp_path, monkeypatch):
+    # a fake audio path most confident at 0.85 of the clips' speed: the coarse search finds 0.9, its
+    # neighbours 0.85; the labelling then hears every clip at 0.85
+    import avsrctl.decoding as decoding
+    from avsrctl.checkpoint import load_checkpoint
+    from avsrctl.data.manifest import Manifest, Utterance
+    from avsrctl.training.pseudo import choose_speed, pseudo_label
+
+    model, cfg, _ = load_checkpoint(tiny_checkpoint(tmp_path / "ckpt", "both"))
+    utts = [Utterance(n, c, c, 100, 64000) for n in ("a", "b") for c in [av_clip(tmp_path / f"{n}.mp4", frames=100)]]
+    manifest = Manifest(tmp_path, tmp_path / "clips.tsv", None, utts)
+    heard = []
+
+    def generate(model, batch, modality, options=None):
+        heard.append(batch.lengths.tolist())
+        speeds = [100 / n for n in batch.lengths.tolist()]
+        return [
+            decoding.DecodingResult(i, "bin", (), -abs(v - 0.85), modality, 1, True) for i, v in zip(batch.ids, speeds)
+        ]
+
+    monkeypatch.setattr(decoding, "generate", generate)
+    options = decoding.DecodingOptions()
+    speed, tried = choose_speed(model, manifest, cfg, options)
+    assert speed == 0.85
+    assert sorted(tried) == [0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.2] and max(tried, key=tried.get) == 0.85
+    heard.clear()
+    labels, failed = pseudo_label(model, manifest, cfg, PseudoLabelRule(), options, speed=speed)
+    assert failed == {} and sorted(labels) == ["a", "b"]
+    assert heard == [[118, 118]]  # ceil(100 / 0.85) frames each
+
     from avsrctl.training.pseudo import word_probs
 
     class Model:  # one token per character, spaces included; -1: a token of no word
@@ -385,3 +443,25 @@ def test_word_probabilities_follow_the_models_tokens():
     assert word_probs(Model(), "at g", ids, lps) is None  # the decode's tokens are another text's
     assert word_probs(Model(), text, ids, lps[:-1]) is None
     assert word_probs(Model(), "", (), ()) is None
+
+
+def test_resuming_with_other_pseudo_label_options_is_refused(tmp_path):
+    from avsrctl.errors import UsageError
+    from avsrctl.training.pseudo import SUMMARY, reusable_summary
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    rule = PseudoLabelRule()
+    summary = {"data": str(data.resolve()), "rule": rule.to_dict(), "valid_fraction": 0.05}
+    (tmp_path / SUMMARY).write_text(json.dumps({**summary, "speed": {"asked": "auto", "chosen": 0.85, "tried": {}}}))
+    assert reusable_summary(tmp_path, data, rule, 0.05, speed=None)["speed"]["chosen"] == 0.85  # auto again
+    with pytest.raises(UsageError, match="were made with speed 'auto', now 0.9"):
+        reusable_summary(tmp_path, data, rule, 0.05, speed=0.9)
+    with pytest.raises(UsageError, match="were made with speed 'auto', now 1.0"):
+        reusable_summary(tmp_path, data, rule, 0.05)  # the default: the clips' own speed
+    with pytest.raises(UsageError, match="were made with valid_fraction 0.05, now 0.1"):
+        reusable_summary(tmp_path, data, rule, 0.1, speed=None)
+    (tmp_path / SUMMARY).write_text(json.dumps(summary))  # labelled before --speed: at the clips' own speed
+    assert reusable_summary(tmp_path, data, rule, 0.05) is not None
+    with pytest.raises(UsageError, match="were made with speed 1.0, now 'auto'"):
+        reusable_summary(tmp_path, data, rule, 0.05, speed=None)

@@ -68,6 +68,15 @@ def adapt(
             "token's) is marked unsure: the lips read it in context but are not taught it. 0: teach every word.",
         ),
     ] = DEFAULT_MIN_WORD_PROB,
+    speed: Annotated[
+        str,
+        typer.Option(
+            "--speed",
+            help="Speed at which the audio path hears the clips to transcribe them (tempo and pitch together; "
+            "0.9: slower and lower). auto: the one where it is most confident on a sample of them, among 0.75 "
+            "to 1.25. The lips always train on the clips at their own speed.",
+        ),
+    ] = "1",
     ctc_epochs: Annotated[
         int,
         typer.Option(
@@ -128,6 +137,7 @@ def adapt(
     if output is None:
         raise UsageError("adapt needs --output: the run folder to write")
     check_device(device)
+    factor = _speed(speed)
     use_threads(threads)
     use_quiet(quiet)
 
@@ -148,8 +158,22 @@ def adapt(
         beam_size=beam_size,
         batch_size=batch_size,
         resume=resume,
+        speed=factor,
         device=device,
         console=console.chatter(),
     )
     if result.train.final_checkpoint is not None:
         console.stdout().print(str(result.train.final_checkpoint))
+
+
+def _speed(value: str) -> float | None:
+    """--speed: 'auto' (None) or a factor in [0.5, 2]."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = float("nan")
+    if not 0.5 <= factor <= 2.0:  # also refuses NaN
+        raise UsageError(f"--speed must be 'auto' or a factor from 0.5 to 2 (got {value!r})", hint="e.g. --speed 0.9")
+    return factor

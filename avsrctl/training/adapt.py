@@ -1,7 +1,8 @@
 """`avsrctl adapt`: lips that learn a new face from its own untranscribed video, taught by the
 model's audio path.
 
-1. Pseudo-labels (pseudo.py). Every clip is decoded from its clean audio alone; a clip is kept when
+1. Pseudo-labels (pseudo.py). Every clip is decoded from its clean audio alone (at its own speed, or
+   with `--speed auto` where the audio path is most confident on these clips); a clip is kept when
    its transcript is not empty, ended at EOS and scored at least `min_score` (and, when asked, its
    lips were in sync with its voice); in a kept transcript, the words the audio path gave less than
    `min_word_prob` are marked unsure, read but not taught. Transcripts beside the clips are never opened.
@@ -240,6 +241,7 @@ def run_adaptation(
     resume: str | None = None,
     device: str | None = None,
     console: Any = None,
+    speed: float | None = 1.0,
 ) -> AdaptResult:
     """What `avsrctl adapt` does: pseudo-label DATA with the checkpoint's audio path, then train the
     three STAGES on the kept clips (RUN/lips-ctc, RUN/lips-video, then the fused model into RUN:
@@ -274,7 +276,7 @@ def run_adaptation(
         started = resume is not None and (
             resume_path is not None or any(list_checkpoints(stage_folder(output, s)) for s in STAGES[:-1])
         )
-        summary = reusable_summary(output / PSEUDO, data, rule, valid_fraction) if started else None
+        summary = reusable_summary(output / PSEUDO, data, rule, valid_fraction, speed) if started else None
         if summary is not None:
             log(console, f"--resume: training on the pseudo-labels already in {output / PSEUDO}")
         else:
@@ -289,6 +291,7 @@ def run_adaptation(
                 batch_size=batch_size,
                 device=device,
                 console=console,
+                speed=speed,
             )
         meta = {
             "adapted": {
@@ -304,6 +307,7 @@ def run_adaptation(
                 "words": summary.get("words"),
                 "unsure_words": summary.get("unsure_words"),
                 "decode": summary["decode"],
+                "speed": summary.get("speed"),
                 "labels": summary["labels"],
                 "stages": [
                     {

@@ -1,7 +1,10 @@
 """Pseudo-labels for `avsrctl adapt` (adapt.py): the clips of DATA transcribed by the model's audio path.
 
 Every clip is decoded from its clean audio alone (`-m audio`, batched, through `decoding.generate`,
-as `decode` does); a clip is kept when its transcript is not empty, ended at EOS and its mean token
+as `decode` does), at the clips' own speed or at `speed` (tempo and pitch change together, as in
+speed perturbation), or at the speed at which the audio path is most confident on these clips
+(`choose_speed`: a voice unlike the ones the audio path learnt from can read better at another
+speed, as vocal tract length normalisation finds for a speaker's formants); a clip is kept when its transcript is not empty, ended at EOS and its mean token
 log-probability (`DecodingResult.score`) is at least `min_score`; with the fused model's sync
 classifier, each clip's in-sync probability (`lip_sync`) is recorded and may be required too
 (`min_lip_sync`, off by default). Transcripts beside the clips (`.txt`, `.wrd`) are never opened.
@@ -35,6 +38,10 @@ DEFAULT_MIN_SCORE = -1.0
 # A word the audio path gave less than this probability carries no loss (see the module docstring).
 DEFAULT_MIN_WORD_PROB = 0.7
 DEFAULT_VALID_FRACTION = 0.05  # of the kept clips, held out for validation (at least one)
+# The audio speeds `choose_speed` tries (coarse, then the best one's neighbours) and on how many clips.
+SPEEDS = (0.8, 0.9, 1.0, 1.1, 1.2)
+SPEED_STEP = 0.05
+SPEED_CLIPS = 48
 PSEUDO = "pseudo"  # RUN/pseudo: the pseudo-labelled corpus
 LABELS, SUMMARY, CLIPS = "labels.jsonl", "summary.json", "clips.tsv"
 
@@ -123,6 +130,67 @@ def word_probs(model: Any, text: str, token_ids: tuple[int, ...], token_logprobs
     return tuple(math.exp(lp) for lp in least)
 
 
+def at_speed(batch: Any, factor: float) -> Any:
+    """The batch's audio played `factor` times as fast (0.9: slower and lower), by linear resampling;
+    lengths follow the audio and the video is left out (it no longer lines up). factor 1: the batch."""
+    import dataclasses
+
+    import torch
+    import torch.nn.functional as F
+
+    from avsrctl.data.manifest import SAMPLES_PER_FRAME
+
+    if factor == 1.0:
+        return batch
+    frames = torch.ceil(batch.lengths.double() / factor).long()  # (B,)
+    audio = batch.audio.new_zeros(len(batch), int(frames.max()) * SAMPLES_PER_FRAME)
+    for b in range(len(batch)):
+        n, m = int(batch.lengths[b]) * SAMPLES_PER_FRAME, int(frames[b]) * SAMPLES_PER_FRAME
+        audio[b, :m] = F.interpolate(batch.audio[b, None, None, :n], size=m, mode="linear", align_corners=True)[0, 0]
+    return dataclasses.replace(batch, audio=audio, lengths=frames, video=None, video_features=None, audio_features=None)
+
+
+def choose_speed(
+    model: Any, manifest: Manifest, cfg: Config, options: DecodingOptions, batch_size: int | None = None
+) -> tuple[float, dict[float, float]]:
+    """The audio speed at which the model's audio path is most confident on `manifest`'s clips: the
+    highest mean `DecodingResult.score` over SPEED_CLIPS of them (evenly spread), among SPEEDS and then
+    the best one's neighbours SPEED_STEP away; a tie goes to the speed nearer 1. No transcript is
+    read. Returns (speed, {speed tried: mean score})."""
+    import torch
+
+    from avsrctl import decoding
+    from avsrctl.data.dataset import AVDataset
+    from avsrctl.evaluate import decode_loader
+
+    utts = list(manifest)
+    sample = utts[:: max(1, len(utts) // SPEED_CLIPS)][:SPEED_CLIPS]
+    loader = decode_loader(AVDataset(Manifest(manifest.root, manifest.tsv, None, sample), "audio"), cfg, batch_size)
+    batches = list(loader)
+    scores: dict[float, float] = {}
+
+    def mean_score(factor: float) -> float:
+        factor = round(factor, 4)
+        if factor not in scores:
+            got = [
+                r.score
+                for batch in batches
+                if len(batch)
+                for r in decoding.generate(model, at_speed(batch.to(model.device), factor), "audio", options)
+            ]
+            scores[factor] = sum(got) / len(got) if got else -math.inf
+        return scores[factor]
+
+    model.eval()
+    with torch.no_grad():
+        best = max(SPEEDS, key=lambda f: (mean_score(f), -abs(f - 1.0)))
+        for f in (best - SPEED_STEP, best + SPEED_STEP):
+            if f > 0:
+                mean_score(f)
+    speed = max(scores, key=lambda f: (scores[f], -abs(f - 1.0)))
+    return speed, dict(sorted(scores.items()))
+
+
 def reading_prepared(cfg: Config) -> Config:
     """The config that reads clips `prepare` already cut into mouth crops: a mode that always crops
     ('haar', 'landmarks') would cut the crops again, 'auto' passes them through."""
@@ -196,9 +264,11 @@ def pseudo_label(
     batch_size: int | None = None,
     device: Any = "cpu",
     on_batch: Any = None,
+    speed: float = 1.0,
 ) -> tuple[dict[str, Label], dict[str, str]]:
-    """Decode every utterance from its clean audio alone and judge it by `rule`; with the fused
-    model's sync classifier also record how well its lips follow its voice.
+    """Decode every utterance from its clean audio alone, played at `speed` (`at_speed`), and judge it
+    by `rule`; with the fused model's sync classifier also record how well its lips follow its voice
+    (at the clip's own speed).
     Returns ({id: Label}, {id: why its media could not be decoded})."""
     import torch
 
@@ -222,7 +292,7 @@ def pseudo_label(
                 if judge is not None:
                     streams = model.streams(batch, "both")  # (B, T, D) each
                     syncs = judge.mean_sync(streams["audio"], streams["video"], batch.lengths.to(model.device)).tolist()
-                for r, sync in zip(decoding.generate(model, batch, "audio", options), syncs):
+                for r, sync in zip(decoding.generate(model, at_speed(batch, speed), "audio", options), syncs):
                     text = " ".join(r.text.split())
                     why = rule.rejects(text, r.score, r.stopped_at_eos, sync)
                     probs = word_probs(model, text, r.token_ids, r.token_logprobs)
@@ -276,9 +346,10 @@ def make_pseudo_corpus(
     batch_size: int | None = None,
     device: str | None = None,
     console: Any = None,
+    speed: float | None = 1.0,
 ) -> dict:
-    """Prepare DATA's clips, label them with the checkpoint's audio path and write RUN/pseudo
-    (see the module docstring). Returns summary.json's content."""
+    """Prepare DATA's clips, label them with the checkpoint's audio path (at `speed`; None: the one
+    `choose_speed` finds) and write RUN/pseudo (see the module docstring). Returns summary.json's content."""
     import torch
 
     from avsrctl import decoding
@@ -303,8 +374,14 @@ def make_pseudo_corpus(
 
     model, _, _ = load_checkpoint(checkpoint, device=device)
     options = decoding.DecodingOptions.from_config(cfg.decode, beam_size=beam_size)  # the checkpoint's, or --set
-    log(console, f"pseudo-labelling {plural(len(utts), 'clip')} from their audio with {checkpoint}")
-    labels, undecoded = _run_labelling(model, manifest, cfg, rule, options, batch_size, console)
+    tried: dict[float, float] = {}
+    chosen = speed
+    if chosen is None:
+        chosen, tried = choose_speed(model, manifest, cfg, options, batch_size)
+        trials = ", ".join(f"{f:g}: {v:.3f}" for f, v in tried.items())
+        log(console, f"audio speed {chosen:g}: the audio path's mean score there was highest ({trials})")
+    log(console, f"pseudo-labelling {plural(len(utts), 'clip')} from their audio at speed {chosen:g} with {checkpoint}")
+    labels, undecoded = _run_labelling(model, manifest, cfg, rule, options, batch_size, console, chosen)
     del model  # the training builds its own; two models would double the memory
     gc.collect()
     if torch.cuda.is_available():
@@ -333,6 +410,12 @@ def make_pseudo_corpus(
         "checkpoint": str(checkpoint),
         "rule": rule.to_dict(),
         "decode": {"modality": "audio", **asdict(options)},
+        # the speed the audio was played at: asked ('auto' or a factor), chosen, and the mean score at each one tried
+        "speed": {
+            "asked": "auto" if speed is None else speed,
+            "chosen": chosen,
+            "tried": {f"{f:g}": v for f, v in tried.items()},
+        },
         "clips": total,
         "kept": len(kept),
         "failed": len(failed),
@@ -355,9 +438,11 @@ def make_pseudo_corpus(
     return summary
 
 
-def _run_labelling(model, manifest, cfg, rule, options, batch_size, console):
+def _run_labelling(model, manifest, cfg, rule, options, batch_size, console, speed):
     if console is None:
-        return pseudo_label(model, manifest, cfg, rule, options, batch_size=batch_size, device=model.device)
+        return pseudo_label(
+            model, manifest, cfg, rule, options, batch_size=batch_size, device=model.device, speed=speed
+        )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -372,6 +457,7 @@ def _run_labelling(model, manifest, cfg, rule, options, batch_size, console):
             batch_size=batch_size,
             device=model.device,
             on_batch=lambda n: progress.advance(task, n),
+            speed=speed,
         )
 
 
@@ -396,17 +482,21 @@ def check_data(data: Path, output: Path) -> None:
         read_manifest(data, read_text=False, require_text=False)
 
 
-def reusable_summary(pseudo: Path, data: Path, rule: PseudoLabelRule, valid_fraction: float) -> dict | None:
+def reusable_summary(
+    pseudo: Path, data: Path, rule: PseudoLabelRule, valid_fraction: float, speed: float | None = 1.0
+) -> dict | None:
     """summary.json of the pseudo-labels a resumed run trained on, checked against this call's options."""
     try:
         summary = json.loads((pseudo / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     now = {"data": str(data.resolve()), "rule": rule.to_dict(), "valid_fraction": valid_fraction}
+    was = {key: summary.get(key) for key in now}
+    now["speed"], was["speed"] = "auto" if speed is None else speed, (summary.get("speed") or {}).get("asked", 1.0)
     for key, value in now.items():
-        if summary.get(key) != value:
+        if was[key] != value:
             raise UsageError(
-                f"--resume: this run's pseudo-labels were made with {key} {summary.get(key)!r}, now {value!r}",
+                f"--resume: this run's pseudo-labels were made with {key} {was[key]!r}, now {value!r}",
                 hint="resume with the same --data and pseudo-label options, or start a new run with another --output",
             )
     return summary
