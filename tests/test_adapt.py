@@ -425,6 +425,8 @@ def test_the_audio_speed_is_where_the_audio_path_is_most_confident(tmp_path, mon
     assert failed == {} and sorted(labels) == ["a", "b"]
     assert heard == [[118, 118]]  # ceil(100 / 0.85) frames each
 
+
+def test_word_probabilities_follow_the_models_tokens():
     from avsrctl.training.pseudo import word_probs
 
     class Model:  # one token per character, spaces included; -1: a token of no word

@@ -4,10 +4,10 @@ Every clip is decoded from its clean audio alone (`-m audio`, batched, through `
 as `decode` does), at the clips' own speed or at `speed` (tempo and pitch change together, as in
 speed perturbation), or at the speed at which the audio path is most confident on these clips
 (`choose_speed`: a voice unlike the ones the audio path learnt from can read better at another
-speed, as vocal tract length normalisation finds for a speaker's formants); a clip is kept when its transcript is not empty, ended at EOS and its mean token
-log-probability (`DecodingResult.score`) is at least `min_score`; with the fused model's sync
-classifier, each clip's in-sync probability (`lip_sync`) is recorded and may be required too
-(`min_lip_sync`, off by default). Transcripts beside the clips (`.txt`, `.wrd`) are never opened.
+speed, as vocal tract length normalisation finds for a speaker's formants); a clip is kept when its
+transcript is not empty, ended at EOS and its mean token log-probability (`DecodingResult.score`)
+is at least `min_score`; with the fused model's sync classifier, each clip's in-sync probability
+(`lip_sync`) is recorded and may be required too (`min_lip_sync`, off by default). Transcripts beside the clips (`.txt`, `.wrd`) are never opened.
 The kept clips become RUN/pseudo's train/valid corpus (see adapt.py for the folder), where a word
 whose probability (its least likely token's) is below `min_word_prob` is marked unsure (`~word`,
 data/manifest.py): the lips read it in context but are not taught it.
@@ -185,8 +185,7 @@ def choose_speed(
     with torch.no_grad():
         best = max(SPEEDS, key=lambda f: (mean_score(f), -abs(f - 1.0)))
         for f in (best - SPEED_STEP, best + SPEED_STEP):
-            if f > 0:
-                mean_score(f)
+            mean_score(f)
     speed = max(scores, key=lambda f: (scores[f], -abs(f - 1.0)))
     return speed, dict(sorted(scores.items()))
 
@@ -490,9 +489,14 @@ def reusable_summary(
         summary = json.loads((pseudo / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    now = {"data": str(data.resolve()), "rule": rule.to_dict(), "valid_fraction": valid_fraction}
+    now = {
+        "data": str(data.resolve()),
+        "rule": rule.to_dict(),
+        "valid_fraction": valid_fraction,
+        "speed": "auto" if speed is None else speed,
+    }
     was = {key: summary.get(key) for key in now}
-    now["speed"], was["speed"] = "auto" if speed is None else speed, (summary.get("speed") or {}).get("asked", 1.0)
+    was["speed"] = (summary.get("speed") or {}).get("asked", 1.0)  # labelled before --speed: the clips' own
     for key, value in now.items():
         if was[key] != value:
             raise UsageError(
