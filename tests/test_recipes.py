@@ -13,6 +13,16 @@ import grid  # noqa: E402
 import grid_report  # noqa: E402
 
 
+def _scored(errors: list[int], words: int) -> dict:
+    """A system's figures as the recipes' eval folders give them: WER over `words`, errors per utterance."""
+    return {
+        "wer": sum(errors) / words,
+        "errors": sum(errors),
+        "ref_words": words,
+        "utterance_errors": {f"u{i}": e for i, e in enumerate(errors)},
+    }
+
+
 def _stub_training(monkeypatch, recipe) -> list[list[str]]:
     """`recipe.run` writes each stage's `final` and records its command; every start checkpoint
     reads as an audio path with token compression 4. Returns the recorded commands."""
@@ -145,18 +155,12 @@ def test_reports_read_back_carry_their_bootstrap_interval_and_utterance_errors(t
 def test_the_both_vs_audio_targets_say_how_often_both_wins_on_resampled_utterances():
     from avsrctl.metrics import paired_comparison
 
-    def fig(errors):
-        return {
-            "wer": sum(errors) / 24,
-            "errors": sum(errors),
-            "ref_words": 24,
-            "utterance_errors": {f"u{i}": e for i, e in enumerate(errors)},
-        }
-
     audio, both = [2, 3, 1, 4], [0, 1, 1, 2]
     better, _ = paired_comparison(both, audio)
     table = "\n".join(
-        grid_report._targets({"real-grid-babble-5/audio": fig(audio), "real-grid-babble-5/both": fig(both)})
+        grid_report._targets(
+            {"real-grid-babble-5/audio": _scored(audio, 24), "real-grid-babble-5/both": _scored(both, 24)}
+        )
     )
     assert f"(60% lower; fewer errors in {100 * better:.0f}% of resamples) | met |" in table
 
@@ -309,15 +313,10 @@ def test_the_real_lips_targets_say_met_or_missed():
 
 
 def test_a_comparison_says_lower_higher_or_the_same():
-    def fig(errors):
-        return {
-            "wer": sum(errors) / 18,
-            "errors": sum(errors),
-            "ref_words": 18,
-            "utterance_errors": dict(enumerate(errors)),
-        }
-
-    results = {"none": fig([0, 0, 0]), "none-too": fig([0, 0, 0]), "some": fig([2, 1, 0]), "more": fig([2, 1, 3])}
+    results = {
+        name: _scored(errors, 18)
+        for name, errors in (("none", [0, 0, 0]), ("none-too", [0, 0, 0]), ("some", [2, 1, 0]), ("more", [2, 1, 3]))
+    }
     assert real_report._lower(results, "none", "none-too") == ("0.0% (0/18) vs 0.0% (0/18) (the same WER)", True, 0.0)
     text, lower, cut = real_report._lower(results, "some", "more")
     assert text.startswith("16.7% (3/18) vs 33.3% (6/18) (50% lower; fewer errors in ") and (lower, cut) == (True, 0.5)

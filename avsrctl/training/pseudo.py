@@ -7,7 +7,8 @@ speed perturbation), or at the speed at which the audio path is most confident o
 speed, as vocal tract length normalisation finds for a speaker's formants); a clip is kept when its
 transcript is not empty, ended at EOS and its mean token log-probability (`DecodingResult.score`)
 is at least `min_score`; with the fused model's sync classifier, each clip's in-sync probability
-(`lip_sync`) is recorded and may be required too (`min_lip_sync`, off by default). Transcripts beside the clips (`.txt`, `.wrd`) are never opened.
+(`lip_sync`) is recorded and may be required too (`min_lip_sync`, off by default). Transcripts
+beside the clips (`.txt`, `.wrd`) are never opened.
 The kept clips become RUN/pseudo's train/valid corpus (see adapt.py for the folder), where a word
 whose probability (its least likely token's) is below `min_word_prob` is marked unsure (`~word`,
 data/manifest.py): the lips read it in context but are not taught it.
