@@ -278,6 +278,8 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
         "words": None if report is None else report.ref_words,
         "wrong": None if report is None else sum(u.errors > 0 for u in report.utterances),
         "min_word_prob": summary["rule"].get("min_word_prob", 0.0),
+        "speed": (summary.get("speed") or {}).get("chosen", 1.0),  # the audio path's, for the pseudo-labels
+        "speed_asked": (summary.get("speed") or {}).get("asked", 1.0),
         **taught_and_unsure([trained[r["id"]] for r in kept], report.utterances if report else ()),
     }
     return out / "final", pseudo

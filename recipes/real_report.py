@@ -334,9 +334,10 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
         "",
         *([when, ""] if when else []),
         f"`avsrctl adapt --checkpoint {start} --data <s1 train clips, no transcripts> --output adapt`: the "
-        "starting model (whose lips never saw s1) transcribes s1's 750 training clips from their audio, keeps "
-        f"the confident ones ({pseudo['kept']} of {pseudo['clips']}), and trains its lips on those "
-        "pseudo-transcripts (CTC, video, fused; the audio path frozen). Measured after the fact against the "
+        "starting model (whose lips never saw s1) transcribes s1's 750 training clips from their audio"
+        f"{_speed_words(pseudo)}, keeps the confident ones ({pseudo['kept']} of {pseudo['clips']}), trains its "
+        "lips on those pseudo-transcripts (CTC, then video) and then the fusion alone (the lips and the audio path "
+        "frozen). Measured after the fact against the "
         f"withheld transcripts, the kept pseudo-transcripts have a WER of {wer}; {pseudo['wrong']} of "
         f"{pseudo['kept']} have at least one wrong word."
         + _unsure_sentence(pseudo)
@@ -352,6 +353,15 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
         "|---|---|---|---|",
         *(f"| {t} | {w} | {m} | {mark[ok]} |" for t, w, m, ok in adapt_targets(results, pseudo, minutes)),
     ]
+
+
+def _speed_words(pseudo: dict) -> str:
+    """At which speed the audio path heard the clips (--speed), when not at their own."""
+    speed, asked = pseudo.get("speed", 1.0), pseudo.get("speed_asked", 1.0)
+    if speed in (None, 1, 1.0) and asked in (None, 1, 1.0, "1"):
+        return ""
+    how = "chosen by `--speed auto`" if asked == "auto" else f"`--speed {asked}`"
+    return f" heard at {speed:g} times their speed ({how})"
 
 
 def _unsure_sentence(pseudo: dict) -> str:

@@ -200,7 +200,7 @@ def test_the_result_is_a_checkpoint_that_says_it_was_adapted(adapted):
     assert got["rule"]["min_word_prob"] == 0.7 and (got["words"], got["unsure_words"]) == (18, 2)
     assert got["decode"]["modality"] == "audio"
     assert cfg.model.audio_connector.frozen and cfg.model.audio_encoder.frozen
-    assert (cfg.model.losses.sync, cfg.model.losses.ctc, cfg.train.lr) == (1.0, 0.5, 5e-4)
+    assert (cfg.model.losses.sync, cfg.model.losses.ctc, cfg.train.lr) == (1.0, 0.0, 5e-4)
     assert (cfg.data.noise_kind, cfg.data.noise_prob, cfg.data.noise_snr_db) == ("babble", 0.6, -2.0)
 
     # the audio path is the teacher: its weights are the source's, bit for bit; the lips moved
@@ -249,6 +249,31 @@ def test_three_stages_train_the_lips_and_never_the_audio_path(adapted):
     old, new = before.state_dict(), after.state_dict()
     audio = [k for k in new if k.startswith(("audio_connector.", "audio_encoder."))]
     assert audio and all(torch.equal(old[k], new[k]) for k in audio)
+
+
+def test_the_fused_stage_leaves_the_lips_as_the_lip_stages_did(adapted):
+    """The fused stage trains the fusion alone (train.freeze): everything the lips alone read
+    through (lip front-end, video connector, LoRA, markers) is lips-video's final, bit for bit, so
+    the adapted model reads the lips alone exactly as the lip stages left them."""
+    import torch
+    import yaml
+
+    from avsrctl.checkpoint import load_checkpoint
+    from avsrctl.models.inspect import component_of
+    from avsrctl.training.adapt import LIPS_PATH
+
+    fused = yaml.safe_load((adapted.out / "config.yaml").read_text())
+    assert fused["train"]["freeze"] == LIPS_PATH
+    lips, _, _ = load_checkpoint(adapted.out / "lips-video" / "final")
+    after, _, _ = load_checkpoint(adapted.out / "final")
+    old, new = lips.state_dict(), after.state_dict()
+    path = [k for k in new if component_of(k) in LIPS_PATH]
+    assert {component_of(k) for k in path} == set(LIPS_PATH)
+    changed = [k for k in path if not torch.equal(old[k], new[k])]
+    assert changed == []
+    source, _, _ = load_checkpoint(adapted.source)
+    fusion = [k for k in new if k.startswith("fusion.")]
+    assert any(not torch.equal(source.state_dict()[k], new[k]) for k in fusion)  # what the stage trains
 
 
 def test_resume_skips_finished_stages(tmp_path, monkeypatch):

@@ -374,3 +374,15 @@ def test_the_pseudo_labels_words_are_scored_taught_or_unsure():
     )
     assert "2 of 11 fell under --min-word-prob 0.7" in line and "1 of those were wrong (50%)" in line
     assert real_report._unsure_sentence({"unsure": 0}) == ""
+
+
+def test_the_adaptation_report_says_at_which_speed_the_audio_path_heard_the_clips():
+    assert real_report._speed_words({"speed": 1.0, "speed_asked": 1.0}) == ""
+    assert real_report._speed_words({}) == ""
+    assert real_report._speed_words({"speed": 0.8, "speed_asked": "auto"}) == (
+        " heard at 0.8 times their speed (chosen by `--speed auto`)"
+    )
+    assert (
+        real_report._speed_words({"speed": 0.9, "speed_asked": 0.9})
+        == " heard at 0.9 times their speed (`--speed 0.9`)"
+    )

@@ -688,3 +688,45 @@ def test_weights_that_turn_non_finite_later_name_the_step_and_the_last_good_chec
     assert [p.name for p in ckpt.list_checkpoints(out) if p.name != "best"] == ["step-000002"]
     assert not (out / "final").exists() and _all_finite(out)
     assert any(r["event"] == "diverged" and r["step"] == 3 for r in read_metrics(out, "event"))
+
+
+@pytest.mark.slow
+def test_freeze_keeps_the_named_components_as_init_from_set_them(baseline, corpus, tmp_path, monkeypatch, capsys):
+    """train.freeze: the named components keep the weights --init-from gave them, bit for bit, and
+    the run's checkpoints store them; the rest trains. Resuming with another freeze is refused."""
+    from avsrctl.models.inspect import component_of
+
+    memoize_decoding(monkeypatch)
+    source, out = baseline[0] / "final", tmp_path / "run"
+    frozen = ["video connector", "LoRA adapters"]
+    cfg = tiny_config(corpus, out, *COMMON, train__max_epochs=1, train__init_from=[str(source)], train__freeze=frozen)
+    run_training(cfg, modality="video", console=Console(file=(log := io.StringIO()), width=300))
+    assert "train.freeze: video connector, LoRA adapters kept as they are" in log.getvalue()
+    before = ckpt.read_tensors(source / "model.safetensors")
+    after = ckpt.read_tensors(out / "final" / "model.safetensors")
+    kept = [k for k in after if component_of(k) in frozen]
+    assert {component_of(k) for k in kept} == set(frozen)
+    assert all(torch.equal(before[k], after[k]) for k in kept)
+    assert not torch.equal(before["marker_embeddings"], after["marker_embeddings"])  # not named: it trained
+
+    args = _cli(corpus, out, "--resume", str(out / "final"), "--set", COMMON[0])
+    assert run([*args, "--set", "train.freeze=[video connector]"]) == 2
+    assert "the checkpoint was trained with train.freeze" in _err(capsys)
+
+
+def test_freeze_names_components_as_inspect_params_does(corpus, tmp_path):
+    from avsrctl.config import ConfigError, load_config
+    from avsrctl.config.sections import COMPONENTS
+    from avsrctl.models.builder import build_model
+    from avsrctl.models.inspect import LABELS, OTHER
+    from avsrctl.training.run import freeze_components
+
+    assert set(COMPONENTS) == set(LABELS) - {OTHER}
+    with pytest.raises(ConfigError, match="train.freeze"):
+        load_config("tiny", ["train.freeze=[lips]"])
+    model = build_model(tiny_config(corpus, tmp_path / "run", "model.modality=video"))
+    with pytest.raises(UsageError, match="train.freeze: this model has no 'fusion'"):
+        freeze_components(model, ["fusion"])
+    assert freeze_components(model, ["LoRA adapters"]) > 0
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    assert model.marker_embeddings.requires_grad

@@ -87,7 +87,7 @@ def adapt(
         int, typer.Option("--video-epochs", min=1, help="Passes of stage 2 (lips-video: the lips through the LLM).")
     ] = DEFAULT_VIDEO_EPOCHS,
     epochs: Annotated[
-        int, typer.Option("--epochs", min=1, help="Passes of stage 3 (the fused model, babble on the audio).")
+        int, typer.Option("--epochs", min=1, help="Passes of stage 3 (the fusion alone, babble on the audio).")
     ] = DEFAULT_EPOCHS,
     valid_fraction: Annotated[
         float,

@@ -14,6 +14,23 @@ Modality = Literal["audio", "video", "both"]
 MODALITIES: tuple[str, ...] = get_args(Modality)
 Normalizer = Literal["basic", "whisper", "none"]  # text normalisers before scoring (avsrctl/metrics.py)
 NORMALIZERS: tuple[str, ...] = get_args(Normalizer)
+# The model's components as inspect-params and the parameter-update table name them (models/inspect.py):
+# what train.freeze can keep as it is.
+Component = Literal[
+    "audio encoder",
+    "audio connector",
+    "video encoder",
+    "video connector",
+    "fusion",
+    "audio CTC head",
+    "video CTC head",
+    "articulation head",
+    "lip-sync head",
+    "LoRA adapters",
+    "LLM base",
+    "marker embeddings",
+]
+COMPONENTS: tuple[str, ...] = get_args(Component)
 
 
 class _Section(BaseModel):
@@ -123,6 +140,13 @@ class TrainConfig(_Section):
         default_factory=list,
         description="Checkpoints whose matching trainable weights start a new run (later ones win); not used "
         "when resuming.",
+    )
+    freeze: list[Component] = Field(
+        default_factory=list,
+        description="Components (as inspect-params names them) that this run keeps as they are, whatever the model "
+        "section says: their weights (from init_from) stay out of the optimiser and a frozen encoder keeps its "
+        "normalisation statistics. E.g. ['video encoder', 'video connector', 'LoRA adapters', 'marker embeddings'] "
+        "in a fused model trains the fusion and leaves the lips alone reading exactly as before.",
     )
 
     @model_validator(mode="after")

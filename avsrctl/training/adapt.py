@@ -13,8 +13,10 @@ model's audio path.
    a. `lips-ctc`: the lip front-end alone (modality video) with character CTC, from the source;
    b. `lips-video`: the video model through the LLM, from the source and then (a)'s final;
    c. the fused model (`RECIPE`: babble on the audio so the lips must carry the words, the sync
-      classifier and CTC on the lips), from the source and then (b)'s final (later wins on shared
-      weights), into RUN itself. `--resume` skips a lips stage whose `final` exists.
+      classifier), from the source and then (b)'s final (later wins on shared weights), into RUN
+      itself. Only the fusion trains: `LIPS_PATH` (lip front-end, video connector, LoRA, markers)
+      stays as (b) left it (`train.freeze`), so the adapted model reads the lips alone exactly as
+      (b) does. `--resume` skips a lips stage whose `final` exists.
 3. Provenance. Every checkpoint's meta.json holds `adapted`: the source checkpoint, how many clips
    were kept of how many, the rule that kept them and the stages with their epochs.
 
@@ -75,12 +77,15 @@ _LIPS: dict[str, Any] = {
 }
 LIPS_CTC: dict[str, Any] = {**_LIPS, "train.objective": "ctc", "train.lr": 2e-3, "train.warmup_steps": 30}
 LIPS_VIDEO: dict[str, Any] = {**_LIPS, "train.objective": "llm", "train.lr": 1e-3}
-# The fused stage.
+# Everything the lips alone read through: the fused stage keeps it as the lip stages left it.
+LIPS_PATH: list[str] = ["video encoder", "video connector", "LoRA adapters", "marker embeddings"]
+# The fused stage: the fusion alone learns when to trust these lips.
 RECIPE: dict[str, Any] = {
     **COMMON,
     "model.modality": "both",
+    "train.freeze": LIPS_PATH,
     "model.losses.sync": 1.0,  # the sync classifier learns this face's lips against its voice
-    "model.losses.ctc": 0.5,  # a direct signal on the lips (and, unused when decoding, on the audio)
+    "model.losses.ctc": 0.0,  # nothing a CTC head could teach reaches the frozen lips
     "data.noise_kind": "babble",  # drowned audio: the lips must carry the words
     "data.noise_prob": 0.6,
     "data.noise_snr_db": -2.0,

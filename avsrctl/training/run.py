@@ -96,6 +96,12 @@ def _check_same_model(cfg: Config, path: Path) -> None:
             "resuming would continue a different run",
             hint=f"resume with --seed {old.train.seed}, or start a new run with another --output",
         )
+    if sorted(old.train.freeze) != sorted(cfg.train.freeze):
+        raise UsageError(
+            f"--resume {path}: the checkpoint was trained with train.freeze {old.train.freeze}, now "
+            f"{cfg.train.freeze}; resuming would continue a different run",
+            hint=f"resume with the checkpoint's config: --config {path / CONFIG}",
+        )
     if old.model.model_dump(mode="json") != cfg.model.model_dump(mode="json"):
         a, b = old.model.model_dump(mode="json"), cfg.model.model_dump(mode="json")
         diff = _first_difference(a, b, "model")
@@ -169,7 +175,10 @@ def run_training(
             # Built for the device it trains on: model.llm.dtype resolves per device (bfloat16 on a
             # GPU, float32 on the CPU), and a float32 model moved to the GPU afterwards stays float32.
             model = build_model(cfg, device=ctx.device, training=True)
+        n_frozen = freeze_components(model, cfg.train.freeze)
         reporter = Reporter(output, console, enabled=ctx.is_main, live=live, log_every=cfg.train.log_every)
+        if n_frozen:
+            reporter.log(f"train.freeze: {', '.join(cfg.train.freeze)} kept as they are ({n_frozen} tensors)")
         if ctx.is_main:
             removed = clean_leftovers(output)
             if removed:
@@ -259,6 +268,30 @@ def run_training(
             if fresh_folder and output.is_dir() and not any(output.iterdir()):
                 output.rmdir()  # a run that failed before writing anything leaves no empty folder behind
         D.shutdown(ctx)
+
+
+def freeze_components(model: Any, components: list[str]) -> int:
+    """Take the parameters of the named components (train.freeze, labels of models/inspect.py) out of
+    training, before any weights load: --init-from and --resume then restore them as frozen weights
+    that the run's checkpoints keep. Returns how many tensors it froze; a component the model does
+    not have is an error."""
+    from avsrctl.training.param_table import component_of
+
+    if not components:
+        return 0
+    named = list(model.named_parameters())
+    present = {component_of(n) for n, _ in named}
+    missing = [c for c in components if c not in present]
+    if missing:
+        raise UsageError(
+            f"train.freeze: this model has no {', '.join(repr(c) for c in missing)}",
+            hint=f"it has: {', '.join(sorted(present))} (avsrctl inspect-params lists them)",
+        )
+    chosen = set(components)
+    frozen = [p for n, p in named if component_of(n) in chosen and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    return len(frozen)
 
 
 def init_weights_from(model: Any, paths: list[str | os.PathLike]) -> list[tuple[Path, list[str]]]:
