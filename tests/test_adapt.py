@@ -137,11 +137,16 @@ def _labels(out: Path) -> dict[str, dict]:
 
 def test_pseudo_labels_come_from_the_audio_path(adapted):
     spies = adapted.spies
-    labelling = [c for c in spies.calls if c[0] == "audio"]
-    assert sorted(i for _, ids, _ in labelling for i in ids) == sorted(CLIP_FRAMES)
+    audio = [c for c in spies.calls if c[0] == "audio"]
     first_other = next((n for n, c in enumerate(spies.calls) if c[0] != "audio"), len(spies.calls))
-    assert all(c[0] == "audio" for c in spies.calls[:first_other]) and first_other == len(labelling)
-    assert all(had_video for _, _, had_video in labelling)  # the lips were loaded, for lip_sync only
+    assert all(c[0] == "audio" for c in spies.calls[:first_other]) and first_other == len(audio)
+    # --speed auto (the default) first hears the clips without their lips at 5 speeds and the best
+    # one's 2 neighbours; then each clip is labelled once, its lips loaded for lip_sync only
+    search = [c for c in audio if not c[2]]
+    labelling = audio[len(search) :]
+    assert audio[: len(search)] == search and all(had_video for _, _, had_video in labelling)
+    assert sorted(i for _, ids, _ in search for i in ids) == sorted(list(CLIP_FRAMES) * 7)
+    assert sorted(i for _, ids, _ in labelling for i in ids) == sorted(CLIP_FRAMES)
 
     labels = _labels(adapted.out)
     assert {k: r["text"] for k, r in labels.items()} == spies.returned == TEXTS
@@ -155,7 +160,9 @@ def test_pseudo_labels_come_from_the_audio_path(adapted):
     assert labels["b"]["word_probs"] == pytest.approx([0.95, 0.95, 0.95, 0.71, 0.69, 0.95], abs=1e-3)
     summary = json.loads((pseudo / "summary.json").read_text())
     assert (summary["words"], summary["unsure_words"]) == (18, 2)
-    assert summary["speed"] == {"asked": 1.0, "chosen": 1.0, "tried": {}}
+    # the fake audio path is as confident at every speed: the tie goes to the clips' own
+    assert summary["speed"]["asked"] == "auto" and summary["speed"]["chosen"] == 1.0
+    assert sorted(map(float, summary["speed"]["tried"])) == [0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2]
     assert len((pseudo / "valid.wrd").read_text().splitlines()) == 1  # 5% of 3, at least one
 
 
@@ -485,10 +492,12 @@ def test_resuming_with_other_pseudo_label_options_is_refused(tmp_path):
     with pytest.raises(UsageError, match="were made with speed 'auto', now 0.9"):
         reusable_summary(tmp_path, data, rule, 0.05, speed=0.9)
     with pytest.raises(UsageError, match="were made with speed 'auto', now 1.0"):
-        reusable_summary(tmp_path, data, rule, 0.05)  # the default: the clips' own speed
+        reusable_summary(tmp_path, data, rule, 0.05, speed=1.0)
+    assert reusable_summary(tmp_path, data, rule, 0.05) is not None  # the default is auto
     with pytest.raises(UsageError, match="were made with valid_fraction 0.05, now 0.1"):
         reusable_summary(tmp_path, data, rule, 0.1, speed=None)
     (tmp_path / SUMMARY).write_text(json.dumps(summary))  # labelled before --speed: at the clips' own speed
-    assert reusable_summary(tmp_path, data, rule, 0.05) is not None
-    with pytest.raises(UsageError, match="were made with speed 1.0, now 'auto'"):
-        reusable_summary(tmp_path, data, rule, 0.05, speed=None)
+    assert reusable_summary(tmp_path, data, rule, 0.05, speed=1.0) is not None
+    with pytest.raises(UsageError, match="were made with speed 1.0, now 'auto'") as refused:
+        reusable_summary(tmp_path, data, rule, 0.05)
+    assert refused.value.hint.startswith("resume with --speed 1.0")

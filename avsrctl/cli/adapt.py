@@ -76,7 +76,7 @@ def adapt(
             "0.9: slower and lower). auto: the one where it is most confident on a sample of them, among 0.75 "
             "to 1.25. The lips always train on the clips at their own speed.",
         ),
-    ] = "1",
+    ] = "auto",
     ctc_epochs: Annotated[
         int,
         typer.Option(

@@ -246,7 +246,7 @@ def run_adaptation(
     resume: str | None = None,
     device: str | None = None,
     console: Any = None,
-    speed: float | None = 1.0,
+    speed: float | None = None,  # None: --speed auto
 ) -> AdaptResult:
     """What `avsrctl adapt` does: pseudo-label DATA with the checkpoint's audio path, then train the
     three STAGES on the kept clips (RUN/lips-ctc, RUN/lips-video, then the fused model into RUN:

@@ -346,7 +346,7 @@ def make_pseudo_corpus(
     batch_size: int | None = None,
     device: str | None = None,
     console: Any = None,
-    speed: float | None = 1.0,
+    speed: float | None = None,
 ) -> dict:
     """Prepare DATA's clips, label them with the checkpoint's audio path (at `speed`; None: the one
     `choose_speed` finds) and write RUN/pseudo (see the module docstring). Returns summary.json's content."""
@@ -483,7 +483,7 @@ def check_data(data: Path, output: Path) -> None:
 
 
 def reusable_summary(
-    pseudo: Path, data: Path, rule: PseudoLabelRule, valid_fraction: float, speed: float | None = 1.0
+    pseudo: Path, data: Path, rule: PseudoLabelRule, valid_fraction: float, speed: float | None = None
 ) -> dict | None:
     """summary.json of the pseudo-labels a resumed run trained on, checked against this call's options."""
     try:
@@ -500,8 +500,9 @@ def reusable_summary(
     was["speed"] = (summary.get("speed") or {}).get("asked", 1.0)  # labelled before --speed: the clips' own
     for key, value in now.items():
         if was[key] != value:
+            same = f"--speed {was[key]}" if key == "speed" else "the same --data and pseudo-label options"
             raise UsageError(
                 f"--resume: this run's pseudo-labels were made with {key} {was[key]!r}, now {value!r}",
-                hint="resume with the same --data and pseudo-label options, or start a new run with another --output",
+                hint=f"resume with {same}, or start a new run with another --output",
             )
     return summary
