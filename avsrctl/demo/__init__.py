@@ -60,7 +60,7 @@ BABBLE_SNR_DB = -5  # other voices 5 dB louder than the speaker: audio alone mos
 MODEL = "grid-small"  # the built-in model (avsrctl/pretrained.py)
 BASELINE = "faster-whisper tiny.en"  # what `eval` / `transcribe` run without --checkpoint
 # How long `make grid-recipe` takes: its training stages alone took 77 min (docs/RESULTS-synthetic.md), 88 min
-# (docs/RESULTS.md, with preparing s1) and the adaptation 27 min, on 2 cores; corpus synthesis and evaluations add more.
+# (docs/RESULTS.md, with preparing s1) and the adaptation 28 min, on 2 cores; corpus synthesis and evaluations add more.
 RECIPE_TIME = "over three hours on 2 cores"
 
 # On top of the chosen config for the from-scratch run. The video encoder (offline-small's lip
