@@ -116,12 +116,14 @@ def adapt(
 ) -> None:
     """Teach a fused model's lips a new face from the face's own untranscribed video.
 
-    Decodes each clip from its clean audio with the model's audio path and keeps the confident transcripts;
-    in them, the words the audio path was unsure of are read but not taught (--min-word-prob).
+    Decodes each clip from its clean audio with the model's audio path (at the speed where it is most
+    confident, --speed) and keeps the confident transcripts; in them, the words the audio path was unsure
+    of are read but not taught (--min-word-prob).
     Then trains on them in three stages, each as `avsrctl train` does:
     (1) lips-ctc: the lip front-end alone with character CTC, from the checkpoint;
     (2) lips-video: the lips through the LLM, from the checkpoint and then (1);
-    (3) the fused model, from the checkpoint and then (2), with babble on the audio.
+    (3) the fused model, from the checkpoint and then (2), with babble on the audio: only the fusion
+        trains, so the lips alone read as after (2).
     The audio encoder and connector stay frozen in every stage: the audio path teaches, it never learns.
 
     Writes pseudo/ (labels.jsonl: each clip's transcript, score and why it was kept or not),
