@@ -264,6 +264,7 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
     kept = [r for r in labels if r.get("kept")]
     report = score([truth[r["id"]] for r in kept], [r["text"] for r in kept]) if kept else None
     summary = json.loads((out / "pseudo" / "summary.json").read_text())
+    speed = summary.get("speed") or {}  # absent in runs labelled before --speed: the clips' own
     trained = {  # id -> the transcript the lips trained on, unsure words marked
         u.id: u.text
         for split in ("train", "valid")
@@ -278,8 +279,8 @@ def adapt(work: Path, corpus: Path, start: str, timings: dict) -> tuple[Path, di
         "words": None if report is None else report.ref_words,
         "wrong": None if report is None else sum(u.errors > 0 for u in report.utterances),
         "min_word_prob": summary["rule"].get("min_word_prob", 0.0),
-        "speed": (summary.get("speed") or {}).get("chosen", 1.0),  # the audio path's, for the pseudo-labels
-        "speed_asked": (summary.get("speed") or {}).get("asked", 1.0),
+        "speed": speed.get("chosen", 1.0),  # the audio path's, for the pseudo-labels
+        "speed_asked": speed.get("asked", 1.0),
         **taught_and_unsure([trained[r["id"]] for r in kept], report.utterances if report else ()),
     }
     return out / "final", pseudo

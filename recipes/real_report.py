@@ -358,7 +358,7 @@ def adapt_section(results: dict, timings: dict, pseudo: dict, start: str, when: 
 def _speed_words(pseudo: dict) -> str:
     """At which speed the audio path heard the clips (--speed), when not at their own."""
     speed, asked = pseudo.get("speed", 1.0), pseudo.get("speed_asked", 1.0)
-    if speed in (None, 1, 1.0) and asked in (None, 1, 1.0, "1"):
+    if speed == 1.0 and asked != "auto":
         return ""
     how = "chosen by `--speed auto`" if asked == "auto" else f"`--speed {asked}`"
     return f" heard at {speed:g} times their speed ({how})"
